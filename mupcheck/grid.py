@@ -1,0 +1,409 @@
+"""Grid files: one TOML file under `grids/` defines a whole experiment.
+
+    from mupcheck.grid import load_grid, run_configs
+    grid = load_grid("grids/smoke.toml")
+    for cfg in run_configs(grid): ...
+
+A grid is parsed into a frozen `Grid` and validated before anything trains: an unknown key,
+a wrong type, an empty or unsorted list, or an impossible combination raises `GridError`
+naming the file, the key and what is allowed. `run_configs` expands the grid into one
+`RunConfig` per (parametrization, width, tokens, lr, seed); everything derived (learning rate,
+step count) is computed from the grid, never configured twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mupcheck.errors import GridError
+
+__all__ = [
+    "Grid",
+    "RunConfig",
+    "TransferSettings",
+    "load_grid",
+    "parse_grid",
+    "run_configs",
+    "BUILTIN_MODELS",
+    "AXES",
+]
+
+Parametrization = Literal["mup", "sp"]
+BUILTIN_MODELS = ("mlp", "gpt")
+PARAMETRIZATIONS = ("mup", "sp")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear", "wsd")
+BUILTIN_DATA = ("python", "python-stdlib", "synthetic")
+# Axes a grid can vary along; the transfer suite compares optima along each of them.
+AXES = ("width", "tokens")
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How strict the transfer assertions are (the `[transfer]` table of a grid)."""
+
+    tolerance_log2: float = 0.5
+    max_regret: float = 0.01
+    expect_break: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid file. Field names are the TOML keys."""
+
+    name: str
+    model: str
+    widths: tuple[int, ...]
+    tokens: tuple[int, ...]
+    lr_log2: tuple[float, ...]
+    parametrization: tuple[Parametrization, ...] = ("mup", "sp")
+    base_width: int = 0  # 0 until resolved: defaults to the smallest width
+    depth: int = 2
+    head_dim: int = 16
+    batch_size: int = 16
+    seq_len: int = 128
+    seeds: tuple[int, ...] = (0,)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "linear", "wsd"] = "cosine"
+    warmup: float = 0.05
+    min_lr_frac: float = 0.1
+    decay_frac: float = 0.2
+    data: str = "python"
+    vocab_size: int = 0  # 0: taken from the data source
+    eval_tokens: int = 65536
+    device: str = "auto"
+    readout_zero_init: bool = False
+    query_zero_init: bool = False
+    mlp_context: int = 8
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    path: str = ""  # the file it came from, for messages and provenance
+
+    @property
+    def grid_dir(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run. Hashed (with data and code) into its store key."""
+
+    model: str
+    parametrization: Parametrization
+    width: int
+    base_width: int
+    depth: int
+    head_dim: int
+    tokens: int
+    batch_size: int
+    seq_len: int
+    lr_log2: float
+    seed: int
+    optimizer: str
+    weight_decay: float
+    schedule: str
+    warmup: float
+    min_lr_frac: float
+    decay_frac: float
+    data: str
+    vocab_size: int
+    eval_tokens: int
+    readout_zero_init: bool
+    query_zero_init: bool
+    mlp_context: int
+
+    @property
+    def lr(self) -> float:
+        return 2.0**self.lr_log2
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.tokens_per_step
+
+    def label(self) -> str:
+        """Short human-readable name, for progress bars and messages."""
+        return (
+            f"{self.model} {self.parametrization} width={self.width} "
+            f"tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g} seed={self.seed}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def format_tokens(n: int) -> str:
+    """1048576 -> '1M', 65536 -> '64K'; exact binary or decimal multiples only, else the number."""
+    for div, suffix in ((2**30, "G"), (2**20, "M"), (2**10, "K")):
+        if n % div == 0:
+            return f"{n // div}{suffix}"
+    for div, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
+        if n % div == 0:
+            return f"{n // div}{suffix}"
+    return str(n)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_TOP_KEYS = {f.name for f in dataclasses.fields(Grid)} - {"path", "transfer"} | {"transfer"}
+_TRANSFER_KEYS = {f.name for f in dataclasses.fields(TransferSettings)}
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a grid file. Raises `GridError` naming the file and key on any mistake."""
+    p = Path(path)
+    if not p.is_file():
+        raise GridError(str(path), None, "no such grid file")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise GridError(str(path), None, f"not valid TOML: {e}") from None
+    return parse_grid(raw, str(path))
+
+
+def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
+    """Validate a parsed TOML table into a `Grid`."""
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise GridError(path, unknown[0], f"unknown key; allowed keys: {', '.join(sorted(_TOP_KEYS))}")
+    for required in ("name", "model", "widths", "tokens", "lr_log2"):
+        if required not in raw:
+            raise GridError(path, required, "required key is missing")
+    v = _Validator(path, raw)
+    kw: dict[str, Any] = {
+        "name": v.string("name", pattern=r"^[\w.-]+$", allowed="letters, digits, '_', '-', '.'"),
+        "model": v.model(),
+        "widths": v.int_list("widths", minimum=1),
+        "tokens": v.int_list("tokens", minimum=1),
+        "lr_log2": v.float_list("lr_log2"),
+        "parametrization": v.choice_list("parametrization", PARAMETRIZATIONS),
+        "depth": v.integer("depth", minimum=1),
+        "head_dim": v.integer("head_dim", minimum=1),
+        "batch_size": v.integer("batch_size", minimum=1),
+        "seq_len": v.integer("seq_len", minimum=1),
+        "seeds": v.int_list("seeds", minimum=0),
+        "optimizer": v.choice("optimizer", OPTIMIZERS),
+        "weight_decay": v.number("weight_decay", minimum=0.0),
+        "schedule": v.choice("schedule", SCHEDULES),
+        "warmup": v.number("warmup", minimum=0.0, below=1.0),
+        "min_lr_frac": v.number("min_lr_frac", minimum=0.0, maximum=1.0),
+        "decay_frac": v.number("decay_frac", minimum=0.0, maximum=1.0),
+        "data": v.string("data"),
+        "vocab_size": v.integer("vocab_size", minimum=2),
+        "eval_tokens": v.integer("eval_tokens", minimum=1),
+        "device": v.string("device", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", allowed="auto, cpu, cuda, cuda:N, mps"),
+        "readout_zero_init": v.boolean("readout_zero_init"),
+        "query_zero_init": v.boolean("query_zero_init"),
+        "mlp_context": v.integer("mlp_context", minimum=1),
+        "base_width": v.integer("base_width", minimum=1),
+        "transfer": v.transfer(),
+    }
+    kw = {k: val for k, val in kw.items() if val is not None}
+    kw.setdefault("base_width", min(kw["widths"]))
+    grid = Grid(path=path, **kw)
+    _check_combinations(grid)
+    return grid
+
+
+class _Validator:
+    """Type and range checks for single keys; each failure names the key and what is allowed."""
+
+    def __init__(self, path: str, raw: dict[str, Any]):
+        self.path, self.raw = path, raw
+
+    def fail(self, key: str, message: str) -> GridError:
+        return GridError(self.path, key, message)
+
+    def _get(self, key: str) -> Any:
+        return self.raw.get(key)
+
+    def string(self, key: str, pattern: str | None = None, allowed: str = "") -> str | None:
+        val = self._get(key)
+        if val is None:
+            return None
+        if not isinstance(val, str) or not val:
+            raise self.fail(key, f"must be a non-empty string, got {val!r}")
+        if pattern and not re.match(pattern, val):
+            raise self.fail(key, f"{val!r} is not allowed; use {allowed}")
+        return val
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
+        val = self._get(key)
+        if val is None:
+            return None
+        if val not in choices:
+            raise self.fail(key, f"must be one of {', '.join(map(repr, choices))}, got {val!r}")
+        return val
+
+    def boolean(self, key: str) -> bool | None:
+        val = self._get(key)
+        if val is not None and not isinstance(val, bool):
+            raise self.fail(key, f"must be true or false, got {val!r}")
+        return val
+
+    def integer(self, key: str, minimum: int | None = None) -> int | None:
+        val = self._get(key)
+        if val is None:
+            return None
+        if not _is_int(val):
+            raise self.fail(key, f"must be an integer, got {val!r}")
+        if minimum is not None and val < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {val}")
+        return val
+
+    def number(self, key: str, minimum: float | None = None, maximum: float | None = None,
+               below: float | None = None) -> float | None:
+        val = self._get(key)
+        if val is None:
+            return None
+        if not _is_number(val) or not math.isfinite(val):
+            raise self.fail(key, f"must be a finite number, got {val!r}")
+        if minimum is not None and val < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {val}")
+        if maximum is not None and val > maximum:
+            raise self.fail(key, f"must be <= {maximum}, got {val}")
+        if below is not None and val >= below:
+            raise self.fail(key, f"must be < {below} (a fraction of the run), got {val}")
+        return float(val)
+
+    def _list(self, key: str, kind: str) -> list | None:
+        val = self._get(key)
+        if val is None:
+            return None
+        if not isinstance(val, list) or not val:
+            raise self.fail(key, f"must be a non-empty list of {kind}, got {val!r}")
+        return val
+
+    def _sorted(self, key: str, vals: list) -> None:
+        if any(b <= a for a, b in zip(vals, vals[1:])):
+            raise self.fail(key, f"must be strictly increasing (sorted, no repeats), got {vals}")
+
+    def int_list(self, key: str, minimum: int) -> tuple[int, ...] | None:
+        vals = self._list(key, "integers")
+        if vals is None:
+            return None
+        bad = [x for x in vals if not _is_int(x) or x < minimum]
+        if bad:
+            raise self.fail(key, f"must hold integers >= {minimum}, got {bad[0]!r}")
+        self._sorted(key, vals)
+        return tuple(vals)
+
+    def float_list(self, key: str) -> tuple[float, ...] | None:
+        vals = self._list(key, "numbers")
+        if vals is None:
+            return None
+        bad = [x for x in vals if not _is_number(x) or not math.isfinite(x)]
+        if bad:
+            raise self.fail(key, f"must hold finite numbers (log2 of the learning rate), got {bad[0]!r}")
+        self._sorted(key, vals)
+        return tuple(float(x) for x in vals)
+
+    def choice_list(self, key: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
+        vals = self._list(key, "strings")
+        if vals is None:
+            return None
+        bad = [x for x in vals if x not in choices]
+        if bad:
+            raise self.fail(key, f"allowed values are {', '.join(map(repr, choices))}, got {bad[0]!r}")
+        if len(set(vals)) != len(vals):
+            raise self.fail(key, f"has repeated values: {vals}")
+        return tuple(vals)
+
+    def model(self) -> str:
+        val = self.string("model")
+        if val in BUILTIN_MODELS:
+            return val
+        if not _FACTORY_RE.match(val):
+            raise self.fail("model", f"{val!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
+                                     "nor a factory written 'package.module:function'")
+        return val
+
+    def transfer(self) -> TransferSettings | None:
+        val = self._get("transfer")
+        if val is None:
+            return None
+        if not isinstance(val, dict):
+            raise self.fail("transfer", "must be a table ([transfer])")
+        unknown = sorted(set(val) - _TRANSFER_KEYS)
+        if unknown:
+            raise self.fail(f"transfer.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_TRANSFER_KEYS))}")
+        sub = _Validator(self.path, val)
+        kw = {
+            "tolerance_log2": sub.number("tolerance_log2", minimum=0.0),
+            "max_regret": sub.number("max_regret", minimum=0.0),
+            "expect_break": sub.choice_list("expect_break", AXES),
+        }
+        kw = {k: x for k, x in kw.items() if x is not None}
+        return TransferSettings(**kw)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_combinations(g: Grid) -> None:
+    """Cross-key checks: things each valid alone but impossible together."""
+    p = g.path
+    if g.model == "gpt":
+        for w in g.widths + (g.base_width,):
+            if w % g.head_dim:
+                raise GridError(p, "head_dim", f"width {w} is not divisible by head_dim={g.head_dim}; "
+                                               "every width and base_width must be a multiple of it")
+    for t in g.tokens:
+        steps = t // (g.batch_size * g.seq_len)
+        if steps < 10:
+            raise GridError(p, "tokens", f"budget {t} gives {steps} steps of batch_size*seq_len="
+                                         f"{g.batch_size * g.seq_len} tokens; at least 10 steps are needed")
+    if g.schedule == "wsd" and g.decay_frac + g.warmup > 1.0:
+        raise GridError(p, "decay_frac", f"warmup ({g.warmup}) + decay_frac ({g.decay_frac}) exceed the whole run")
+    if g.model == "mlp" and g.mlp_context > g.seq_len:
+        raise GridError(p, "mlp_context", f"must be <= seq_len ({g.seq_len}), got {g.mlp_context}")
+    if g.model not in BUILTIN_MODELS:
+        _check_factory_importable(g)
+
+
+def _check_factory_importable(g: Grid) -> None:
+    module_name, _, attr = g.model.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # a user module may raise anything at import
+        raise GridError(g.path, "model", f"cannot import {module_name!r} (run from the directory that "
+                                         f"holds it, or install it): {type(e).__name__}: {e}") from None
+    if not callable(getattr(module, attr, None)):
+        raise GridError(g.path, "model", f"module {module_name!r} has no callable {attr!r}")
+
+
+def run_configs(grid: Grid) -> list[RunConfig]:
+    """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
+    common = dict(
+        model=grid.model, base_width=grid.base_width, depth=grid.depth, head_dim=grid.head_dim,
+        batch_size=grid.batch_size, seq_len=grid.seq_len, optimizer=grid.optimizer,
+        weight_decay=grid.weight_decay, schedule=grid.schedule, warmup=grid.warmup,
+        min_lr_frac=grid.min_lr_frac, decay_frac=grid.decay_frac, data=grid.data,
+        vocab_size=grid.vocab_size, eval_tokens=grid.eval_tokens,
+        readout_zero_init=grid.readout_zero_init, query_zero_init=grid.query_zero_init,
+        mlp_context=grid.mlp_context,
+    )
+    return [
+        RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **common)
+        for par in grid.parametrization
+        for w in grid.widths
+        for t in grid.tokens
+        for lr in grid.lr_log2
+        for s in grid.seeds
+    ]

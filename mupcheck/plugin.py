@@ -1,0 +1,1 @@
+"""pytest plugin (grid files as test suites): see issue 3."""
