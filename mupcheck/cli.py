@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from pathlib import Path
 
 from mupcheck.errors import MupcheckError
 from mupcheck.grid import load_grid
@@ -38,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's `device`)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write reports/<grid>.md from the store, without training")
+    report.add_argument("grid", help="grid file, e.g. grids/cpu_width.toml")
+    _add_store(report)
+    report.add_argument("--out", metavar="DIR", default="reports", help="report directory (default: reports)")
+    report.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -54,6 +63,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)
         return 130
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from mupcheck.report import write_report
+    from mupcheck.sweep import plan_grid
+
+    start = time.perf_counter()
+    plan = plan_grid(load_grid(args.grid), args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {
+        "command": f"`mupcheck report {args.grid}`",
+        "report written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = write_report(plan, Store.open(args.store), out, extra)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

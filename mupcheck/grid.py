@@ -43,6 +43,8 @@ SCHEDULES = ("constant", "cosine", "linear", "wsd")
 BUILTIN_DATA = ("python", "python-stdlib", "synthetic")
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
 AXES = ("width", "tokens")
+# An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
+EXPECT_BREAK_CHOICES = AXES + tuple(f"{p}:{a}" for p in PARAMETRIZATIONS for a in AXES)
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -342,7 +344,7 @@ class _Validator:
         kw = {
             "tolerance_log2": sub.number("tolerance_log2", minimum=0.0),
             "max_regret": sub.number("max_regret", minimum=0.0),
-            "expect_break": sub.choice_list("expect_break", AXES),
+            "expect_break": sub.choice_list("expect_break", EXPECT_BREAK_CHOICES),
         }
         kw = {k: x for k, x in kw.items() if x is not None}
         return TransferSettings(**kw)

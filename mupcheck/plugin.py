@@ -1,1 +1,236 @@
-"""pytest plugin (grid files as test suites): see issue 3."""
+"""pytest plugin: a grid file is a test suite, one item per transfer comparison.
+
+    pytest grids/cpu_width.toml            # train what is missing, then one verdict per item
+    pytest grids/ -n 2                     # runs spread over two xdist workers, same verdicts
+    pytest grids/ --mupcheck-no-train      # skip (listing the missing runs) instead of training
+
+Registered through the `pytest11` entry point. `.toml` files inside a folder named `grids` (or
+named on the command line) are collected as `GridFile`s; item ids read like the finding, e.g.
+`grids/cpu_width.toml::width[mup tokens=512K 32->256]`. Missing runs are trained before the items
+run, in every process that runs items (the store's locks spread the runs over xdist workers and
+keep any run from being trained twice). Comparisons listed in the grid's `expect_break` are strict
+xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written from the store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mupcheck.errors import MupcheckError
+from mupcheck.grid import Grid, load_grid
+from mupcheck.store import STORE_ENV, Store
+
+_STATE = pytest.StashKey["_State"]()
+
+
+@dataclass
+class _State:
+    store: Store
+    device: str | None
+    no_train: bool
+    reports_dir: Path
+    write_reports: bool
+    started: float = field(default_factory=time.time)
+    plans: dict[Path, Any] = field(default_factory=dict)
+    errors: dict[Path, MupcheckError] = field(default_factory=dict)
+    optima: dict[Path, Any] = field(default_factory=dict)
+    grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
+    written: list[str] = field(default_factory=list)
+
+    def plan(self, grid: Grid) -> Any:
+        from mupcheck.sweep import plan_grid
+
+        path = Path(grid.path)
+        if path not in self.plans:
+            self.plans[path] = plan_grid(grid, self.device)
+        return self.plans[path]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mupcheck", "mupcheck: muP learning-rate transfer suite")
+    group.addoption("--mupcheck-store", metavar="DIR", default=None,
+                    help=f"result store (default: ${STORE_ENV}, else ./.mupcheck)")
+    group.addoption("--mupcheck-no-train", action="store_true",
+                    help="do not train missing runs: skip their items and list what is missing")
+    group.addoption("--mupcheck-device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's)")
+    group.addoption("--mupcheck-reports", metavar="DIR", default=None,
+                    help="where reports are written (default: reports/ under the rootdir)")
+    group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mupcheck: an item collected from a mupcheck grid file")
+    reports = config.getoption("mupcheck_reports") or config.rootpath / "reports"
+    state = config.stash[_STATE] = _State(
+        store=Store.open(config.getoption("mupcheck_store")),
+        device=config.getoption("mupcheck_device"),
+        no_train=config.getoption("mupcheck_no_train"),
+        reports_dir=Path(reports),
+        write_reports=not config.getoption("mupcheck_no_report"),
+    )
+    config.pluginmanager.register(_SessionHooks(config, state), "mupcheck-session")
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        import torch
+
+        # Share the cores among xdist workers: one-thread processes beat one multi-thread process here.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker["workercount"])))
+    # User model factories are imported from the working directory, as in the CLI.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix == ".toml" and (file_path.parent.name == "grids" or parent.session.isinitpath(file_path)):
+        return GridFile.from_parent(parent, path=file_path)
+    return None
+
+
+class GridFile(pytest.File):
+    """A grid file: one `TransferItem` per comparison the grid asks for."""
+
+    def collect(self):
+        from mupcheck.transfer import is_expected_break, plan_comparisons
+
+        grid = load_grid(self.path)
+        self.grid = grid
+        for comp in plan_comparisons(grid):
+            item = TransferItem.from_parent(self, name=comp.test_id, comparison=comp)
+            item.add_marker(pytest.mark.mupcheck)
+            if is_expected_break(comp, grid.transfer):
+                item.add_marker(pytest.mark.xfail(
+                    strict=True, raises=AssertionError,
+                    reason=f"expected break along {comp.axis} (expect_break in {self.path.name})"))
+            yield item
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, MupcheckError):
+            return str(excinfo.value)  # a user mistake: the message, not a traceback
+        return super().repr_failure(excinfo, style)
+
+
+class TransferItem(pytest.Item):
+    """One comparison: does the optimum of the reference cell transfer to the other cell?"""
+
+    def __init__(self, *, comparison: Any, **kw: Any):
+        super().__init__(**kw)
+        self.comparison = comparison
+
+    def runtest(self) -> None:
+        from mupcheck.transfer import TransferError, judge
+
+        state = self.config.stash[_STATE]
+        grid: Grid = self.parent.grid
+        optima = _optima(state, grid, Path(grid.path))
+        verdict = judge(self.comparison, optima, grid.transfer)
+        if not verdict.passed:
+            raise TransferError(verdict.message())
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (AssertionError, MupcheckError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def _optima(state: _State, grid: Grid, path: Path) -> Any:
+    from mupcheck.collect import MissingRunsError, collect, find_optima
+
+    if path in state.errors:
+        raise state.errors[path]
+    if path not in state.optima:
+        try:
+            state.optima[path] = find_optima(collect(state.plan(grid), state.store))
+        except MissingRunsError as e:
+            if state.no_train:
+                pytest.skip(f"--mupcheck-no-train: {e}")
+            raise
+    return state.optima[path]
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("dsession")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Before any item runs: train the missing runs of every grid that has selected items."""
+    config = session.config
+    state = config.stash[_STATE]
+    if state.no_train or config.option.collectonly or _is_xdist_controller(config):
+        return None
+    from mupcheck.sweep import run_grid
+
+    grids = {id(item.parent): item.parent for item in session.items if isinstance(item, TransferItem)}
+    in_worker = hasattr(config, "workerinput")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    for grid_file in grids.values():
+        grid = grid_file.grid
+        try:
+            with capture.global_and_fixture_disabled():
+                if not in_worker:
+                    print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
+                          file=sys.stderr)
+                summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker)
+                if not in_worker:
+                    print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
+            if summary.interrupted:
+                raise KeyboardInterrupt
+        except MupcheckError as e:
+            state.errors[Path(grid.path)] = e
+    return None
+
+
+class _SessionHooks:
+    """Hooks that need the session state: which grids took part, and the reports at the end."""
+
+    def __init__(self, config: pytest.Config, state: _State):
+        self.config, self.state = config, state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the xdist controller this sees the workers' items too.
+        file_part = report.nodeid.split("::")[0]
+        if file_part.endswith(".toml") and report.when == "call":
+            self.state.grid_paths.setdefault(file_part, self.config.rootpath / file_part)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state, config = self.state, self.config
+        if not state.write_reports or hasattr(config, "workerinput"):
+            return
+        from mupcheck.report import write_report
+
+        elapsed = time.time() - state.started
+        started_iso = _dt.datetime.fromtimestamp(state.started, _dt.timezone.utc).isoformat(timespec="seconds")
+        for file_part, path in state.grid_paths.items():
+            try:
+                plan = state.plan(load_grid(path))
+                extra = {
+                    "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
+                    "report written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
+                    "runs this session": _trained_since(plan, state.store, started_iso),
+                }
+                state.reports_dir.mkdir(parents=True, exist_ok=True)
+                state.written.append(str(write_report(plan, state.store, state.reports_dir, extra)))
+            except MupcheckError as e:
+                state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.state.written:
+            terminalreporter.write_line(f"mupcheck report: {line}")
+
+
+def _trained_since(plan: Any, store: Store, started_iso: str) -> str:
+    dates = [r["provenance"]["date"] for r in (store.load(plan.key(c)) for c in plan.configs) if r]
+    trained = sum(d >= started_iso for d in dates)
+    return f"{trained} trained, {len(dates) - trained} reused from the store"

@@ -1,0 +1,229 @@
+"""Markdown reports with plots: `reports/<grid>.md` and PNGs in `reports/<grid>/`.
+
+    path = write_report(plan, store, out_dir=Path("reports"), provenance_extra={...})
+
+The report is computed from the store alone (the same functions the test items use), so
+`mupcheck report grids/X.toml` and the end of a pytest run write the same verdicts. Sections:
+verdicts, optimal learning rates, plots, warnings, provenance (how it was produced).
+`render_report` is a pure function of its inputs, for golden-file tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mupcheck.collect import CellOptimum, collect, find_optima  # noqa: E402
+from mupcheck.grid import Grid, format_tokens  # noqa: E402
+from mupcheck.transfer import Verdict, is_expected_break, judge, plan_comparisons  # noqa: E402
+
+__all__ = ["write_report", "render_report", "verdict_outcome", "plot_loss_curves", "plot_optima"]
+
+Optima = dict[tuple[str, int, int], CellOptimum]
+
+
+def verdict_outcome(verdict: Verdict, grid: Grid) -> str:
+    """pass / FAIL / xfail / XPASS, as pytest reports the item."""
+    expected = is_expected_break(verdict.comparison, grid.transfer)
+    if expected:
+        return "xfail (expected break)" if not verdict.passed else "XPASS: expected break did not happen"
+    return "pass" if verdict.passed else "FAIL"
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
+    """Loss vs log2(lr), one curve per width, one figure per token budget, parametrizations side by side."""
+    paths = []
+    pars = list(grid.parametrization)
+    for tokens in grid.tokens:
+        fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.2), sharey=True, squeeze=False)
+        for ax, par in zip(axes[0], pars):
+            colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
+            finite_losses, diverged = [], []
+            for color, width in zip(colors, grid.widths):
+                opt = optima[(par, width, tokens)]
+                xs = [x for x, y in zip(opt.lrs, opt.losses) if math.isfinite(y)]
+                ys = [y for y in opt.losses if math.isfinite(y)]
+                finite_losses += ys
+                ax.plot(xs, ys, "o-", color=color, ms=3, label=f"width {width}")
+                if opt.found:
+                    ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
+                diverged += [(x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
+            if finite_losses:
+                # Diverged runs are drawn as crosses on the top edge; very bad losses are cut off.
+                lo, hi = min(finite_losses), min(max(finite_losses), min(finite_losses) + 2.0)
+                pad = 0.05 * (hi - lo) + 1e-3
+                ax.set_ylim(lo - pad, hi + 2 * pad)
+            for x, color in diverged:
+                ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
+            ax.set_title(f"{par}   tokens={format_tokens(tokens)}")
+            ax.set_xlabel("log2(learning rate)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("final validation loss")
+        axes[0][-1].legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
+    """Optimal log2(lr) against width and against tokens, parametrizations side by side."""
+    paths = []
+    for axis, values, series, series_axis in (("width", grid.widths, grid.tokens, "tokens"),
+                                              ("tokens", grid.tokens, grid.widths, "width")):
+        if len(values) < 2:
+            continue
+        pars = list(grid.parametrization)
+        fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
+        for ax, par in zip(axes[0], pars):
+            for s in series:
+                cells = [optima[(par, v, s) if axis == "width" else (par, s, v)] for v in values]
+                xs = [v for v, c in zip(values, cells) if c.found]
+                ys = [c.lr_log2 for c in cells if c.found]
+                label = f"{series_axis}={format_tokens(s) if series_axis == 'tokens' else s}"
+                line, = ax.plot(xs, ys, "o-", label=label)
+                lo = [c.lr_log2 - c.interval[0] for c in cells if c.found and c.interval]
+                if len(lo) == len(xs) and xs:
+                    hi = [c.interval[1] - c.lr_log2 for c in cells if c.found and c.interval]
+                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", color=line.get_color(), capsize=3)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{par}: optimum vs {axis}")
+            ax.set_xlabel(axis)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("optimal log2(learning rate)")
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"optimum_vs_{axis}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# --- markdown --------------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _optimum_cell(opt: CellOptimum) -> str:
+    if not opt.found:
+        return "all diverged"
+    text = f"{opt.lr_log2:.2f}"
+    if opt.interval:
+        text += f" [{opt.interval[0]:.2f}, {opt.interval[1]:.2f}]"
+    if any("edge" in f for f in opt.flags):
+        text += " (edge)"
+    return text
+
+
+def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[Verdict],
+                  provenance: dict[str, str], plots: list[str]) -> str:
+    """The report's markdown text (plots are given as paths relative to the report)."""
+    out = [f"# mupcheck report: `{grid.name}`", ""]
+    n_fail = sum(verdict_outcome(v, grid) in ("FAIL", "XPASS: expected break did not happen") for v in verdicts)
+    out += [f"Model `{grid.model}`, parametrizations {', '.join(grid.parametrization)}; widths "
+            f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
+            f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {grid.lr_log2[0]:g} .. "
+            f"{grid.lr_log2[-1]:g} ({len(grid.lr_log2)} values); seeds {', '.join(map(str, grid.seeds))}; "
+            f"{grid.optimizer}, {grid.schedule} schedule. {len(df)} runs.", ""]
+    out += [f"**{len(verdicts) - n_fail} of {len(verdicts)} comparisons as expected; {n_fail} unexpected.** "
+            f"A comparison passes when the optimum moves by at most {grid.transfer.tolerance_log2:g} log2 and "
+            f"the regret (relative extra loss of using the reference cell's optimal LR) is at most "
+            f"{100 * grid.transfer.max_regret:g}%.", ""]
+
+    out += ["## Verdicts", ""]
+    rows = []
+    for v in verdicts:
+        c = v.comparison
+        shift = f"{v.shift:+.2f}" if math.isfinite(v.shift) else "n/a"
+        regret = f"{100 * v.regret:.2f}%" if math.isfinite(v.regret) else "inf"
+        rows.append([c.axis, c.parametrization, c.title().split(" (")[0], f"{v.ref.lr_log2:.2f}",
+                     f"{v.other.lr_log2:.2f}", shift, regret, verdict_outcome(v, grid)])
+    out += [_table(["axis", "param.", "comparison", "ref lr*", "other lr*", "shift (log2)", "regret", "verdict"],
+                   rows) if rows else "The grid varies neither width nor tokens: nothing to compare.", ""]
+
+    out += ["## Optimal learning rates", "",
+            "log2 of the optimal learning rate per cell (parabola-refined; 95% bootstrap interval over seeds "
+            "when there are two or more; *(edge)*: on the edge of `lr_log2`).", ""]
+    for par in grid.parametrization:
+        rows = [[str(w)] + [_optimum_cell(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
+        out += [f"**{par}**", "", _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+
+    if plots:
+        out += ["## Plots", ""]
+        out += [f"![{Path(p).stem}]({p})" for p in plots]
+        out += [""]
+
+    warnings = _warnings(df, optima)
+    out += ["## Warnings", ""]
+    out += [f"- {w}" for w in warnings] if warnings else ["None."]
+    out += [""]
+
+    out += ["## Provenance", "", _table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
+    return "\n".join(out)
+
+
+def _warnings(df: pd.DataFrame, optima: Optima) -> list[str]:
+    flags = list(OrderedDict.fromkeys(f for opt in optima.values() for f in opt.flags))
+    repeats = df["data_repeats"].astype(float)
+    if (repeats > 1).any():
+        flags.append(f"{int((repeats > 1).sum())} run(s) saw their training data more than once "
+                     f"(up to {repeats.max():.2f} times): repeated data changes the experiment")
+    return flags
+
+
+def _unique(values: Any) -> str:
+    vals = sorted({str(v) for v in values if v is not None and v == v})
+    return ", ".join(vals) if vals else "unknown"
+
+
+def provenance_for(plan: Any, store: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
+    """How the report was produced: command, grid hash, device, versions, dates, times."""
+    grid_path = Path(plan.grid.path)
+    records = [store.load(k) for k in df["key"]]
+    prov = [r["provenance"] for r in records]
+    dates = sorted(p["date"] for p in prov)
+    info = {
+        "grid file": f"`{grid_path.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
+        "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
+        "device": _unique(df["device"]),
+        "torch": _unique(p["torch"] for p in prov),
+        "mup": _unique(p["mup"] for p in prov),
+        "mupcheck": _unique(p["mupcheck"] for p in prov),
+        "runs trained": f"{dates[0]} .. {dates[-1]}",
+        "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
+    }
+    info.update(extra)
+    return info
+
+
+def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[str, str]) -> Path:
+    """Collect the grid's runs from the store and write `<out_dir>/<grid>.md` with its plots."""
+    grid = plan.grid
+    df = collect(plan, store)
+    optima = find_optima(df)
+    verdicts = [judge(c, optima, grid.transfer) for c in plan_comparisons(grid)]
+    plot_dir = out_dir / grid.name
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_loss_curves(df, optima, grid, plot_dir) + plot_optima(optima, grid, plot_dir)
+    rel = [p.relative_to(out_dir).as_posix() for p in plots]
+    text = render_report(grid, df, optima, verdicts, provenance_for(plan, store, df, provenance_extra), rel)
+    path = out_dir / f"{grid.name}.md"
+    path.write_text(text, encoding="utf-8")
+    return path
