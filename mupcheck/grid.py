@@ -70,6 +70,7 @@ class Grid:
     base_width: int = 0  # 0 until resolved: defaults to the smallest width
     depth: int = 2
     head_dim: int = 16
+    n_heads: int = 0  # 0: head_dim is fixed and heads grow with width; else heads fixed, head_dim grows
     batch_size: int = 16
     seq_len: int = 128
     seeds: tuple[int, ...] = (0,)
@@ -104,6 +105,7 @@ class RunConfig:
     base_width: int
     depth: int
     head_dim: int
+    n_heads: int
     tokens: int
     batch_size: int
     seq_len: int
@@ -192,6 +194,7 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         "parametrization": v.choice_list("parametrization", PARAMETRIZATIONS),
         "depth": v.integer("depth", minimum=1),
         "head_dim": v.integer("head_dim", minimum=1),
+        "n_heads": v.integer("n_heads", minimum=0),
         "batch_size": v.integer("batch_size", minimum=1),
         "seq_len": v.integer("seq_len", minimum=1),
         "seeds": v.int_list("seeds", minimum=0),
@@ -362,10 +365,11 @@ def _check_combinations(g: Grid) -> None:
     """Cross-key checks: things each valid alone but impossible together."""
     p = g.path
     if g.model == "gpt":
+        key, divisor = ("n_heads", g.n_heads) if g.n_heads else ("head_dim", g.head_dim)
         for w in g.widths + (g.base_width,):
-            if w % g.head_dim:
-                raise GridError(p, "head_dim", f"width {w} is not divisible by head_dim={g.head_dim}; "
-                                               "every width and base_width must be a multiple of it")
+            if w % divisor:
+                raise GridError(p, key, f"width {w} is not divisible by {key}={divisor}; "
+                                        "every width and base_width must be a multiple of it")
     for t in g.tokens:
         steps = t // (g.batch_size * g.seq_len)
         if steps < 10:
@@ -394,6 +398,7 @@ def run_configs(grid: Grid) -> list[RunConfig]:
     """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
     common = dict(
         model=grid.model, base_width=grid.base_width, depth=grid.depth, head_dim=grid.head_dim,
+        n_heads=grid.n_heads,
         batch_size=grid.batch_size, seq_len=grid.seq_len, optimizer=grid.optimizer,
         weight_decay=grid.weight_decay, schedule=grid.schedule, warmup=grid.warmup,
         min_lr_frac=grid.min_lr_frac, decay_frac=grid.decay_frac, data=grid.data,

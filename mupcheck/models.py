@@ -5,7 +5,8 @@
 
 Built-in models, both mapping token ids (B, T) to next-token logits (B, T, V):
 - "gpt": pre-LN GPT (learned positions, causal self-attention with head_dim fixed and the number of
-  heads growing with width, 4x MLP, no biases in linear layers).
+  heads growing with width, or with `n_heads` fixed and head_dim growing; 4x MLP, no biases in
+  linear layers).
 - "mlp": an n-gram MLP: the sum of per-offset embeddings of the last `mlp_context` tokens, `depth`
   hidden ReLU layers of size `width`, and a readout.
 
@@ -47,11 +48,17 @@ class CausalSelfAttention(nn.Module):
         self.head_dim, self.scale = head_dim, scale
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.proj = nn.Linear(width, width, bias=False)
+        # The fused attention kernel never materialises the attention logits; coordinate checks set
+        # `probe_scores` to route them through this identity, where a forward hook can measure them.
+        self.scores = nn.Identity()
+        self.probe_scores = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) each
         q, k, v = (t.view(B, T, C // self.head_dim, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        if self.probe_scores:
+            self.scores(q @ k.transpose(-2, -1) * self.scale)  # (B, H, T, T), measured only
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -73,13 +80,18 @@ class GPT(nn.Module):
     """Pre-LN GPT. `parametrization` picks the readout and the attention scale; init is shared."""
 
     def __init__(self, width: int, depth: int, head_dim: int, vocab_size: int, seq_len: int,
-                 parametrization: str = "mup", readout_zero_init: bool = False, query_zero_init: bool = False):
+                 parametrization: str = "mup", readout_zero_init: bool = False, query_zero_init: bool = False,
+                 n_heads: int = 0, base_width: int | None = None):
         super().__init__()
+        # Either head_dim is fixed and heads grow with width (the default), or n_heads is fixed and
+        # head_dim grows with width; only then do muP's and SP's attention scales differ.
+        base_head_dim = head_dim
+        if n_heads:
+            head_dim, base_head_dim = width // n_heads, (base_width or width) // n_heads
         if parametrization == "mup":
-            # muP scales attention logits by 1/d_head, times a constant making it SP's 1/sqrt(d_head) at
-            # the base width. Here head_dim is fixed and the number of heads grows with width, so the
-            # head dimension at the base width is head_dim itself and both scales are the same number.
-            attn_scale = math.sqrt(head_dim) / head_dim
+            # muP scales attention logits by 1/d_head, times the constant sqrt(d_head at the base width)
+            # that makes it equal to SP's 1/sqrt(d_head) there.
+            attn_scale = math.sqrt(base_head_dim) / head_dim
         else:
             attn_scale = 1.0 / math.sqrt(head_dim)
         self.tok_emb = nn.Embedding(vocab_size, width)
@@ -96,6 +108,8 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
+        if T > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.pos_emb.num_embeddings}")
         x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
@@ -156,7 +170,7 @@ def model_factory(cfg: RunConfig, vocab_size: int) -> Factory:
     """`width -> nn.Module` for this run's model and parametrization (everything else fixed)."""
     if cfg.model == "gpt":
         return lambda w: GPT(w, cfg.depth, cfg.head_dim, vocab_size, cfg.seq_len, cfg.parametrization,
-                             cfg.readout_zero_init, cfg.query_zero_init)
+                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width)
     if cfg.model == "mlp":
         return lambda w: MLP(w, cfg.depth, vocab_size, cfg.mlp_context, cfg.parametrization,
                              cfg.readout_zero_init)

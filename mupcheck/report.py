@@ -47,28 +47,29 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
     pars = list(grid.parametrization)
     for tokens in grid.tokens:
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.2), sharey=True, squeeze=False)
+        finite_losses, diverged = [], []
         for ax, par in zip(axes[0], pars):
             colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
-            finite_losses, diverged = [], []
             for color, width in zip(colors, grid.widths):
                 opt = optima[(par, width, tokens)]
                 xs = [x for x, y in zip(opt.lrs, opt.losses) if math.isfinite(y)]
                 ys = [y for y in opt.losses if math.isfinite(y)]
-                finite_losses += ys
+                finite_losses += ys + ([opt.loss] if opt.found else [])
                 ax.plot(xs, ys, "o-", color=color, ms=3, label=f"width {width}")
                 if opt.found:
                     ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
-                diverged += [(x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
-            if finite_losses:
-                # Diverged runs are drawn as crosses on the top edge; very bad losses are cut off.
-                lo, hi = min(finite_losses), min(max(finite_losses), min(finite_losses) + 2.0)
-                pad = 0.05 * (hi - lo) + 1e-3
-                ax.set_ylim(lo - pad, hi + 2 * pad)
-            for x, color in diverged:
-                ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
+                diverged += [(ax, x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
             ax.set_title(f"{par}   tokens={format_tokens(tokens)}")
             ax.set_xlabel("log2(learning rate)")
             ax.grid(alpha=0.3)
+        if finite_losses:
+            # One y-range for the shared axis; losses far above the best are cut off, and diverged
+            # runs are drawn as crosses on the top edge.
+            lo, hi = min(finite_losses), min(max(finite_losses), min(finite_losses) + 2.0)
+            pad = 0.05 * (hi - lo) + 1e-3
+            axes[0][0].set_ylim(lo - pad, hi + 2 * pad)
+        for ax, x, color in diverged:
+            ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
         axes[0][0].set_ylabel("final validation loss")
         axes[0][-1].legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
         fig.tight_layout()
