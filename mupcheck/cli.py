@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mupcheck.errors import MupcheckError
-from mupcheck.grid import load_grid
+from mupcheck.grid import Grid, load_grid, parse_grid
 from mupcheck.store import STORE_ENV, Store
 
 __all__ = ["main"]
@@ -47,6 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", default="reports", help="report directory (default: reports)")
     report.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
     report.set_defaults(func=_cmd_report)
+
+    coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
+    coord.add_argument("--model", required=True, help="gpt, mlp, or package.module:build (importable from here)")
+    coord.add_argument("--widths", default="64,128,256,512", help="comma-separated, spanning >= 8x (default %(default)s)")
+    coord.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    coord.add_argument("--steps", type=int, default=4, help="training steps on one fixed batch (default %(default)s)")
+    coord.add_argument("--seeds", type=int, default=1, help="seeds averaged per width (default %(default)s)")
+    coord.add_argument("--lr-log2", type=float, default=-6.0, help="log2 learning rate (default %(default)s)")
+    coord.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    coord.add_argument("--depth", type=int, default=2)
+    coord.add_argument("--head-dim", type=int, default=16, help="gpt: fixed head size (heads grow with width)")
+    coord.add_argument("--n-heads", type=int, default=0, help="gpt: fix the number of heads instead (head_dim grows)")
+    coord.add_argument("--batch-size", type=int, default=8)
+    coord.add_argument("--seq-len", type=int, default=64)
+    coord.add_argument("--data", default="python", help="data source, as a grid's `data` (default %(default)s)")
+    coord.add_argument("--plot", default=None, metavar="PNG",
+                       help="where to write the log-log plot (default reports/coord_check/<model>-<parametrization>.png)")
+    coord.set_defaults(func=_cmd_coord_check)
+
+    pred = sub.add_parser("predict", help="predict the optimal learning rate at a width and token budget")
+    pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store)")
+    pred.add_argument("--width", type=int, required=True)
+    pred.add_argument("--tokens", type=float, required=True, help="token budget, e.g. 100e9")
+    pred.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    _add_store(pred)
+    pred.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    pred.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -82,6 +109,65 @@ def _cmd_report(args: argparse.Namespace) -> int:
     }
     path = write_report(plan, Store.open(args.store), out, extra)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _coord_grid(args: argparse.Namespace) -> Grid:
+    """The command line as a one-cell grid, so that it is validated like a grid file."""
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise MupcheckError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
+    raw = {
+        "name": "coord-check", "model": args.model, "widths": widths, "base_width": widths[0],
+        "parametrization": [args.parametrization], "depth": args.depth, "head_dim": args.head_dim,
+        "n_heads": args.n_heads, "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "tokens": [10 * args.batch_size * args.seq_len], "lr_log2": [args.lr_log2], "optimizer": args.optimizer,
+        "data": args.data, "device": "cpu",
+        "coord_check": {"steps": args.steps, "seeds": args.seeds, "lr_log2": args.lr_log2,
+                        "parametrization": [args.parametrization]},
+    }
+    return parse_grid(raw, "command line")
+
+
+def _cmd_coord_check(args: argparse.Namespace) -> int:
+    from mupcheck.coord import check_model, plot_coords, slope_table
+    from mupcheck.data import load_data
+
+    grid = _coord_grid(args)
+    data = load_data(grid.data, Path.cwd(), grid.vocab_size)
+    print(f"coordinate check of {args.model} ({args.parametrization}) at widths {args.widths}, "
+          f"{args.steps} steps of {args.optimizer} at lr 2^{args.lr_log2:g}", file=sys.stderr)
+    result = check_model(grid, args.parametrization, data)
+    table = slope_table(result.data)
+    print("slopes of log2(mean |x|) per doubling of width (0: width-independent, as muP wants)")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:+.2f}"))
+    plot = Path(args.plot or f"reports/coord_check/{args.model.replace(':', '-')}-{args.parametrization}.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_coords(result.data, plot, title=f"{args.model} {args.parametrization}")
+    print(f"plot: {plot}")
+    print(result.message())
+    return 0 if result.passed else 1
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mupcheck.collect import collect
+    from mupcheck.drift import PUBLISHED, fit_drift, predict
+    from mupcheck.sweep import plan_grid
+
+    if args.width < 1 or args.tokens < 1:
+        raise MupcheckError("--width and --tokens must be positive")
+    grid = load_grid(args.grid)
+    if args.parametrization not in grid.parametrization:
+        raise MupcheckError(f"{args.grid} has no {args.parametrization} runs (parametrization = {grid.parametrization})")
+    if len(grid.tokens) < 2:
+        raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
+    df = collect(plan_grid(grid, args.device), Store.open(args.store))
+    fit = fit_drift(df, args.parametrization)
+    if fit is None:
+        raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")
+    print(predict(fit, args.width, args.tokens).describe())
+    print(f"  {PUBLISHED}")
     return 0
 
 

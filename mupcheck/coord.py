@@ -15,7 +15,7 @@ or None; here those outputs are handled (the first tensor of a tuple; None is sk
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -24,26 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["coord_data", "fit_slopes", "assert_coords_stable", "CoordCheckError", "CoordSettings", "plot_coords"]
+from mupcheck.grid import CoordCheckConfig, Grid, RunConfig, coord_widths, run_configs
+from mupcheck.lint import LintFinding, lint
+
+__all__ = ["coord_data", "fit_slopes", "slope_table", "assert_coords_stable", "CoordCheckError", "plot_coords",
+           "check_model", "CoordResult"]
 
 
 class CoordCheckError(AssertionError):
     """Some module's activations grow, or its updates vanish, with width."""
-
-
-@dataclass(frozen=True)
-class CoordSettings:
-    """Tolerances for `assert_coords_stable` (the `[coord_check]` table of a grid)."""
-
-    max_growth: float = 0.2  # largest allowed slope of log2(size) per doubling of width, after step 0
-    # Largest allowed fall of log2(update size) per doubling. Looser than max_growth on purpose: at
-    # small widths the init-driven part of readout and attention-logit updates shrinks as width^-1/2
-    # under correct muP (slopes near -0.45 measured at widths 16-128); a real vanish is near -1.
-    max_vanish: float = 0.6
-    # Output-like quantities (readout logits, attention logits with fixed heads) must shrink at init
-    # as width^-1/2 under muP (random init); SP's fan-in readout and 1/sqrt(d) attention keep them flat.
-    max_init_output_slope: float = -0.25
-    min_range: float = 8.0  # the widths must span at least this factor for a verdict
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -163,7 +152,7 @@ _HINTS = {
 }
 
 
-def assert_coords_stable(df: pd.DataFrame, settings: CoordSettings = CoordSettings()) -> pd.DataFrame:
+def assert_coords_stable(df: pd.DataFrame, settings: CoordCheckConfig = CoordCheckConfig()) -> pd.DataFrame:
     """Raise CoordCheckError if, after step 0, any module's output or update grows (or its update
     vanishes) with width beyond the tolerances, or if an output-like quantity (readout or attention
     logits with fixed heads) keeps its size at initialisation; return the per-module worst slopes."""
@@ -201,6 +190,19 @@ def assert_coords_stable(df: pd.DataFrame, settings: CoordSettings = CoordSettin
     raise CoordCheckError("\n".join(lines))
 
 
+def slope_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per module: the slope of its output at init, and the largest slopes of output and update after it."""
+    slopes = fit_slopes(df)
+    after = slopes[slopes["step"] >= 1]
+    init = slopes[(slopes["step"] == 0) & (slopes["quantity"] == "out")].set_index("module")["slope"]
+    table = after.pivot_table(index=["module", "type"], columns="quantity", values="slope", aggfunc="max", sort=False)
+    table = table.rename(columns={"out": "output (max)", "delta": "update (max)"}).reset_index()
+    table["update (min)"] = after[after["quantity"] == "delta"].groupby("module")["slope"].min().reindex(
+        table["module"]).to_numpy()
+    table["output at init"] = init.reindex(table["module"]).to_numpy()
+    return table.sort_values("output (max)", ascending=False, ignore_index=True)
+
+
 def _describe(r: Any) -> str:
     what = "output" if r.quantity == "out" else "update"
     sizes = ", ".join(f"{w}: {s:.3g}" for w, s in zip(r.widths, r.sizes))
@@ -229,3 +231,58 @@ def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- running a check for a grid's model --------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class CoordResult:
+    """A model's coordinate check at one parametrization: the data, the lint findings, the verdict."""
+
+    parametrization: str
+    widths: tuple[int, ...]
+    data: pd.DataFrame
+    findings: tuple[LintFinding, ...]
+    error: str | None  # the CoordCheckError message, or None when the check passed
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and not self.findings
+
+    def message(self) -> str:
+        parts = [str(f) for f in self.findings] + ([self.error] if self.error else [])
+        return "\n".join(parts) if parts else f"coordinate check passed over widths {self.widths}"
+
+
+def coord_template(grid: Grid, parametrization: str) -> RunConfig:
+    """The run config the check uses: the grid's first run, at the check's learning rate."""
+    cc = grid.coord_check or CoordCheckConfig()
+    cfg = run_configs(grid)[0]
+    return replace(cfg, parametrization=parametrization, lr_log2=cc.lr_log2)
+
+
+def check_model(grid: Grid, parametrization: str, data: Any) -> CoordResult:
+    """Lint and coordinate-check the grid's model at one parametrization."""
+    from mupcheck.data import train_batch
+    from mupcheck.models import build_model
+    from mupcheck.train import build_optimizer
+
+    cc = grid.coord_check or CoordCheckConfig()
+    widths = coord_widths(grid)
+    cfg = coord_template(grid, parametrization)
+
+    def build(width: int, seed: int) -> nn.Module:
+        return build_model(replace(cfg, width=width, seed=seed), data.vocab_size)
+
+    findings: tuple[LintFinding, ...] = ()
+    if parametrization == "mup":
+        models = {w: build(w, 0) for w in widths}
+        findings = tuple(lint(models, build_optimizer(models[widths[-1]], cfg)))
+    batch = train_batch(data, step=0, seed=0, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
+    df = coord_data(build, lambda m: build_optimizer(m, cfg), list(widths), batch, steps=cc.steps, seeds=cc.seeds)
+    try:
+        assert_coords_stable(df, cc)
+        error = None
+    except CoordCheckError as e:
+        error = str(e)
+    return CoordResult(parametrization, tuple(widths), df, findings, error)

@@ -26,6 +26,8 @@ from mupcheck.errors import GridError
 
 __all__ = [
     "Grid",
+    "CoordCheckConfig",
+    "coord_widths",
     "RunConfig",
     "TransferSettings",
     "load_grid",
@@ -55,6 +57,34 @@ class TransferSettings:
     tolerance_log2: float = 0.5
     max_regret: float = 0.01
     expect_break: tuple[str, ...] = ()
+    # "Wider is better": at a fixed learning rate, muP's loss may rise with width by at most this fraction.
+    wider_tolerance: float = 0.01
+    # A transfer rule along tokens: "power" predicts lr*(T) = lr*(T_ref) * (T / T_ref)^-beta, with beta
+    # given (lr_rule_beta) or fitted on the cells of lr_rule_fit_tokens (default: the two shortest
+    # budgets); the suite then checks the rule on the other cells.
+    lr_rule: Literal["none", "power"] = "none"
+    lr_rule_beta: float | None = None
+    lr_rule_fit_tokens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CoordCheckConfig:
+    """The `[coord_check]` table: coordinate checks of the grid's model before any sweep."""
+
+    widths: tuple[int, ...] = ()  # () means the grid's widths
+    steps: int = 4
+    seeds: int = 1
+    lr_log2: float = -6.0
+    parametrization: tuple[str, ...] = ("mup",)
+    max_growth: float = 0.2  # largest slope of log2(size) per doubling of width after step 0
+    # Largest fall of log2(update size) per doubling. Looser than max_growth on purpose: at small
+    # widths the init-driven part of readout and attention-logit updates shrinks as width^-1/2 under
+    # correct muP (slopes near -0.45 measured at widths 16-128 on CPU); a real vanish is near -1.
+    max_vanish: float = 0.6
+    # Output-like quantities (readout logits, attention logits with fixed heads) shrink at init as
+    # width^-1/2 under muP; a fan-in readout or 1/sqrt(d) attention keeps them flat (slope ~0).
+    max_init_output_slope: float = -0.25
+    min_range: float = 8.0  # the widths must span at least this factor
 
 
 @dataclass(frozen=True)
@@ -76,8 +106,14 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = 0.0
+    # How weight decay is applied: "coupled" (torch AdamW: each step shrinks weights by lr * wd),
+    # "independent" (by wd, whatever the lr), or "timescale" (wd chosen per run so that the AdamW
+    # timescale tau = 1 / (lr * wd) is `tau_frac` of the run's steps; Wang & Aitchison, arXiv 2405.13698).
+    weight_decay_mode: Literal["coupled", "independent", "timescale"] = "coupled"
+    tau_frac: float = 0.0
     schedule: Literal["constant", "cosine", "linear", "wsd"] = "cosine"
     warmup: float = 0.05
+    warmup_tokens: int = 0  # if set, warmup is this many tokens instead of a fraction of the run
     min_lr_frac: float = 0.1
     decay_frac: float = 0.2
     data: str = "python"
@@ -88,6 +124,7 @@ class Grid:
     query_zero_init: bool = False
     mlp_context: int = 8
     transfer: TransferSettings = field(default_factory=TransferSettings)
+    coord_check: CoordCheckConfig | None = None
     path: str = ""  # the file it came from, for messages and provenance
 
     @property
@@ -113,8 +150,11 @@ class RunConfig:
     seed: int
     optimizer: str
     weight_decay: float
+    weight_decay_mode: str
+    tau_frac: float
     schedule: str
     warmup: float
+    warmup_tokens: int
     min_lr_frac: float
     decay_frac: float
     data: str
@@ -135,6 +175,26 @@ class RunConfig:
     @property
     def steps(self) -> int:
         return self.tokens // self.tokens_per_step
+
+    @property
+    def warmup_frac(self) -> float:
+        """Warmup as a fraction of this run: from `warmup_tokens` when set, else `warmup`."""
+        return self.warmup_tokens / self.tokens if self.warmup_tokens else self.warmup
+
+    @property
+    def coupled_weight_decay(self) -> float:
+        """The AdamW/SGD weight_decay (multiplied by lr in each step) for coupled and timescale modes."""
+        if self.weight_decay_mode == "timescale":
+            return 1.0 / (self.lr * self.tau_frac * self.steps)
+        return self.weight_decay if self.weight_decay_mode == "coupled" else 0.0
+
+    @property
+    def tau_steps(self) -> float:
+        """The weight-decay timescale in steps at the peak learning rate (inf without weight decay)."""
+        if self.weight_decay_mode == "independent":
+            return 1.0 / self.weight_decay if self.weight_decay else math.inf
+        wd = self.coupled_weight_decay
+        return 1.0 / (self.lr * wd) if wd else math.inf
 
     def label(self) -> str:
         """Short human-readable name, for progress bars and messages."""
@@ -160,8 +220,9 @@ def format_tokens(n: int) -> str:
 
 # --- parsing -------------------------------------------------------------------------------
 
-_TOP_KEYS = {f.name for f in dataclasses.fields(Grid)} - {"path", "transfer"} | {"transfer"}
+_TOP_KEYS = {f.name for f in dataclasses.fields(Grid)} - {"path"}
 _TRANSFER_KEYS = {f.name for f in dataclasses.fields(TransferSettings)}
+_COORD_KEYS = {f.name for f in dataclasses.fields(CoordCheckConfig)}
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -200,6 +261,9 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         "seeds": v.int_list("seeds", minimum=0),
         "optimizer": v.choice("optimizer", OPTIMIZERS),
         "weight_decay": v.number("weight_decay", minimum=0.0),
+        "weight_decay_mode": v.choice("weight_decay_mode", ("coupled", "independent", "timescale")),
+        "tau_frac": v.number("tau_frac", minimum=0.0),
+        "warmup_tokens": v.integer("warmup_tokens", minimum=0),
         "schedule": v.choice("schedule", SCHEDULES),
         "warmup": v.number("warmup", minimum=0.0, below=1.0),
         "min_lr_frac": v.number("min_lr_frac", minimum=0.0, maximum=1.0),
@@ -213,22 +277,23 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         "mlp_context": v.integer("mlp_context", minimum=1),
         "base_width": v.integer("base_width", minimum=1),
         "transfer": v.transfer(),
+        "coord_check": v.coord_check(),
     }
     kw = {k: val for k, val in kw.items() if val is not None}
     kw.setdefault("base_width", min(kw["widths"]))
     grid = Grid(path=path, **kw)
-    _check_combinations(grid)
+    _check_combinations(grid, raw)
     return grid
 
 
 class _Validator:
     """Type and range checks for single keys; each failure names the key and what is allowed."""
 
-    def __init__(self, path: str, raw: dict[str, Any]):
-        self.path, self.raw = path, raw
+    def __init__(self, path: str, raw: dict[str, Any], prefix: str = ""):
+        self.path, self.raw, self.prefix = path, raw, prefix
 
     def fail(self, key: str, message: str) -> GridError:
-        return GridError(self.path, key, message)
+        return GridError(self.path, key if "." in key else self.prefix + key, message)
 
     def _get(self, key: str) -> Any:
         return self.raw.get(key)
@@ -334,23 +399,48 @@ class _Validator:
                                      "nor a factory written 'package.module:function'")
         return val
 
-    def transfer(self) -> TransferSettings | None:
-        val = self._get("transfer")
+    def _subtable(self, name: str, allowed: set[str]) -> "_Validator | None":
+        val = self._get(name)
         if val is None:
             return None
         if not isinstance(val, dict):
-            raise self.fail("transfer", "must be a table ([transfer])")
-        unknown = sorted(set(val) - _TRANSFER_KEYS)
+            raise self.fail(name, f"must be a table ([{name}])")
+        unknown = sorted(set(val) - allowed)
         if unknown:
-            raise self.fail(f"transfer.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_TRANSFER_KEYS))}")
-        sub = _Validator(self.path, val)
+            raise self.fail(f"{name}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        return _Validator(self.path, val, prefix=f"{name}.")
+
+    def transfer(self) -> TransferSettings | None:
+        sub = self._subtable("transfer", _TRANSFER_KEYS)
+        if sub is None:
+            return None
         kw = {
             "tolerance_log2": sub.number("tolerance_log2", minimum=0.0),
             "max_regret": sub.number("max_regret", minimum=0.0),
             "expect_break": sub.choice_list("expect_break", EXPECT_BREAK_CHOICES),
+            "wider_tolerance": sub.number("wider_tolerance", minimum=0.0),
+            "lr_rule": sub.choice("lr_rule", ("none", "power")),
+            "lr_rule_beta": sub.number("lr_rule_beta"),
+            "lr_rule_fit_tokens": sub.int_list("lr_rule_fit_tokens", minimum=1),
         }
-        kw = {k: x for k, x in kw.items() if x is not None}
-        return TransferSettings(**kw)
+        return TransferSettings(**{k: x for k, x in kw.items() if x is not None})
+
+    def coord_check(self) -> CoordCheckConfig | None:
+        sub = self._subtable("coord_check", _COORD_KEYS)
+        if sub is None:
+            return None
+        kw = {
+            "widths": sub.int_list("widths", minimum=1),
+            "steps": sub.integer("steps", minimum=1),
+            "seeds": sub.integer("seeds", minimum=1),
+            "lr_log2": sub.number("lr_log2"),
+            "parametrization": sub.choice_list("parametrization", PARAMETRIZATIONS),
+            "max_growth": sub.number("max_growth", minimum=0.0),
+            "max_vanish": sub.number("max_vanish", minimum=0.0),
+            "max_init_output_slope": sub.number("max_init_output_slope"),
+            "min_range": sub.number("min_range", minimum=1.0),
+        }
+        return CoordCheckConfig(**{k: x for k, x in kw.items() if x is not None})
 
 
 def _is_int(x: Any) -> bool:
@@ -361,7 +451,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_combinations(g: Grid) -> None:
+def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
     """Cross-key checks: things each valid alone but impossible together."""
     p = g.path
     if g.model == "gpt":
@@ -375,12 +465,51 @@ def _check_combinations(g: Grid) -> None:
         if steps < 10:
             raise GridError(p, "tokens", f"budget {t} gives {steps} steps of batch_size*seq_len="
                                          f"{g.batch_size * g.seq_len} tokens; at least 10 steps are needed")
-    if g.schedule == "wsd" and g.decay_frac + g.warmup > 1.0:
-        raise GridError(p, "decay_frac", f"warmup ({g.warmup}) + decay_frac ({g.decay_frac}) exceed the whole run")
+    if g.warmup_tokens and "warmup" in raw:
+        raise GridError(p, "warmup_tokens", "set either `warmup` (a fraction of the run) or `warmup_tokens`, not both")
+    if g.warmup_tokens >= min(g.tokens):
+        raise GridError(p, "warmup_tokens", f"{g.warmup_tokens} is not below the smallest token budget {min(g.tokens)}")
+    worst_warmup = g.warmup_tokens / min(g.tokens) if g.warmup_tokens else g.warmup
+    if g.schedule == "wsd" and g.decay_frac + worst_warmup > 1.0:
+        raise GridError(p, "decay_frac", f"warmup ({worst_warmup:g} of the run) + decay_frac ({g.decay_frac}) "
+                                         "exceed the whole run")
+    if g.weight_decay_mode == "timescale":
+        if g.tau_frac <= 0:
+            raise GridError(p, "tau_frac", "weight_decay_mode = \"timescale\" needs tau_frac > 0 (tau as a fraction "
+                                           "of the run's steps, e.g. 0.2)")
+        if g.weight_decay:
+            raise GridError(p, "weight_decay", "is chosen per run under weight_decay_mode = \"timescale\"; leave it 0")
+    elif g.tau_frac:
+        raise GridError(p, "tau_frac", "only applies with weight_decay_mode = \"timescale\"")
     if g.model == "mlp" and g.mlp_context > g.seq_len:
         raise GridError(p, "mlp_context", f"must be <= seq_len ({g.seq_len}), got {g.mlp_context}")
+    t = g.transfer
+    if t.lr_rule == "power" and t.lr_rule_beta is None:
+        fit = t.lr_rule_fit_tokens or g.tokens[:2]
+        missing = [x for x in fit if x not in g.tokens]
+        if missing:
+            raise GridError(p, "transfer.lr_rule_fit_tokens", f"{missing[0]} is not one of the grid's tokens")
+        if len(set(fit)) < 2 or len(fit) >= len(g.tokens):
+            raise GridError(p, "transfer.lr_rule_fit_tokens", "fitting beta needs at least 2 token budgets, and at "
+                                                              "least one budget left out to test the rule on")
+    if g.coord_check is not None:
+        widths = coord_widths(g)
+        if widths[-1] / widths[0] < g.coord_check.min_range:
+            raise GridError(p, "coord_check.widths", f"must span at least {g.coord_check.min_range:g}x "
+                                                     f"(got {widths[0]}..{widths[-1]}); set [coord_check] widths")
+        if g.model == "gpt":
+            divisor = g.n_heads or g.head_dim
+            bad = [w for w in widths if w % divisor]
+            if bad:
+                raise GridError(p, "coord_check.widths", f"width {bad[0]} is not divisible by "
+                                                         f"{'n_heads' if g.n_heads else 'head_dim'}={divisor}")
     if g.model not in BUILTIN_MODELS:
         _check_factory_importable(g)
+
+
+def coord_widths(grid: Grid) -> tuple[int, ...]:
+    """The widths of the grid's coordinate check: its own, else the grid's."""
+    return (grid.coord_check.widths if grid.coord_check and grid.coord_check.widths else grid.widths)
 
 
 def _check_factory_importable(g: Grid) -> None:
@@ -400,7 +529,8 @@ def run_configs(grid: Grid) -> list[RunConfig]:
         model=grid.model, base_width=grid.base_width, depth=grid.depth, head_dim=grid.head_dim,
         n_heads=grid.n_heads,
         batch_size=grid.batch_size, seq_len=grid.seq_len, optimizer=grid.optimizer,
-        weight_decay=grid.weight_decay, schedule=grid.schedule, warmup=grid.warmup,
+        weight_decay=grid.weight_decay, weight_decay_mode=grid.weight_decay_mode, tau_frac=grid.tau_frac,
+        schedule=grid.schedule, warmup=grid.warmup, warmup_tokens=grid.warmup_tokens,
         min_lr_frac=grid.min_lr_frac, decay_frac=grid.decay_frac, data=grid.data,
         vocab_size=grid.vocab_size, eval_tokens=grid.eval_tokens,
         readout_zero_init=grid.readout_zero_init, query_zero_init=grid.query_zero_init,

@@ -26,7 +26,7 @@ import torch
 from mup import MuReadout
 from torch import nn
 
-__all__ = ["LintFinding", "lint", "lint_model", "lint_optimizer"]
+__all__ = ["LintFinding", "lint", "lint_model", "lint_optimizer", "lint_grid"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,18 @@ def lint(models: Mapping[int, nn.Module], optimizer: torch.optim.Optimizer | Non
     if optimizer is not None:
         findings += lint_optimizer(optimizer)
     return findings
+
+
+def lint_grid(grid, data) -> list[LintFinding]:
+    """Lint the grid's muP model at every width of the grid (run before every sweep)."""
+    from dataclasses import replace
+
+    from mupcheck.grid import run_configs
+    from mupcheck.models import build_model
+    from mupcheck.train import build_optimizer
+
+    if "mup" not in grid.parametrization:
+        return []
+    cfg = next(c for c in run_configs(grid) if c.parametrization == "mup")
+    models = {w: build_model(replace(cfg, width=w), data.vocab_size) for w in grid.widths}
+    return lint(models, build_optimizer(models[grid.widths[-1]], cfg))

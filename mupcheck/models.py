@@ -221,7 +221,9 @@ def set_mup_base_shapes(model: nn.Module, factory: Factory, base_width: int, nam
     base = _shape_model(factory, base_width, name)
     delta = _shape_model(factory, 2 * base_width, name)
     try:
-        return set_base_shapes(model, base, delta=delta)
+        # do_assert=False: mup would refuse a plain nn.Linear readout here; mupcheck's lint reports it
+        # instead (with the fix), so that a coordinate check can show what it does to the model.
+        return set_base_shapes(model, base, delta=delta, do_assert=False)
     except AssertionError as e:  # mup reports shape mismatches as assertions
         raise ModelError(f"model {name!r}: mup.set_base_shapes failed: {e}") from None
 

@@ -5,8 +5,10 @@
     pytest grids/ --mupcheck-no-train      # skip (listing the missing runs) instead of training
 
 Registered through the `pytest11` entry point. `.toml` files inside a folder named `grids` (or
-named on the command line) are collected as `GridFile`s; item ids read like the finding, e.g.
-`grids/cpu_width.toml::width[mup tokens=512K 32->256]`. Missing runs are trained before the items
+named on the command line) are collected as `GridFile`s. Items, with ids that read like the finding:
+`lint[mup]` (muP lint of the model at every width), `coord[mup]` (coordinate check, when the grid
+has a `[coord_check]` table), one transfer item per comparison, e.g.
+`grids/cpu_width.toml::width[mup tokens=512K 32->256]`, and `wider[mup tokens=512K]`. Missing runs are trained before the items
 run, in every process that runs items (the store's locks spread the runs over xdist workers and
 keep any run from being trained twice). Comparisons listed in the grid's `expect_break` are strict
 xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written from the store.
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from mupcheck.errors import MupcheckError
-from mupcheck.grid import Grid, load_grid
+from mupcheck.grid import Grid, format_tokens, load_grid
 from mupcheck.store import STORE_ENV, Store
 
 _STATE = pytest.StashKey["_State"]()
@@ -42,6 +44,7 @@ class _State:
     plans: dict[Path, Any] = field(default_factory=dict)
     errors: dict[Path, MupcheckError] = field(default_factory=dict)
     optima: dict[Path, Any] = field(default_factory=dict)
+    frames: dict[Path, Any] = field(default_factory=dict)
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
     written: list[str] = field(default_factory=list)
 
@@ -98,10 +101,15 @@ class GridFile(pytest.File):
     """A grid file: one `TransferItem` per comparison the grid asks for."""
 
     def collect(self):
-        from mupcheck.transfer import is_expected_break, plan_comparisons
+        from mupcheck.transfer import is_expected_break, plan_comparisons, rule_comparisons
 
         grid = load_grid(self.path)
         self.grid = grid
+        if "mup" in grid.parametrization:
+            yield LintItem.from_parent(self, name="lint[mup]")
+        if grid.coord_check is not None:
+            for par in grid.coord_check.parametrization:
+                yield CoordItem.from_parent(self, name=f"coord[{par}]", parametrization=par)
         for comp in plan_comparisons(grid):
             item = TransferItem.from_parent(self, name=comp.test_id, comparison=comp)
             item.add_marker(pytest.mark.mupcheck)
@@ -110,6 +118,11 @@ class GridFile(pytest.File):
                     strict=True, raises=AssertionError,
                     reason=f"expected break along {comp.axis} (expect_break in {self.path.name})"))
             yield item
+        for comp in rule_comparisons(grid):
+            yield RuleItem.from_parent(self, name=f"rule_{comp.test_id}", comparison=comp)
+        if "mup" in grid.parametrization and len(grid.widths) > 1:
+            for tokens in grid.tokens:
+                yield WiderItem.from_parent(self, name=f"wider[mup tokens={format_tokens(tokens)}]", tokens=tokens)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MupcheckError):
@@ -117,22 +130,16 @@ class GridFile(pytest.File):
         return super().repr_failure(excinfo, style)
 
 
-class TransferItem(pytest.Item):
-    """One comparison: does the optimum of the reference cell transfer to the other cell?"""
+class _GridItem(pytest.Item):
+    """An item of a grid file; failures print their message, not a traceback."""
 
-    def __init__(self, *, comparison: Any, **kw: Any):
-        super().__init__(**kw)
-        self.comparison = comparison
+    @property
+    def grid(self) -> Grid:
+        return self.parent.grid
 
-    def runtest(self) -> None:
-        from mupcheck.transfer import TransferError, judge
-
-        state = self.config.stash[_STATE]
-        grid: Grid = self.parent.grid
-        optima = _optima(state, grid, Path(grid.path))
-        verdict = judge(self.comparison, optima, grid.transfer)
-        if not verdict.passed:
-            raise TransferError(verdict.message())
+    @property
+    def state(self) -> "_State":
+        return self.config.stash[_STATE]
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (AssertionError, MupcheckError)):
@@ -143,6 +150,85 @@ class TransferItem(pytest.Item):
         return self.path, None, self.name
 
 
+class LintItem(_GridItem):
+    """muP lint of the grid's model at every width: base shapes, readout, optimizer."""
+
+    def runtest(self) -> None:
+        from mupcheck.lint import lint_grid
+
+        findings = lint_grid(self.grid, self.state.plan(self.grid).data)
+        if findings:
+            raise AssertionError(f"{len(findings)} muP lint finding(s):\n" + "\n".join(map(str, findings)))
+
+
+class CoordItem(_GridItem):
+    """Coordinate check of the grid's model at one parametrization (the `[coord_check]` table)."""
+
+    def __init__(self, *, parametrization: str, **kw: Any):
+        super().__init__(**kw)
+        self.parametrization = parametrization
+
+    def runtest(self) -> None:
+        from mupcheck.coord import check_model
+
+        result = check_model(self.grid, self.parametrization, self.state.plan(self.grid).data)
+        if not result.passed:
+            raise AssertionError(result.message())
+
+
+class WiderItem(_GridItem):
+    """'Wider is better' under muP: at the reference width's best learning rate, loss falls with width."""
+
+    def __init__(self, *, tokens: int, **kw: Any):
+        super().__init__(**kw)
+        self.tokens = tokens
+
+    def runtest(self) -> None:
+        from mupcheck.transfer import reference_value, wider_is_better
+
+        grid = self.grid
+        optima = _optima(self.state, grid, Path(grid.path))
+        verdict = wider_is_better(optima, "mup", self.tokens, grid.widths, reference_value(grid, "width"),
+                                  grid.transfer.wider_tolerance)
+        if not verdict.passed:
+            raise AssertionError(verdict.message())
+
+
+class RuleItem(_GridItem):
+    """A tokens comparison judged after the grid's power rule moved the reference learning rate."""
+
+    def __init__(self, *, comparison: Any, **kw: Any):
+        super().__init__(**kw)
+        self.comparison = comparison
+
+    def runtest(self) -> None:
+        from mupcheck.transfer import TransferError, judge, rule_beta
+
+        grid = self.grid
+        optima = _optima(self.state, grid, Path(grid.path))
+        beta, _ = rule_beta(self.state.frames[Path(grid.path)], grid, self.comparison.parametrization)
+        verdict = judge(self.comparison, optima, grid.transfer, beta=beta)
+        if not verdict.passed:
+            raise TransferError(verdict.message())
+
+
+class TransferItem(_GridItem):
+    """One comparison: does the optimum of the reference cell transfer to the other cell?"""
+
+    def __init__(self, *, comparison: Any, **kw: Any):
+        super().__init__(**kw)
+        self.comparison = comparison
+
+    def runtest(self) -> None:
+        from mupcheck.transfer import TransferError, judge
+
+        grid = self.grid
+        optima = _optima(self.state, grid, Path(grid.path))
+        verdict = judge(self.comparison, optima, grid.transfer)
+        if not verdict.passed:
+            raise TransferError(verdict.message())
+
+
 def _optima(state: _State, grid: Grid, path: Path) -> Any:
     from mupcheck.collect import MissingRunsError, collect, find_optima
 
@@ -150,7 +236,8 @@ def _optima(state: _State, grid: Grid, path: Path) -> Any:
         raise state.errors[path]
     if path not in state.optima:
         try:
-            state.optima[path] = find_optima(collect(state.plan(grid), state.store))
+            state.frames[path] = collect(state.plan(grid), state.store)
+            state.optima[path] = find_optima(state.frames[path])
         except MissingRunsError as e:
             if state.no_train:
                 pytest.skip(f"--mupcheck-no-train: {e}")
@@ -171,7 +258,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return None
     from mupcheck.sweep import run_grid
 
-    grids = {id(item.parent): item.parent for item in session.items if isinstance(item, TransferItem)}
+    grids = {id(item.parent): item.parent for item in session.items
+             if isinstance(item, (TransferItem, WiderItem, RuleItem))}
     in_worker = hasattr(config, "workerinput")
     capture = config.pluginmanager.getplugin("capturemanager")
     for grid_file in grids.values():

@@ -10,6 +10,7 @@ verdicts, optimal learning rates, plots, warnings, provenance (how it was produc
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import math
 from collections import OrderedDict
@@ -134,8 +135,13 @@ def _optimum_cell(opt: CellOptimum) -> str:
 
 
 def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[Verdict],
-                  provenance: dict[str, str], plots: list[str]) -> str:
-    """The report's markdown text (plots are given as paths relative to the report)."""
+                  provenance: dict[str, str], plots: list[str],
+                  checks: list[tuple[str, str, str]] = (), drift: list[str] = ()) -> str:
+    """The report's markdown text (plots are given as paths relative to the report).
+
+    `checks` are rows (check, outcome, detail) of the muP implementation checks: lint, coordinate
+    check, wider-is-better.
+    """
     out = [f"# mupcheck report: `{grid.name}`", ""]
     n_fail = sum(verdict_outcome(v, grid) in ("FAIL", "XPASS: expected break did not happen") for v in verdicts)
     out += [f"Model `{grid.model}`, parametrizations {', '.join(grid.parametrization)}; widths "
@@ -165,6 +171,17 @@ def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[V
     for par in grid.parametrization:
         rows = [[str(w)] + [_optimum_cell(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
         out += [f"**{par}**", "", _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+
+    if drift:
+        out += ["## Drift along tokens", ""] + list(drift) + [""]
+
+    if checks:
+        out += ["## Is the muP implementation right?", "",
+                "muP lint of the model at every width, coordinate checks (if the grid has a `[coord_check]` "
+                "table), and 'wider is better' at the reference width's best learning rate.", ""]
+        out += [_table(["check", "outcome", "detail"],
+                       [[name, outcome, detail.replace("\n", "<br>").replace("|", "\\|")]
+                        for name, outcome, detail in checks]), ""]
 
     if plots:
         out += ["## Plots", ""]
@@ -200,18 +217,102 @@ def provenance_for(plan: Any, store: Any, df: pd.DataFrame, extra: dict[str, str
     records = [store.load(k) for k in df["key"]]
     prov = [r["provenance"] for r in records]
     dates = sorted(p["date"] for p in prov)
+    ends = [_dt.datetime.fromisoformat(p["date"]) for p in prov]
+    starts = [end - _dt.timedelta(seconds=float(r["result"].get("wall_time_s") or 0)) for end, r in zip(ends, records)]
+    span = (max(ends) - min(starts)).total_seconds()
     info = {
         "grid file": f"`{grid_path.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
         "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
         "device": _unique(df["device"]),
         "torch": _unique(p["torch"] for p in prov),
         "mup": _unique(p["mup"] for p in prov),
-        "mupcheck": _unique(p["mupcheck"] for p in prov),
-        "runs trained": f"{dates[0]} .. {dates[-1]}",
+        "mupcheck": _unique(p["mupcheck"] for p in prov) + _git_commit(grid_path),
+        "runs trained": f"{dates[0]} .. {dates[-1]} (finished)",
+        "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
         "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
     }
     info.update(extra)
     return info
+
+
+def drift_section(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
+    """Markdown lines: the fitted drift law per parametrization, and the power rule's verdicts."""
+    from mupcheck.drift import PUBLISHED, fit_drift
+    from mupcheck.transfer import judge, rule_beta, rule_comparisons
+
+    if len(grid.tokens) < 2:
+        return []
+    lines = ["Fit of log2 lr*(T) = a_width - beta * log2 T over the cells with an optimum (one intercept per "
+             "width, one shared slope; 95% bootstrap interval over " +
+             ("seeds" if len(grid.seeds) > 1 else "the token-budget cells of each width") + ").", ""]
+    rows = []
+    for par in grid.parametrization:
+        fit = fit_drift(df, par)
+        if fit is None:
+            continue
+        interval = f"[{fit.interval[0]:.3f}, {fit.interval[1]:.3f}]" if fit.interval else "n/a"
+        rows.append([par, "joint", f"{fit.beta:.3f}", interval, fit.sentence()])
+        rows += [[par, str(w), f"{b:.3f}", "", f"a = {a:.2f}"] for w, (a, b) in fit.per_width.items()]
+    lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*"]
+    comps = rule_comparisons(grid)
+    if comps:
+        rule_rows = []
+        for par in sorted({c.parametrization for c in comps}):
+            beta, source = rule_beta(df[df["parametrization"] == par], grid, par)
+            for c in (c for c in comps if c.parametrization == par):
+                v = judge(c, optima, grid.transfer, beta=beta)
+                shift = f"{v.shift:+.2f}" if math.isfinite(v.shift) else "n/a"
+                regret = f"{100 * v.regret:.2f}%" if math.isfinite(v.regret) else "inf"
+                rule_rows.append([par, c.title().split(" (")[0], source, f"{v.transferred:.2f}",
+                                  f"{v.other.lr_log2:.2f}", shift, regret, "pass" if v.passed else "FAIL"])
+        lines += ["", "**Power rule** (`lr_rule = \"power\"`): the reference optimum moved by "
+                  "(T / T_ref)^-beta, checked on cells not used to fit beta.", "",
+                  _table(["param.", "comparison", "beta", "transferred lr", "other lr*", "off by (log2)", "regret",
+                          "verdict"], rule_rows)]
+    return lines
+
+
+def implementation_checks(plan: Any, optima: Optima, plot_dir: Path) -> tuple[list[tuple[str, str, str]], list[Path]]:
+    """Rows for the report's muP-implementation section, and the coordinate-check plots."""
+    from mupcheck.coord import check_model, plot_coords
+    from mupcheck.lint import lint_grid
+    from mupcheck.transfer import reference_value, wider_is_better
+
+    grid = plan.grid
+    rows: list[tuple[str, str, str]] = []
+    plots: list[Path] = []
+    if "mup" not in grid.parametrization:
+        return rows, plots
+    findings = lint_grid(grid, plan.data)
+    rows.append(("lint[mup]", "FAIL" if findings else "pass",
+                 "\n".join(str(f) for f in findings) or f"no finding at widths {', '.join(map(str, grid.widths))}"))
+    for par in grid.coord_check.parametrization if grid.coord_check else ():
+        result = check_model(grid, par, plan.data)
+        path = plot_dir / f"coord_check_{par}.png"
+        plot_coords(result.data, path, title=par)
+        plots.append(path)
+        rows.append((f"coord[{par}]", "pass" if result.passed else "FAIL", result.message()))
+    if len(grid.widths) > 1:
+        for tokens in grid.tokens:
+            v = wider_is_better(optima, "mup", tokens, grid.widths, reference_value(grid, "width"),
+                                grid.transfer.wider_tolerance)
+            rows.append((v.test_id, "pass" if v.passed else "FAIL", v.message()))
+    return rows, plots
+
+
+def _git_commit(path: Path) -> str:
+    """' (commit abc1234)' of the checkout holding the grid file, '+dirty' if it has changes; '' outside git."""
+    import subprocess
+
+    try:
+        cwd = path.resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f" (commit {sha}{'+dirty' if dirty else ''})" if sha else ""
 
 
 def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[str, str]) -> Path:
@@ -223,8 +324,10 @@ def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[st
     plot_dir = out_dir / grid.name
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_loss_curves(df, optima, grid, plot_dir) + plot_optima(optima, grid, plot_dir)
-    rel = [p.relative_to(out_dir).as_posix() for p in plots]
-    text = render_report(grid, df, optima, verdicts, provenance_for(plan, store, df, provenance_extra), rel)
+    checks, coord_plots = implementation_checks(plan, optima, plot_dir)
+    rel = [p.relative_to(out_dir).as_posix() for p in plots + coord_plots]
+    text = render_report(grid, df, optima, verdicts, provenance_for(plan, store, df, provenance_extra), rel, checks,
+                         drift_section(grid, df, optima))
     path = out_dir / f"{grid.name}.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -152,6 +152,7 @@ class Store:
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be read by people
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mupcheck.data import TokenData, load_data
 from mupcheck.grid import Grid, RunConfig, format_tokens, run_configs
+from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
@@ -111,6 +112,8 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     warning = repeated_data_warning(plan)
     if warning:
         print(warning, file=sys.stderr)
+    for finding in lint_grid(grid, plan.data):
+        print(f"WARNING: muP lint: {finding}", file=sys.stderr)
     summary = SweepSummary(total=len(plan.configs))
     for cfg in plan.configs:
         record = store.load(plan.key(cfg))
@@ -160,11 +163,18 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
 
 
 def _worker_main(grid: Grid, device: str, store_root: os.PathLike, worker: int, n_workers: int, threads: int,
-                 events: Any) -> None:
+                 events: Any, parent: int) -> None:
     torch.set_num_threads(threads)
+
+    def emit(event: Event) -> None:
+        # A parent killed with SIGKILL cannot stop its children; they notice here and stop too.
+        if os.getppid() != parent:
+            raise SystemExit(1)
+        events.put(event)
+
     try:
         # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
-        _work(plan_grid(grid, device), store_root, worker, events.put, n_workers)
+        _work(plan_grid(grid, device), store_root, worker, emit, n_workers)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
     finally:
@@ -177,7 +187,7 @@ def _run_workers(grid: Grid, device: str, store_root: os.PathLike, workers: int,
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, threads, events), daemon=True)
+    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, threads, events, os.getpid()), daemon=True)
              for i in range(workers)]
     for p in procs:
         p.start()

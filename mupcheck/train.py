@@ -5,7 +5,9 @@
 
 The run trains for `cfg.steps = tokens // (batch_size * seq_len)` steps with the grid's schedule,
 evaluates the fixed validation batches at four checkpoints, and stops early when the loss is
-non-finite or its running mean rises far above its starting value ("diverged"). On CUDA the
+non-finite or its running mean rises far above its starting value ("diverged"). Weight decay is
+coupled (torch's), independent of the learning rate, or set by the AdamW timescale rule; each record
+stores the effective timescale tau (in steps and as a fraction of the run). On CUDA the
 forward pass runs under bf16 autocast; on CPU it is float32 and deterministic for a given seed.
 """
 
@@ -26,7 +28,7 @@ from mupcheck.grid import RunConfig
 from mupcheck.models import build_model
 from mupcheck.schedules import lr_multiplier
 
-__all__ = ["train_run", "build_optimizer", "resolve_device", "evaluate", "DIVERGE_FACTOR"]
+__all__ = ["train_run", "build_optimizer", "set_step_lr", "resolve_device", "evaluate", "DIVERGE_FACTOR"]
 
 ADAM_BETAS = (0.9, 0.95)
 SGD_MOMENTUM = 0.9
@@ -51,11 +53,21 @@ def resolve_device(device: str) -> torch.device:
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """mup's optimizers under muP (per-group scaling from base shapes), torch's under SP."""
-    kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.coupled_weight_decay}
     mup = cfg.parametrization == "mup"
     if cfg.optimizer == "adamw":
         return (MuAdamW if mup else torch.optim.AdamW)(model.parameters(), betas=ADAM_BETAS, **kw)
     return (MuSGD if mup else torch.optim.SGD)(model.parameters(), momentum=SGD_MOMENTUM, **kw)
+
+
+def set_step_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], cfg: RunConfig, step: int) -> None:
+    """Scale every group's own base lr (muP's per-group rates survive) by the schedule at `step`."""
+    factor = lr_multiplier(cfg.schedule, step, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac, cfg.decay_frac)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+        if cfg.weight_decay_mode == "independent":
+            # torch decays by lr * weight_decay; dividing by this step's lr makes the decay wd itself.
+            group["weight_decay"] = cfg.weight_decay / group["lr"] if group["lr"] > 0 else 0.0
 
 
 def _autocast(device: torch.device):
@@ -103,9 +115,7 @@ def train_run(cfg: RunConfig, data: TokenData, device: str | torch.device = "cpu
     train_time, eval_time = 0.0, 0.0
     for step in range(steps):
         t0 = time.perf_counter()
-        factor = lr_multiplier(cfg.schedule, step, steps, cfg.warmup, cfg.min_lr_frac, cfg.decay_frac)
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * factor
+        set_step_lr(optimizer, base_lrs, cfg, step)
         x, y = train_batch(data, step, cfg.seed, cfg.batch_size, cfg.seq_len)
         loss = _loss(model, x.to(device), y.to(device), device)
         value = loss.item()
@@ -146,6 +156,9 @@ def train_run(cfg: RunConfig, data: TokenData, device: str | torch.device = "cpu
         "tokens_per_s": trained_steps * cfg.tokens_per_step / train_time if train_time > 0 else None,
         "device": _device_name(device),
         "data_repeats": cfg.tokens / len(data.train),
+        "weight_decay": cfg.coupled_weight_decay if cfg.weight_decay_mode != "independent" else cfg.weight_decay,
+        "tau_steps": cfg.tau_steps if math.isfinite(cfg.tau_steps) else None,
+        "tau_frac_of_run": cfg.tau_steps / steps if math.isfinite(cfg.tau_steps) else None,
     }
 
 

@@ -24,7 +24,8 @@ from mupcheck.collect import CellOptimum, find_optima
 from mupcheck.grid import AXES, Grid, TransferSettings, format_tokens
 
 __all__ = ["Comparison", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
-           "TransferError", "is_expected_break"]
+           "TransferError", "is_expected_break", "WiderVerdict", "wider_is_better", "reference_value",
+           "rule_beta", "rule_comparisons"]
 
 
 class TransferError(AssertionError):
@@ -97,10 +98,18 @@ class Verdict:
     comparison: Comparison
     ref: CellOptimum
     other: CellOptimum
-    shift: float  # other optimum - reference optimum, in log2 (NaN if either is missing)
-    regret: float  # relative extra loss in the other cell at the reference optimum
+    shift: float  # other optimum - transferred optimum, in log2 (NaN if either is missing)
+    regret: float  # relative extra loss in the other cell at the transferred optimum
     tolerance_log2: float
     max_regret: float
+    beta: float = 0.0  # drift rule along tokens: transferred = ref - beta * log2(T_other / T_ref)
+
+    @property
+    def transferred(self) -> float:
+        """The learning rate (log2) carried over from the reference cell, rule applied."""
+        c = self.comparison
+        drift = self.beta * math.log2(c.other / c.ref) if c.axis == "tokens" else 0.0
+        return self.ref.lr_log2 - drift
 
     @property
     def passed(self) -> bool:
@@ -110,6 +119,9 @@ class Verdict:
     def summary(self) -> str:
         c = self.comparison
         shift = f"optimum moved {self.shift:+.2f} log2" if math.isfinite(self.shift) else "no optimum to compare"
+        if self.beta and math.isfinite(self.shift):
+            shift = (f"with the power rule (beta {self.beta:.3f}: transferred lr 2^{self.transferred:.2f}) the "
+                     f"optimum is off by {self.shift:+.2f} log2")
         regret = f"regret {100 * self.regret:.2f}%" if math.isfinite(self.regret) else "regret inf"
         status = "transfers" if self.passed else "BREAKS"
         return (f"{c.title()}: {status}: {shift} (tolerance {self.tolerance_log2:g}), "
@@ -137,18 +149,23 @@ def _loss_str(x: float) -> str:
 
 
 def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
-          settings: TransferSettings = TransferSettings()) -> Verdict:
-    """Compare the two cells of `comp` under the tolerance and regret limits of `settings`."""
+          settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
+    """Compare the two cells of `comp` under the tolerance and regret limits of `settings`.
+
+    With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref).
+    """
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     if ref.found and other.found:
+        drift = beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" else 0.0
+        transferred = ref.lr_log2 - drift
         # Rounded: parabola fits leave 1e-15 noise, which would print as "-0.00".
-        shift = round(other.lr_log2 - ref.lr_log2, 9) + 0.0
-        at_ref = other.loss_at(ref.lr_log2)
+        shift = round(other.lr_log2 - transferred, 9) + 0.0
+        at_ref = other.loss_at(transferred)
         regret = (at_ref - other.loss) / other.loss if math.isfinite(at_ref) else math.inf
         regret = max(0.0, regret)  # the fitted minimum is a minimum: tiny negatives are rounding
     else:
         shift, regret = math.nan, math.inf
-    return Verdict(comp, ref, other, shift, regret, settings.tolerance_log2, settings.max_regret)
+    return Verdict(comp, ref, other, shift, regret, settings.tolerance_log2, settings.max_regret, beta)
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",
@@ -174,3 +191,79 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
         raise TransferError(f"{len(broken)} of {len(verdicts)} comparisons break:\n\n"
                             + "\n\n".join(v.message() for v in broken))
     return verdicts
+
+
+@dataclass(frozen=True)
+class WiderVerdict:
+    """'Wider is better': at one learning rate, the loss must not rise with width beyond a tolerance."""
+
+    parametrization: str
+    tokens: int
+    lr_log2: float
+    widths: tuple[int, ...]
+    losses: tuple[float, ...]
+    tolerance: float
+
+    @property
+    def worst_rise(self) -> float:
+        """Largest relative rise of the loss from one width to the next (inf if a wider run diverged)."""
+        rises = [(b - a) / a if math.isfinite(b) else math.inf
+                 for a, b in zip(self.losses, self.losses[1:]) if math.isfinite(a)]
+        return max(rises, default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst_rise <= self.tolerance
+
+    @property
+    def test_id(self) -> str:
+        return f"wider[{self.parametrization} tokens={format_tokens(self.tokens)}]"
+
+    def message(self) -> str:
+        status = "wider is better" if self.passed else "WIDER IS WORSE"
+        rise = f"{100 * self.worst_rise:+.2f}%" if math.isfinite(self.worst_rise) else "diverged"
+        lines = [f"{self.parametrization} tokens={format_tokens(self.tokens)} at lr 2^{self.lr_log2:g}: {status}: "
+                 f"largest rise of the loss from one width to the next {rise} (tolerance "
+                 f"{100 * self.tolerance:g}%)"]
+        lines += [f"  width {w:>6}: loss {_loss_str(x)}" for w, x in zip(self.widths, self.losses)]
+        if not self.passed and self.parametrization == "mup":
+            lines.append("  hint: under muP a wider model trained with the same hyperparameters should not be worse; "
+                         "run `mupcheck coord-check` on this model")
+        return "\n".join(lines)
+
+
+def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str, tokens: int,
+                    widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01) -> WiderVerdict:
+    """Losses across widths at the reference width's best grid learning rate."""
+    ref = optima[(parametrization, reference_width, tokens)]
+    if not ref.found:
+        x = math.nan
+        losses = tuple(math.inf for _ in widths)
+    else:
+        x = ref.grid_lr_log2
+        losses = tuple(optima[(parametrization, w, tokens)].losses[list(ref.lrs).index(x)] for w in widths)
+    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance)
+
+
+def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:
+    """The power rule's beta (given, or fitted on the grid's fit budgets) and where it came from."""
+    from mupcheck.drift import fit_drift
+
+    t = grid.transfer
+    if t.lr_rule_beta is not None:
+        return t.lr_rule_beta, f"beta {t.lr_rule_beta:g} from the grid"
+    fit_tokens = set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    fit = fit_drift(df, parametrization, tokens=fit_tokens)
+    if fit is None:
+        raise ValueError("cannot fit beta: no width has two converged token budgets among lr_rule_fit_tokens")
+    where = ", ".join(format_tokens(x) for x in sorted(fit_tokens))
+    return fit.beta, f"beta {fit.beta:.3f} fitted on tokens {where}"
+
+
+def rule_comparisons(grid: Grid) -> list[Comparison]:
+    """Tokens comparisons the power rule is checked on: those whose other cell was not used to fit it."""
+    t = grid.transfer
+    if t.lr_rule != "power" or len(grid.tokens) < 2:
+        return []
+    fit_tokens = set() if t.lr_rule_beta is not None else set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    return [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]

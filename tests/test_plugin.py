@@ -50,11 +50,28 @@ def test_items_read_like_findings_and_verdicts_follow_the_data(pytester):
     _fill_store(grid, pytester.path / "store", lambda par, w: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
     result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-reports", "out", "-p", "no:cacheprovider")
-    assert _outcomes(result) == {"width[mup tokens=2K 16->32]": "PASSED", "width[sp tokens=2K 16->32]": "FAILED"}
+    assert _outcomes(result) == {"lint[mup]": "PASSED", "width[mup tokens=2K 16->32]": "PASSED",
+                                 "width[sp tokens=2K 16->32]": "FAILED", "wider[mup tokens=2K]": "PASSED"}
     out = result.stdout.str()
     assert "width 16 -> 32 at tokens 2K (sp): BREAKS: optimum moved -2.00 log2" in out
     assert "Traceback" not in out
     assert (pytester.path / "out" / "tiny.md").is_file()
+
+
+def test_implementation_checks_are_items(pytester):
+    coord = "[coord_check]\nwidths = [16, 32, 64, 128]\nsteps = 2\nparametrization = [\"mup\", \"sp\"]\n"
+    grid = _grid(pytester, extra=coord, lrs=LR5)
+    _fill_store(grid, pytester.path / "store", lambda par, w: -7.0)
+    result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    outcomes = _outcomes(result)
+    assert outcomes["lint[mup]"] == "PASSED" and outcomes["coord[mup]"] == "PASSED"
+    assert outcomes["coord[sp]"] == "FAILED"  # the SP twin fails the coordinate check: the check has power
+    assert outcomes["wider[mup tokens=2K]"] == "PASSED"
+    assert "grow with width" in result.stdout.str()
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert "## Is the muP implementation right?" in report and "| coord[sp] | FAIL |" in report
+    assert (pytester.path / "out" / "tiny" / "coord_check_mup.png").is_file()
 
 
 def test_expected_break_is_a_strict_xfail(pytester):
@@ -64,11 +81,11 @@ def test_expected_break_is_a_strict_xfail(pytester):
     args = ["grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-report", "-p", "no:cacheprovider"]
     result = pytester.runpytest(*args)
     assert _outcomes(result)["width[sp tokens=2K 16->32]"] == "XFAIL"
-    result.assert_outcomes(passed=1, xfailed=1)
+    result.assert_outcomes(passed=3, xfailed=1)
     # Now SP transfers too: the expected break did not happen, and strict xfail reports it.
     _fill_store(grid, store, lambda par, w: -7.0)
     result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     assert "XPASS(strict)" in result.stdout.str()
 
 
@@ -76,7 +93,7 @@ def test_no_train_skips_and_lists_missing_runs(pytester):
     _grid(pytester)
     result = pytester.runpytest("grids/tiny.toml", "-rs", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-no-report", "-p", "no:cacheprovider")
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(passed=1, skipped=3)  # lint needs no runs
     assert "8 run(s) missing from the store" in result.stdout.str()
     assert "gpt mup width=16 tokens=2K lr=2^-8 seed=0" in result.stdout.str()
 

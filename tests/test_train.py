@@ -60,3 +60,33 @@ def test_mlp_trains(tmp_path):
     cfg = run_configs(load_grid(write_grid(tmp_path, model="mlp")))[0]
     result = train_run(cfg, load_data("synthetic"))
     assert result["status"] == "ok" and result["loss"] < result["initial_loss"]
+
+
+def test_warmup_in_tokens(cfg):
+    assert dataclasses.replace(cfg, warmup_tokens=512).warmup_frac == 512 / cfg.tokens
+
+
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+def test_weight_decay_modes(cfg, parametrization):
+    from mupcheck.models import build_model
+    from mupcheck.train import build_optimizer, set_step_lr
+
+    cfg = dataclasses.replace(cfg, parametrization=parametrization, width=32, warmup=0.0)
+    # timescale: wd is chosen so that 1 / (lr * wd) is tau_frac of the run's steps
+    ts = dataclasses.replace(cfg, weight_decay_mode="timescale", tau_frac=0.25)
+    assert ts.coupled_weight_decay == pytest.approx(1 / (ts.lr * 0.25 * ts.steps))
+    assert ts.tau_steps == pytest.approx(0.25 * ts.steps)
+    result = train_run(ts, load_data("synthetic"))
+    assert result["tau_frac_of_run"] == pytest.approx(0.25)
+    # independent: every group decays by wd per step, whatever its (muP-scaled, scheduled) lr
+    ind = dataclasses.replace(cfg, weight_decay_mode="independent", weight_decay=0.01, schedule="linear")
+    opt = build_optimizer(build_model(ind, 256), ind)
+    base = [g["lr"] for g in opt.param_groups]
+    for step in (0, ind.steps // 2, ind.steps - 1):
+        set_step_lr(opt, base, ind, step)
+        assert all(g["lr"] * g["weight_decay"] == pytest.approx(0.01) for g in opt.param_groups)
+    assert ind.tau_steps == pytest.approx(100.0)
+    # coupled: torch's own rule; the timescale is 1 / (lr * wd)
+    cp = dataclasses.replace(cfg, weight_decay=0.1)
+    assert cp.coupled_weight_decay == 0.1 and cp.tau_steps == pytest.approx(1 / (cp.lr * 0.1))
+    assert math.isinf(cfg.tau_steps) and train_run(cfg, load_data("synthetic"))["tau_steps"] is None

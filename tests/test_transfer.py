@@ -10,7 +10,7 @@ from conftest import write_grid
 from mupcheck.collect import records_frame
 from mupcheck.grid import TransferSettings, load_grid
 from mupcheck.transfer import (Comparison, TransferError, assert_transfer, is_expected_break, judge,
-                               plan_comparisons)
+                               plan_comparisons, wider_is_better)
 from mupcheck.collect import find_optima
 
 from test_collect import LRS
@@ -81,3 +81,19 @@ def test_judge_uses_grid_settings():
     comp = Comparison("width", "mup", 2**20, 32, 256)
     assert not judge(comp, optima, TransferSettings()).passed
     assert judge(comp, optima, TransferSettings(tolerance_log2=1.0, max_regret=0.05)).passed
+
+
+def test_wider_is_better_passes_when_loss_falls_with_width():
+    optima = find_optima(grid_frame(lambda w, t: -7.0, widths=(32, 64, 256)))
+    verdict = wider_is_better(optima, "mup", 2**20, (32, 64, 256), 32, tolerance=0.01)
+    assert verdict.passed and verdict.lr_log2 == -7.0 and verdict.worst_rise < 0
+    assert verdict.test_id == "wider[mup tokens=1M]"
+
+
+def test_wider_is_worse_fails_with_the_losses():
+    df = grid_frame(lambda w, t: -7.0, widths=(32, 64, 256))
+    df.loc[df["width"] == 256, "loss"] *= 1.05
+    verdict = wider_is_better(find_optima(df), "mup", 2**20, (32, 64, 256), 32, tolerance=0.01)
+    assert not verdict.passed and verdict.worst_rise == pytest.approx(0.048, abs=0.002)
+    msg = verdict.message()
+    assert "WIDER IS WORSE" in msg and "width    256: loss" in msg and "coord-check" in msg
