@@ -46,9 +46,9 @@ class DriftFit:
     draws: tuple[tuple[float, float], ...]  # bootstrap (mean intercept, beta) pairs, for predictions
 
     def sentence(self) -> str:
-        text = f"each doubling of tokens moves the optimum by {-self.beta:+.2f} log2"
+        text = f"each doubling of tokens moves the optimum by {0.0 - self.beta:+.2f} log2"
         if self.interval:
-            text += f" (95% interval {-self.interval[1]:+.2f} .. {-self.interval[0]:+.2f})"
+            text += f" (95% interval {0.0 - self.interval[1]:+.2f} .. {0.0 - self.interval[0]:+.2f})"
         return text
 
 
@@ -64,7 +64,7 @@ def _joint_fit(cells: list[tuple[int, int, float]]) -> tuple[float, dict[int, fl
         den += float(((x - x.mean()) ** 2).sum())
     if den == 0:
         return None
-    beta = -num / den
+    beta = round(-num / den, 9) + 0.0  # rounded: no "-0.000" from float noise
     intercepts = {w: float(np.mean([y + beta * x for x, y in pts])) for w, pts in by_width.items()}
     return beta, intercepts
 
@@ -107,6 +107,10 @@ def _bootstrap(sub: pd.DataFrame, cells: list[tuple[int, int, float]], parametri
             frames = [sub[sub["seed"] == s].assign(seed=i) for i, s in enumerate(picked)]
             sample = _cells(find_optima(pd.concat(frames)), parametrization, tokens)
         else:
+            # Resampling cells says nothing when a width has only two budgets (every draw is the
+            # same line or no line): no interval then.
+            if min(sum(c[0] == w for c in cells) for w in {c[0] for c in cells}) < 3:
+                return []
             sample = []
             for w in sorted({c[0] for c in cells}):
                 mine = [c for c in cells if c[0] == w]

@@ -78,3 +78,15 @@ def test_cli_predict_errors_are_clean(tmp_path, capsys):
     grid = write_grid(tmp_path)  # one token budget
     assert main(["predict", str(grid), "--width", "1024", "--tokens", "1e9", "--store", str(tmp_path / "s")]) == 2
     assert "needs two or more" in capsys.readouterr().err
+
+
+def test_cli_predict_from_a_real_store(tmp_path, capsys):
+    path = write_grid(tmp_path)
+    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [2048, 4096]")
+                    .replace("lr_log2 = [-8, -6]", "lr_log2 = [-9, -7, -5, -3]"))
+    store = str(tmp_path / "store")
+    assert main(["run", str(path), "--store", store, "--no-progress"]) == 0
+    assert main(["predict", str(path), "--width", "1024", "--tokens", "1e9", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "predicted optimal learning rate for mup width=1024 tokens=1G" in out
+    assert "rests on 4 cells" in out and "octaves of tokens beyond the largest measured budget (4K)" in out

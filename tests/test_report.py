@@ -11,7 +11,7 @@ from conftest import write_grid
 from mupcheck.cli import main
 from mupcheck.collect import find_optima
 from mupcheck.grid import load_grid
-from mupcheck.report import render_report, verdict_outcome
+from mupcheck.report import drift_section, render_report, verdict_outcome
 from mupcheck.transfer import judge, plan_comparisons
 from test_transfer import grid_frame
 
@@ -38,7 +38,9 @@ def _golden_inputs(tmp_path):
 
 def test_report_matches_golden_file(tmp_path):
     grid, df, optima, verdicts, provenance = _golden_inputs(tmp_path)
-    text = render_report(grid, df, optima, verdicts, provenance, ["golden/optimum_vs_width.png"])
+    checks = [("lint[mup]", "pass", "no finding at widths 32, 256"), ("wider[mup tokens=1M]", "pass", "a\nb | c")]
+    text = render_report(grid, df, optima, verdicts, provenance, ["golden/optimum_vs_width.png"], checks,
+                         drift_section(grid, df, optima))
     if os.environ.get("MUPCHECK_UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "report changed; review it and rerun with MUPCHECK_UPDATE_GOLDEN=1"
