@@ -119,7 +119,7 @@ class GridFile(pytest.File):
                     reason=f"expected break along {comp.axis} (expect_break in {self.path.name})"))
             yield item
         for comp in rule_comparisons(grid):
-            yield RuleItem.from_parent(self, name=f"rule_{comp.test_id}", comparison=comp)
+            yield TransferItem.from_parent(self, name=f"rule_{comp.test_id}", comparison=comp, with_rule=True)
         if "mup" in grid.parametrization and len(grid.widths) > 1:
             for tokens in grid.tokens:
                 yield WiderItem.from_parent(self, name=f"wider[mup tokens={format_tokens(tokens)}]", tokens=tokens)
@@ -194,37 +194,26 @@ class WiderItem(_GridItem):
             raise AssertionError(verdict.message())
 
 
-class RuleItem(_GridItem):
-    """A tokens comparison judged after the grid's power rule moved the reference learning rate."""
+class TransferItem(_GridItem):
+    """One comparison: does the optimum of the reference cell transfer to the other cell?
 
-    def __init__(self, *, comparison: Any, **kw: Any):
+    With `with_rule`, a tokens comparison is judged after the grid's power rule moved the reference
+    learning rate by (T_other / T_ref)^-beta.
+    """
+
+    def __init__(self, *, comparison: Any, with_rule: bool = False, **kw: Any):
         super().__init__(**kw)
-        self.comparison = comparison
+        self.comparison, self.with_rule = comparison, with_rule
 
     def runtest(self) -> None:
         from mupcheck.transfer import TransferError, judge, rule_beta
 
         grid = self.grid
         optima = _optima(self.state, grid, Path(grid.path))
-        beta, _ = rule_beta(self.state.frames[Path(grid.path)], grid, self.comparison.parametrization)
+        beta = 0.0
+        if self.with_rule:
+            beta, _ = rule_beta(self.state.frames[Path(grid.path)], grid, self.comparison.parametrization)
         verdict = judge(self.comparison, optima, grid.transfer, beta=beta)
-        if not verdict.passed:
-            raise TransferError(verdict.message())
-
-
-class TransferItem(_GridItem):
-    """One comparison: does the optimum of the reference cell transfer to the other cell?"""
-
-    def __init__(self, *, comparison: Any, **kw: Any):
-        super().__init__(**kw)
-        self.comparison = comparison
-
-    def runtest(self) -> None:
-        from mupcheck.transfer import TransferError, judge
-
-        grid = self.grid
-        optima = _optima(self.state, grid, Path(grid.path))
-        verdict = judge(self.comparison, optima, grid.transfer)
         if not verdict.passed:
             raise TransferError(verdict.message())
 
@@ -259,7 +248,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     from mupcheck.sweep import run_grid
 
     grids = {id(item.parent): item.parent for item in session.items
-             if isinstance(item, (TransferItem, WiderItem, RuleItem))}
+             if isinstance(item, (TransferItem, WiderItem))}
     in_worker = hasattr(config, "workerinput")
     capture = config.pluginmanager.getplugin("capturemanager")
     for grid_file in grids.values():

@@ -22,11 +22,11 @@ def _grid(pytester, extra: str = "", lrs: str = "[-8, -6]") -> Path:
 
 
 def _fill_store(grid_path: Path, store_root: Path, optimum) -> None:
-    """Records whose loss curve has its minimum at optimum(parametrization, width): verdicts we can predict."""
+    """Records whose loss curve has its minimum at optimum(parametrization, width, tokens): known verdicts."""
     plan = plan_grid(load_grid(grid_path))
     store = Store(store_root)
     for cfg in plan.configs:
-        loss = 0.1 * (cfg.lr_log2 - optimum(cfg.parametrization, cfg.width)) ** 2 + 3.0
+        loss = 0.1 * (cfg.lr_log2 - optimum(cfg.parametrization, cfg.width, cfg.tokens)) ** 2 + 3.0
         result = {"status": "ok", "loss": loss, "train_loss": loss, "data_repeats": 0.01,
                   "wall_time_s": 1.0, "tokens_per_s": 1000.0, "device": "cpu: test"}
         store.save(make_record(plan.key(cfg), plan.context, cfg, result))
@@ -47,7 +47,7 @@ def _outcomes(result) -> dict[str, str]:
 def test_items_read_like_findings_and_verdicts_follow_the_data(pytester):
     grid = _grid(pytester, lrs=LR5)
     # muP keeps its optimum; SP's moves by two octaves
-    _fill_store(grid, pytester.path / "store", lambda par, w: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
     result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-reports", "out", "-p", "no:cacheprovider")
     assert _outcomes(result) == {"lint[mup]": "PASSED", "width[mup tokens=2K 16->32]": "PASSED",
@@ -61,7 +61,7 @@ def test_items_read_like_findings_and_verdicts_follow_the_data(pytester):
 def test_implementation_checks_are_items(pytester):
     coord = "[coord_check]\nwidths = [16, 32, 64, 128]\nsteps = 2\nparametrization = [\"mup\", \"sp\"]\n"
     grid = _grid(pytester, extra=coord, lrs=LR5)
-    _fill_store(grid, pytester.path / "store", lambda par, w: -7.0)
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0)
     result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-reports", "out", "-p", "no:cacheprovider")
     outcomes = _outcomes(result)
@@ -74,16 +74,33 @@ def test_implementation_checks_are_items(pytester):
     assert (pytester.path / "out" / "tiny" / "coord_check_mup.png").is_file()
 
 
+def test_power_rule_items_repair_a_drift(pytester):
+    import math
+
+    grid = _grid(pytester, extra='parametrization = ["mup"]\n[transfer]\nlr_rule = "power"\n', lrs=LR5)
+    grid.write_text(grid.read_text().replace('parametrization = ["mup", "sp"]\n', "")
+                    .replace("tokens = [2048]", "tokens = [2048, 4096, 8192]"))
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -5.0 - 0.5 * math.log2(t / 2048))
+    result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    outcomes = _outcomes(result)
+    assert outcomes["tokens[mup width=16 2K->8K]"] == "FAILED"  # moved -1 log2 without a rule
+    assert outcomes["rule_tokens[mup width=16 2K->8K]"] == "PASSED"  # the fitted power rule predicts it
+    assert "rule_tokens[mup width=16 2K->4K]" not in outcomes  # 4K was used to fit beta
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert "## Drift along tokens" in report and "-0.50 log2" in report and "**Power rule**" in report
+
+
 def test_expected_break_is_a_strict_xfail(pytester):
     grid = _grid(pytester, extra='[transfer]\nexpect_break = ["sp:width"]\n', lrs=LR5)
     store = pytester.path / "store"
-    _fill_store(grid, store, lambda par, w: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
+    _fill_store(grid, store, lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
     args = ["grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-report", "-p", "no:cacheprovider"]
     result = pytester.runpytest(*args)
     assert _outcomes(result)["width[sp tokens=2K 16->32]"] == "XFAIL"
     result.assert_outcomes(passed=3, xfailed=1)
     # Now SP transfers too: the expected break did not happen, and strict xfail reports it.
-    _fill_store(grid, store, lambda par, w: -7.0)
+    _fill_store(grid, store, lambda par, w, t: -7.0)
     result = pytester.runpytest(*args)
     result.assert_outcomes(passed=3, failed=1)
     assert "XPASS(strict)" in result.stdout.str()
