@@ -57,6 +57,8 @@ class TransferSettings:
     tolerance_log2: float = 0.5
     max_regret: float = 0.01
     expect_break: tuple[str, ...] = ()
+    # The width every other width is compared with; None: the base width if the grid has it, else the smallest.
+    reference_width: int | None = None
     # "Wider is better": at a fixed learning rate, muP's loss may rise with width by at most this fraction.
     wider_tolerance: float = 0.01
     # A transfer rule along tokens: "power" predicts lr*(T) = lr*(T_ref) * (T / T_ref)^-beta, with beta
@@ -227,14 +229,35 @@ _COORD_KEYS = {f.name for f in dataclasses.fields(CoordCheckConfig)}
 
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file. Raises `GridError` naming the file and key on any mistake."""
-    p = Path(path)
+    return parse_grid(_read_raw(Path(path), ()), str(path))
+
+
+def _read_raw(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's table, with `extends = "other.toml"` resolved: its keys override the other file's,
+    table by table, so that a variant of a grid states only what differs."""
     if not p.is_file():
-        raise GridError(str(path), None, "no such grid file")
+        raise GridError(str(p), None, "no such grid file")
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise GridError(str(path), None, f"not valid TOML: {e}") from None
-    return parse_grid(raw, str(path))
+        raise GridError(str(p), None, f"not valid TOML: {e}") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise GridError(str(p), "extends", f"must be the path of another grid file, got {parent!r}")
+    parent_path = (p.parent / parent).resolve()
+    if parent_path in seen + (p.resolve(),):
+        raise GridError(str(p), "extends", f"{parent} extends this file again (a cycle)")
+    if not parent_path.is_file():
+        raise GridError(str(p), "extends", f"no grid file {parent} (paths are taken from this file's folder)")
+    base = _read_raw(parent_path, seen + (p.resolve(),))
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
 
 
 def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
@@ -419,6 +442,7 @@ class _Validator:
             "max_regret": sub.number("max_regret", minimum=0.0),
             "expect_break": sub.choice_list("expect_break", EXPECT_BREAK_CHOICES),
             "wider_tolerance": sub.number("wider_tolerance", minimum=0.0),
+            "reference_width": sub.integer("reference_width", minimum=1),
             "lr_rule": sub.choice("lr_rule", ("none", "power")),
             "lr_rule_beta": sub.number("lr_rule_beta"),
             "lr_rule_fit_tokens": sub.int_list("lr_rule_fit_tokens", minimum=1),
@@ -484,6 +508,8 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
     if g.model == "mlp" and g.mlp_context > g.seq_len:
         raise GridError(p, "mlp_context", f"must be <= seq_len ({g.seq_len}), got {g.mlp_context}")
     t = g.transfer
+    if t.reference_width is not None and t.reference_width not in g.widths:
+        raise GridError(p, "transfer.reference_width", f"{t.reference_width} is not one of the grid's widths {g.widths}")
     if t.lr_rule == "power" and t.lr_rule_beta is None:
         fit = t.lr_rule_fit_tokens or g.tokens[:2]
         missing = [x for x in fit if x not in g.tokens]

@@ -6,8 +6,8 @@
         verdict.passed, verdict.message()
     assert_transfer(df, axis="tokens", parametrization="mup")   # from a user's own test
 
-Along width, each width is compared with the reference width (the base width if the grid has it,
-else the smallest) at the same token count; along tokens, each budget with the shortest at the same
+Along width, each width is compared with the reference width (`[transfer] reference_width`, else the
+base width if the grid has it, else the smallest) at the same token count; along tokens, each budget with the shortest at the same
 width. A comparison passes when (a) the optimum moved by at most `tolerance_log2` and (b) the regret
 -- the relative extra loss of using the reference cell's optimal LR in the other cell, read off the
 other cell's fitted curve -- is at most `max_regret`.
@@ -66,7 +66,11 @@ class Comparison:
 
 
 def reference_value(grid: Grid, axis: str) -> int:
+    """The reference cell's value along `axis`: `[transfer] reference_width`, else the base width if the
+    grid has it, else the smallest width; the shortest token budget."""
     if axis == "width":
+        if grid.transfer.reference_width is not None:
+            return grid.transfer.reference_width
         return grid.base_width if grid.base_width in grid.widths else grid.widths[0]
     return grid.tokens[0]
 

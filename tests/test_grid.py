@@ -59,6 +59,8 @@ BROKEN = [
      "transfer.expect_break", "'width', 'tokens'"),
     ("power rule without budgets to test", TINY_GRID.format(model="gpt", extra='[transfer]\nlr_rule = "power"\n'),
      "transfer.lr_rule_fit_tokens", "at least one budget left out"),
+    ("reference width not in grid", TINY_GRID.format(model="gpt", extra="[transfer]\nreference_width = 64\n"),
+     "transfer.reference_width", "not one of the grid's widths"),
     ("warmup twice", TINY_GRID.format(model="gpt", extra="warmup = 0.1\nwarmup_tokens = 256\n"), "warmup_tokens",
      "not both"),
     ("warmup_tokens too long", TINY_GRID.format(model="gpt", extra="warmup_tokens = 4096\n"), "warmup_tokens",
@@ -122,3 +124,20 @@ def test_shipped_grids_are_valid():
 def test_format_tokens():
     assert format_tokens(2**20) == "1M" and format_tokens(65536) == "64K" and format_tokens(3_000_000) == "3M"
     assert format_tokens(12345) == "12345"
+
+
+def test_extends_overrides_key_by_key_and_table_by_table(tmp_path):
+    base = write_grid(tmp_path, extra="[transfer]\ntolerance_log2 = 0.7\nmax_regret = 0.02\n")
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "tiny.toml"\nname = "child"\ndepth = 3\n[transfer]\nmax_regret = 0.05\n')
+    grid, parent = load_grid(child), load_grid(base)
+    assert (grid.name, grid.depth, grid.widths) == ("child", 3, parent.widths)
+    assert (grid.transfer.tolerance_log2, grid.transfer.max_regret) == (0.7, 0.05)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\nname = "x"\n')
+    with pytest.raises(GridError, match="a cycle"):
+        load_grid(loop)
+    orphan = tmp_path / "orphan.toml"
+    orphan.write_text('extends = "nowhere.toml"\n')
+    with pytest.raises(GridError, match="orphan.toml: `extends`: no grid file nowhere.toml"):
+        load_grid(orphan)

@@ -97,3 +97,10 @@ def test_wider_is_worse_fails_with_the_losses():
     assert not verdict.passed and verdict.worst_rise == pytest.approx(0.048, abs=0.002)
     msg = verdict.message()
     assert "WIDER IS WORSE" in msg and "width    256: loss" in msg and "coord-check" in msg
+
+
+def test_reference_width_setting(tmp_path):
+    path = write_grid(tmp_path, extra="[transfer]\nreference_width = 32\n")
+    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16, 32, 64]"))
+    ids = [c.test_id for c in plan_comparisons(load_grid(path))]
+    assert ids[:2] == ["width[mup tokens=2K 32->16]", "width[mup tokens=2K 32->64]"]
