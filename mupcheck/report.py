@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 
 from mupcheck.collect import CellOptimum, collect, find_optima  # noqa: E402
 from mupcheck.grid import Grid, format_tokens  # noqa: E402
-from mupcheck.transfer import Verdict, is_expected_break, judge, plan_comparisons  # noqa: E402
+from mupcheck.transfer import (Verdict, is_expected_break, judge, plan_comparisons,  # noqa: E402
+                               reference_value)
 
 __all__ = ["write_report", "render_report", "verdict_outcome", "plot_loss_curves", "plot_optima"]
 
@@ -97,12 +98,17 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                 ys = [c.lr_log2 for c in cells if c.found]
                 label = f"{series_axis}={format_tokens(s) if series_axis == 'tokens' else s}"
                 line, = ax.plot(xs, ys, "o-", label=label)
+                ref = optima[(par, reference_value(grid, "width"), s) if axis == "width"
+                             else (par, s, reference_value(grid, "tokens"))]
+                if ref.found:  # the band a transferred optimum must stay in
+                    tol = grid.transfer.tolerance_log2
+                    ax.axhspan(ref.lr_log2 - tol, ref.lr_log2 + tol, color=line.get_color(), alpha=0.08, lw=0)
                 lo = [c.lr_log2 - c.interval[0] for c in cells if c.found and c.interval]
                 if len(lo) == len(xs) and xs:
                     hi = [c.interval[1] - c.lr_log2 for c in cells if c.found and c.interval]
                     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", color=line.get_color(), capsize=3)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{par}: optimum vs {axis}")
+            ax.set_title(f"{par}: optimum vs {axis} (band: reference +- tolerance)")
             ax.set_xlabel(axis)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("optimal log2(learning rate)")
