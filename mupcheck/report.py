@@ -160,6 +160,7 @@ def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[V
             f"the regret (relative extra loss of using the reference cell's optimal LR) is at most "
             f"{100 * grid.transfer.max_regret:g}%.", ""]
 
+    out += [f"- {line}" for line in _summary(verdicts, grid)] + [""]
     out += ["## Verdicts", ""]
     rows = []
     for v in verdicts:
@@ -201,6 +202,30 @@ def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[V
 
     out += ["## Provenance", "", _table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
     return "\n".join(out)
+
+
+def _summary(verdicts: list[Verdict], grid: Grid) -> list[str]:
+    """One plain sentence per (parametrization, axis): how far the optimum moved, and the verdicts."""
+    lines = []
+    for par in grid.parametrization:
+        for axis in ("width", "tokens"):
+            group = [v for v in verdicts if v.comparison.parametrization == par and v.comparison.axis == axis]
+            if not group:
+                continue
+            moved = [v for v in group if math.isfinite(v.shift)]
+            passed = sum(v.passed for v in group)
+            ref = group[0].comparison.ref
+            ref_text = format_tokens(ref) if axis == "tokens" else str(ref)
+            if moved:
+                worst = max(moved, key=lambda v: abs(v.shift))
+                where = worst.comparison.title().split(" (")[0]
+                moved_text = f"the optimum moved by at most {abs(worst.shift):.2f} log2 ({worst.shift:+.2f}, {where})"
+            else:
+                moved_text = "no optimum could be compared"
+            verdict = "transfers" if passed == len(group) else "breaks" if passed == 0 else "transfers in part"
+            lines.append(f"**{par} along {axis}** (reference {axis} {ref_text}): {moved_text}; "
+                         f"{passed} of {len(group)} comparisons within tolerance: **{verdict}**.")
+    return lines
 
 
 def _warnings(df: pd.DataFrame, optima: Optima) -> list[str]:
