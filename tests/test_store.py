@@ -152,3 +152,33 @@ def test_kill_9_then_rerun_redoes_only_unfinished_runs(tmp_path):
     assert _trained(out) == 8 - len(finished)
     assert all(p.stat().st_mtime_ns == m for p, m in finished.items())  # finished runs untouched
     assert len(list(runs.glob("*.json"))) == 8
+
+
+def test_store_location_flag_env_default(tmp_path, monkeypatch):
+    from mupcheck.store import default_store_root
+
+    monkeypatch.delenv("MUPCHECK_STORE", raising=False)
+    assert default_store_root() == __import__("pathlib").Path(".mupcheck")
+    monkeypatch.setenv("MUPCHECK_STORE", str(tmp_path / "env"))
+    assert default_store_root() == tmp_path / "env"
+    assert default_store_root(tmp_path / "flag") == tmp_path / "flag"  # --store wins
+
+
+def test_budget_beyond_the_training_split_is_announced(tmp_path):
+    import numpy as np
+
+    from mupcheck.sweep import repeated_data_warning
+
+    data = tmp_path / "small"
+    data.mkdir()
+    np.save(data / "train.npy", np.arange(1500) % 256)
+    np.save(data / "val.npy", np.arange(500) % 256)
+    text = write_grid(tmp_path).read_text().replace('data = "synthetic"', f'data = "{data}"')
+    (tmp_path / "small.toml").write_text(text)
+    plan = plan_grid(load_grid(tmp_path / "small.toml"))
+    message = repeated_data_warning(plan)
+    assert message.startswith("WARNING: token budget 2K exceeds the training split")
+    assert "runs see their data up to 1.37 times" in message
+    summary = run_grid(load_grid(tmp_path / "small.toml"), Store(tmp_path / "s"), show_progress=False)
+    assert summary.trained == 8
+    assert all(r["result"]["data_repeats"] > 1 for r in Store(tmp_path / "s").records())
