@@ -8,8 +8,8 @@ Registered through the `pytest11` entry point. `.toml` files inside a folder nam
 named on the command line) are collected as `GridFile`s. Items, with ids that read like the finding:
 `lint[mup]` (muP lint of the model at every width), `coord[mup]` (coordinate check, when the grid
 has a `[coord_check]` table), one transfer item per comparison, e.g.
-`grids/cpu_width.toml::width[mup tokens=512K 32->256]`, and `wider[mup tokens=512K]`. Missing runs are trained before the items
-run, in every process that runs items (the store's locks spread the runs over xdist workers and
+`grids/cpu_width.toml::width[mup tokens=512K 32->256]`, power-rule items `rule_tokens[...]`, and
+`wider[mup tokens=512K]`. Missing runs are trained before the items run, in every process that runs items (the store's locks spread the runs over xdist workers and
 keep any run from being trained twice). Comparisons listed in the grid's `expect_break` are strict
 xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written from the store.
 """
@@ -17,6 +17,7 @@ xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ _STATE = pytest.StashKey["_State"]()
 
 @dataclass
 class _State:
-    store: Store
+    store_root: str | None
     device: str | None
     no_train: bool
     reports_dir: Path
@@ -47,6 +48,11 @@ class _State:
     frames: dict[Path, Any] = field(default_factory=dict)
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
     written: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def store(self) -> Store:
+        # Created on first use: a pytest run that collects no grid must not create a store directory.
+        return Store.open(self.store_root)
 
     def plan(self, grid: Grid) -> Any:
         from mupcheck.sweep import plan_grid
@@ -73,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mupcheck: an item collected from a mupcheck grid file")
     reports = config.getoption("mupcheck_reports") or config.rootpath / "reports"
     state = config.stash[_STATE] = _State(
-        store=Store.open(config.getoption("mupcheck_store")),
+        store_root=config.getoption("mupcheck_store"),
         device=config.getoption("mupcheck_device"),
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
