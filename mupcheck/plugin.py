@@ -20,6 +20,7 @@ import datetime as _dt
 import functools
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class _State:
     frames: dict[Path, Any] = field(default_factory=dict)
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
     written: list[str] = field(default_factory=list)
+    progress: Any = None  # the controller's _StoreProgress thread under xdist
 
     @functools.cached_property
     def store(self) -> Store:
@@ -73,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ under the rootdir)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
+    group.addoption("--mupcheck-progress", type=float, default=30.0, metavar="SECONDS",
+                    help="under xdist, how often the controller reports runs in the store (default 30)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -249,7 +253,12 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     """Before any item runs: train the missing runs of every grid that has selected items."""
     config = session.config
     state = config.stash[_STATE]
-    if state.no_train or config.option.collectonly or _is_xdist_controller(config):
+    if state.no_train or config.option.collectonly:
+        return None
+    if _is_xdist_controller(config):
+        # The workers train and show nothing; the controller reports how far the store has come.
+        state.progress = _StoreProgress(config, state, config.getoption("mupcheck_progress"))
+        state.progress.start()
         return None
     from mupcheck.sweep import run_grid
 
@@ -274,6 +283,50 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     return None
 
 
+def _grid_files(config: pytest.Config) -> list[Path]:
+    """The grid files a command line names: .toml files given, and those in folders named `grids`."""
+    found = []
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        if path.is_file() and path.suffix == ".toml":
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*.toml") if p.parent.name == "grids")
+    return found
+
+
+class _StoreProgress(threading.Thread):
+    """On the xdist controller: every `interval` seconds, runs in the store per grid, with an ETA."""
+
+    def __init__(self, config: pytest.Config, state: "_State", interval: float = 30.0):
+        super().__init__(daemon=True, name="mupcheck-progress")
+        self.config, self.state, self.interval = config, state, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            plans = [self.state.plan(load_grid(p)) for p in _grid_files(self.config)]
+        except MupcheckError:
+            return  # the workers report the problem
+        keys = {plan.grid.name: [plan.key(c) for c in plan.configs] for plan in plans}
+        start, first = time.monotonic(), None
+        while not self.stopped.wait(self.interval):
+            done = {name: sum(self.state.store.path(k).exists() for k in ks) for name, ks in keys.items()}
+            total, finished = sum(len(ks) for ks in keys.values()), sum(done.values())
+            first = finished if first is None else first
+            rate = (finished - first) / (time.monotonic() - start)
+            eta = f", ETA {(total - finished) / rate / 60:.0f} min" if rate > 0 and finished < total else ""
+            parts = ", ".join(f"{name} {done[name]}/{len(ks)}" for name, ks in keys.items())
+            if reporter is not None:
+                reporter.write_line(f"mupcheck: runs in the store: {parts}{eta}")
+            if finished >= total:
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 class _SessionHooks:
     """Hooks that need the session state: which grids took part, and the reports at the end."""
 
@@ -288,6 +341,8 @@ class _SessionHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state, config = self.state, self.config
+        if state.progress is not None:
+            state.progress.stop()
         if not state.write_reports or hasattr(config, "workerinput"):
             return
         from mupcheck.report import write_report

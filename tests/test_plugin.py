@@ -131,7 +131,8 @@ def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
                                 "-p", "no:cacheprovider")
     assert "8/8 runs (8 trained, 0 reused, 0 diverged)" in single.stderr.str() + single.stdout.str()
     parallel = pytester.runpytest("grids/", "-v", "-n", "2", "--mupcheck-store", "s2", "--mupcheck-reports", "r2",
-                                  "-p", "no:cacheprovider")
+                                  "--mupcheck-progress", "0.5", "-p", "no:cacheprovider")
+    assert re.search(r"mupcheck: runs in the store: tiny \d/8", parallel.stdout.str())  # progress under xdist
     assert _outcomes(single) and _outcomes(single) == _outcomes(parallel)
     assert len(list((pytester.path / "s2" / "runs").glob("*.json"))) == 8
     assert parallel.stdout.str().count("mupcheck report: ") == 1
