@@ -284,7 +284,8 @@ def drift_section(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
         interval = f"[{fit.interval[0]:.3f}, {fit.interval[1]:.3f}]" if fit.interval else "n/a"
         rows.append([par, "joint", f"{fit.beta:.3f}", interval, fit.sentence()])
         rows += [[par, str(w), f"{b:.3f}", "", f"a = {a:.2f}"] for w, (a, b) in fit.per_width.items()]
-    lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*"]
+    lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*", ""]
+    lines += _rules_compared(grid, df, optima)
     comps = rule_comparisons(grid)
     if comps:
         rule_rows = []
@@ -300,6 +301,29 @@ def drift_section(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
                   "(T / T_ref)^-beta, checked on cells not used to fit beta.", "",
                   _table(["param.", "comparison", "beta", "transferred lr", "other lr*", "off by (log2)", "regret",
                           "verdict"], rule_rows)]
+    return lines
+
+
+def _rules_compared(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
+    """How far each candidate beta would carry the shortest budget's optimum along tokens, all cells."""
+    from mupcheck.drift import fit_drift
+    from mupcheck.transfer import judge, plan_comparisons
+
+    comps = [c for c in plan_comparisons(grid) if c.axis == "tokens"]
+    lines = []
+    for par in grid.parametrization:
+        mine = [c for c in comps if c.parametrization == par]
+        fit = fit_drift(df, par)
+        if not mine or fit is None:
+            continue
+        candidates = [("no rule (beta 0)", 0.0), (f"this grid's fit (beta {fit.beta:.3f}; in-sample)", fit.beta),
+                      ("the published WSD value (beta 0.5)", 0.5)]
+        for name, beta in candidates:
+            verdicts = [judge(c, optima, grid.transfer, beta=beta) for c in mine]
+            shifts = [abs(v.shift) for v in verdicts if math.isfinite(v.shift)]
+            worst = f"{max(shifts):.2f}" if shifts else "n/a"
+            lines.append(f"- {par}, {name}: the transferred optimum misses by at most {worst} log2; "
+                         f"{sum(v.passed for v in verdicts)} of {len(verdicts)} tokens comparisons within tolerance.")
     return lines
 
 
