@@ -50,6 +50,7 @@ class _State:
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
     written: list[str] = field(default_factory=list)
     progress: Any = None  # the controller's _StoreProgress thread under xdist
+    coord_results: dict[Path, dict[str, Any]] = field(default_factory=dict)  # reused by the report
 
     @functools.cached_property
     def store(self) -> Store:
@@ -182,6 +183,7 @@ class CoordItem(_GridItem):
         from mupcheck.coord import check_model
 
         result = check_model(self.grid, self.parametrization, self.state.plan(self.grid).data)
+        self.state.coord_results.setdefault(Path(self.grid.path), {})[self.parametrization] = result
         if not result.passed:
             raise AssertionError(result.message())
 
@@ -359,7 +361,8 @@ class _SessionHooks:
                     "runs this session": _trained_since(plan, state.store, started_iso),
                 }
                 state.reports_dir.mkdir(parents=True, exist_ok=True)
-                state.written.append(str(write_report(plan, state.store, state.reports_dir, extra)))
+                coord = state.coord_results.get(Path(plan.grid.path))
+                state.written.append(str(write_report(plan, state.store, state.reports_dir, extra, coord)))
             except MupcheckError as e:
                 state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
 

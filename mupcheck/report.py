@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 
 from mupcheck.collect import CellOptimum, collect, find_optima  # noqa: E402
 from mupcheck.grid import Grid, format_tokens  # noqa: E402
+from mupcheck.store import git_commit  # noqa: E402
 from mupcheck.transfer import (Verdict, is_expected_break, judge, plan_comparisons,  # noqa: E402
                                reference_value)
 
@@ -251,13 +252,20 @@ def provenance_for(plan: Any, store: Any, df: pd.DataFrame, extra: dict[str, str
     ends = [_dt.datetime.fromisoformat(p["date"]) for p in prov]
     starts = [end - _dt.timedelta(seconds=float(r["result"].get("wall_time_s") or 0)) for end, r in zip(ends, records)]
     span = (max(ends) - min(starts)).total_seconds()
+    try:
+        shown = grid_path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = grid_path
+    commits = _unique(p.get("mupcheck_commit") for p in prov)
     info = {
-        "grid file": f"`{grid_path.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
+        "grid file": f"`{shown.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
         "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
         "device": _unique(df["device"]),
         "torch": _unique(p["torch"] for p in prov),
         "mup": _unique(p["mup"] for p in prov),
-        "mupcheck": _unique(p["mupcheck"] for p in prov) + _git_commit(grid_path),
+        "mupcheck": _unique(p["mupcheck"] for p in prov)
+        + (f"; runs trained at commit {commits}" if commits != "unknown" else "")
+        + (f"; report written at commit {git_commit(grid_path)}" if git_commit(grid_path) else ""),
         "runs trained": f"{dates[0]} .. {dates[-1]} (finished)",
         "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
         "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
@@ -327,8 +335,12 @@ def _rules_compared(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
     return lines
 
 
-def implementation_checks(plan: Any, optima: Optima, plot_dir: Path) -> tuple[list[tuple[str, str, str]], list[Path]]:
-    """Rows for the report's muP-implementation section, and the coordinate-check plots."""
+def implementation_checks(plan: Any, optima: Optima, plot_dir: Path, coord_results: dict[str, Any] | None = None
+                          ) -> tuple[list[tuple[str, str, str]], list[Path]]:
+    """Rows for the report's muP-implementation section, and the coordinate-check plots.
+
+    `coord_results` (parametrization -> CoordResult) are checks already run in this process.
+    """
     from mupcheck.coord import check_model, plot_coords
     from mupcheck.lint import lint_grid
     from mupcheck.transfer import reference_value, wider_is_better
@@ -342,7 +354,7 @@ def implementation_checks(plan: Any, optima: Optima, plot_dir: Path) -> tuple[li
     rows.append(("lint[mup]", "FAIL" if findings else "pass",
                  "\n".join(str(f) for f in findings) or f"no finding at widths {', '.join(map(str, grid.widths))}"))
     for par in grid.coord_check.parametrization if grid.coord_check else ():
-        result = check_model(grid, par, plan.data)
+        result = (coord_results or {}).get(par) or check_model(grid, par, plan.data)
         path = plot_dir / f"coord_check_{par}.png"
         plot_coords(result.data, path, title=par)
         plots.append(path)
@@ -355,22 +367,8 @@ def implementation_checks(plan: Any, optima: Optima, plot_dir: Path) -> tuple[li
     return rows, plots
 
 
-def _git_commit(path: Path) -> str:
-    """' (commit abc1234)' of the checkout holding the grid file, '+dirty' if it has changes; '' outside git."""
-    import subprocess
-
-    try:
-        cwd = path.resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f" (commit {sha}{'+dirty' if dirty else ''})" if sha else ""
-
-
-def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[str, str]) -> Path:
+def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[str, str],
+                 coord_results: dict[str, Any] | None = None) -> Path:
     """Collect the grid's runs from the store and write `<out_dir>/<grid>.md` with its plots."""
     grid = plan.grid
     df = collect(plan, store)
@@ -379,7 +377,7 @@ def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[st
     plot_dir = out_dir / grid.name
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_loss_curves(df, optima, grid, plot_dir) + plot_optima(optima, grid, plot_dir)
-    checks, coord_plots = implementation_checks(plan, optima, plot_dir)
+    checks, coord_plots = implementation_checks(plan, optima, plot_dir, coord_results)
     rel = [p.relative_to(out_dir).as_posix() for p in plots + coord_plots]
     text = render_report(grid, df, optima, verdicts, provenance_for(plan, store, df, provenance_extra), rel, checks,
                          drift_section(grid, df, optima))

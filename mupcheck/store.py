@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -37,7 +39,7 @@ from mupcheck.errors import StoreError
 from mupcheck.grid import Grid, RunConfig
 from mupcheck.models import model_source_hash
 
-__all__ = ["Store", "RunContext", "default_store_root", "CorruptRecordWarning", "STORE_ENV"]
+__all__ = ["Store", "RunContext", "default_store_root", "CorruptRecordWarning", "STORE_ENV", "git_commit"]
 
 STORE_ENV = "MUPCHECK_STORE"
 _STATUSES = ("ok", "diverged")
@@ -212,8 +214,28 @@ def make_record(key: str, ctx: RunContext, cfg: RunConfig, result: dict[str, Any
             "torch": torch.__version__,
             "mup": _mup_version(),
             "mupcheck": mupcheck.__version__,
+            "mupcheck_commit": _source_commit(),
         },
     }
+
+
+@functools.lru_cache(maxsize=16)
+def git_commit(path: Path) -> str:
+    """'abc1234' of the git checkout holding `path`, '+dirty' if it has changes; '' outside git."""
+    try:
+        cwd = path.resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}{'+dirty' if dirty else ''}" if sha else ""
+
+
+def _source_commit() -> str | None:
+    """The git commit of the mupcheck source that trained a run, when it runs from a checkout."""
+    return git_commit(Path(mupcheck.__file__)) or None
 
 
 def _mup_version() -> str:
