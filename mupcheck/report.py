@@ -223,7 +223,7 @@ def _summary(verdicts: list[Verdict], grid: Grid) -> list[str]:
                 moved_text = f"the optimum moved by at most {abs(worst.shift):.2f} log2 ({worst.shift:+.2f}, {where})"
             else:
                 moved_text = "no optimum could be compared"
-            verdict = "transfers" if passed == len(group) else "breaks" if passed == 0 else "transfers in part"
+            verdict = "transfers" if passed == len(group) else "breaks" if passed == 0 else "mixed"
             lines.append(f"**{par} along {axis}** (reference {axis} {ref_text}): {moved_text}; "
                          f"{passed} of {len(group)} comparisons within tolerance: **{verdict}**.")
     return lines
