@@ -221,13 +221,17 @@ def make_record(key: str, ctx: RunContext, cfg: RunConfig, result: dict[str, Any
 
 @functools.lru_cache(maxsize=16)
 def git_commit(path: Path) -> str:
-    """'abc1234' of the git checkout holding `path`, '+dirty' if it has changes; '' outside git."""
+    """'abc1234' of the git checkout holding `path`, '+dirty' if mupcheck's code or `path` has uncommitted
+    changes; '' outside git."""
     try:
         cwd = path.resolve().parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # Only the code and the file itself count: reports being rewritten do not make a run "dirty".
+        package = Path(mupcheck.__file__).resolve().parent
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(package),
+                                str(path.resolve())], cwd=cwd, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{sha}{'+dirty' if dirty else ''}" if sha else ""
