@@ -44,6 +44,13 @@ def verdict_outcome(verdict: Verdict, grid: Grid) -> str:
 
 # --- plots -----------------------------------------------------------------------------------
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
     """Loss vs log2(lr), one curve per width, one figure per token budget, parametrizations side by side."""
     paths = []
@@ -75,11 +82,7 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
             ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
         axes[0][0].set_ylabel("final validation loss")
         axes[0][-1].legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"))
     return paths
 
 
@@ -114,11 +117,7 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("optimal log2(learning rate)")
         axes[0][-1].legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"optimum_vs_{axis}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
     return paths
 
 
