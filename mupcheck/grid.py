@@ -42,7 +42,6 @@ BUILTIN_MODELS = ("mlp", "gpt")
 PARAMETRIZATIONS = ("mup", "sp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
-BUILTIN_DATA = ("python", "python-stdlib", "synthetic")
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
 AXES = ("width", "tokens")
 # An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).

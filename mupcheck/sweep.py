@@ -28,7 +28,7 @@ from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
-__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "missing_runs"]
+__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning"]
 
 Event = tuple  # ("start", worker, label) | ("step", worker, step, steps) | ("done", worker, key, trained, status)
 
@@ -52,11 +52,6 @@ def plan_grid(grid: Grid, device: str | None = None) -> Plan:
     data = load_data(grid.data, grid.grid_dir, grid.vocab_size)
     dev = resolve_device(device or grid.device)
     return Plan(grid, data, dev, RunContext.for_grid(grid, data.fingerprint, dev), tuple(run_configs(grid)))
-
-
-def missing_runs(plan: Plan, store: Store) -> list[RunConfig]:
-    """The runs of a plan that have no readable record in the store."""
-    return [cfg for cfg in plan.configs if store.load(plan.key(cfg)) is None]
 
 
 @dataclass
