@@ -10,7 +10,6 @@ verdicts, optimal learning rates, plots, warnings, provenance (how it was produc
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import math
 from collections import OrderedDict
@@ -242,30 +241,28 @@ def _unique(values: Any) -> str:
     return ", ".join(vals) if vals else "unknown"
 
 
-def provenance_for(plan: Any, store: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
-    """How the report was produced: command, grid hash, device, versions, dates, times."""
+def provenance_for(plan: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
+    """How the report was produced: command, grid hash, device, versions, dates, times (from the
+    collected frame, which carries each run's provenance)."""
     grid_path = Path(plan.grid.path)
-    records = [store.load(k) for k in df["key"]]
-    prov = [r["provenance"] for r in records]
-    dates = sorted(p["date"] for p in prov)
-    ends = [_dt.datetime.fromisoformat(p["date"]) for p in prov]
-    starts = [end - _dt.timedelta(seconds=float(r["result"].get("wall_time_s") or 0)) for end, r in zip(ends, records)]
-    span = (max(ends) - min(starts)).total_seconds()
+    ends = pd.to_datetime(df["date"])  # a record is dated when its run finished
+    starts = ends - pd.to_timedelta(df["wall_time_s"].fillna(0.0), unit="s")
+    span = (ends.max() - starts.min()).total_seconds()
     try:
         shown = grid_path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
         shown = grid_path
-    commits = _unique(p.get("mupcheck_commit") for p in prov)
+    commits = _unique(df["mupcheck_commit"])
     info = {
         "grid file": f"`{shown.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
         "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
         "device": _unique(df["device"]),
-        "torch": _unique(p["torch"] for p in prov),
-        "mup": _unique(p["mup"] for p in prov),
-        "mupcheck": _unique(p["mupcheck"] for p in prov)
+        "torch": _unique(df["torch"]),
+        "mup": _unique(df["mup"]),
+        "mupcheck": _unique(df["mupcheck"])
         + (f"; runs trained at commit {commits}" if commits != "unknown" else "")
         + (f"; report written at commit {git_commit(grid_path)}" if git_commit(grid_path) else ""),
-        "runs trained": f"{dates[0]} .. {dates[-1]} (finished)",
+        "runs trained": f"{df['date'].min()} .. {df['date'].max()} (finished)",
         "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
         "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
     }
@@ -378,7 +375,7 @@ def write_report(plan: Any, store: Any, out_dir: Path, provenance_extra: dict[st
     plots = plot_loss_curves(df, optima, grid, plot_dir) + plot_optima(optima, grid, plot_dir)
     checks, coord_plots = implementation_checks(plan, optima, plot_dir, coord_results)
     rel = [p.relative_to(out_dir).as_posix() for p in plots + coord_plots]
-    text = render_report(grid, df, optima, verdicts, provenance_for(plan, store, df, provenance_extra), rel, checks,
+    text = render_report(grid, df, optima, verdicts, provenance_for(plan, df, provenance_extra), rel, checks,
                          drift_section(grid, df, optima))
     path = out_dir / f"{grid.name}.md"
     path.write_text(text, encoding="utf-8")
