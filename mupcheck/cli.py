@@ -3,6 +3,7 @@
     mupcheck run grids/smoke.toml                      # progress bar, summary at the end
     mupcheck run grids/cpu_width.toml --workers 2      # two processes share the sweep
     mupcheck run grids/X.toml --store /data/mupcheck --device cuda
+    mupcheck run grids/gpu_reference.toml --workers 8  # 8 GPUs: one worker per GPU, fused lr sweeps
 
 User mistakes (a malformed grid, a missing data file, an unimportable model) print one message
 naming the file and the field, and exit with status 2; no traceback.
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="parallel training processes (default 1; on CPU, one per core is fastest)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's `device`)")
+    run.add_argument("--fuse", type=int, default=None, metavar="N",
+                     help="train up to N runs that differ only in lr and seed as one batched model "
+                          "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
@@ -82,10 +86,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise MupcheckError(f"--workers must be >= 1, got {args.workers}")
+    if args.fuse is not None and args.fuse < 1:
+        raise MupcheckError(f"--fuse must be >= 1, got {args.fuse}")
     grid = load_grid(args.grid)
     store = Store.open(args.store)
     print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
-    summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress)
+    summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
+                       fuse=args.fuse)
     print(summary.line())
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)

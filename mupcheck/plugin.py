@@ -39,6 +39,7 @@ _STATE = pytest.StashKey["_State"]()
 class _State:
     store_root: str | None
     device: str | None
+    fuse: int | None
     no_train: bool
     reports_dir: Path
     write_reports: bool
@@ -73,6 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-no-train", action="store_true",
                     help="do not train missing runs: skip their items and list what is missing")
     group.addoption("--mupcheck-device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's)")
+    group.addoption("--mupcheck-fuse", type=int, default=None, metavar="N",
+                    help="train up to N runs that differ only in lr and seed as one batched model "
+                         "(default: the grid's `fuse`; 1: one at a time)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ under the rootdir)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
@@ -86,6 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = config.stash[_STATE] = _State(
         store_root=config.getoption("mupcheck_store"),
         device=config.getoption("mupcheck_device"),
+        fuse=config.getoption("mupcheck_fuse"),
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
         write_reports=not config.getoption("mupcheck_no_report"),
@@ -267,6 +272,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     grids = {id(item.parent): item.parent for item in session.items
              if isinstance(item, (TransferItem, WiderItem))}
     in_worker = hasattr(config, "workerinput")
+    # Each xdist worker trains on its own GPU when there are several (see sweep.pin_device).
+    worker = int(config.workerinput["workerid"].lstrip("gw")) if in_worker else None
     capture = config.pluginmanager.getplugin("capturemanager")
     for grid_file in grids.values():
         grid = grid_file.grid
@@ -275,7 +282,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
                 if not in_worker:
                     print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
                           file=sys.stderr)
-                summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker)
+                summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
+                                   fuse=state.fuse, worker=worker)
                 if not in_worker:
                     print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
             if summary.interrupted:

@@ -60,10 +60,10 @@ def default_store_root(explicit: str | os.PathLike | None = None) -> Path:
 
 def _engine_source_hash() -> str:
     """The training code itself: a change to it must not reuse results of the old code."""
-    from mupcheck import data, schedules, train  # local: train imports this module's neighbours
+    from mupcheck import data, fused, schedules, train  # local: train imports this module's neighbours
 
     h = hashlib.sha256()
-    for module in (data, schedules, train):
+    for module in (data, schedules, train, fused):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()[:16]
 
@@ -188,10 +188,13 @@ class Store:
             record = self.load(key)  # another process may have finished it while we waited
             if record is not None:
                 return record, False
-            result = train()
-            record = make_record(key, ctx, cfg, result)
-            self.save(record)
-            return record, True
+            return self.save_result(cfg, ctx, train()), True
+
+    def save_result(self, cfg: RunConfig, ctx: RunContext, result: dict[str, Any]) -> dict[str, Any]:
+        """Store a finished run's result under its key (the caller holds its claim); return the record."""
+        record = make_record(ctx.key(cfg), ctx, cfg, result)
+        self.save(record)
+        return record
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every readable record in the store (corrupt ones are reported and skipped)."""

@@ -7,6 +7,12 @@ Every worker walks the whole run list (each from a different starting point) and
 for each run; the store's per-run lock makes sure no run is trained twice, and a run another
 worker holds is retried at the end, so a worker that dies leaves its run to the others. Finished
 runs are on disk as soon as they finish: an interrupted sweep resumes where it stopped.
+
+Runs that differ only in learning rate and seed are trained together as one batched model
+(`mupcheck.fused`) when the grid's `fuse` setting (or `fuse=`) allows more than one member; by
+default that is on CUDA only. A model that cannot be batched falls back to one run at a time, with a
+message; a group that does not fit in GPU memory is split in halves until it does. With several
+workers on a machine with several GPUs, worker i trains on GPU i (mod the number of GPUs).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import queue
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,12 +30,18 @@ import torch
 from tqdm import tqdm
 
 from mupcheck.data import TokenData, load_data
+from mupcheck.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, group_label, train_fused
 from mupcheck.grid import Grid, RunConfig, format_tokens, run_configs
 from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
-__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning"]
+__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device",
+           "AUTO_FUSE_CUDA"]
+
+# Members per fused group on CUDA when the grid says `fuse = 0` (automatic): enough to hide launch
+# overhead at proxy widths; groups that do not fit are split.
+AUTO_FUSE_CUDA = 32
 
 Event = tuple  # ("start", worker, label) | ("step", worker, step, steps) | ("done", worker, key, trained, status)
 
@@ -47,11 +60,32 @@ class Plan:
         return self.context.key(cfg)
 
 
-def plan_grid(grid: Grid, device: str | None = None) -> Plan:
-    """Load the grid's data, resolve the device and compute every run's store key."""
+def plan_grid(grid: Grid, device: str | None = None, worker: int | None = None) -> Plan:
+    """Load the grid's data, resolve the device (pinned to one GPU for `worker`, see `pin_device`)
+    and compute every run's store key."""
     data = load_data(grid.data, grid.grid_dir, grid.vocab_size)
     dev = resolve_device(device or grid.device)
+    if worker is not None:
+        dev = pin_device(dev, worker)
     return Plan(grid, data, dev, RunContext.for_grid(grid, data.fingerprint, dev), tuple(run_configs(grid)))
+
+
+def pin_device(device: torch.device, worker: int) -> torch.device:
+    """Worker i's GPU: cuda:(i mod GPUs) when the device is plain "cuda" and there are several GPUs;
+    an explicit cuda:N, a single GPU or the CPU are left as they are."""
+    if device.type != "cuda" or device.index is not None:
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", worker % count) if count > 1 else device
+
+
+def fuse_size(grid: Grid, device: torch.device, override: int | None = None) -> int:
+    """How many runs train as one batched model: `override`, else the grid's `fuse`, where 0 means
+    AUTO_FUSE_CUDA on CUDA and 1 elsewhere (on CPU a batched model is slower than a loop)."""
+    n = grid.fuse if override is None else override
+    if n == 0:
+        n = AUTO_FUSE_CUDA if device.type == "cuda" else 1
+    return max(1, n)
 
 
 @dataclass
@@ -100,10 +134,15 @@ def repeated_data_warning(plan: Plan) -> str | None:
 
 
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
-             show_progress: bool = True) -> SweepSummary:
-    """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs."""
+             show_progress: bool = True, fuse: int | None = None, worker: int | None = None) -> SweepSummary:
+    """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
+
+    `fuse` overrides the grid's `fuse` setting; `worker` (a pytest-xdist worker's index) pins the
+    sweep to that worker's GPU.
+    """
     start = time.perf_counter()
-    plan = plan_grid(grid, device)
+    plan = plan_grid(grid, device, worker)
+    fuse = fuse_size(grid, plan.device, fuse)
     warning = repeated_data_warning(plan)
     if warning:
         print(warning, file=sys.stderr)
@@ -118,9 +157,9 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     try:
         if len(summary.outcomes) < summary.total:
             if workers <= 1:
-                _work(plan, store.root, 0, bar.handle)
+                _work(plan, store.root, 0, bar.handle, fuse=fuse)
             else:
-                _run_workers(grid, str(plan.device), store.root, workers, bar.handle)
+                _run_workers(grid, device, store.root, workers, fuse, bar.handle)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -132,33 +171,95 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
 # --- workers ---------------------------------------------------------------------------------
 
 def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Event], None],
-          n_workers: int = 1) -> None:
-    """Train every missing run this process can claim; then wait for, or take over, the others."""
+          n_workers: int = 1, fuse: int = 1) -> None:
+    """Train every missing run this process can claim (in fused groups when fuse > 1); then wait
+    for, or take over, the runs other processes held."""
     store = Store(store_root)
-    configs = list(plan.configs)
-    shift = worker * len(configs) // max(1, n_workers)
-    configs = configs[shift:] + configs[:shift]  # workers start at different places: less lock contention
-
-    def train(cfg: RunConfig) -> Callable[[], dict[str, Any]]:
-        def go() -> dict[str, Any]:
-            emit(("start", worker, cfg.label()))
-            return train_run(cfg, plan.data, plan.device, progress=lambda s, n: emit(("step", worker, s, n)))
-        return go
-
+    groups = fusion_groups(plan.configs, fuse)
+    shift = worker * len(groups) // max(1, n_workers)
+    groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
+    if plan.device.type == "cuda":
+        torch.cuda.set_device(plan.device)  # this worker's GPU for anything allocated without a device
+    trainer = _Trainer(plan, store, worker, emit)
     deferred = []
-    for cfg in configs:
-        record, trained = store.get_or_train(cfg, plan.context, train(cfg), block=False)
-        if record is None:
-            deferred.append(cfg)  # another process is training it right now
-        else:
-            emit(("done", worker, record["key"], trained, record["result"]["status"]))
+    for group in groups:
+        deferred += trainer.train_group(group)
     for cfg in deferred:
-        record, trained = store.get_or_train(cfg, plan.context, train(cfg), block=True)
+        record, trained = store.get_or_train(cfg, plan.context, trainer.solo(cfg), block=True)
         emit(("done", worker, record["key"], trained, record["result"]["status"]))
 
 
-def _worker_main(grid: Grid, device: str, store_root: os.PathLike, worker: int, n_workers: int, threads: int,
-                 events: Any, parent: int) -> None:
+class _Trainer:
+    """Trains groups of runs for one worker: fused where it can, one at a time where it must."""
+
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None]):
+        self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
+        self.fallback_said = False
+
+    def _progress(self, step: int, steps: int) -> None:
+        self.emit(("step", self.worker, step, steps))
+
+    def solo(self, cfg: RunConfig) -> Callable[[], dict[str, Any]]:
+        def go() -> dict[str, Any]:
+            self.emit(("start", self.worker, cfg.label()))
+            return train_run(cfg, self.plan.data, self.plan.device, progress=self._progress)
+        return go
+
+    def train_group(self, group: list[RunConfig]) -> list[RunConfig]:
+        """Train the runs of `group` that nobody has stored or claimed; return those others hold."""
+        held_elsewhere, mine = [], []
+        with ExitStack() as claims:
+            for cfg in group:
+                key = self.plan.key(cfg)
+                record = self.store.load(key)
+                if record is None and claims.enter_context(self.store.claim(key, block=False)):
+                    record = self.store.load(key)  # finished by another process before we claimed it?
+                    if record is None:
+                        mine.append(cfg)
+                        continue
+                if record is None:
+                    held_elsewhere.append(cfg)
+                else:
+                    self._done(record, trained=False)
+            self._train_claimed(mine)
+        return held_elsewhere
+
+    def _train_claimed(self, configs: list[RunConfig]) -> None:
+        if len(configs) == 1:
+            self._store(configs[0], self.solo(configs[0])())
+            return
+        if not configs:
+            return
+        self.emit(("start", self.worker, group_label(configs)))
+        try:
+            results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress)
+        except FusedOutOfMemory as e:
+            half = len(configs) // 2
+            print(f"mupcheck: {e}; splitting into groups of {half} and {len(configs) - half}", file=sys.stderr)
+            torch.cuda.empty_cache()
+            self._train_claimed(configs[:half])
+            self._train_claimed(configs[half:])
+            return
+        except FusedUnsupported as e:
+            if not self.fallback_said:
+                print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({e}); "
+                      "training its runs one at a time", file=sys.stderr)
+                self.fallback_said = True
+            for cfg in configs:
+                self._store(cfg, self.solo(cfg)())
+            return
+        for cfg, result in zip(configs, results):
+            self._store(cfg, result)
+
+    def _store(self, cfg: RunConfig, result: dict[str, Any]) -> None:
+        self._done(self.store.save_result(cfg, self.plan.context, result), trained=True)
+
+    def _done(self, record: dict[str, Any], trained: bool) -> None:
+        self.emit(("done", self.worker, record["key"], trained, record["result"]["status"]))
+
+
+def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
+                 fuse: int, threads: int, events: Any, parent: int) -> None:
     torch.set_num_threads(threads)
 
     def emit(event: Event) -> None:
@@ -169,20 +270,20 @@ def _worker_main(grid: Grid, device: str, store_root: os.PathLike, worker: int, 
 
     try:
         # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
-        _work(plan_grid(grid, device), store_root, worker, emit, n_workers)
+        _work(plan_grid(grid, device, worker), store_root, worker, emit, n_workers, fuse)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
     finally:
         events.put(("exit", worker))
 
 
-def _run_workers(grid: Grid, device: str, store_root: os.PathLike, workers: int,
+def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, fuse: int,
                  handle: Callable[[Event], None]) -> None:
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, threads, events, os.getpid()), daemon=True)
+    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, fuse, threads, events, os.getpid()), daemon=True)
              for i in range(workers)]
     for p in procs:
         p.start()

@@ -1,0 +1,331 @@
+"""Fused training: the runs of a learning-rate sweep trained together as one batched model.
+
+    groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr and seed
+    results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
+
+A proxy model is too small to keep a GPU busy: one run at a time pays kernel-launch overhead, not
+arithmetic. Runs that share everything but learning rate and seed have the same shapes and step
+count, so their parameters are stacked along a leading member axis (`torch.func.stack_module_state`)
+and one `vmap(functional_call)` computes every member's step at once.
+
+What stays per member, so that each result is the one `train_run` would have produced:
+- its initialisation (each member's model is built from its own seed, exactly as a solo run),
+- its data order (each member draws the batches of its own seed),
+- its learning rate, weight decay and schedule, *read from its own optimizer*: the solo engine's
+  optimizer (mup's MuAdamW/MuSGD under muP, torch's under SP) is built for every member and stepped
+  through the schedule by `set_step_lr`, and each parameter's rate is taken from the group that
+  holds it; so muP's per-parameter scaling comes from mup itself, not from a copy of its rules,
+- its divergence test (`RunLog`): a diverged member is masked (zero gradient, zero update) and
+  recorded at the step a solo run would have stopped; it cannot poison the others, because members
+  share no arithmetic.
+
+The update is AdamW or SGD with momentum, written out over stacked tensors (torch's optimizers
+give one learning rate per parameter group, not one per slice of a tensor) with torch's exact
+formulas; equivalence with solo runs in float64 is tested. A model that cannot be batched (a
+buffer updated in place, data-dependent Python control flow, ...) raises `FusedUnsupported` at its
+first step, before anything is recorded, and the sweep trains its runs one at a time instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from mupcheck.data import TokenData, eval_batches, train_batch
+from mupcheck.errors import ModelError
+from mupcheck.grid import RunConfig
+from mupcheck.models import build_model
+from mupcheck.train import (ADAM_BETAS, EVAL_BATCH, SGD_MOMENTUM, Progress, RunLog, autocast, build_optimizer,
+                            device_name, resolve_device, set_step_lr)
+
+__all__ = ["train_fused", "fusion_groups", "fuse_key", "FusedUnsupported", "FusedOutOfMemory", "group_label"]
+
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which the solo engine uses
+
+
+class FusedUnsupported(Exception):
+    """The model cannot be trained as a batched model; train its runs one at a time."""
+
+
+class FusedOutOfMemory(Exception):
+    """The batched model does not fit on the device; train fewer members at once."""
+
+
+def fuse_key(cfg: RunConfig) -> RunConfig:
+    """What members of one fused group share: the config with learning rate and seed left out."""
+    return dataclasses.replace(cfg, lr_log2=0.0, seed=0)
+
+
+def fusion_groups(configs: Sequence[RunConfig], max_members: int) -> list[list[RunConfig]]:
+    """Runs grouped by `fuse_key`, in first-seen order, each group split into chunks of at most
+    `max_members` (max_members <= 1: every run alone)."""
+    if max_members <= 1:
+        return [[cfg] for cfg in configs]
+    by_key: dict[RunConfig, list[RunConfig]] = {}
+    for cfg in configs:
+        by_key.setdefault(fuse_key(cfg), []).append(cfg)
+    return [members[i:i + max_members] for members in by_key.values()
+            for i in range(0, len(members), max_members)]
+
+
+def group_label(configs: Sequence[RunConfig]) -> str:
+    """'gpt mup width=128 tokens=1M lr=2^-10..2^-4 x8 fused' for progress output."""
+    if len(configs) == 1:
+        return configs[0].label()
+    first = configs[0].label().split(" lr=")[0]
+    lrs = sorted({c.lr_log2 for c in configs})
+    seeds = sorted({c.seed for c in configs})
+    seed_part = f" seed={seeds[0]}" if len(seeds) == 1 else f" seeds={seeds[0]}..{seeds[-1]}"
+    return f"{first} lr=2^{lrs[0]:g}..2^{lrs[-1]:g}{seed_part} x{len(configs)} fused"
+
+
+def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
+                progress: Progress | None = None, dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
+    """Train `configs` (one fusion group) together; return one `train_run`-style result per member."""
+    configs = list(configs)
+    keys = {fuse_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError("train_fused: the runs differ in more than learning rate and seed")
+    device = resolve_device(device) if isinstance(device, str) else device
+    try:
+        return _FusedRun(configs, data, device, dtype).train(progress)
+    except torch.cuda.OutOfMemoryError as e:
+        raise FusedOutOfMemory(f"{len(configs)} members do not fit on {device}: {e}") from None
+
+
+class _FusedRun:
+    """One fusion group in training: stacked parameters, per-member schedules and logs."""
+
+    def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype):
+        self.configs, self.data, self.device = configs, data, device
+        self.cfg = configs[0]  # everything but lr and seed is shared
+        self.members = len(configs)
+        models = _member_models(configs, data.vocab_size, device, dtype)
+        self.template = _functional_template(models[0])
+        self.names = [name for name, _ in models[0].named_parameters()]
+        self.params, self.buffers = stack_module_state(models)  # name -> (M, *shape)
+        self.lr, self.wd = _schedule_tables(models, configs, self.names, device, dtype)  # (steps, M, P)
+        self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.names}
+        self.alive = torch.ones(self.members, dtype=torch.bool, device=device)
+        self.logs = [RunLog(cfg) for cfg in configs]
+        self.seeds = sorted({cfg.seed for cfg in configs})
+        self.seed_index = torch.tensor([self.seeds.index(cfg.seed) for cfg in configs], device=device)
+        self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
+        self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
+
+    def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                       x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, B, T) inputs and targets: each member gets the batch of its own seed."""
+        cfg = self.cfg
+        pairs = [train_batch(self.data, step, seed, cfg.batch_size, cfg.seq_len) for seed in self.seeds]
+        x = torch.stack([p[0] for p in pairs]).to(self.device)[self.seed_index]
+        y = torch.stack([p[1] for p in pairs]).to(self.device)[self.seed_index]
+        return x, y
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        """Mean cross-entropy of every member, shape (M,)."""
+        fn = self.batched_shared_input if shared_input else self.batched
+        with autocast(self.device):
+            logits = fn(self.params, self.buffers, x)  # (M, B, T, V)
+        B, T = x.shape[-2:]
+        if logits.ndim != 4 or logits.shape[:3] != (self.members, B, T):
+            raise ModelError(f"model output has shape {tuple(logits.shape[1:])} per member; expected "
+                             f"(B, T, V) = ({B}, {T}, vocab) for token ids of shape {(B, T)}")
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        targets = y if not shared_input else y.expand(self.members, *y.shape)
+        per_token = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
+        return per_token.view(self.members, -1).mean(dim=1)
+
+    def _step(self, step: int) -> None:
+        x, y = self._batch(step)
+        first = step == 0
+        try:
+            losses = self._losses(x, y)
+            values = losses.tolist()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            if first:  # nothing recorded yet: the sweep can still train these runs one at a time
+                raise FusedUnsupported(f"{type(e).__name__}: {e}") from e
+            raise
+        newly_dead = [m for m, log in enumerate(self.logs)
+                      if log.status == "ok" and not log.observe(step, values[m])]
+        if newly_dead:
+            self.alive[newly_dead] = False
+        if not bool(self.alive.any()):
+            return
+        # A diverged member's loss is left out of the sum: its gradients are zero, not NaN.
+        total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+        try:
+            grads = torch.autograd.grad(total, [self.params[n] for n in self.names], allow_unused=True)
+        except Exception as e:
+            if first:
+                raise FusedUnsupported(f"backward: {type(e).__name__}: {e}") from e
+            raise
+        with torch.no_grad():
+            self._update(step, grads)
+
+    def _update(self, step: int, grads: Sequence[torch.Tensor | None]) -> None:
+        """torch's AdamW / SGD-with-momentum formulas, with a learning rate and weight decay per
+        member and parameter (zero for diverged members, whose gradients are zeroed too)."""
+        cfg = self.cfg
+        lr_t, wd_t = self.lr[step], self.wd[step]  # (M, P)
+        any_dead = not bool(self.alive.all())
+        for i, (name, grad) in enumerate(zip(self.names, grads)):
+            if grad is None:
+                continue  # unused parameter: torch's optimizers skip it as well
+            p, state = self.params[name], self.state[name]
+            shape = (self.members,) + (1,) * (p.ndim - 1)
+            alive = self.alive.view(shape)
+            lr = torch.where(alive, lr_t[:, i].view(shape), 0.0)
+            wd = wd_t[:, i].view(shape)
+            if any_dead:
+                grad = torch.where(alive, grad, torch.zeros_like(grad))
+            if cfg.optimizer == "adamw":
+                _adamw(p, grad, state, lr, wd, step + 1)
+            else:
+                _sgd(p, grad, state, lr, wd)
+
+    # --- evaluation and the loop -------------------------------------------------------------
+
+    def _evaluate(self, batches: list) -> list[float]:
+        self.template.eval()
+        totals = [0.0] * self.members
+        count = 0
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = x.to(self.device), y.to(self.device)
+                losses = self._losses(x, y, shared_input=True).tolist()
+                for m, value in enumerate(losses):
+                    totals[m] += value * y.numel()
+                count += y.numel()
+        self.template.train()
+        return [t / count for t in totals]
+
+    def train(self, progress: Progress | None) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
+        train_time = eval_time = 0.0
+        with warnings.catch_warnings():
+            # CPU attention has no batching rule; vmap loops over members there and says so each step.
+            warnings.filterwarnings("ignore", message=".*batching rule.*")
+            for step in range(cfg.steps):
+                t0 = time.perf_counter()
+                self._step(step)
+                train_time += time.perf_counter() - t0
+                if not bool(self.alive.any()):
+                    break
+                if self.logs[0].is_checkpoint(step):
+                    t1 = time.perf_counter()
+                    values = self._evaluate(evals)
+                    for log, value, alive in zip(self.logs, values, self.alive.tolist()):
+                        if alive:
+                            log.checkpoint(step, value)
+                    eval_time += time.perf_counter() - t1
+                if progress is not None:
+                    progress(step + 1, cfg.steps)
+        return self._results(train_time, eval_time)
+
+    def _results(self, train_time: float, eval_time: float) -> list[dict[str, Any]]:
+        name = device_name(self.device)
+        trained_tokens = sum(len(log.losses) for log in self.logs) * self.cfg.tokens_per_step
+        results = []
+        for log in self.logs:
+            # Each member is charged an equal share of the group's time.
+            log.train_time, log.eval_time = train_time / self.members, eval_time / self.members
+            result = log.result(self.data, name)
+            result["engine"] = "fused"
+            result["fused"] = {"members": self.members, "group_wall_time_s": train_time + eval_time,
+                               "group_tokens_per_s": trained_tokens / train_time if train_time > 0 else None}
+            results.append(result)
+        return results
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def _member_models(configs: list[RunConfig], vocab_size: int, device: torch.device,
+                   dtype: torch.dtype) -> list[nn.Module]:
+    """Each member's model, built from its own seed exactly as a solo run; members that share a seed
+    share one model object (stacking copies it)."""
+    by_seed: dict[int, nn.Module] = {}
+    for cfg in configs:
+        if cfg.seed not in by_seed:
+            by_seed[cfg.seed] = build_model(cfg, vocab_size).to(device=device, dtype=dtype)
+    return [by_seed[cfg.seed] for cfg in configs]
+
+
+def _functional_template(model: nn.Module) -> nn.Module:
+    """The module `functional_call` runs with the stacked tensors.
+
+    mup's readout divides by `weight.infshape.width_mult()`; under functional_call its weight is a
+    plain batched tensor without `infshape`, so the multiplier is read now and fixed on the module.
+    """
+    for module in model.modules():
+        if callable(getattr(module, "width_mult", None)) and hasattr(getattr(module, "weight", None), "infshape"):
+            multiplier = module.width_mult()
+            module.width_mult = lambda multiplier=multiplier: multiplier
+    return model
+
+
+def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], names: list[str],
+                     device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learning rate and weight decay per (step, member, parameter), read from each member's own
+    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through the schedule."""
+    steps = configs[0].steps
+    lr = np.zeros((steps, len(configs), len(names)))
+    wd = np.zeros_like(lr)
+    for m, (model, cfg) in enumerate(zip(models, configs)):
+        optimizer = build_optimizer(model, cfg)
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        index = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
+        group_of = [index[id(p)] for _, p in model.named_parameters()]
+        for step in range(steps):
+            set_step_lr(optimizer, base_lrs, cfg, step)
+            groups = optimizer.param_groups
+            lr[step, m] = [groups[g]["lr"] for g in group_of]
+            wd[step, m] = [groups[g]["weight_decay"] for g in group_of]
+    return (torch.as_tensor(lr, dtype=dtype, device=device), torch.as_tensor(wd, dtype=dtype, device=device))
+
+
+# --- the optimizers, over stacked tensors ---------------------------------------------------------
+
+def _adamw(p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
+           wd: torch.Tensor, t: int) -> None:
+    """torch.optim.AdamW (amsgrad off), one step; `lr` and `wd` broadcast over the member axis."""
+    beta1, beta2 = ADAM_BETAS
+    if not state:
+        state["exp_avg"] = torch.zeros_like(p)
+        state["exp_avg_sq"] = torch.zeros_like(p)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    p.mul_(1 - lr * wd)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1**t
+    bias_correction2_sqrt = math.sqrt(1 - beta2**t)
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+    p.sub_(lr / bias_correction1 * exp_avg / denom)
+
+
+def _sgd(p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
+         wd: torch.Tensor) -> None:
+    """torch.optim.SGD with momentum (no dampening, no Nesterov), one step; coupled weight decay."""
+    d_p = grad + wd * p
+    if "momentum_buffer" not in state:
+        state["momentum_buffer"] = d_p.clone()
+    else:
+        state["momentum_buffer"].mul_(SGD_MOMENTUM).add_(d_p)
+    p.sub_(lr * state["momentum_buffer"])

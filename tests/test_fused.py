@@ -1,0 +1,209 @@
+"""Fused training: every member of a batched group trains exactly as its solo run would.
+
+Compared in float64 on CPU, step by step: each step's training loss (captured from `RunLog`), the
+divergence step, and every checkpoint. Speed is measured by benchmarks/fused_speed.py, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import write_grid
+from mupcheck import fused, sweep
+from mupcheck.data import load_data
+from mupcheck.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, train_fused
+from mupcheck.grid import load_grid, run_configs
+from mupcheck.store import Store
+from mupcheck.sweep import fuse_size, pin_device, plan_grid, run_grid
+from mupcheck.train import RunLog, train_run
+
+STEPS = 20
+TOL = 1e-9  # float64: solo and fused differ only in the order of a few reductions
+
+
+@pytest.fixture
+def base(tmp_path):
+    # Cosine schedule with a 20% warmup, 20 steps of batch 4 x seq 32.
+    cfg = run_configs(load_grid(write_grid(tmp_path, extra="warmup = 0.2\n")))[0]
+    return dataclasses.replace(cfg, tokens=STEPS * cfg.tokens_per_step, width=32)
+
+
+@pytest.fixture
+def step_losses(monkeypatch):
+    """Every (run, step) -> training loss seen by the divergence test, for solo and fused runs alike."""
+    seen: dict[tuple, float] = {}
+    observe = RunLog.observe
+
+    def spy(self, step, value):
+        seen[(self.cfg, step)] = value
+        return observe(self, step, value)
+
+    monkeypatch.setattr(RunLog, "observe", spy)
+    return seen
+
+
+def _compare(group, data, step_losses):
+    fused_results = train_fused(group, data, dtype=torch.float64)
+    fused_losses = dict(step_losses)
+    step_losses.clear()
+    solo_results = [train_run(cfg, data, dtype=torch.float64) for cfg in group]
+    assert set(fused_losses) == set(step_losses)  # same steps observed for every member
+    for key, value in step_losses.items():
+        assert fused_losses[key] == pytest.approx(value, rel=TOL), key
+    for cfg, f, s in zip(group, fused_results, solo_results):
+        for field in ("status", "diverged_step", "steps_trained"):
+            assert f[field] == s[field], (cfg.label(), field)
+        assert f["initial_loss"] == pytest.approx(s["initial_loss"], rel=TOL)
+        assert len(f["checkpoints"]) == len(s["checkpoints"])
+        for a, b in zip(f["checkpoints"], s["checkpoints"]):
+            assert a["step"] == b["step"]
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=TOL)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=TOL)
+        assert f["engine"] == "fused" and f["fused"]["members"] == len(group)
+    return fused_results
+
+
+# Learning rates chosen (measured) so that each group has members that train well and one that
+# diverges (SGD: one mid-run as well). Not at the edge of stability: there Adam is chaotic, and
+# two *solo* runs of SP at lr 2^-1 that differ only in thread count differ by 4e-3 after 20 steps.
+@pytest.mark.parametrize("parametrization,optimizer,lrs", [
+    ("mup", "adamw", [-8, -5, -3, 3]),
+    ("sp", "adamw", [-8, -5, -3, 3]),
+    ("mup", "sgd", [-4, -2, 0, 8]),
+    ("sp", "sgd", [-4, -2, 0, 8]),
+])
+def test_fused_members_match_solo_runs(base, step_losses, parametrization, optimizer, lrs):
+    group = [dataclasses.replace(base, parametrization=parametrization, optimizer=optimizer, lr_log2=lr, seed=seed)
+             for lr in lrs for seed in (0, 1)]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    statuses = [r["status"] for r in results]
+    assert "ok" in statuses and "diverged" in statuses
+
+
+def test_a_member_diverging_mid_run_leaves_the_others_untouched(base, step_losses):
+    group = [dataclasses.replace(base, optimizer="sgd", lr_log2=lr) for lr in (-4, 0)]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    assert results[0]["status"] == "ok"
+    assert results[1]["status"] == "diverged" and 1 < results[1]["diverged_step"] < STEPS - 1
+
+
+@pytest.mark.parametrize("extra", [
+    dict(weight_decay_mode="timescale", tau_frac=0.5),  # weight decay differs per member
+    dict(weight_decay_mode="independent", weight_decay=0.05),
+    dict(weight_decay=0.1, schedule="wsd", warmup=0.0),
+    dict(model="mlp", schedule="linear"),
+])
+def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losses, extra):
+    cfg = dataclasses.replace(base, **extra)
+    group = [dataclasses.replace(cfg, lr_log2=lr) for lr in (-9, -6, -4)]
+    _compare(group, load_data("synthetic"), step_losses)
+
+
+def test_fusion_groups_share_everything_but_lr_and_seed(tiny_grid):
+    configs = run_configs(dataclasses.replace(load_grid(tiny_grid), seeds=(0, 1)))  # 2 par x 2 widths x 2 lr x 2 seeds
+    groups = fusion_groups(configs, max_members=32)
+    assert len(groups) == 4 and all(len(g) == 4 for g in groups)
+    for g in groups:
+        assert len({(c.parametrization, c.width, c.tokens) for c in g}) == 1
+    assert sorted(map(len, fusion_groups(configs, max_members=3))) == [1, 1, 1, 1, 3, 3, 3, 3]
+    assert fusion_groups(configs, max_members=1) == [[c] for c in configs]
+    with pytest.raises(ValueError, match="more than learning rate and seed"):
+        train_fused([configs[0], configs[-1]], load_data("synthetic"))
+
+
+def test_fuse_size_defaults_to_cuda_only(tiny_grid):
+    grid = load_grid(tiny_grid)
+    assert fuse_size(grid, torch.device("cpu")) == 1
+    assert fuse_size(grid, torch.device("cuda")) == sweep.AUTO_FUSE_CUDA
+    assert fuse_size(grid, torch.device("cpu"), override=8) == 8
+    assert fuse_size(dataclasses.replace(grid, fuse=4), torch.device("cuda")) == 4
+
+
+def test_sweep_stores_fused_runs_under_the_solo_keys(tiny_grid, tmp_path):
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    summary = run_grid(grid, store, fuse=8, show_progress=False)
+    assert summary.trained == 8
+    plan = plan_grid(grid)
+    records = [store.load(plan.key(cfg)) for cfg in plan.configs]
+    assert all(r is not None and r["result"]["engine"] == "fused" for r in records)
+    assert {r["result"]["fused"]["members"] for r in records} == {2}  # 2 lrs per (parametrization, width)
+    again = run_grid(grid, store, fuse=1, show_progress=False)  # a solo sweep finds them all
+    assert again.trained == 0 and again.reused == 8
+
+
+# A model with data-dependent Python control flow (`.item()`) cannot run under vmap.
+UNBATCHABLE = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Checked(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            if idx.max().item() >= 256:
+                raise ValueError("token id out of range")
+            return self.readout(self.embed(idx))
+
+    def build(width):
+        return Checked(width)
+"""
+
+
+def test_unbatchable_user_model_falls_back_to_solo_runs(tmp_path, monkeypatch, capsys):
+    (tmp_path / "checked_model.py").write_text(textwrap.dedent(UNBATCHABLE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("checked_model", None)
+    grid = load_grid(write_grid(tmp_path, model="checked_model:build"))
+    store = Store(tmp_path / "store")
+    summary = run_grid(grid, store, fuse=8, show_progress=False)
+    assert summary.trained == 8
+    assert "cannot be trained as a batched model" in capsys.readouterr().err
+    plan = plan_grid(grid)
+    assert {store.load(plan.key(c))["result"]["engine"] for c in plan.configs} == {"solo"}
+
+
+def test_a_group_that_does_not_fit_is_split(tiny_grid, tmp_path, monkeypatch, capsys):
+    real = fused.train_fused
+    sizes = []
+
+    def small_device(configs, *args, **kwargs):
+        sizes.append(len(configs))
+        if len(configs) > 2:
+            raise FusedOutOfMemory(f"{len(configs)} members do not fit")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_fused", small_device)
+    grid = dataclasses.replace(load_grid(tiny_grid), lr_log2=(-9.0, -8.0, -7.0, -6.0, -5.0), parametrization=("mup",),
+                               widths=(16,))
+    summary = run_grid(grid, Store(tmp_path / "store"), fuse=8, show_progress=False)
+    assert summary.trained == 5
+    assert sizes == [5, 2, 3, 2]  # 5 -> 2 + 3 -> 2 + (1 alone + 2)
+    assert "splitting into groups of 2 and 3" in capsys.readouterr().err
+
+
+def test_workers_are_pinned_one_per_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [pin_device(torch.device("cuda"), w) for w in range(5)] == [
+        torch.device("cuda", i) for i in (0, 1, 2, 3, 0)]
+    assert pin_device(torch.device("cuda:2"), 1) == torch.device("cuda:2")  # explicit choice is kept
+    assert pin_device(torch.device("cpu"), 3) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pin_device(torch.device("cuda"), 3) == torch.device("cuda")
+
+
+def test_unsupported_is_raised_before_anything_is_recorded(base, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("no batching rule for this op")
+
+    monkeypatch.setattr(fused._FusedRun, "_member_logits", broken)
+    with pytest.raises(FusedUnsupported, match="no batching rule"):
+        train_fused([base, dataclasses.replace(base, lr_log2=-6)], load_data("synthetic"))
