@@ -26,7 +26,7 @@ __all__ = ["collect", "records_frame", "find_optima", "CellOptimum", "MissingRun
 
 CELL = ("parametrization", "width", "tokens")
 COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "status", "train_loss",
-           "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "key",
+           "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 _BOOTSTRAP = 500
 
@@ -61,6 +61,9 @@ def _row(config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
     row.update({k: result.get(k) for k in ("loss", "status", "train_loss", "diverged_step", "data_repeats",
                                            "wall_time_s", "tokens_per_s", "device")})
+    fused = result.get("fused")
+    # Records written before the fused engine existed carry no `engine`: they were solo runs.
+    row["engine"] = f"fused x{fused['members']}" if fused else result.get("engine", "solo")
     row["key"] = record["key"]
     provenance = record.get("provenance", {})
     row.update({k: provenance.get(k) for k in ("date", "torch", "mup", "mupcheck", "mupcheck_commit")})

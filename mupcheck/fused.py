@@ -115,7 +115,9 @@ class _FusedRun:
         self.params, self.buffers = stack_module_state(models)  # name -> (M, *shape)
         self.lr, self.wd = _schedule_tables(models, configs, self.names, device, dtype)  # (steps, M, P)
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.names}
+        # Who still trains: on the device for masking, and on the host for control flow (no syncs).
         self.alive = torch.ones(self.members, dtype=torch.bool, device=device)
+        self.n_alive = self.members
         self.logs = [RunLog(cfg) for cfg in configs]
         self.seeds = sorted({cfg.seed for cfg in configs})
         self.seed_index = torch.tensor([self.seeds.index(cfg.seed) for cfg in configs], device=device)
@@ -166,7 +168,8 @@ class _FusedRun:
                       if log.status == "ok" and not log.observe(step, values[m])]
         if newly_dead:
             self.alive[newly_dead] = False
-        if not bool(self.alive.any()):
+            self.n_alive -= len(newly_dead)
+        if not self.n_alive:
             return
         # A diverged member's loss is left out of the sum: its gradients are zero, not NaN.
         total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
@@ -184,7 +187,7 @@ class _FusedRun:
         member and parameter (zero for diverged members, whose gradients are zeroed too)."""
         cfg = self.cfg
         lr_t, wd_t = self.lr[step], self.wd[step]  # (M, P)
-        any_dead = not bool(self.alive.all())
+        any_dead = self.n_alive < self.members
         for i, (name, grad) in enumerate(zip(self.names, grads)):
             if grad is None:
                 continue  # unused parameter: torch's optimizers skip it as well
@@ -221,19 +224,21 @@ class _FusedRun:
         evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
         train_time = eval_time = 0.0
         with warnings.catch_warnings():
-            # CPU attention has no batching rule; vmap loops over members there and says so each step.
-            warnings.filterwarnings("ignore", message=".*batching rule.*")
+            if self.device.type == "cpu":
+                # CPU attention has no batching rule: vmap loops over members there (correct, slower:
+                # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
+                warnings.filterwarnings("ignore", message=".*batching rule.*")
             for step in range(cfg.steps):
                 t0 = time.perf_counter()
                 self._step(step)
                 train_time += time.perf_counter() - t0
-                if not bool(self.alive.any()):
+                if not self.n_alive:
                     break
                 if self.logs[0].is_checkpoint(step):
                     t1 = time.perf_counter()
                     values = self._evaluate(evals)
-                    for log, value, alive in zip(self.logs, values, self.alive.tolist()):
-                        if alive:
+                    for log, value in zip(self.logs, values):
+                        if log.status == "ok":
                             log.checkpoint(step, value)
                     eval_time += time.perf_counter() - t1
                 if progress is not None:

@@ -241,6 +241,12 @@ def _unique(values: Any) -> str:
     return ", ".join(vals) if vals else "unknown"
 
 
+def _engine_summary(engines: pd.Series) -> str:
+    """'solo: 12 runs; fused x8: 64 runs' -- how the runs were trained (mupcheck.fused)."""
+    counts = engines.fillna("solo").value_counts()
+    return "; ".join(f"{engine}: {n} runs" for engine, n in sorted(counts.items()))
+
+
 def provenance_for(plan: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
     """How the report was produced: command, grid hash, device, versions, dates, times (from the
     collected frame, which carries each run's provenance)."""
@@ -257,6 +263,7 @@ def provenance_for(plan: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[s
         "grid file": f"`{shown.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
         "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
         "device": _unique(df["device"]),
+        "engine": _engine_summary(df["engine"]),
         "torch": _unique(df["torch"]),
         "mup": _unique(df["mup"]),
         "mupcheck": _unique(df["mupcheck"])
@@ -264,6 +271,7 @@ def provenance_for(plan: Any, df: pd.DataFrame, extra: dict[str, str]) -> dict[s
         + (f"; report written at commit {git_commit(grid_path)}" if git_commit(grid_path) else ""),
         "runs trained": f"{df['date'].min()} .. {df['date'].max()} (finished)",
         "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
+        # A fused run's wall_time_s is its share of its group's time, so the sum is the device time.
         "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
     }
     info.update(extra)

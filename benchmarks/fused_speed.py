@@ -1,0 +1,220 @@
+"""Benchmark: solo vs fused training speed, and the wall time of the reference GPU grid.
+
+    python benchmarks/fused_speed.py                       # on a GPU machine: the whole benchmark
+    python benchmarks/fused_speed.py --skip-grid           # speed table only (about a minute)
+    python benchmarks/fused_speed.py --device cpu --widths 32 --models 2 --steps 6 \\
+        --grid tests/some_tiny_grid.toml                   # what the test suite runs, on CPU
+
+For each width it trains the GPT proxy of `grids/gpu_reference.toml` (same depth, heads, batch,
+sequence length, data) with the real engines: one run at a time (`train_run`, mode "solo") and
+`--models` runs as one batched model (`train_fused`, mode "fused"). Throughput is the median step
+time (steps after `--warmup-steps`; steps that evaluate or compile are outliers the median ignores)
+turned into tokens/s over all members. MFU = tokens/s x training FLOPs per token / the dense matmul
+rate this script measures on the same device (bf16 on CUDA, float32 on CPU), where FLOPs per token
+= 6 x (matmul parameters) + 12 x depth x width x seq_len (attention scores and values; PaLM,
+arXiv 2204.02311, appendix B).
+
+Then it trains the reference grid into a fresh store (nothing reused), times it, and writes its
+report to `reports/<grid name>.md` with this command, the device and the wall time as provenance.
+The table is printed and saved as a JSON list of rows under `benchmarks/results/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from mupcheck.errors import MupcheckError  # noqa: E402
+from mupcheck.fused import train_fused  # noqa: E402
+from mupcheck.grid import Grid, RunConfig, load_grid, run_configs  # noqa: E402
+from mupcheck.store import Store  # noqa: E402
+from mupcheck.sweep import fuse_size, plan_grid, run_grid  # noqa: E402
+from mupcheck.train import device_name, resolve_device, train_run  # noqa: E402
+
+DEFAULT_GRID = ROOT / "grids" / "gpu_reference.toml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (default auto)")
+    p.add_argument("--grid", default=str(DEFAULT_GRID), help="reference grid (default grids/gpu_reference.toml)")
+    p.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
+    p.add_argument("--models", type=int, default=32, help="members of the fused group (default 32)")
+    p.add_argument("--steps", type=int, default=40, help="steps per timed run (default 40)")
+    p.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the timing (default 5)")
+    p.add_argument("--skip-grid", action="store_true", help="speed table only; do not train the reference grid")
+    p.add_argument("--fuse", type=int, default=None, help="fuse size for the reference grid (default: the grid's)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory for the JSON")
+    p.add_argument("--reports", default=str(ROOT / "reports"), help="directory for the reference grid's report")
+    return p.parse_args(argv)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+def matmul_peak(device: torch.device) -> float:
+    """Dense matmul FLOP/s measured here: bf16 8192^3 on CUDA, float32 1024^3 on CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 20 if device.type == "cuda" else 5
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 x matmul parameters + 12 x depth x width x seq_len."""
+    matmul_params = cfg.depth * 12 * cfg.width**2 + cfg.width * vocab_size
+    return 6.0 * matmul_params + 12.0 * cfg.depth * cfg.width * cfg.seq_len
+
+
+class StepClock:
+    """A progress callback that timestamps every step; the median step time is the throughput."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.times = device, [time.perf_counter()]
+
+    def __call__(self, step: int, steps: int) -> None:
+        self.times.append(time.perf_counter())  # the engines synchronise each step (loss.item())
+
+    def median_step_s(self, skip: int) -> float:
+        gaps = [b - a for a, b in zip(self.times, self.times[1:])][skip:]
+        if not gaps:
+            raise SystemExit("benchmark: no timed steps; raise --steps above --warmup-steps")
+        return statistics.median(gaps)
+
+
+def speed_rows(grid: Grid, args: argparse.Namespace, device: torch.device, peak: float) -> list[dict[str, Any]]:
+    """One solo and one fused row per width."""
+    data = plan_grid(grid, str(device)).data
+    template = run_configs(grid)[0]
+    rows = []
+    for width in args.widths:
+        cfg = dataclasses.replace(template, width=width, tokens=args.steps * template.tokens_per_step,
+                                  lr_log2=min(grid.lr_log2))  # a rate low enough that nothing diverges
+        # Members spread over a quarter octave: distinct runs, none diverging.
+        members = [dataclasses.replace(cfg, lr_log2=cfg.lr_log2 + i / (4 * args.models)) for i in range(args.models)]
+        for mode in ("solo", "fused"):
+            clock = StepClock(device)
+            if mode == "solo":
+                train_run(cfg, data, device, progress=clock)
+                n = 1
+            else:
+                train_fused(members, data, device, progress=clock)
+                n = len(members)
+            step_s = clock.median_step_s(args.warmup_steps)
+            tokens_per_s = n * cfg.tokens_per_step / step_s
+            fpt = flops_per_token(cfg, data.vocab_size)
+            rows.append(_row(mode, width, n, tokens_per_s, tokens_per_s * fpt / peak, device, peak,
+                             step_time_s=step_s, flops_per_token=fpt))
+            print(_format_row(rows[-1]), flush=True)
+        del members
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
+    """Train the reference grid into a fresh store, time it, and write its report."""
+    from mupcheck.report import write_report
+
+    with tempfile.TemporaryDirectory(prefix="mupcheck-bench-") as tmp:
+        store = Store(tmp)
+        start = time.perf_counter()
+        summary = run_grid(grid, store, device=str(device), fuse=args.fuse)
+        wall = time.perf_counter() - start
+        print(summary.line(), flush=True)
+        plan = plan_grid(grid, str(device))
+        tokens = sum(c.tokens for c in plan.configs)
+        flops = sum(c.tokens * flops_per_token(c, plan.data.vocab_size) for c in plan.configs)
+        command = " ".join(["python benchmarks/fused_speed.py", *args.argv])
+        reports = Path(args.reports)
+        reports.mkdir(parents=True, exist_ok=True)
+        path = write_report(plan, store, reports, {
+            "command": f"`{command}` (a fresh store: every run trained)",
+            "wall time": f"{wall / 60:.1f} min for {summary.total} runs ({summary.trained} trained, "
+                         f"{summary.diverged} diverged), training and evaluation",
+            "report written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        print(f"wrote {path}", flush=True)
+    return _row("fused" if fuse_size(grid, device, args.fuse) > 1 else "solo", None, fuse_size(grid, device, args.fuse),
+                tokens / wall, flops / wall / peak, device, peak, grid=str(Path(grid.path).name), runs=summary.total,
+                wall_time_s=wall, report=str(path))
+
+
+def _row(mode: str, width: int | None, models: int, tokens_per_s: float, mfu: float, device: torch.device,
+         peak: float, **extra: Any) -> dict[str, Any]:
+    return {"mode": mode, "width": width, "models": models, "tokens_per_s": tokens_per_s, "mfu": mfu,
+            "device": device_name(device), "matmul_peak_flops": peak, "torch": torch.__version__,
+            "mup": version("mup"), "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    what = f"width {row['width']:>5}" if row["width"] else f"grid {row['grid']}"
+    return (f"{row['mode']:>5}  {what}  models {row['models']:>3}  {row['tokens_per_s'] / 1e6:8.3f} M tokens/s  "
+            f"MFU {100 * row['mfu']:5.1f}%" + (f"  wall {row['wall_time_s'] / 60:.1f} min" if "wall_time_s" in row else ""))
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("\n| mode | width | models | tokens/s | MFU | fused / solo |\n|---|---|---|---|---|---|")
+    solo = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "solo" and r["width"]}
+    for r in rows:
+        ratio = f"{r['tokens_per_s'] / solo[r['width']]:.1f}x" if r["mode"] == "fused" and r["width"] in solo else ""
+        width = r["width"] if r["width"] else f"grid {r['grid']} ({r['runs']} runs, {r['wall_time_s'] / 60:.1f} min)"
+        print(f"| {r['mode']} | {width} | {r['models']} | {r['tokens_per_s'] / 1e6:.3f}M | {100 * r['mfu']:.1f}% | {ratio} |")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # for the report's provenance
+    device = resolve_device(args.device)
+    grid = load_grid(args.grid)
+    peak = matmul_peak(device)
+    print(f"{device_name(device)}: measured matmul rate {peak / 1e12:.1f} TFLOP/s", flush=True)
+    rows = speed_rows(grid, args, device, peak)
+    if not args.skip_grid:
+        rows.append(grid_row(grid, args, device, peak))
+        print(_format_row(rows[-1]), flush=True)
+    print_table(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+    path = out / f"{stamp}-{slug}.json"
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MupcheckError as e:  # a bad grid file, missing data, no CUDA: one line, no traceback
+        sys.exit(f"benchmark: {e}")

@@ -1,0 +1,46 @@
+"""The benchmark script runs end to end on CPU (tiny sizes) and writes its table as JSON rows.
+
+Speed itself is measured by running the script on a GPU, never asserted here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from conftest import write_grid
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_speed.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("fused_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_writes_rows_and_the_reference_report(tmp_path):
+    grid = write_grid(tmp_path)
+    path = _load_script().main(["--device", "cpu", "--grid", str(grid), "--widths", "16", "32", "--models", "2",
+                                "--steps", "6", "--warmup-steps", "1", "--fuse", "2",
+                                "--out", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")])
+    rows = json.loads(path.read_text())
+    assert [(r["mode"], r["width"], r["models"]) for r in rows] == [
+        ("solo", 16, 1), ("fused", 16, 2), ("solo", 32, 1), ("fused", 32, 2), ("fused", None, 2)]
+    for row in rows:
+        assert {"tokens_per_s", "mfu", "device", "torch", "mup", "date"} <= set(row)
+        assert row["tokens_per_s"] > 0 and 0 < row["mfu"] and row["device"].startswith("cpu")
+    grid_row = rows[-1]
+    assert grid_row["runs"] == 8 and grid_row["wall_time_s"] > 0
+    report = (tmp_path / "reports" / "tiny.md").read_text()
+    assert "python benchmarks/fused_speed.py --device cpu" in report and "fused x2: 8 runs" in report
+
+
+def test_flops_per_token_counts_matmuls_and_attention(tiny_grid):
+    from mupcheck.grid import load_grid, run_configs
+
+    cfg = run_configs(load_grid(tiny_grid))[0]  # width 16, depth 1, seq 32
+    expected = 6 * (12 * 16**2 + 16 * 256) + 12 * 1 * 16 * 32
+    assert _load_script().flops_per_token(cfg, 256) == expected
