@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", type=int, default=32, help="members of the fused group (default 32)")
     p.add_argument("--steps", type=int, default=40, help="steps per timed run (default 40)")
     p.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the timing (default 5)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="also time fused training under torch.compile (auto: on CUDA only)")
     p.add_argument("--skip-grid", action="store_true", help="speed table only; do not train the reference grid")
     p.add_argument("--fuse", type=int, default=None, help="fuse size for the reference grid (default: the grid's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory for the JSON")
@@ -120,24 +122,33 @@ def speed_rows(grid: Grid, args: argparse.Namespace, device: torch.device, peak:
                                   lr_log2=min(grid.lr_log2))  # a rate low enough that nothing diverges
         # Members spread over a quarter octave: distinct runs, none diverging.
         members = [dataclasses.replace(cfg, lr_log2=cfg.lr_log2 + i / (4 * args.models)) for i in range(args.models)]
-        for mode in ("solo", "fused"):
+        compiled = [False, True] if _use_compile(args, device) else [False]
+        for mode, compile in [("solo", False)] + [("fused", c) for c in compiled]:
             clock = StepClock(device)
-            if mode == "solo":
-                train_run(cfg, data, device, progress=clock)
-                n = 1
-            else:
-                train_fused(members, data, device, progress=clock)
-                n = len(members)
+            try:
+                if mode == "solo":
+                    train_run(cfg, data, device, progress=clock)
+                else:
+                    train_fused(members, data, device, progress=clock, compile=compile)
+            except Exception as e:  # keep the rest of the table: one failed mode must not cost the GPU session
+                print(f"{mode} width {width} compiled={compile}: {type(e).__name__}: {e}", file=sys.stderr)
+                rows.append({"mode": mode, "width": width, "compiled": compile, "error": f"{type(e).__name__}: {e}"})
+                continue
+            n = 1 if mode == "solo" else len(members)
             step_s = clock.median_step_s(args.warmup_steps)
             tokens_per_s = n * cfg.tokens_per_step / step_s
             fpt = flops_per_token(cfg, data.vocab_size)
             rows.append(_row(mode, width, n, tokens_per_s, tokens_per_s * fpt / peak, device, peak,
-                             step_time_s=step_s, flops_per_token=fpt))
+                             compiled=compile, step_time_s=step_s, flops_per_token=fpt))
             print(_format_row(rows[-1]), flush=True)
         del members
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def _use_compile(args: argparse.Namespace, device: torch.device) -> bool:
+    return args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
 
 
 def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
@@ -164,7 +175,8 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         })
         print(f"wrote {path}", flush=True)
     return _row("fused" if fuse_size(grid, device, args.fuse) > 1 else "solo", None, fuse_size(grid, device, args.fuse),
-                tokens / wall, flops / wall / peak, device, peak, grid=str(Path(grid.path).name), runs=summary.total,
+                tokens / wall, flops / wall / peak, device, peak, compiled=grid.compile,
+                grid=str(Path(grid.path).name), runs=summary.total,
                 wall_time_s=wall, report=str(path))
 
 
@@ -178,17 +190,22 @@ def _row(mode: str, width: int | None, models: int, tokens_per_s: float, mfu: fl
 
 def _format_row(row: dict[str, Any]) -> str:
     what = f"width {row['width']:>5}" if row["width"] else f"grid {row['grid']}"
-    return (f"{row['mode']:>5}  {what}  models {row['models']:>3}  {row['tokens_per_s'] / 1e6:8.3f} M tokens/s  "
+    mode = row["mode"] + (" compiled" if row.get("compiled") else "")
+    return (f"{mode:>14}  {what}  models {row['models']:>3}  {row['tokens_per_s'] / 1e6:8.3f} M tokens/s  "
             f"MFU {100 * row['mfu']:5.1f}%" + (f"  wall {row['wall_time_s'] / 60:.1f} min" if "wall_time_s" in row else ""))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| mode | width | models | tokens/s | MFU | fused / solo |\n|---|---|---|---|---|---|")
-    solo = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "solo" and r["width"]}
+    print("\n| mode | compiled | width | models | tokens/s | MFU | fused / solo |\n|---|---|---|---|---|---|---|")
+    solo = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "solo" and r["width"] and "error" not in r}
     for r in rows:
+        if "error" in r:
+            print(f"| {r['mode']} | {r['compiled']} | {r['width']} | | failed: {r['error'][:80]} | | |")
+            continue
         ratio = f"{r['tokens_per_s'] / solo[r['width']]:.1f}x" if r["mode"] == "fused" and r["width"] in solo else ""
         width = r["width"] if r["width"] else f"grid {r['grid']} ({r['runs']} runs, {r['wall_time_s'] / 60:.1f} min)"
-        print(f"| {r['mode']} | {width} | {r['models']} | {r['tokens_per_s'] / 1e6:.3f}M | {100 * r['mfu']:.1f}% | {ratio} |")
+        print(f"| {r['mode']} | {r['compiled']} | {width} | {r['models']} | {r['tokens_per_s'] / 1e6:.3f}M "
+              f"| {100 * r['mfu']:.1f}% | {ratio} |")
 
 
 def main(argv: list[str] | None = None) -> Path:

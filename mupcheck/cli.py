@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fuse", type=int, default=None, metavar="N",
                      help="train up to N runs that differ only in lr and seed as one batched model "
                           "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile fused training (default: the grid's `compile`)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
@@ -92,7 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
     summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
-                       fuse=args.fuse)
+                       fuse=args.fuse, compile=args.compile)
     print(summary.line())
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)

@@ -89,15 +89,20 @@ def group_label(configs: Sequence[RunConfig]) -> str:
 
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
-                progress: Progress | None = None, dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
-    """Train `configs` (one fusion group) together; return one `train_run`-style result per member."""
+                progress: Progress | None = None, dtype: torch.dtype = torch.float32,
+                compile: bool = False) -> list[dict[str, Any]]:
+    """Train `configs` (one fusion group) together; return one `train_run`-style result per member.
+
+    `compile` runs the batched forward/backward and the update through `torch.compile` (slow to
+    start, faster per step on a GPU).
+    """
     configs = list(configs)
     keys = {fuse_key(c) for c in configs}
     if len(keys) != 1:
         raise ValueError("train_fused: the runs differ in more than learning rate and seed")
     device = resolve_device(device) if isinstance(device, str) else device
     try:
-        return _FusedRun(configs, data, device, dtype).train(progress)
+        return _FusedRun(configs, data, device, dtype, compile).train(progress)
     except torch.cuda.OutOfMemoryError as e:
         raise FusedOutOfMemory(f"{len(configs)} members do not fit on {device}: {e}") from None
 
@@ -105,7 +110,8 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
 class _FusedRun:
     """One fusion group in training: stacked parameters, per-member schedules and logs."""
 
-    def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype):
+    def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
+                 compile: bool = False):
         self.configs, self.data, self.device = configs, data, device
         self.cfg = configs[0]  # everything but lr and seed is shared
         self.members = len(configs)
@@ -114,7 +120,13 @@ class _FusedRun:
         self.names = [name for name, _ in models[0].named_parameters()]
         self.params, self.buffers = stack_module_state(models)  # name -> (M, *shape)
         self.lr, self.wd = _schedule_tables(models, configs, self.names, device, dtype)  # (steps, M, P)
-        self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.names}
+        # Optimizer state, zero like torch's before the first step (SGD's momentum buffer then
+        # becomes exactly the first gradient, as in torch).
+        n_buffers = 2 if self.cfg.optimizer == "adamw" else 1
+        self.state = [[torch.zeros_like(self.params[n]) for n in self.names] for _ in range(n_buffers)]
+        t = np.arange(1, self.cfg.steps + 1)
+        self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
+                                               dtype=dtype, device=device)  # (steps, 2)
         # Who still trains: on the device for masking, and on the host for control flow (no syncs).
         self.alive = torch.ones(self.members, dtype=torch.bool, device=device)
         self.n_alive = self.members
@@ -123,6 +135,13 @@ class _FusedRun:
         self.seed_index = torch.tensor([self.seeds.index(cfg.seed) for cfg in configs], device=device)
         self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
         self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
+        self.train_losses, self.adamw, self.sgd = self._losses, _adamw, _sgd
+        self.compiled = compile
+        if compile:
+            # One graph for the batched forward (its backward compiled with it) and one for the
+            # update, whose ~10 elementwise kernels per parameter fuse into a few.
+            self.train_losses = torch.compile(self._losses, dynamic=False)
+            self.adamw, self.sgd = torch.compile(_adamw, dynamic=False), torch.compile(_sgd, dynamic=False)
 
     def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                        x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +175,7 @@ class _FusedRun:
         x, y = self._batch(step)
         first = step == 0
         try:
-            losses = self._losses(x, y)
+            losses = self.train_losses(x, y)
             values = losses.tolist()
         except torch.cuda.OutOfMemoryError:
             raise
@@ -183,25 +202,20 @@ class _FusedRun:
             self._update(step, grads)
 
     def _update(self, step: int, grads: Sequence[torch.Tensor | None]) -> None:
-        """torch's AdamW / SGD-with-momentum formulas, with a learning rate and weight decay per
-        member and parameter (zero for diverged members, whose gradients are zeroed too)."""
-        cfg = self.cfg
+        """One optimizer step for every member; rates and decay per member and parameter (zero
+        rate and zero gradient for diverged members). A parameter without a gradient is skipped,
+        as torch's optimizers skip it."""
+        used = [i for i, g in enumerate(grads) if g is not None]
         lr_t, wd_t = self.lr[step], self.wd[step]  # (M, P)
-        any_dead = self.n_alive < self.members
-        for i, (name, grad) in enumerate(zip(self.names, grads)):
-            if grad is None:
-                continue  # unused parameter: torch's optimizers skip it as well
-            p, state = self.params[name], self.state[name]
-            shape = (self.members,) + (1,) * (p.ndim - 1)
-            alive = self.alive.view(shape)
-            lr = torch.where(alive, lr_t[:, i].view(shape), 0.0)
-            wd = wd_t[:, i].view(shape)
-            if any_dead:
-                grad = torch.where(alive, grad, torch.zeros_like(grad))
-            if cfg.optimizer == "adamw":
-                _adamw(p, grad, state, lr, wd, step + 1)
-            else:
-                _sgd(p, grad, state, lr, wd)
+        if len(used) < len(grads):
+            lr_t, wd_t = lr_t[:, used], wd_t[:, used]
+        params = [self.params[self.names[i]] for i in used]
+        grads = [grads[i] for i in used]
+        state = [[buffers[i] for i in used] for buffers in self.state]
+        if self.cfg.optimizer == "adamw":
+            self.adamw(params, grads, *state, lr_t, wd_t, self.alive, self.bias_correction[step])
+        else:
+            self.sgd(params, grads, *state, lr_t, wd_t, self.alive)
 
     # --- evaluation and the loop -------------------------------------------------------------
 
@@ -254,7 +268,8 @@ class _FusedRun:
             log.train_time, log.eval_time = train_time / self.members, eval_time / self.members
             result = log.result(self.data, name)
             result["engine"] = "fused"
-            result["fused"] = {"members": self.members, "group_wall_time_s": train_time + eval_time,
+            result["fused"] = {"members": self.members, "compiled": self.compiled,
+                               "group_wall_time_s": train_time + eval_time,
                                "group_tokens_per_s": trained_tokens / train_time if train_time > 0 else None}
             results.append(result)
         return results
@@ -308,29 +323,34 @@ def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], names: l
 
 # --- the optimizers, over stacked tensors ---------------------------------------------------------
 
-def _adamw(p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
-           wd: torch.Tensor, t: int) -> None:
-    """torch.optim.AdamW (amsgrad off), one step; `lr` and `wd` broadcast over the member axis."""
+def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-member vector (M,) shaped to broadcast over a stacked parameter (M, ...)."""
+    return t.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+           exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor, alive: torch.Tensor,
+           bias_correction: torch.Tensor) -> None:
+    """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
+    `lr`, `wd` (M, P) per member and parameter, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
     beta1, beta2 = ADAM_BETAS
-    if not state:
-        state["exp_avg"] = torch.zeros_like(p)
-        state["exp_avg_sq"] = torch.zeros_like(p)
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    p.mul_(1 - lr * wd)
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1**t
-    bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
-    p.sub_(lr / bias_correction1 * exp_avg / denom)
+    for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        live = _member_view(alive, p)
+        lr_p = torch.where(live, _member_view(lr[:, i], p), 0.0)
+        grad = torch.where(live, grad, 0.0)  # a diverged member's gradient may be inf or NaN
+        p.mul_(1 - lr_p * _member_view(wd[:, i], p))
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(ADAM_EPS)
+        p.sub_(lr_p / bias_correction[0] * exp_avg / denom)
 
 
-def _sgd(p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
-         wd: torch.Tensor) -> None:
-    """torch.optim.SGD with momentum (no dampening, no Nesterov), one step; coupled weight decay."""
-    d_p = grad + wd * p
-    if "momentum_buffer" not in state:
-        state["momentum_buffer"] = d_p.clone()
-    else:
-        state["momentum_buffer"].mul_(SGD_MOMENTUM).add_(d_p)
-    p.sub_(lr * state["momentum_buffer"])
+def _sgd(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
+         lr: torch.Tensor, wd: torch.Tensor, alive: torch.Tensor) -> None:
+    """torch.optim.SGD with momentum (no dampening, no Nesterov) and coupled weight decay, one step,
+    over stacked tensors. The buffers start at zero, so the first step sets them to the gradient."""
+    for i, (p, grad, buf) in enumerate(zip(params, grads, momentum_buffers)):
+        live = _member_view(alive, p)
+        grad = torch.where(live, grad, 0.0)
+        buf.mul_(SGD_MOMENTUM).add_(grad + _member_view(wd[:, i], p) * p)
+        p.sub_(torch.where(live, _member_view(lr[:, i], p), 0.0) * buf)

@@ -124,6 +124,8 @@ class Grid:
     # Runs trained together as one batched model (they differ only in lr and seed); 0: automatic
     # (32 on CUDA, 1 elsewhere, where batching is slower than a loop); 1: one run at a time.
     fuse: int = 0
+    # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.
+    compile: bool = False
     readout_zero_init: bool = False
     query_zero_init: bool = False
     mlp_context: int = 8
@@ -298,6 +300,7 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         "eval_tokens": v.integer("eval_tokens", minimum=1),
         "device": v.string("device", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", allowed="auto, cpu, cuda, cuda:N, mps"),
         "fuse": v.integer("fuse", minimum=0),
+        "compile": v.boolean("compile"),
         "readout_zero_init": v.boolean("readout_zero_init"),
         "query_zero_init": v.boolean("query_zero_init"),
         "mlp_context": v.integer("mlp_context", minimum=1),

@@ -40,6 +40,7 @@ class _State:
     store_root: str | None
     device: str | None
     fuse: int | None
+    compile: bool | None
     no_train: bool
     reports_dir: Path
     write_reports: bool
@@ -77,6 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-fuse", type=int, default=None, metavar="N",
                     help="train up to N runs that differ only in lr and seed as one batched model "
                          "(default: the grid's `fuse`; 1: one at a time)")
+    group.addoption("--mupcheck-compile", action="store_true", default=None,
+                    help="torch.compile fused training (default: the grid's `compile`)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ under the rootdir)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
@@ -91,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         store_root=config.getoption("mupcheck_store"),
         device=config.getoption("mupcheck_device"),
         fuse=config.getoption("mupcheck_fuse"),
+        compile=config.getoption("mupcheck_compile"),
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
         write_reports=not config.getoption("mupcheck_no_report"),
@@ -283,7 +287,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
                     print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
                           file=sys.stderr)
                 summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
-                                   fuse=state.fuse, worker=worker)
+                                   fuse=state.fuse, compile=state.compile, worker=worker)
                 if not in_worker:
                     print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
             if summary.interrupted:

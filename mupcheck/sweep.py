@@ -10,7 +10,7 @@ runs are on disk as soon as they finish: an interrupted sweep resumes where it s
 
 Runs that differ only in learning rate and seed are trained together as one batched model
 (`mupcheck.fused`) when the grid's `fuse` setting (or `fuse=`) allows more than one member; by
-default that is on CUDA only. A model that cannot be batched falls back to one run at a time, with a
+default that is on CUDA only; `compile` puts the batched model through torch.compile. A model that cannot be batched falls back to one run at a time, with a
 message; a group that does not fit in GPU memory is split in halves until it does. With several
 workers on a machine with several GPUs, worker i trains on GPU i (mod the number of GPUs).
 """
@@ -36,7 +36,7 @@ from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
-__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device",
+__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device", "Engine",
            "AUTO_FUSE_CUDA"]
 
 # Members per fused group on CUDA when the grid says `fuse = 0` (automatic): enough to hide launch
@@ -88,6 +88,20 @@ def fuse_size(grid: Grid, device: torch.device, override: int | None = None) -> 
     return max(1, n)
 
 
+@dataclass(frozen=True)
+class Engine:
+    """How a sweep trains: up to `fuse` runs per batched model, `compile` through torch.compile."""
+
+    fuse: int = 1
+    compile: bool = False
+
+    @classmethod
+    def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None,
+                 compile: bool | None = None) -> "Engine":
+        """The grid's settings, overridden by the command line's where given."""
+        return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile)
+
+
 @dataclass
 class SweepSummary:
     """What a sweep did: for each run key, whether this sweep trained it and its status."""
@@ -134,15 +148,16 @@ def repeated_data_warning(plan: Plan) -> str | None:
 
 
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
-             show_progress: bool = True, fuse: int | None = None, worker: int | None = None) -> SweepSummary:
+             show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
+             worker: int | None = None) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
 
-    `fuse` overrides the grid's `fuse` setting; `worker` (a pytest-xdist worker's index) pins the
-    sweep to that worker's GPU.
+    `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's index) pins
+    the sweep to that worker's GPU.
     """
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
-    fuse = fuse_size(grid, plan.device, fuse)
+    engine = Engine.for_grid(grid, plan.device, fuse, compile)
     warning = repeated_data_warning(plan)
     if warning:
         print(warning, file=sys.stderr)
@@ -157,9 +172,9 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     try:
         if len(summary.outcomes) < summary.total:
             if workers <= 1:
-                _work(plan, store.root, 0, bar.handle, fuse=fuse)
+                _work(plan, store.root, 0, bar.handle, engine=engine)
             else:
-                _run_workers(grid, device, store.root, workers, fuse, bar.handle)
+                _run_workers(grid, device, store.root, workers, engine, bar.handle)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -171,16 +186,16 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
 # --- workers ---------------------------------------------------------------------------------
 
 def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Event], None],
-          n_workers: int = 1, fuse: int = 1) -> None:
-    """Train every missing run this process can claim (in fused groups when fuse > 1); then wait
-    for, or take over, the runs other processes held."""
+          n_workers: int = 1, engine: Engine = Engine()) -> None:
+    """Train every missing run this process can claim (in fused groups when engine.fuse > 1); then
+    wait for, or take over, the runs other processes held."""
     store = Store(store_root)
-    groups = fusion_groups(plan.configs, fuse)
+    groups = fusion_groups(plan.configs, engine.fuse)
     shift = worker * len(groups) // max(1, n_workers)
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
     if plan.device.type == "cuda":
         torch.cuda.set_device(plan.device)  # this worker's GPU for anything allocated without a device
-    trainer = _Trainer(plan, store, worker, emit)
+    trainer = _Trainer(plan, store, worker, emit, engine.compile)
     deferred = []
     for group in groups:
         deferred += trainer.train_group(group)
@@ -192,8 +207,9 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
 class _Trainer:
     """Trains groups of runs for one worker: fused where it can, one at a time where it must."""
 
-    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None]):
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
         self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
+        self.compile = compile
         self.fallback_said = False
 
     def _progress(self, step: int, steps: int) -> None:
@@ -232,7 +248,8 @@ class _Trainer:
             return
         self.emit(("start", self.worker, group_label(configs)))
         try:
-            results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress)
+            results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
+                                  compile=self.compile)
         except FusedOutOfMemory as e:
             half = len(configs) // 2
             print(f"mupcheck: {e}; splitting into groups of {half} and {len(configs) - half}", file=sys.stderr)
@@ -241,6 +258,12 @@ class _Trainer:
             self._train_claimed(configs[half:])
             return
         except FusedUnsupported as e:
+            if self.compile:
+                print(f"mupcheck: torch.compile failed on the batched model ({e}); training without it",
+                      file=sys.stderr)
+                self.compile = False
+                self._train_claimed(configs)
+                return
             if not self.fallback_said:
                 print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({e}); "
                       "training its runs one at a time", file=sys.stderr)
@@ -259,7 +282,7 @@ class _Trainer:
 
 
 def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
-                 fuse: int, threads: int, events: Any, parent: int) -> None:
+                 engine: Engine, threads: int, events: Any, parent: int) -> None:
     torch.set_num_threads(threads)
 
     def emit(event: Event) -> None:
@@ -270,20 +293,20 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
 
     try:
         # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
-        _work(plan_grid(grid, device, worker), store_root, worker, emit, n_workers, fuse)
+        _work(plan_grid(grid, device, worker), store_root, worker, emit, n_workers, engine)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
     finally:
         events.put(("exit", worker))
 
 
-def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, fuse: int,
+def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, engine: Engine,
                  handle: Callable[[Event], None]) -> None:
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, fuse, threads, events, os.getpid()), daemon=True)
+    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid()), daemon=True)
              for i in range(workers)]
     for p in procs:
         p.start()

@@ -47,8 +47,8 @@ def step_losses(monkeypatch):
     return seen
 
 
-def _compare(group, data, step_losses):
-    fused_results = train_fused(group, data, dtype=torch.float64)
+def _compare(group, data, step_losses, compile=False):
+    fused_results = train_fused(group, data, dtype=torch.float64, compile=compile)
     fused_losses = dict(step_losses)
     step_losses.clear()
     solo_results = [train_run(cfg, data, dtype=torch.float64) for cfg in group]
@@ -65,6 +65,7 @@ def _compare(group, data, step_losses):
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=TOL)
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=TOL)
         assert f["engine"] == "fused" and f["fused"]["members"] == len(group)
+        assert f["fused"]["compiled"] == compile
     return fused_results
 
 
@@ -102,6 +103,13 @@ def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losse
     cfg = dataclasses.replace(base, **extra)
     group = [dataclasses.replace(cfg, lr_log2=lr) for lr in (-9, -6, -4)]
     _compare(group, load_data("synthetic"), step_losses)
+
+
+def test_compiled_fused_members_match_solo_runs(base, step_losses):
+    # torch.compile (inductor's C++ backend on CPU) takes ~20 s here: one group covers it.
+    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -5, 3)]
+    results = _compare(group, load_data("synthetic"), step_losses, compile=True)
+    assert [r["status"] for r in results] == ["ok", "ok", "diverged"]
 
 
 def test_fusion_groups_share_everything_but_lr_and_seed(tiny_grid):
