@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from mupcheck.data import load_data
+from mupcheck.fused import train_fused
 from mupcheck.models import build_model, has_base_shapes
+from mupcheck.train import train_run
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -38,6 +43,13 @@ def test_readme_user_model_example_runs(tmp_path, monkeypatch):
             model = build_model(cfg, 256)
             assert has_base_shapes(model)
             assert model(torch.zeros(2, 8, dtype=torch.long)).shape == (2, 8, 256)
+        # A user model like this one can be batched: fused members train as their solo runs do.
+        group = [cfg, dataclasses.replace(cfg, lr_log2=-6.0)]
+        data = load_data("synthetic")
+        fused = train_fused(group, data, dtype=torch.float64)
+        for member, result in zip(group, fused):
+            assert result["engine"] == "fused"
+            assert result["loss"] == pytest.approx(train_run(member, data, dtype=torch.float64)["loss"], rel=1e-9)
     finally:
         for name in ("mypkg", "mypkg.models"):
             sys.modules.pop(name, None)
