@@ -17,6 +17,7 @@ workers on a machine with several GPUs, worker i trains on GPU i (mod the number
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -36,7 +37,7 @@ from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
-__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device", "Engine",
+__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device", "select_gpu", "Engine",
            "AUTO_FUSE_CUDA"]
 
 # Members per fused group on CUDA when the grid says `fuse = 0` (automatic): enough to hide launch
@@ -77,6 +78,13 @@ def pin_device(device: torch.device, worker: int) -> torch.device:
         return device
     count = torch.cuda.device_count()
     return torch.device("cuda", worker % count) if count > 1 else device
+
+
+def select_gpu(device: torch.device) -> None:
+    """Make a pinned worker's GPU the current one, for anything allocated without a device.
+    Plain "cuda" (no index) keeps the current GPU: torch.cuda.set_device refuses it."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def fuse_size(grid: Grid, device: torch.device, override: int | None = None) -> int:
@@ -193,8 +201,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
     groups = fusion_groups(plan.configs, engine.fuse)
     shift = worker * len(groups) // max(1, n_workers)
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
-    if plan.device.type == "cuda":
-        torch.cuda.set_device(plan.device)  # this worker's GPU for anything allocated without a device
+    select_gpu(plan.device)
     trainer = _Trainer(plan, store, worker, emit, engine.compile)
     deferred = []
     for group in groups:
@@ -247,16 +254,12 @@ class _Trainer:
         if not configs:
             return
         self.emit(("start", self.worker, group_label(configs)))
+        out_of_memory = None
         try:
             results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
                                   compile=self.compile)
         except FusedOutOfMemory as e:
-            half = len(configs) // 2
-            print(f"mupcheck: {e}; splitting into groups of {half} and {len(configs) - half}", file=sys.stderr)
-            torch.cuda.empty_cache()
-            self._train_claimed(configs[:half])
-            self._train_claimed(configs[half:])
-            return
+            out_of_memory = str(e)  # split below, once the failed attempt's tensors can be freed
         except FusedUnsupported as e:
             if self.compile:
                 print(f"mupcheck: torch.compile failed on the batched model ({e}); training without it",
@@ -270,6 +273,16 @@ class _Trainer:
                 self.fallback_said = True
             for cfg in configs:
                 self._store(cfg, self.solo(cfg)())
+            return
+        if out_of_memory is not None:
+            half = len(configs) // 2
+            print(f"mupcheck: {out_of_memory}; splitting into groups of {half} and {len(configs) - half}",
+                  file=sys.stderr)
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._train_claimed(configs[:half])
+            self._train_claimed(configs[half:])
             return
         for cfg, result in zip(configs, results):
             self._store(cfg, result)

@@ -19,7 +19,7 @@ from mupcheck.data import load_data
 from mupcheck.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, train_fused
 from mupcheck.grid import load_grid, run_configs
 from mupcheck.store import Store
-from mupcheck.sweep import fuse_size, pin_device, plan_grid, run_grid
+from mupcheck.sweep import fuse_size, pin_device, plan_grid, run_grid, select_gpu
 from mupcheck.train import RunLog, train_run
 
 STEPS = 20
@@ -206,6 +206,14 @@ def test_workers_are_pinned_one_per_gpu(monkeypatch):
     assert pin_device(torch.device("cpu"), 3) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert pin_device(torch.device("cuda"), 3) == torch.device("cuda")
+
+
+def test_only_a_pinned_gpu_is_selected(monkeypatch):
+    selected = []
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    for device in ("cpu", "cuda", "cuda:1"):
+        select_gpu(torch.device(device))
+    assert selected == [torch.device("cuda:1")]  # torch.cuda.set_device("cuda") would raise
 
 
 def test_unsupported_is_raised_before_anything_is_recorded(base, monkeypatch):
