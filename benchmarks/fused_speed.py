@@ -1,7 +1,8 @@
 """Benchmark: solo vs fused training speed, and the wall time of the reference GPU grid.
 
     python benchmarks/fused_speed.py                       # on a GPU machine: the whole benchmark
-    python benchmarks/fused_speed.py --skip-grid           # speed table only (about a minute)
+    python benchmarks/fused_speed.py --skip-grid           # speed table only
+    python benchmarks/fused_speed.py --grid-only --store runs/   # the reference grid only, its runs kept
     python benchmarks/fused_speed.py --device cpu --widths 32 --models 2 --steps 6 \\
         --grid tests/some_tiny_grid.toml                   # what the test suite runs, on CPU
 
@@ -17,6 +18,9 @@ arXiv 2204.02311, appendix B).
 Then it trains the reference grid into a fresh store (nothing reused), times it, and writes its
 report to `reports/<grid name>.md` with this command, the device and the wall time as provenance.
 The table is printed and saved as a JSON list of rows under `benchmarks/results/`.
+
+On a machine with a per-command time limit (the device tool allows 10 minutes), run the speed table
+and the grid as two commands, with `--out` and `--reports` pointing where files come back.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="also time fused training under torch.compile (auto: on CUDA only)")
     p.add_argument("--skip-grid", action="store_true", help="speed table only; do not train the reference grid")
+    p.add_argument("--grid-only", action="store_true", help="the reference grid only; no speed table")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="an empty or new store for the reference grid's runs, kept afterwards (default: a "
+                        "temporary one); never a store that holds runs, or the wall time would not be the grid's")
     p.add_argument("--fuse", type=int, default=None, help="fuse size for the reference grid (default: the grid's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory for the JSON")
     p.add_argument("--reports", default=str(ROOT / "reports"), help="directory for the reference grid's report")
@@ -156,7 +164,9 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
     from mupcheck.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="mupcheck-bench-") as tmp:
-        store = Store(tmp)
+        store = Store(args.store or tmp)
+        if any(store.runs_dir.glob("*.json")):
+            raise MupcheckError(f"--store {args.store} already holds runs; the benchmark times a grid from scratch")
         start = time.perf_counter()
         summary = run_grid(grid, store, device=str(device), fuse=args.fuse)
         wall = time.perf_counter() - start
@@ -211,11 +221,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # for the report's provenance
+    if args.skip_grid and args.grid_only:
+        raise MupcheckError("--skip-grid and --grid-only leave nothing to do")
     device = resolve_device(args.device)
     grid = load_grid(args.grid)
     peak = matmul_peak(device)
     print(f"{device_name(device)}: measured matmul rate {peak / 1e12:.1f} TFLOP/s", flush=True)
-    rows = speed_rows(grid, args, device, peak)
+    rows = [] if args.grid_only else speed_rows(grid, args, device, peak)
     if not args.skip_grid:
         rows.append(grid_row(grid, args, device, peak))
         print(_format_row(rows[-1]), flush=True)

@@ -38,6 +38,22 @@ def test_benchmark_writes_rows_and_the_reference_report(tmp_path):
     assert "python benchmarks/fused_speed.py --device cpu" in report and "fused x2: 8 runs" in report
 
 
+def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
+    import pytest
+
+    from mupcheck.errors import MupcheckError
+
+    grid = write_grid(tmp_path)
+    script = _load_script()
+    args = ["--device", "cpu", "--grid", str(grid), "--grid-only", "--fuse", "2", "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    rows = json.loads(script.main(args).read_text())
+    assert [(r["mode"], r["runs"]) for r in rows] == [("fused", 8)]
+    assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 8  # kept for pytest grids/...
+    with pytest.raises(MupcheckError, match="already holds runs"):
+        script.main(args)
+
+
 def test_flops_per_token_counts_matmuls_and_attention(tiny_grid):
     from mupcheck.grid import load_grid, run_configs
 
