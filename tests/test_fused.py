@@ -223,3 +223,25 @@ def test_unsupported_is_raised_before_anything_is_recorded(base, monkeypatch):
     monkeypatch.setattr(fused._FusedRun, "_member_logits", broken)
     with pytest.raises(FusedUnsupported, match="no batching rule"):
         train_fused([base, dataclasses.replace(base, lr_log2=-6)], load_data("synthetic"))
+
+
+def test_cli_fuse_option(tiny_grid, tmp_path, capsys):
+    from mupcheck.cli import main
+
+    assert main(["run", str(tiny_grid), "--fuse", "0", "--store", str(tmp_path / "s")]) == 2
+    assert "--fuse must be >= 1" in capsys.readouterr().err
+    assert main(["run", str(tiny_grid), "--fuse", "2", "--store", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert "8 trained" in capsys.readouterr().out
+    records = list((tmp_path / "s" / "runs").glob("*.json"))
+    assert len(records) == 8 and all('"engine": "fused"' in r.read_text() for r in records)
+
+
+def test_grid_fuse_and_compile_keys_are_validated(tmp_path):
+    from mupcheck.errors import GridError
+
+    grid = load_grid(write_grid(tmp_path, extra="fuse = 8\ncompile = true\n"))
+    assert (grid.fuse, grid.compile) == (8, True)
+    with pytest.raises(GridError, match="fuse"):
+        load_grid(write_grid(tmp_path, name="bad.toml", extra="fuse = -1\n"))
+    with pytest.raises(GridError, match="compile"):
+        load_grid(write_grid(tmp_path, name="bad2.toml", extra='compile = "yes"\n'))
