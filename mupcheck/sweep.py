@@ -248,44 +248,42 @@ class _Trainer:
         return held_elsewhere
 
     def _train_claimed(self, configs: list[RunConfig]) -> None:
-        if len(configs) == 1:
-            self._store(configs[0], self.solo(configs[0])())
-            return
-        if not configs:
+        """Train claimed runs: fused; else split (out of memory), uncompiled, or one at a time."""
+        if len(configs) <= 1:
+            for cfg in configs:
+                self._store(cfg, self.solo(cfg)())
             return
         self.emit(("start", self.worker, group_label(configs)))
-        out_of_memory = None
         try:
             results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
                                   compile=self.compile)
-        except FusedOutOfMemory as e:
-            out_of_memory = str(e)  # split below, once the failed attempt's tensors can be freed
-        except FusedUnsupported as e:
-            if self.compile:
-                print(f"mupcheck: torch.compile failed on the batched model ({e}); training without it",
-                      file=sys.stderr)
-                self.compile = False
-                self._train_claimed(configs)
-                return
+        except (FusedOutOfMemory, FusedUnsupported) as e:
+            results, failure = None, e
+        if results is not None:
+            for cfg, result in zip(configs, results):
+                self._store(cfg, result)
+            return
+        # Out of the except block, the failed attempt's tensors can be freed before the next try.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if isinstance(failure, FusedOutOfMemory):
+            half = len(configs) // 2
+            print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}", file=sys.stderr)
+            self._train_claimed(configs[:half])
+            self._train_claimed(configs[half:])
+        elif self.compile:
+            print(f"mupcheck: torch.compile failed on the batched model ({failure}); training without it",
+                  file=sys.stderr)
+            self.compile = False
+            self._train_claimed(configs)
+        else:
             if not self.fallback_said:
-                print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({e}); "
+                print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({failure}); "
                       "training its runs one at a time", file=sys.stderr)
                 self.fallback_said = True
             for cfg in configs:
                 self._store(cfg, self.solo(cfg)())
-            return
-        if out_of_memory is not None:
-            half = len(configs) // 2
-            print(f"mupcheck: {out_of_memory}; splitting into groups of {half} and {len(configs) - half}",
-                  file=sys.stderr)
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self._train_claimed(configs[:half])
-            self._train_claimed(configs[half:])
-            return
-        for cfg, result in zip(configs, results):
-            self._store(cfg, result)
 
     def _store(self, cfg: RunConfig, result: dict[str, Any]) -> None:
         self._done(self.store.save_result(cfg, self.plan.context, result), trained=True)

@@ -263,3 +263,23 @@ def test_mixed_precision_path_as_on_cuda(base, monkeypatch):
         s = train_run(cfg, data)
         assert f["status"] == s["status"] == "ok"
         assert f["loss"] == pytest.approx(s["loss"], rel=1e-3)  # bf16 rounding (4e-5 measured), not another run
+
+
+def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypatch, capsys):
+    real = fused.train_fused
+    calls = []
+
+    def compile_breaks(configs, *args, compile=False, **kwargs):
+        calls.append(compile)
+        if compile:
+            raise FusedUnsupported("dynamo: unsupported op")
+        return real(configs, *args, compile=compile, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_fused", compile_breaks)
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
+    assert calls[:2] == [True, False] and not any(calls[1:])  # compile given up once, for the whole sweep
+    assert "torch.compile failed" in capsys.readouterr().err
+    plan = plan_grid(grid)
+    assert {store.load(plan.key(c))["result"]["engine"] for c in plan.configs} == {"fused"}
