@@ -192,12 +192,15 @@ class _FusedRun:
             return
         # A diverged member's loss is left out of the sum: its gradients are zero, not NaN.
         total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+        trainable = [n for n in self.names if self.params[n].requires_grad]  # frozen ones get no gradient
         try:
-            grads = torch.autograd.grad(total, [self.params[n] for n in self.names], allow_unused=True)
+            found = dict(zip(trainable, torch.autograd.grad(total, [self.params[n] for n in trainable],
+                                                            allow_unused=True)))
         except Exception as e:
             if first:
                 raise FusedUnsupported(f"backward: {type(e).__name__}: {e}") from e
             raise
+        grads = [found.get(n) for n in self.names]
         with torch.no_grad():
             self._update(step, grads)
 

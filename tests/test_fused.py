@@ -283,3 +283,31 @@ def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypa
     assert "torch.compile failed" in capsys.readouterr().err
     plan = plan_grid(grid)
     assert {store.load(plan.key(c))["result"]["engine"] for c in plan.configs} == {"fused"}
+
+
+FROZEN = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Frozen(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.embed.weight.requires_grad_(False)  # a frozen table: no gradient, never updated
+            self.hidden = nn.Linear(width, width, bias=False)
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            return self.readout(self.hidden(self.embed(idx)).relu())
+
+    def build(width):
+        return Frozen(width)
+"""
+
+
+def test_user_model_with_frozen_parameters(base, step_losses, tmp_path, monkeypatch):
+    (tmp_path / "frozen_model.py").write_text(textwrap.dedent(FROZEN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("frozen_model", None)
+    cfg = dataclasses.replace(base, model="frozen_model:build")
+    _compare([dataclasses.replace(cfg, lr_log2=lr) for lr in (-8, -5)], load_data("synthetic"), step_losses)
