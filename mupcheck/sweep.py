@@ -109,6 +109,12 @@ class Engine:
         """The grid's settings, overridden by the command line's where given."""
         return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile)
 
+    def describe(self) -> str:
+        if self.fuse <= 1:
+            return "one run at a time"
+        return (f"up to {self.fuse} runs (same shape, different lr/seed) per batched model"
+                + (", compiled" if self.compile else ""))
+
 
 @dataclass
 class SweepSummary:
@@ -166,6 +172,8 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
     engine = Engine.for_grid(grid, plan.device, fuse, compile)
+    if show_progress:
+        print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)
     warning = repeated_data_warning(plan)
     if warning:
         print(warning, file=sys.stderr)
