@@ -19,9 +19,10 @@ What stays per member, so that each result is the one `train_run` would have pro
   recorded at the step a solo run would have stopped; it cannot poison the others, because members
   share no arithmetic.
 
-The update is AdamW or SGD with momentum, written out over stacked tensors (torch's optimizers
-give one learning rate per parameter group, not one per slice of a tensor) with torch's exact
-formulas; equivalence with solo runs in float64 is tested. A model that cannot be batched (a
+The update is AdamW or SGD with momentum, written out with torch's exact formulas (torch's
+optimizers give one learning rate per parameter group, not one per slice of a tensor) over one
+(members, N) buffer per optimizer group, in which every parameter is a view; equivalence with solo
+runs in float64 is tested. A model that cannot be batched (a
 buffer updated in place, data-dependent Python control flow, ...) raises `FusedUnsupported` at its
 first step, before anything is recorded, and the sweep trains its runs one at a time instead.
 """
@@ -117,13 +118,16 @@ class _FusedRun:
         self.members = len(configs)
         models = _member_models(configs, data.vocab_size, device, dtype)
         self.template = _functional_template(models[0])
-        self.names = [name for name, _ in models[0].named_parameters()]
-        self.params, self.buffers = stack_module_state(models)  # name -> (M, *shape)
-        self.lr, self.wd = _schedule_tables(models, configs, self.names, device, dtype)  # (steps, M, P)
-        # Optimizer state, zero like torch's before the first step (SGD's momentum buffer then
-        # becomes exactly the first gradient, as in torch).
-        n_buffers = 2 if self.cfg.optimizer == "adamw" else 1
-        self.state = [[torch.zeros_like(self.params[n]) for n in self.names] for _ in range(n_buffers)]
+        self.lr, self.wd, group_of = _schedule_tables(models, configs, device, dtype)  # (steps, M, groups)
+        stacked, self.buffers = stack_module_state(models)  # name -> (M, *shape)
+        self.flat = _FlatParams(stacked, group_of)
+        del stacked
+        self.params = self.flat.params
+        self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
+        # Optimizer state per group buffer, zero like torch's before the first step (SGD's momentum
+        # buffer then becomes exactly the first gradient, as in torch).
+        n_states = 2 if self.cfg.optimizer == "adamw" else 1
+        self.state = [[torch.zeros_like(b) for b in self.flat.buffers] for _ in range(n_states)]
         t = np.arange(1, self.cfg.steps + 1)
         self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
@@ -192,33 +196,27 @@ class _FusedRun:
             return
         # A diverged member's loss is left out of the sum: its gradients are zero, not NaN.
         total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
-        trainable = [n for n in self.names if self.params[n].requires_grad]  # frozen ones get no gradient
         try:
-            found = dict(zip(trainable, torch.autograd.grad(total, [self.params[n] for n in trainable],
-                                                            allow_unused=True)))
+            grads = torch.autograd.grad(total, self.flat.trainable, allow_unused=True)
         except Exception as e:
             if first:
                 raise FusedUnsupported(f"backward: {type(e).__name__}: {e}") from e
             raise
-        grads = [found.get(n) for n in self.names]
+        unused = [n for n, g in zip((n for names in self.flat.names for n in names), grads) if g is None]
+        if unused:
+            # torch's optimizers skip such a parameter, step counter and all; flat buffers cannot.
+            raise FusedUnsupported(f"parameter {unused[0]!r} received no gradient")
         with torch.no_grad():
-            self._update(step, grads)
+            self._update(step, self.flat.flat_grads(grads))
 
-    def _update(self, step: int, grads: Sequence[torch.Tensor | None]) -> None:
-        """One optimizer step for every member; rates and decay per member and parameter (zero
-        rate and zero gradient for diverged members). A parameter without a gradient is skipped,
-        as torch's optimizers skip it."""
-        used = [i for i, g in enumerate(grads) if g is not None]
-        lr_t, wd_t = self.lr[step], self.wd[step]  # (M, P)
-        if len(used) < len(grads):
-            lr_t, wd_t = lr_t[:, used], wd_t[:, used]
-        params = [self.params[self.names[i]] for i in used]
-        grads = [grads[i] for i in used]
-        state = [[buffers[i] for i in used] for buffers in self.state]
+    def _update(self, step: int, grads: list[torch.Tensor]) -> None:
+        """One optimizer step for every member over the group buffers; rates and decay per member
+        and group (zero rate and zero gradient for diverged members)."""
+        lr_t, wd_t = self.lr[step], self.wd[step]  # (M, G)
         if self.cfg.optimizer == "adamw":
-            self.adamw(params, grads, *state, lr_t, wd_t, self.alive, self.bias_correction[step])
+            self.adamw(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.alive, self.bias_correction[step])
         else:
-            self.sgd(params, grads, *state, lr_t, wd_t, self.alive)
+            self.sgd(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.alive)
 
     # --- evaluation and the loop -------------------------------------------------------------
 
@@ -304,30 +302,74 @@ def _functional_template(model: nn.Module) -> nn.Module:
     return model
 
 
-def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], names: list[str],
-                     device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Learning rate and weight decay per (step, member, parameter), read from each member's own
-    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through the schedule."""
+def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Learning rate and weight decay per (step, member, optimizer group), read from each member's own
+    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through the schedule;
+    and the group of each parameter (by name), the same for every member."""
     steps = configs[0].steps
-    lr = np.zeros((steps, len(configs), len(names)))
-    wd = np.zeros_like(lr)
+    group_of: dict[str, int] | None = None
+    lr = wd = None
     for m, (model, cfg) in enumerate(zip(models, configs)):
         optimizer = build_optimizer(model, cfg)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         index = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
-        group_of = [index[id(p)] for _, p in model.named_parameters()]
+        member_groups = {name: index[id(p)] for name, p in model.named_parameters()}
+        if group_of is None:
+            group_of = member_groups
+            lr = np.zeros((steps, len(configs), len(base_lrs)))
+            wd = np.zeros_like(lr)
+        elif member_groups != group_of:  # cannot happen for runs that differ only in lr and seed
+            raise FusedUnsupported("members' optimizers group the parameters differently")
         for step in range(steps):
             set_step_lr(optimizer, base_lrs, cfg, step)
-            groups = optimizer.param_groups
-            lr[step, m] = [groups[g]["lr"] for g in group_of]
-            wd[step, m] = [groups[g]["weight_decay"] for g in group_of]
-    return (torch.as_tensor(lr, dtype=dtype, device=device), torch.as_tensor(wd, dtype=dtype, device=device))
+            lr[step, m] = [group["lr"] for group in optimizer.param_groups]
+            wd[step, m] = [group["weight_decay"] for group in optimizer.param_groups]
+    return (torch.as_tensor(lr, dtype=dtype, device=device), torch.as_tensor(wd, dtype=dtype, device=device),
+            group_of)
 
 
-# --- the optimizers, over stacked tensors ---------------------------------------------------------
+class _FlatParams:
+    """The members' trainable parameters, stored as one (M, N) buffer per optimizer group.
+
+    Each parameter is a leaf tensor that shares its buffer's memory, so forward and backward see
+    ordinary stacked parameters, while the update runs a dozen kernels per *group* (a handful of
+    groups) instead of per parameter: launch overhead is what fused training exists to remove.
+    """
+
+    def __init__(self, stacked: dict[str, torch.Tensor], group_of: dict[str, int]):
+        self.members = next(iter(stacked.values())).shape[0]
+        trainable = [n for n, t in stacked.items() if t.requires_grad]
+        self.groups = sorted({group_of[n] for n in trainable})  # optimizer groups that hold a trainable parameter
+        self.names = [[n for n in trainable if group_of[n] == g] for g in self.groups]
+        self.buffers = [torch.cat([stacked[n].detach().reshape(self.members, -1) for n in names], dim=1)
+                        for names in self.names]  # (M, N_g)
+        self.params = {n: t.detach() for n, t in stacked.items() if not t.requires_grad}  # frozen: as they are
+        for names, buffer in zip(self.names, self.buffers):
+            offset = 0
+            for n in names:
+                shape, size = stacked[n].shape, stacked[n][0].numel()
+                # detach(): a leaf that shares the buffer's memory (an update of the buffer is seen here)
+                self.params[n] = buffer[:, offset:offset + size].view(shape).detach().requires_grad_()
+                offset += size
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        return [self.params[n] for names in self.names for n in names]
+
+    def flat_grads(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Gradients (in `trainable` order) laid out like the buffers: one (M, N_g) tensor per group."""
+        out, i = [], 0
+        for names in self.names:
+            out.append(torch.cat([g.reshape(self.members, -1) for g in grads[i:i + len(names)]], dim=1))
+            i += len(names)
+        return out
+
+
+# --- the optimizers, over (M, ...) tensors: one per group buffer -----------------------------------
 
 def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-member vector (M,) shaped to broadcast over a stacked parameter (M, ...)."""
+    """A per-member vector (M,) shaped to broadcast over a stacked tensor (M, ...)."""
     return t.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
@@ -335,7 +377,7 @@ def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
            exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor, alive: torch.Tensor,
            bias_correction: torch.Tensor) -> None:
     """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
-    `lr`, `wd` (M, P) per member and parameter, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
+    `lr`, `wd` (M, P) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
     beta1, beta2 = ADAM_BETAS
     for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         live = _member_view(alive, p)

@@ -311,3 +311,32 @@ def test_user_model_with_frozen_parameters(base, step_losses, tmp_path, monkeypa
     sys.modules.pop("frozen_model", None)
     cfg = dataclasses.replace(base, model="frozen_model:build")
     _compare([dataclasses.replace(cfg, lr_log2=lr) for lr in (-8, -5)], load_data("synthetic"), step_losses)
+
+
+UNUSED = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Spare(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.spare = nn.Linear(width, width, bias=False)  # never used in forward
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            return self.readout(self.embed(idx))
+
+    def build(width):
+        return Spare(width)
+"""
+
+
+def test_a_parameter_without_gradient_is_left_to_solo_runs(base, tmp_path, monkeypatch):
+    # torch's optimizers skip such a parameter (no decay, no step count); the flat update cannot.
+    (tmp_path / "spare_model.py").write_text(textwrap.dedent(UNUSED))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("spare_model", None)
+    cfg = dataclasses.replace(base, model="spare_model:build")
+    with pytest.raises(FusedUnsupported, match="'spare.weight' received no gradient"):
+        train_fused([cfg, dataclasses.replace(cfg, lr_log2=-5)], load_data("synthetic"))
