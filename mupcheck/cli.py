@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel training processes (default 1; on CPU, one per core is fastest)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's `device`)")
     run.add_argument("--fuse", type=int, default=None, metavar="N",
-                     help="train up to N runs that differ only in lr and seed as one batched model "
+                     help="train up to N runs that differ only in lr, seed and tokens as one batched model "
                           "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
     run.add_argument("--compile", action="store_true", default=None,
                      help="torch.compile fused training (default: the grid's `compile`)")

@@ -1,30 +1,32 @@
 """Fused training: the runs of a learning-rate sweep trained together as one batched model.
 
-    groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr and seed
+    groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr, seed, tokens
     results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
 
 A proxy model is too small to keep a GPU busy: one run at a time pays kernel-launch overhead, not
-arithmetic. Runs that share everything but learning rate and seed have the same shapes and step
-count, so their parameters are stacked along a leading member axis (`torch.func.stack_module_state`)
+arithmetic. Runs that share everything but learning rate, seed and token budget have the same
+shapes, so their parameters are stacked along a leading member axis (`torch.func.stack_module_state`)
 and one `vmap(functional_call)` computes every member's step at once.
 
 What stays per member, so that each result is the one `train_run` would have produced:
 - its initialisation (each member's model is built from its own seed, exactly as a solo run),
-- its data order (each member draws the batches of its own seed),
+- its data order (each member draws the batches of its own seed; the batch at a step does not
+  depend on the budget, so a shorter run sees the first steps of a longer one),
 - its learning rate, weight decay and schedule, *read from its own optimizer*: the solo engine's
   optimizer (mup's MuAdamW/MuSGD under muP, torch's under SP) is built for every member and stepped
-  through the schedule by `set_step_lr`, and each parameter's rate is taken from the group that
+  through its schedule by `set_step_lr`, and each parameter's rate is taken from the group that
   holds it; so muP's per-parameter scaling comes from mup itself, not from a copy of its rules,
-- its divergence test (`RunLog`): a diverged member is masked (zero gradient, zero update) and
-  recorded at the step a solo run would have stopped; it cannot poison the others, because members
-  share no arithmetic.
+- its checkpoints and its divergence test (`RunLog`).
+A member leaves the batch when its budget ends or it diverges (recorded at the step a solo run would
+have stopped): its rows are dropped from every stacked tensor, so it costs nothing afterwards, and it
+cannot poison the others, because members share no arithmetic.
 
 The update is AdamW or SGD with momentum, written out with torch's exact formulas (torch's
 optimizers give one learning rate per parameter group, not one per slice of a tensor) over one
 (members, N) buffer per optimizer group, in which every parameter is a view; equivalence with solo
-runs in float64 is tested. A model that cannot be batched (a
-buffer updated in place, data-dependent Python control flow, ...) raises `FusedUnsupported` at its
-first step, before anything is recorded, and the sweep trains its runs one at a time instead.
+runs in float64 is tested. A model that cannot be batched (data-dependent Python control flow, a
+parameter without gradient, ...) raises `FusedUnsupported` at its first step, before anything is
+recorded, and the sweep trains its runs one at a time instead.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from mupcheck.data import TokenData, eval_batches, train_batch
 from mupcheck.errors import ModelError
-from mupcheck.grid import RunConfig
+from mupcheck.grid import RunConfig, format_tokens
 from mupcheck.models import build_model
 from mupcheck.train import (ADAM_BETAS, EVAL_BATCH, SGD_MOMENTUM, Progress, RunLog, autocast, build_optimizer,
                             device_name, resolve_device, set_step_lr)
@@ -62,8 +64,9 @@ class FusedOutOfMemory(Exception):
 
 
 def fuse_key(cfg: RunConfig) -> RunConfig:
-    """What members of one fused group share: the config with learning rate and seed left out."""
-    return dataclasses.replace(cfg, lr_log2=0.0, seed=0)
+    """What members of one fused group share: the config without learning rate, seed and token
+    budget (a member's data order depends on its seed alone, so budgets share their first steps)."""
+    return dataclasses.replace(cfg, lr_log2=0.0, seed=0, tokens=0)
 
 
 def fusion_groups(configs: Sequence[RunConfig], max_members: int) -> list[list[RunConfig]]:
@@ -79,14 +82,18 @@ def fusion_groups(configs: Sequence[RunConfig], max_members: int) -> list[list[R
 
 
 def group_label(configs: Sequence[RunConfig]) -> str:
-    """'gpt mup width=128 tokens=1M lr=2^-10..2^-4 x8 fused' for progress output."""
+    """'gpt mup width=128 tokens=1M..8M lr=2^-10..2^-4 seed=0 x32 fused' for progress output."""
     if len(configs) == 1:
         return configs[0].label()
-    first = configs[0].label().split(" lr=")[0]
-    lrs = sorted({c.lr_log2 for c in configs})
-    seeds = sorted({c.seed for c in configs})
-    seed_part = f" seed={seeds[0]}" if len(seeds) == 1 else f" seeds={seeds[0]}..{seeds[-1]}"
-    return f"{first} lr=2^{lrs[0]:g}..2^{lrs[-1]:g}{seed_part} x{len(configs)} fused"
+
+    def span(values: list, fmt) -> str:
+        values = sorted(set(values))
+        return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}..{fmt(values[-1])}"
+
+    first = configs[0].label().split(" tokens=")[0]
+    return (f"{first} tokens={span([c.tokens for c in configs], format_tokens)} "
+            f"lr={span([c.lr_log2 for c in configs], lambda v: f'2^{v:g}')} "
+            f"seed={span([c.seed for c in configs], str)} x{len(configs)} fused")
 
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
@@ -100,7 +107,7 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
     configs = list(configs)
     keys = {fuse_key(c) for c in configs}
     if len(keys) != 1:
-        raise ValueError("train_fused: the runs differ in more than learning rate and seed")
+        raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
     device = resolve_device(device) if isinstance(device, str) else device
     try:
         return _FusedRun(configs, data, device, dtype, compile).train(progress)
@@ -109,43 +116,53 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
 
 
 class _FusedRun:
-    """One fusion group in training: stacked parameters, per-member schedules and logs."""
+    """One fusion group in training: stacked parameters, per-member schedules and logs.
+
+    Members leave the batch as they finish (a shorter token budget) or diverge: their rows are
+    dropped from every stacked tensor, so no compute is spent on them afterwards.
+    """
 
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
                  compile: bool = False):
         self.configs, self.data, self.device = configs, data, device
-        self.cfg = configs[0]  # everything but lr and seed is shared
-        self.members = len(configs)
+        self.cfg = configs[0]  # everything but lr, seed and tokens is shared
+        self.steps = max(cfg.steps for cfg in configs)
         models = _member_models(configs, data.vocab_size, device, dtype)
         self.template = _functional_template(models[0])
-        self.lr, self.wd, group_of = _schedule_tables(models, configs, device, dtype)  # (steps, M, groups)
+        self.lr, self.wd, group_of = _schedule_tables(models, configs, self.steps, device, dtype)  # (steps, M, groups)
         stacked, self.buffers = stack_module_state(models)  # name -> (M, *shape)
         self.flat = _FlatParams(stacked, group_of)
-        del stacked
-        self.params = self.flat.params
+        del stacked, models
         self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
         # Optimizer state per group buffer, zero like torch's before the first step (SGD's momentum
         # buffer then becomes exactly the first gradient, as in torch).
         n_states = 2 if self.cfg.optimizer == "adamw" else 1
         self.state = [[torch.zeros_like(b) for b in self.flat.buffers] for _ in range(n_states)]
-        t = np.arange(1, self.cfg.steps + 1)
+        t = np.arange(1, self.steps + 1)
         self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
-        # Who still trains: on the device for masking, and on the host for control flow (no syncs).
-        self.alive = torch.ones(self.members, dtype=torch.bool, device=device)
-        self.n_alive = self.members
         self.logs = [RunLog(cfg) for cfg in configs]
+        self.active = list(range(len(configs)))  # row i of every stacked tensor is member active[i]
         self.seeds = sorted({cfg.seed for cfg in configs})
-        self.seed_index = torch.tensor([self.seeds.index(cfg.seed) for cfg in configs], device=device)
+        self._index_seeds()
         self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
         self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
         self.train_losses, self.adamw, self.sgd = self._losses, _adamw, _sgd
         self.compiled = compile
         if compile:
             # One graph for the batched forward (its backward compiled with it) and one for the
-            # update, whose ~10 elementwise kernels per parameter fuse into a few.
-            self.train_losses = torch.compile(self._losses, dynamic=False)
-            self.adamw, self.sgd = torch.compile(_adamw, dynamic=False), torch.compile(_sgd, dynamic=False)
+            # update. Members leaving the batch change its size: dynamo then recompiles once with
+            # a dynamic member axis.
+            self.train_losses = torch.compile(self._losses)
+            self.adamw, self.sgd = torch.compile(_adamw), torch.compile(_sgd)
+
+    @property
+    def n(self) -> int:
+        return len(self.active)
+
+    def _index_seeds(self) -> None:
+        seeds = [self.seeds.index(self.configs[m].seed) for m in self.active]
+        self.seed_index = torch.tensor(seeds, device=self.device)
 
     def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                        x: torch.Tensor) -> torch.Tensor:
@@ -154,32 +171,34 @@ class _FusedRun:
     # --- one step ----------------------------------------------------------------------------
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, B, T) inputs and targets: each member gets the batch of its own seed."""
+        """(n, B, T) inputs and targets: each member gets the batch of its own seed."""
         cfg = self.cfg
         pairs = [train_batch(self.data, step, seed, cfg.batch_size, cfg.seq_len) for seed in self.seeds]
         x = torch.stack([p[0] for p in pairs]).to(self.device)[self.seed_index]
         y = torch.stack([p[1] for p in pairs]).to(self.device)[self.seed_index]
         return x, y
 
-    def _losses(self, x: torch.Tensor, y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
-        """Mean cross-entropy of every member, shape (M,)."""
+    def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        """Mean cross-entropy of every active member, shape (n,)."""
         fn = self.batched_shared_input if shared_input else self.batched
+        n = next(iter(params.values())).shape[0]
         with autocast(self.device):
-            logits = fn(self.params, self.buffers, x)  # (M, B, T, V)
+            logits = fn(params, buffers, x)  # (n, B, T, V)
         B, T = x.shape[-2:]
-        if logits.ndim != 4 or logits.shape[:3] != (self.members, B, T):
+        if logits.ndim != 4 or logits.shape[:3] != (n, B, T):
             raise ModelError(f"model output has shape {tuple(logits.shape[1:])} per member; expected "
                              f"(B, T, V) = ({B}, {T}, vocab) for token ids of shape {(B, T)}")
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        targets = y if not shared_input else y.expand(self.members, *y.shape)
+        targets = y if not shared_input else y.expand(n, *y.shape)
         per_token = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
-        return per_token.view(self.members, -1).mean(dim=1)
+        return per_token.view(n, -1).mean(dim=1)
 
     def _step(self, step: int) -> None:
         x, y = self._batch(step)
         first = step == 0
         try:
-            losses = self.train_losses(x, y)
+            losses = self.train_losses(self.flat.params, self.buffers, x, y)
             values = losses.tolist()
         except torch.cuda.OutOfMemoryError:
             raise
@@ -187,49 +206,64 @@ class _FusedRun:
             if first:  # nothing recorded yet: the sweep can still train these runs one at a time
                 raise FusedUnsupported(f"{type(e).__name__}: {e}") from e
             raise
-        newly_dead = [m for m, log in enumerate(self.logs)
-                      if log.status == "ok" and not log.observe(step, values[m])]
-        if newly_dead:
-            self.alive[newly_dead] = False
-            self.n_alive -= len(newly_dead)
-        if not self.n_alive:
+        keep = [i for i, m in enumerate(self.active) if self.logs[m].observe(step, values[i])]
+        if not keep:
+            self.active = []
             return
-        # A diverged member's loss is left out of the sum: its gradients are zero, not NaN.
-        total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+        # Diverged members are left out of the sum (their gradient rows are zero, or NaN, and dropped).
+        total = losses.sum() if len(keep) == self.n else losses[keep].sum()
         try:
             grads = torch.autograd.grad(total, self.flat.trainable, allow_unused=True)
         except Exception as e:
             if first:
                 raise FusedUnsupported(f"backward: {type(e).__name__}: {e}") from e
             raise
-        unused = [n for n, g in zip((n for names in self.flat.names for n in names), grads) if g is None]
+        unused = [n for n, g in zip(self.flat.trainable_names, grads) if g is None]
         if unused:
             # torch's optimizers skip such a parameter, step counter and all; flat buffers cannot.
             raise FusedUnsupported(f"parameter {unused[0]!r} received no gradient")
         with torch.no_grad():
-            self._update(step, self.flat.flat_grads(grads))
+            grads = self.flat.flat_grads(grads)
+            if len(keep) < self.n:
+                index = torch.tensor(keep, dtype=torch.long, device=self.device)
+                grads = [g.index_select(0, index) for g in grads]
+                self._keep(keep)
+            self._update(step, grads)
 
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
-        """One optimizer step for every member over the group buffers; rates and decay per member
-        and group (zero rate and zero gradient for diverged members)."""
-        lr_t, wd_t = self.lr[step], self.wd[step]  # (M, G)
+        """One optimizer step for every active member over the group buffers."""
+        lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
         if self.cfg.optimizer == "adamw":
-            self.adamw(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.alive, self.bias_correction[step])
+            self.adamw(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.bias_correction[step])
         else:
-            self.sgd(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.alive)
+            self.sgd(self.flat.buffers, grads, *self.state, lr_t, wd_t)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
+        if not keep:
+            self.active = []
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.flat = self.flat.select(index)
+        self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
+        self.state = [[s.index_select(0, index) for s in states] for states in self.state]
+        self.lr, self.wd = self.lr.index_select(1, index), self.wd.index_select(1, index)
+        self.active = [self.active[i] for i in keep]
+        self._index_seeds()
 
     # --- evaluation and the loop -------------------------------------------------------------
 
     def _evaluate(self, batches: list) -> list[float]:
+        """Validation loss of every active member."""
         self.template.eval()
-        totals = [0.0] * self.members
+        totals = [0.0] * self.n
         count = 0
         with torch.no_grad():
             for x, y in batches:
                 x, y = x.to(self.device), y.to(self.device)
-                losses = self._losses(x, y, shared_input=True).tolist()
-                for m, value in enumerate(losses):
-                    totals[m] += value * y.numel()
+                losses = self._losses(self.flat.params, self.buffers, x, y, shared_input=True).tolist()
+                for i, value in enumerate(losses):
+                    totals[i] += value * y.numel()
                 count += y.numel()
         self.template.train()
         return [t / count for t in totals]
@@ -237,41 +271,53 @@ class _FusedRun:
     def train(self, progress: Progress | None) -> list[dict[str, Any]]:
         cfg = self.cfg
         evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
-        train_time = eval_time = 0.0
+        self.group_time = 0.0
         with warnings.catch_warnings():
             if self.device.type == "cpu":
                 # CPU attention has no batching rule: vmap loops over members there (correct, slower:
                 # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
-            for step in range(cfg.steps):
-                t0 = time.perf_counter()
-                self._step(step)
-                train_time += time.perf_counter() - t0
-                if not self.n_alive:
+            for step in range(self.steps):
+                self._timed("train_time", self._step, step)
+                if not self.active:
                     break
-                if self.logs[0].is_checkpoint(step):
-                    t1 = time.perf_counter()
-                    values = self._evaluate(evals)
-                    for log, value in zip(self.logs, values):
-                        if log.status == "ok":
-                            log.checkpoint(step, value)
-                    eval_time += time.perf_counter() - t1
+                if any(self.logs[m].is_checkpoint(step) for m in self.active):
+                    self._timed("eval_time", self._checkpoint, step, evals)
+                finished = [i for i, m in enumerate(self.active) if step + 1 == self.configs[m].steps]
+                if finished:
+                    self._keep([i for i in range(self.n) if i not in finished])
+                    if not self.active:
+                        break
                 if progress is not None:
-                    progress(step + 1, cfg.steps)
-        return self._results(train_time, eval_time)
+                    progress(step + 1, self.steps)
+        return self._results()
 
-    def _results(self, train_time: float, eval_time: float) -> list[dict[str, Any]]:
+    def _checkpoint(self, step: int, evals: list) -> None:
+        # Every active member is evaluated; those whose own checkpoint this is record it.
+        for m, value in zip(self.active, self._evaluate(evals)):
+            if self.logs[m].is_checkpoint(step):
+                self.logs[m].checkpoint(step, value)
+
+    def _timed(self, field: str, fn: Any, *args: Any) -> None:
+        """Run fn; charge its time to the members active when it started, in equal shares."""
+        members = list(self.active)
+        t0 = time.perf_counter()
+        fn(*args)
+        elapsed = time.perf_counter() - t0
+        self.group_time += elapsed
+        for m in members:
+            setattr(self.logs[m], field, getattr(self.logs[m], field) + elapsed / len(members))
+
+    def _results(self) -> list[dict[str, Any]]:
         name = device_name(self.device)
-        trained_tokens = sum(len(log.losses) for log in self.logs) * self.cfg.tokens_per_step
+        trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
         results = []
         for log in self.logs:
-            # Each member is charged an equal share of the group's time.
-            log.train_time, log.eval_time = train_time / self.members, eval_time / self.members
             result = log.result(self.data, name)
             result["engine"] = "fused"
-            result["fused"] = {"members": self.members, "compiled": self.compiled,
-                               "group_wall_time_s": train_time + eval_time,
-                               "group_tokens_per_s": trained_tokens / train_time if train_time > 0 else None}
+            result["fused"] = {"members": len(self.logs), "compiled": self.compiled,
+                               "group_wall_time_s": self.group_time,
+                               "group_tokens_per_s": trained_tokens / self.group_time if self.group_time > 0 else None}
             results.append(result)
         return results
 
@@ -302,12 +348,12 @@ def _functional_template(model: nn.Module) -> nn.Module:
     return model
 
 
-def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], device: torch.device,
+def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: int, device: torch.device,
                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Learning rate and weight decay per (step, member, optimizer group), read from each member's own
-    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through the schedule;
-    and the group of each parameter (by name), the same for every member."""
-    steps = configs[0].steps
+    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through its own schedule
+    (rows past a member's last step stay zero); and the group of each parameter (by name), the same
+    for every member."""
     group_of: dict[str, int] | None = None
     lr = wd = None
     for m, (model, cfg) in enumerate(zip(models, configs)):
@@ -319,9 +365,9 @@ def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], device: 
             group_of = member_groups
             lr = np.zeros((steps, len(configs), len(base_lrs)))
             wd = np.zeros_like(lr)
-        elif member_groups != group_of:  # cannot happen for runs that differ only in lr and seed
+        elif member_groups != group_of:  # cannot happen for runs that differ only in lr, seed, tokens
             raise FusedUnsupported("members' optimizers group the parameters differently")
-        for step in range(steps):
+        for step in range(cfg.steps):
             set_step_lr(optimizer, base_lrs, cfg, step)
             lr[step, m] = [group["lr"] for group in optimizer.param_groups]
             wd[step, m] = [group["weight_decay"] for group in optimizer.param_groups]
@@ -354,8 +400,20 @@ class _FlatParams:
                 offset += size
 
     @property
+    def trainable_names(self) -> list[str]:
+        return [n for names in self.names for n in names]
+
+    @property
     def trainable(self) -> list[torch.Tensor]:
-        return [self.params[n] for names in self.names for n in names]
+        return [self.params[n] for n in self.trainable_names]
+
+    def select(self, index: torch.Tensor) -> "_FlatParams":
+        """The same parameters for the members (rows) in `index` only."""
+        rows = {n: t.index_select(0, index) for n, t in self.params.items()}
+        for n in self.trainable_names:
+            rows[n].requires_grad_()
+        group_of = {n: g for g, names in zip(self.groups, self.names) for n in names}
+        return _FlatParams(rows, group_of)
 
     def flat_grads(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Gradients (in `trainable` order) laid out like the buffers: one (M, N_g) tensor per group."""
@@ -374,15 +432,13 @@ def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-           exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor, alive: torch.Tensor,
+           exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor,
            bias_correction: torch.Tensor) -> None:
     """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
-    `lr`, `wd` (M, P) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
+    `lr`, `wd` (n, G) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
     beta1, beta2 = ADAM_BETAS
     for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-        live = _member_view(alive, p)
-        lr_p = torch.where(live, _member_view(lr[:, i], p), 0.0)
-        grad = torch.where(live, grad, 0.0)  # a diverged member's gradient may be inf or NaN
+        lr_p = _member_view(lr[:, i], p)
         p.mul_(1 - lr_p * _member_view(wd[:, i], p))
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -391,11 +447,9 @@ def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
 
 
 def _sgd(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
-         lr: torch.Tensor, wd: torch.Tensor, alive: torch.Tensor) -> None:
+         lr: torch.Tensor, wd: torch.Tensor) -> None:
     """torch.optim.SGD with momentum (no dampening, no Nesterov) and coupled weight decay, one step,
     over stacked tensors. The buffers start at zero, so the first step sets them to the gradient."""
     for i, (p, grad, buf) in enumerate(zip(params, grads, momentum_buffers)):
-        live = _member_view(alive, p)
-        grad = torch.where(live, grad, 0.0)
         buf.mul_(SGD_MOMENTUM).add_(grad + _member_view(wd[:, i], p) * p)
-        p.sub_(torch.where(live, _member_view(lr[:, i], p), 0.0) * buf)
+        p.sub_(_member_view(lr[:, i], p) * buf)

@@ -121,7 +121,7 @@ class Grid:
     vocab_size: int = 0  # 0: taken from the data source
     eval_tokens: int = 65536
     device: str = "auto"
-    # Runs trained together as one batched model (they differ only in lr and seed); 0: automatic
+    # Runs trained together as one batched model (they differ only in lr, seed, tokens); 0: automatic
     # (32 on CUDA, 1 elsewhere, where batching is slower than a loop); 1: one run at a time.
     fuse: int = 0
     # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.

@@ -76,7 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="do not train missing runs: skip their items and list what is missing")
     group.addoption("--mupcheck-device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's)")
     group.addoption("--mupcheck-fuse", type=int, default=None, metavar="N",
-                    help="train up to N runs that differ only in lr and seed as one batched model "
+                    help="train up to N runs that differ only in lr, seed and tokens as one batched model "
                          "(default: the grid's `fuse`; 1: one at a time)")
     group.addoption("--mupcheck-compile", action="store_true", default=None,
                     help="torch.compile fused training (default: the grid's `compile`)")

@@ -112,7 +112,7 @@ class Engine:
     def describe(self) -> str:
         if self.fuse <= 1:
             return "one run at a time"
-        return (f"up to {self.fuse} runs (same shape, different lr/seed) per batched model"
+        return (f"up to {self.fuse} runs (same shape; lr, seed, tokens differ) per batched model"
                 + (", compiled" if self.compile else ""))
 
 

@@ -112,16 +112,31 @@ def test_compiled_fused_members_match_solo_runs(base, step_losses):
     assert [r["status"] for r in results] == ["ok", "ok", "diverged"]
 
 
-def test_fusion_groups_share_everything_but_lr_and_seed(tiny_grid):
-    configs = run_configs(dataclasses.replace(load_grid(tiny_grid), seeds=(0, 1)))  # 2 par x 2 widths x 2 lr x 2 seeds
+def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):
+    grid = dataclasses.replace(load_grid(tiny_grid), seeds=(0, 1), tokens=(1024, 2048))
+    configs = run_configs(grid)  # 2 par x 2 widths x 2 tokens x 2 lr x 2 seeds
     groups = fusion_groups(configs, max_members=32)
-    assert len(groups) == 4 and all(len(g) == 4 for g in groups)
+    assert len(groups) == 4 and all(len(g) == 8 for g in groups)
     for g in groups:
-        assert len({(c.parametrization, c.width, c.tokens) for c in g}) == 1
-    assert sorted(map(len, fusion_groups(configs, max_members=3))) == [1, 1, 1, 1, 3, 3, 3, 3]
+        assert len({(c.parametrization, c.width) for c in g}) == 1
+    assert sorted(map(len, fusion_groups(configs, max_members=3))) == [2, 2, 2, 2] + [3] * 8
     assert fusion_groups(configs, max_members=1) == [[c] for c in configs]
-    with pytest.raises(ValueError, match="more than learning rate and seed"):
+    with pytest.raises(ValueError, match="more than learning rate, seed and token budget"):
         train_fused([configs[0], configs[-1]], load_data("synthetic"))
+
+
+def test_members_with_different_token_budgets_match_solo_runs(base, step_losses):
+    # Members leave the batch as they finish (10, 15, 20 steps) or diverge (mid-run, SGD at 2^0).
+    group = [dataclasses.replace(base, optimizer="sgd", lr_log2=lr, tokens=steps * base.tokens_per_step, seed=seed)
+             for lr, steps, seed in [(-4, 10, 0), (-2, 15, 1), (-4, 20, 1), (0, 20, 0), (-2, 20, 0)]]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    assert [r["steps_trained"] for r in results] == [10, 15, 20, results[3]["diverged_step"], 20]
+    assert results[3]["status"] == "diverged" and 1 < results[3]["diverged_step"] < 19
+    assert [len(r["checkpoints"]) for r in results if r["status"] == "ok"] == [4, 4, 4, 4]
+    # Each member is charged its share of the steps it was in the batch; the shares add up.
+    group_time = results[0]["fused"]["group_wall_time_s"]
+    assert sum(r["wall_time_s"] for r in results) == pytest.approx(group_time)
+    assert results[0]["wall_time_s"] < results[4]["wall_time_s"]
 
 
 def test_fuse_size_defaults_to_cuda_only(tiny_grid):
