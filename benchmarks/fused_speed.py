@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from mupcheck.errors import MupcheckError  # noqa: E402
 from mupcheck.fused import train_fused  # noqa: E402
 from mupcheck.grid import Grid, RunConfig, load_grid, run_configs  # noqa: E402
-from mupcheck.store import Store  # noqa: E402
+from mupcheck.store import Store, git_commit  # noqa: E402
 from mupcheck.sweep import fuse_size, plan_grid, run_grid  # noqa: E402
 from mupcheck.train import device_name, resolve_device, train_run  # noqa: E402
 
@@ -200,6 +200,7 @@ def _row(mode: str, width: int | None, models: int, tokens_per_s: float, mfu: fl
     return {"mode": mode, "width": width, "models": models, "tokens_per_s": tokens_per_s, "mfu": mfu,
             "device": device_name(device), "matmul_peak_flops": peak, "torch": torch.__version__,
             "mup": version("mup"), "python": platform.python_version(),
+            "mupcheck_commit": git_commit(Path(__file__)) or None,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
