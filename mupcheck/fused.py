@@ -23,7 +23,7 @@ cannot poison the others, because members share no arithmetic.
 
 The update is AdamW or SGD with momentum, written out with torch's exact formulas (torch's
 optimizers give one learning rate per parameter group, not one per slice of a tensor) over one
-(members, N) buffer per optimizer group, in which every parameter is a view; equivalence with solo
+(members, N) storage tensor per optimizer group, in which every parameter is a view; equivalence with solo
 runs in float64 is tested. A model that cannot be batched (data-dependent Python control flow, a
 parameter without gradient, ...) raises `FusedUnsupported` at its first step, before anything is
 recorded, and the sweep trains its runs one at a time instead.
@@ -134,10 +134,10 @@ class _FusedRun:
         self.flat = _FlatParams(stacked, group_of)
         del stacked, models
         self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
-        # Optimizer state per group buffer, zero like torch's before the first step (SGD's momentum
+        # Optimizer state per group storage, zero like torch's before the first step (SGD's momentum
         # buffer then becomes exactly the first gradient, as in torch).
         n_states = 2 if self.cfg.optimizer == "adamw" else 1
-        self.state = [[torch.zeros_like(b) for b in self.flat.buffers] for _ in range(n_states)]
+        self.state = [[torch.zeros_like(b) for b in self.flat.storage] for _ in range(n_states)]
         t = np.arange(1, self.steps + 1)
         self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
@@ -220,7 +220,7 @@ class _FusedRun:
             raise
         unused = [n for n, g in zip(self.flat.trainable_names, grads) if g is None]
         if unused:
-            # torch's optimizers skip such a parameter, step counter and all; flat buffers cannot.
+            # torch's optimizers skip such a parameter, step counter and all; flat storage cannot.
             raise FusedUnsupported(f"parameter {unused[0]!r} received no gradient")
         with torch.no_grad():
             grads = self.flat.flat_grads(grads)
@@ -231,12 +231,12 @@ class _FusedRun:
             self._update(step, grads)
 
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
-        """One optimizer step for every active member over the group buffers."""
+        """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
         if self.cfg.optimizer == "adamw":
-            self.adamw(self.flat.buffers, grads, *self.state, lr_t, wd_t, self.bias_correction[step])
+            self.adamw(self.flat.storage, grads, *self.state, lr_t, wd_t, self.bias_correction[step])
         else:
-            self.sgd(self.flat.buffers, grads, *self.state, lr_t, wd_t)
+            self.sgd(self.flat.storage, grads, *self.state, lr_t, wd_t)
 
     def _keep(self, keep: list[int]) -> None:
         """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
@@ -376,9 +376,9 @@ def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: i
 
 
 class _FlatParams:
-    """The members' trainable parameters, stored as one (M, N) buffer per optimizer group.
+    """The members' trainable parameters, stored as one (M, N) tensor per optimizer group.
 
-    Each parameter is a leaf tensor that shares its buffer's memory, so forward and backward see
+    Each parameter is a leaf tensor that shares its group storage's memory, so forward and backward see
     ordinary stacked parameters, while the update runs a dozen kernels per *group* (a handful of
     groups) instead of per parameter: launch overhead is what fused training exists to remove.
     """
@@ -388,15 +388,15 @@ class _FlatParams:
         trainable = [n for n, t in stacked.items() if t.requires_grad]
         self.groups = sorted({group_of[n] for n in trainable})  # optimizer groups that hold a trainable parameter
         self.names = [[n for n in trainable if group_of[n] == g] for g in self.groups]
-        self.buffers = [torch.cat([stacked[n].detach().reshape(self.members, -1) for n in names], dim=1)
+        self.storage = [torch.cat([stacked[n].detach().reshape(self.members, -1) for n in names], dim=1)
                         for names in self.names]  # (M, N_g)
         self.params = {n: t.detach() for n, t in stacked.items() if not t.requires_grad}  # frozen: as they are
-        for names, buffer in zip(self.names, self.buffers):
+        for names, storage in zip(self.names, self.storage):
             offset = 0
             for n in names:
                 shape, size = stacked[n].shape, stacked[n][0].numel()
-                # detach(): a leaf that shares the buffer's memory (an update of the buffer is seen here)
-                self.params[n] = buffer[:, offset:offset + size].view(shape).detach().requires_grad_()
+                # detach(): a leaf that shares the storage's memory (an update of the storage is seen here)
+                self.params[n] = storage[:, offset:offset + size].view(shape).detach().requires_grad_()
                 offset += size
 
     @property
@@ -416,7 +416,7 @@ class _FlatParams:
         return _FlatParams(rows, group_of)
 
     def flat_grads(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Gradients (in `trainable` order) laid out like the buffers: one (M, N_g) tensor per group."""
+        """Gradients (in `trainable` order) laid out like the storage: one (M, N_g) tensor per group."""
         out, i = [], 0
         for names in self.names:
             out.append(torch.cat([g.reshape(self.members, -1) for g in grads[i:i + len(names)]], dim=1))
@@ -424,7 +424,7 @@ class _FlatParams:
         return out
 
 
-# --- the optimizers, over (M, ...) tensors: one per group buffer -----------------------------------
+# --- the optimizers, over (M, ...) tensors: one per group storage -----------------------------------
 
 def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-member vector (M,) shaped to broadcast over a stacked tensor (M, ...)."""
