@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fuse", type=int, default=None, metavar="N",
                      help="train up to N runs that differ only in lr, seed and tokens as one batched model "
                           "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
-    run.add_argument("--compile", action="store_true", default=None,
-                     help="torch.compile fused training (default: the grid's `compile`)")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile fused training, or not (default: the grid's `compile`)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 

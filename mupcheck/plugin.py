@@ -16,6 +16,7 @@ xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import functools
 import os
@@ -78,8 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-fuse", type=int, default=None, metavar="N",
                     help="train up to N runs that differ only in lr, seed and tokens as one batched model "
                          "(default: the grid's `fuse`; 1: one at a time)")
-    group.addoption("--mupcheck-compile", action="store_true", default=None,
-                    help="torch.compile fused training (default: the grid's `compile`)")
+    group.addoption("--mupcheck-compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile fused training, or not (default: the grid's `compile`)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ under the rootdir)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
