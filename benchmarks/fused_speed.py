@@ -189,8 +189,9 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
             "report written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         })
         print(f"wrote {path}", flush=True)
-    return _row("fused" if fuse_size(grid, device, args.fuse) > 1 else "solo", None, fuse_size(grid, device, args.fuse),
-                tokens / wall, flops / wall / peak, device, peak, compiled=grid.compile,
+    fuse = fuse_size(grid, device, args.fuse)
+    return _row("fused" if fuse > 1 else "solo", None, fuse, tokens / wall, flops / wall / peak, device, peak,
+                compiled=grid.compile,
                 grid=str(Path(grid.path).name), runs=summary.total,
                 wall_time_s=wall, report=str(path))
 

@@ -8,11 +8,12 @@ for each run; the store's per-run lock makes sure no run is trained twice, and a
 worker holds is retried at the end, so a worker that dies leaves its run to the others. Finished
 runs are on disk as soon as they finish: an interrupted sweep resumes where it stopped.
 
-Runs that differ only in learning rate and seed are trained together as one batched model
-(`mupcheck.fused`) when the grid's `fuse` setting (or `fuse=`) allows more than one member; by
-default that is on CUDA only; `compile` puts the batched model through torch.compile. A model that cannot be batched falls back to one run at a time, with a
-message; a group that does not fit in GPU memory is split in halves until it does. With several
-workers on a machine with several GPUs, worker i trains on GPU i (mod the number of GPUs).
+Runs that differ only in learning rate, seed and token budget are trained together as one batched
+model (`mupcheck.fused`) when the grid's `fuse` setting (or `fuse=`) allows more than one member;
+by default that is on CUDA only; `compile` puts the batched model through torch.compile. A model
+that cannot be batched falls back to one run at a time, with a message; a group that does not fit
+in GPU memory is split in halves until it does. With several workers on a machine with several
+GPUs, worker i trains on GPU i (mod the number of GPUs).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from mupcheck.lint import lint_grid
 from mupcheck.store import RunContext, Store
 from mupcheck.train import resolve_device, train_run
 
-__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "fuse_size", "pin_device", "select_gpu", "Engine",
-           "AUTO_FUSE_CUDA"]
+__all__ = ["Plan", "plan_grid", "run_grid", "SweepSummary", "repeated_data_warning", "Engine", "fuse_size",
+           "pin_device", "select_gpu", "AUTO_FUSE_CUDA"]
 
 # Members per fused group on CUDA when the grid says `fuse = 0` (automatic): enough to hide launch
 # overhead at proxy widths; groups that do not fit are split.
@@ -216,13 +217,14 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
         deferred += trainer.train_group(group)
     for cfg in deferred:
         record, trained = store.get_or_train(cfg, plan.context, trainer.solo(cfg), block=True)
-        emit(("done", worker, record["key"], trained, record["result"]["status"]))
+        trainer.done(record, trained)
 
 
 class _Trainer:
     """Trains groups of runs for one worker: fused where it can, one at a time where it must."""
 
-    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None],
+                 compile: bool = False):
         self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
         self.compile = compile
         self.fallback_said = False
@@ -251,7 +253,7 @@ class _Trainer:
                 if record is None:
                     held_elsewhere.append(cfg)
                 else:
-                    self._done(record, trained=False)
+                    self.done(record, trained=False)
             self._train_claimed(mine)
         return held_elsewhere
 
@@ -277,7 +279,8 @@ class _Trainer:
             torch.cuda.empty_cache()
         if isinstance(failure, FusedOutOfMemory):
             half = len(configs) // 2
-            print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}", file=sys.stderr)
+            print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}",
+                  file=sys.stderr)
             self._train_claimed(configs[:half])
             self._train_claimed(configs[half:])
         elif self.compile:
@@ -294,9 +297,10 @@ class _Trainer:
                 self._store(cfg, self.solo(cfg)())
 
     def _store(self, cfg: RunConfig, result: dict[str, Any]) -> None:
-        self._done(self.store.save_result(cfg, self.plan.context, result), trained=True)
+        self.done(self.store.save_result(cfg, self.plan.context, result), trained=True)
 
-    def _done(self, record: dict[str, Any], trained: bool) -> None:
+    def done(self, record: dict[str, Any], trained: bool) -> None:
+        """Report a finished run (trained now, or found in the store) to the progress display."""
         self.emit(("done", self.worker, record["key"], trained, record["result"]["status"]))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,24 @@ def write_grid(directory: Path, name: str = "tiny.toml", model: str = "gpt", ext
 @pytest.fixture
 def tiny_grid(tmp_path: Path) -> Path:
     return write_grid(tmp_path)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`user_module(name, source)` writes a user-model module importable from tmp_path; each test
+    imports it afresh, and it is forgotten after the test."""
+    names = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -187,8 +185,8 @@ def test_cli_coord_check_passes_for_mup_and_fails_for_sp(tmp_path, capsys):
     assert "grow with width" in capsys.readouterr().out
 
 
-def test_cli_coord_check_user_factory_with_plain_readout(tmp_path, monkeypatch, capsys):
-    (tmp_path / "brokenmodel.py").write_text(textwrap.dedent("""
+def test_cli_coord_check_user_factory_with_plain_readout(tmp_path, monkeypatch, user_module, capsys):
+    user_module("brokenmodel", """
         import torch
         from torch import nn
 
@@ -203,13 +201,9 @@ def test_cli_coord_check_user_factory_with_plain_readout(tmp_path, monkeypatch, 
 
         def build(width):
             return Net(width)
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    """)
     monkeypatch.chdir(tmp_path)
-    try:
-        code = main(["coord-check", "--model", "brokenmodel:build", *COMMON, "--plot", str(tmp_path / "b.png")])
-    finally:
-        sys.modules.pop("brokenmodel", None)
+    code = main(["coord-check", "--model", "brokenmodel:build", *COMMON, "--plot", str(tmp_path / "b.png")])
     out = capsys.readouterr().out
     assert code == 1 and "[plain-readout]" in out and "out (Linear)" in out
 

@@ -7,8 +7,6 @@ divergence step, and every checkpoint. Speed is measured by benchmarks/fused_spe
 from __future__ import annotations
 
 import dataclasses
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -181,10 +179,8 @@ UNBATCHABLE = """
 """
 
 
-def test_unbatchable_user_model_falls_back_to_solo_runs(tmp_path, monkeypatch, capsys):
-    (tmp_path / "checked_model.py").write_text(textwrap.dedent(UNBATCHABLE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("checked_model", None)
+def test_unbatchable_user_model_falls_back_to_solo_runs(tmp_path, user_module, capsys):
+    user_module("checked_model", UNBATCHABLE)
     grid = load_grid(write_grid(tmp_path, model="checked_model:build"))
     store = Store(tmp_path / "store")
     summary = run_grid(grid, store, fuse=8, show_progress=False)
@@ -320,10 +316,8 @@ FROZEN = """
 """
 
 
-def test_user_model_with_frozen_parameters(base, step_losses, tmp_path, monkeypatch):
-    (tmp_path / "frozen_model.py").write_text(textwrap.dedent(FROZEN))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("frozen_model", None)
+def test_user_model_with_frozen_parameters(base, step_losses, user_module):
+    user_module("frozen_model", FROZEN)
     cfg = dataclasses.replace(base, model="frozen_model:build")
     _compare([dataclasses.replace(cfg, lr_log2=lr) for lr in (-8, -5)], load_data("synthetic"), step_losses)
 
@@ -347,11 +341,9 @@ UNUSED = """
 """
 
 
-def test_a_parameter_without_gradient_is_left_to_solo_runs(base, tmp_path, monkeypatch):
+def test_a_parameter_without_gradient_is_left_to_solo_runs(base, user_module):
     # torch's optimizers skip such a parameter (no decay, no step count); the flat update cannot.
-    (tmp_path / "spare_model.py").write_text(textwrap.dedent(UNUSED))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("spare_model", None)
+    user_module("spare_model", UNUSED)
     cfg = dataclasses.replace(base, model="spare_model:build")
     with pytest.raises(FusedUnsupported, match="'spare.weight' received no gradient"):
         train_fused([cfg, dataclasses.replace(cfg, lr_log2=-5)], load_data("synthetic"))

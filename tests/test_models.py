@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -90,9 +88,9 @@ def test_zero_init_options(tmp_path):
 
 
 @pytest.fixture
-def user_models(tmp_path, monkeypatch):
+def user_models(user_module):
     """A module with three factories: plain, base shapes preset, and half-set (an error)."""
-    (tmp_path / "usermodels.py").write_text(textwrap.dedent("""
+    user_module("usermodels", """
         import torch
         from torch import nn
         from mup import MuReadout, set_base_shapes
@@ -116,10 +114,7 @@ def user_models(tmp_path, monkeypatch):
             net = Net(width)
             net.emb.weight.infshape = None
             return net
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    sys.modules.pop("usermodels", None)
+    """)
 
 
 def test_user_factory_gets_base_shapes(tmp_path, user_models):
