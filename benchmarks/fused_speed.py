@@ -177,8 +177,10 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         wall = time.perf_counter() - start
         print(summary.line(), flush=True)
         plan = plan_grid(grid, str(device))
-        tokens = sum(c.tokens for c in plan.configs)
-        flops = sum(c.tokens * flops_per_token(c, plan.data.vocab_size) for c in plan.configs)
+        # Tokens actually trained: a diverged run stops early, and its budget must not count as work.
+        trained = {c: store.load(plan.key(c))["result"]["steps_trained"] * c.tokens_per_step for c in plan.configs}
+        tokens = sum(trained.values())
+        flops = sum(n * flops_per_token(c, plan.data.vocab_size) for c, n in trained.items())
         command = " ".join(["python benchmarks/fused_speed.py", *args.argv])
         reports = Path(args.reports)
         reports.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import write_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_speed.py"
@@ -34,13 +36,13 @@ def test_benchmark_writes_rows_and_the_reference_report(tmp_path):
         assert row["tokens_per_s"] > 0 and 0 < row["mfu"] and row["device"].startswith("cpu")
     grid_row = rows[-1]
     assert grid_row["runs"] == 8 and grid_row["wall_time_s"] > 0
+    # Throughput over the tokens the grid's 8 runs trained (none diverge here: their whole budgets).
+    assert grid_row["tokens_per_s"] == pytest.approx(8 * 2048 / grid_row["wall_time_s"])
     report = (tmp_path / "reports" / "tiny.md").read_text()
     assert "python benchmarks/fused_speed.py --device cpu" in report and "fused x2: 8 runs" in report
 
 
 def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
-    import pytest
-
     from mupcheck.errors import MupcheckError
 
     grid = write_grid(tmp_path)
