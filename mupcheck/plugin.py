@@ -122,10 +122,17 @@ class GridFile(pytest.File):
     """A grid file: one `TransferItem` per comparison the grid asks for."""
 
     def collect(self):
-        from mupcheck.transfer import is_expected_break, plan_comparisons, rule_comparisons
-
         grid = load_grid(self.path)
         self.grid = grid
+        reason = _missing_gpu(grid, self.config.getoption("mupcheck_device"))
+        for item in self._items(grid):
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+            yield item
+
+    def _items(self, grid: Grid):
+        from mupcheck.transfer import is_expected_break, plan_comparisons, rule_comparisons
+
         if "mup" in grid.parametrization:
             yield LintItem.from_parent(self, name="lint[mup]")
         if grid.coord_check is not None:
@@ -168,7 +175,7 @@ class _GridItem(pytest.Item):
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
-        return self.path, None, self.name
+        return self.path, 0, self.name  # a line number (0: the file) lets pytest report skips
 
 
 class LintItem(_GridItem):
@@ -256,6 +263,16 @@ def _optima(state: _State, grid: Grid, path: Path) -> Any:
     return state.optima[path]
 
 
+def _missing_gpu(grid: Grid, device_option: str | None) -> str | None:
+    """Why a grid that asks for CUDA is skipped on a machine without it (None: it can run here)."""
+    import torch
+
+    device = device_option or grid.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"{Path(grid.path).name} trains on {device!r}, and torch sees no CUDA device here"
+    return None
+
+
 def _is_xdist_controller(config: pytest.Config) -> bool:
     return config.pluginmanager.hasplugin("dsession")
 
@@ -282,6 +299,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     capture = config.pluginmanager.getplugin("capturemanager")
     for grid_file in grids.values():
         grid = grid_file.grid
+        if _missing_gpu(grid, state.device):
+            continue  # its items are skipped, with the reason
         try:
             with capture.global_and_fixture_disabled():
                 if not in_worker:

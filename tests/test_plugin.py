@@ -138,3 +138,17 @@ def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
     assert parallel.stdout.str().count("mupcheck report: ") == 1
     assert [p.name for p in (pytester.path / "r2").glob("*.md")] == ["tiny.md"]
     assert "8 trained, 0 reused" in (pytester.path / "r2" / "tiny.md").read_text()
+
+
+def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # in-process run: same on any machine
+    path = _grid(pytester)
+    path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    result = pytester.runpytest_inprocess("grids/tiny.toml", "-rs", "--mupcheck-store", "store",
+                                          "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=4)
+    assert "tiny.toml trains on 'cuda', and torch sees no CUDA device here" in result.stdout.str()
+    runs = pytester.path / "store" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing trained
