@@ -199,5 +199,5 @@ class RunLog:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.getdevice_name(device)}"
+        return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {torch.get_num_threads()} thread(s)"
