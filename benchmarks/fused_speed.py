@@ -188,7 +188,7 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
             "command": f"`{command}` (a fresh store: every run trained)",
             "wall time": f"{wall / 60:.1f} min for {summary.total} runs ({summary.trained} trained, "
                          f"{summary.diverged} diverged), training and evaluation",
-            "report written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "report written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         })
         print(f"wrote {path}", flush=True)
     fuse = fuse_size(grid, device, args.fuse)
@@ -204,14 +204,15 @@ def _row(mode: str, width: int | None, models: int, tokens_per_s: float, mfu: fl
             "device": device_name(device), "matmul_peak_flops": peak, "torch": torch.__version__,
             "mup": version("mup"), "python": platform.python_version(),
             "mupcheck_commit": git_commit(Path(__file__)) or None,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **extra}
 
 
 def _format_row(row: dict[str, Any]) -> str:
     what = f"width {row['width']:>5}" if row["width"] else f"grid {row['grid']}"
     mode = row["mode"] + (" compiled" if row.get("compiled") else "")
     return (f"{mode:>14}  {what}  models {row['models']:>3}  {row['tokens_per_s'] / 1e6:8.3f} M tokens/s  "
-            f"MFU {100 * row['mfu']:5.1f}%" + (f"  wall {row['wall_time_s'] / 60:.1f} min" if "wall_time_s" in row else ""))
+            f"MFU {100 * row['mfu']:5.1f}%"
+            + (f"  wall {row['wall_time_s'] / 60:.1f} min" if "wall_time_s" in row else ""))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> Path:
     print_table(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
     path = out / f"{stamp}-{slug}.json"
     path.write_text(json.dumps(rows, indent=2) + "\n")

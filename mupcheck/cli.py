@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
     coord.add_argument("--model", required=True, help="gpt, mlp, or package.module:build (importable from here)")
-    coord.add_argument("--widths", default="64,128,256,512", help="comma-separated, spanning >= 8x (default %(default)s)")
+    coord.add_argument("--widths", default="64,128,256,512",
+                       help="comma-separated, spanning >= 8x (default %(default)s)")
     coord.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
     coord.add_argument("--steps", type=int, default=4, help="training steps on one fixed batch (default %(default)s)")
     coord.add_argument("--seeds", type=int, default=1, help="seeds averaged per width (default %(default)s)")
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--seq-len", type=int, default=64)
     coord.add_argument("--data", default="python", help="data source, as a grid's `data` (default %(default)s)")
     coord.add_argument("--plot", default=None, metavar="PNG",
-                       help="where to write the log-log plot (default reports/coord_check/<model>-<parametrization>.png)")
+                       help="where to write the log-log plot "
+                            "(default reports/coord_check/<model>-<parametrization>.png)")
     coord.set_defaults(func=_cmd_coord_check)
 
     pred = sub.add_parser("predict", help="predict the optimal learning rate at a width and token budget")
@@ -114,7 +116,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     extra = {
         "command": f"`mupcheck report {args.grid}`",
-        "report written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "report written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     path = write_report(plan, Store.open(args.store), out, extra)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
@@ -168,7 +170,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise MupcheckError("--width and --tokens must be positive")
     grid = load_grid(args.grid)
     if args.parametrization not in grid.parametrization:
-        raise MupcheckError(f"{args.grid} has no {args.parametrization} runs (parametrization = {grid.parametrization})")
+        raise MupcheckError(f"{args.grid} has no {args.parametrization} runs "
+                            f"(parametrization = {grid.parametrization})")
     if len(grid.tokens) < 2:
         raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
     df = collect(plan_grid(grid, args.device), Store.open(args.store))

@@ -135,7 +135,11 @@ class CellOptimum:
 
 def find_optima(df: pd.DataFrame) -> dict[tuple[str, int, int], CellOptimum]:
     """The optimum of every (parametrization, width, tokens) cell of a collected frame."""
-    return {cell: cell_optimum(cell, group) for cell, group in df.groupby(list(CELL), sort=True)}
+    out = {}
+    for (par, width, tokens), group in df.groupby(list(CELL), sort=True):
+        cell = (str(par), int(width), int(tokens))  # type: ignore[call-overload]  # pandas types keys as Hashable
+        out[cell] = cell_optimum(cell, group)
+    return out
 
 
 def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,8 +182,7 @@ def _bootstrap(lrs: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     n = matrix.shape[1]
     draws = [_refine(lrs, matrix[:, rng.integers(0, n, n)].mean(axis=1))[0] for _ in range(_BOOTSTRAP)]
-    draws = np.asarray([d for d in draws if math.isfinite(d)])
-    lo, hi = np.percentile(draws, [2.5, 97.5])
+    lo, hi = np.percentile([d for d in draws if math.isfinite(d)], [2.5, 97.5])
     return float(lo), float(hi)
 
 

@@ -15,8 +15,9 @@ or None; here those outputs are handled (the first tensor of a tuple; None is sk
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mupcheck.grid import CoordCheckConfig, Grid, RunConfig, coord_widths, run_configs
+from mupcheck.grid import CoordCheckConfig, Grid, Parametrization, RunConfig, coord_widths, run_configs
 from mupcheck.lint import LintFinding, lint
 
 __all__ = ["coord_data", "fit_slopes", "slope_table", "assert_coords_stable", "CoordCheckError", "plot_coords",
@@ -79,7 +80,7 @@ class _Recorder:
 def _probe_attention(model: nn.Module) -> None:
     for module in model.modules():
         if hasattr(module, "probe_scores"):
-            module.probe_scores = True  # built-in GPT: expose attention logits to the hooks
+            setattr(module, "probe_scores", True)  # noqa: B010  # built-in GPT: expose attention logits to the hooks
 
 
 def coord_data(build: Callable[[int, int], nn.Module], make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
@@ -126,6 +127,7 @@ def fit_slopes(df: pd.DataFrame) -> pd.DataFrame:
         out=("out", "mean"), delta=("delta", "mean"), numel=("numel", "first")).reset_index()
     rows = []
     for (module, mtype, step), g in mean.groupby(["module", "type", "step"], sort=False):
+        step = int(step)  # type: ignore[call-overload]  # pandas types group keys as Hashable
         g = g.sort_values("width")
         # An output whose size does not change with width contracts a width dimension into a finite
         # one: a readout's logits, or attention logits when the number of heads is fixed.
@@ -135,7 +137,7 @@ def fit_slopes(df: pd.DataFrame) -> pd.DataFrame:
             widths = g["width"].to_numpy(float)
             ok = np.isfinite(sizes) & (sizes > 0)
             slope = float(np.polyfit(np.log2(widths[ok]), np.log2(sizes[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
-            rows.append({"module": module, "type": mtype, "step": int(step), "quantity": quantity, "slope": slope,
+            rows.append({"module": module, "type": mtype, "step": step, "quantity": quantity, "slope": slope,
                          "output_like": output_like, "sizes": tuple(float(s) for s in sizes),
                          "widths": tuple(int(w) for w in widths)})
     return pd.DataFrame(rows)
@@ -220,7 +222,7 @@ def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:
     mean = last.groupby(["module", "width"])[["out", "delta"]].mean().reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, quantity in zip(axes, ("out", "delta")):
-        for module, g in mean.groupby("module"):
+        for _module, g in mean.groupby("module"):
             ax.plot(g["width"], g[quantity], "o-", ms=3, lw=1, alpha=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
@@ -254,14 +256,14 @@ class CoordResult:
         return "\n".join(parts) if parts else f"coordinate check passed over widths {self.widths}"
 
 
-def coord_template(grid: Grid, parametrization: str) -> RunConfig:
+def coord_template(grid: Grid, parametrization: Parametrization) -> RunConfig:
     """The run config the check uses: the grid's first run, at the check's learning rate."""
     cc = grid.coord_check or CoordCheckConfig()
     cfg = run_configs(grid)[0]
     return replace(cfg, parametrization=parametrization, lr_log2=cc.lr_log2)
 
 
-def check_model(grid: Grid, parametrization: str, data: Any) -> CoordResult:
+def check_model(grid: Grid, parametrization: Parametrization, data: Any) -> CoordResult:
     """Lint and coordinate-check the grid's model at one parametrization."""
     from mupcheck.data import train_batch
     from mupcheck.models import build_model

@@ -100,7 +100,8 @@ def _is_val_file(name: str) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _python_corpus(stdlib_only: bool) -> TokenData:
-    train_parts, val_parts = [], []
+    train_parts: list[bytes] = []
+    val_parts: list[bytes] = []
     for name, path in _python_files(stdlib_only):
         try:
             blob = path.read_bytes()

@@ -32,10 +32,10 @@ recorded, and the sweep trains its runs one at a time instead.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,8 +47,18 @@ from mupcheck.data import TokenData, eval_batches, train_batch
 from mupcheck.errors import ModelError
 from mupcheck.grid import RunConfig, format_tokens
 from mupcheck.models import build_model
-from mupcheck.train import (ADAM_BETAS, EVAL_BATCH, SGD_MOMENTUM, Progress, RunLog, autocast, build_optimizer,
-                            device_name, resolve_device, set_step_lr)
+from mupcheck.train import (
+    ADAM_BETAS,
+    EVAL_BATCH,
+    SGD_MOMENTUM,
+    Progress,
+    RunLog,
+    autocast,
+    build_optimizer,
+    device_name,
+    resolve_device,
+    set_step_lr,
+)
 
 __all__ = ["train_fused", "fusion_groups", "fuse_key", "FusedUnsupported", "FusedOutOfMemory", "group_label"]
 
@@ -223,20 +233,22 @@ class _FusedRun:
             # torch's optimizers skip such a parameter, step counter and all; flat storage cannot.
             raise FusedUnsupported(f"parameter {unused[0]!r} received no gradient")
         with torch.no_grad():
-            grads = self.flat.flat_grads(grads)
+            flat = self.flat.flat_grads(grads)
             if len(keep) < self.n:
                 index = torch.tensor(keep, dtype=torch.long, device=self.device)
-                grads = [g.index_select(0, index) for g in grads]
+                flat = [g.index_select(0, index) for g in flat]
                 self._keep(keep)
-            self._update(step, grads)
+            self._update(step, flat)
 
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
         if self.cfg.optimizer == "adamw":
-            self.adamw(self.flat.storage, grads, *self.state, lr_t, wd_t, self.bias_correction[step])
+            exp_avgs, exp_avg_sqs = self.state
+            self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step])
         else:
-            self.sgd(self.flat.storage, grads, *self.state, lr_t, wd_t)
+            (momentum,) = self.state
+            self.sgd(self.flat.storage, grads, momentum, lr_t, wd_t)
 
     def _keep(self, keep: list[int]) -> None:
         """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
@@ -342,9 +354,10 @@ def _functional_template(model: nn.Module) -> nn.Module:
     plain batched tensor without `infshape`, so the multiplier is read now and fixed on the module.
     """
     for module in model.modules():
-        if callable(getattr(module, "width_mult", None)) and hasattr(getattr(module, "weight", None), "infshape"):
-            multiplier = module.width_mult()
-            module.width_mult = lambda multiplier=multiplier: multiplier
+        width_mult = getattr(module, "width_mult", None)
+        if callable(width_mult) and hasattr(getattr(module, "weight", None), "infshape"):
+            multiplier = width_mult()
+            setattr(module, "width_mult", lambda multiplier=multiplier: multiplier)  # noqa: B010
     return model
 
 
@@ -354,25 +367,24 @@ def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: i
     optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through its own schedule
     (rows past a member's last step stay zero); and the group of each parameter (by name), the same
     for every member."""
-    group_of: dict[str, int] | None = None
-    lr = wd = None
-    for m, (model, cfg) in enumerate(zip(models, configs)):
+    groupings: list[dict[str, int]] = []
+    lr_rows, wd_rows = [], []
+    for model, cfg in zip(models, configs):
         optimizer = build_optimizer(model, cfg)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         index = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
-        member_groups = {name: index[id(p)] for name, p in model.named_parameters()}
-        if group_of is None:
-            group_of = member_groups
-            lr = np.zeros((steps, len(configs), len(base_lrs)))
-            wd = np.zeros_like(lr)
-        elif member_groups != group_of:  # cannot happen for runs that differ only in lr, seed, tokens
+        groupings.append({name: index[id(p)] for name, p in model.named_parameters()})
+        if groupings[-1] != groupings[0]:  # cannot happen for runs that differ only in lr, seed, tokens
             raise FusedUnsupported("members' optimizers group the parameters differently")
+        lr, wd = np.zeros((steps, len(base_lrs))), np.zeros((steps, len(base_lrs)))
         for step in range(cfg.steps):
             set_step_lr(optimizer, base_lrs, cfg, step)
-            lr[step, m] = [group["lr"] for group in optimizer.param_groups]
-            wd[step, m] = [group["weight_decay"] for group in optimizer.param_groups]
-    return (torch.as_tensor(lr, dtype=dtype, device=device), torch.as_tensor(wd, dtype=dtype, device=device),
-            group_of)
+            lr[step] = [group["lr"] for group in optimizer.param_groups]
+            wd[step] = [group["weight_decay"] for group in optimizer.param_groups]
+        lr_rows.append(lr)
+        wd_rows.append(wd)
+    return (torch.as_tensor(np.stack(lr_rows, 1), dtype=dtype, device=device),
+            torch.as_tensor(np.stack(wd_rows, 1), dtype=dtype, device=device), groupings[0])
 
 
 class _FlatParams:
@@ -407,7 +419,7 @@ class _FlatParams:
     def trainable(self) -> list[torch.Tensor]:
         return [self.params[n] for n in self.trainable_names]
 
-    def select(self, index: torch.Tensor) -> "_FlatParams":
+    def select(self, index: torch.Tensor) -> _FlatParams:
         """The same parameters for the members (rows) in `index` only."""
         rows = {n: t.index_select(0, index) for n, t in self.params.items()}
         for n in self.trainable_names:

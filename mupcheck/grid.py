@@ -76,7 +76,7 @@ class CoordCheckConfig:
     steps: int = 4
     seeds: int = 1
     lr_log2: float = -6.0
-    parametrization: tuple[str, ...] = ("mup",)
+    parametrization: tuple[Parametrization, ...] = ("mup",)
     max_growth: float = 0.2  # largest slope of log2(size) per doubling of width after step 0
     # Largest fall of log2(update size) per doubling. Looser than max_growth on purpose: at small
     # widths the init-driven part of readout and attention-logit updates shrinks as width^-1/2 under
@@ -421,6 +421,8 @@ class _Validator:
 
     def model(self) -> str:
         val = self.string("model")
+        if val is None:
+            raise self.fail("model", "required key is missing")
         if val in BUILTIN_MODELS:
             return val
         if not _FACTORY_RE.match(val):
@@ -428,7 +430,7 @@ class _Validator:
                                      "nor a factory written 'package.module:function'")
         return val
 
-    def _subtable(self, name: str, allowed: set[str]) -> "_Validator | None":
+    def _subtable(self, name: str, allowed: set[str]) -> _Validator | None:
         val = self._get(name)
         if val is None:
             return None
@@ -443,7 +445,7 @@ class _Validator:
         sub = self._subtable("transfer", _TRANSFER_KEYS)
         if sub is None:
             return None
-        kw = {
+        kw: dict[str, Any] = {
             "tolerance_log2": sub.number("tolerance_log2", minimum=0.0),
             "max_regret": sub.number("max_regret", minimum=0.0),
             "expect_break": sub.choice_list("expect_break", EXPECT_BREAK_CHOICES),
@@ -459,7 +461,7 @@ class _Validator:
         sub = self._subtable("coord_check", _COORD_KEYS)
         if sub is None:
             return None
-        kw = {
+        kw: dict[str, Any] = {
             "widths": sub.int_list("widths", minimum=1),
             "steps": sub.integer("steps", minimum=1),
             "seeds": sub.integer("seeds", minimum=1),
@@ -490,10 +492,10 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
             if w % divisor:
                 raise GridError(p, key, f"width {w} is not divisible by {key}={divisor}; "
                                         "every width and base_width must be a multiple of it")
-    for t in g.tokens:
-        steps = t // (g.batch_size * g.seq_len)
+    for budget in g.tokens:
+        steps = budget // (g.batch_size * g.seq_len)
         if steps < 10:
-            raise GridError(p, "tokens", f"budget {t} gives {steps} steps of batch_size*seq_len="
+            raise GridError(p, "tokens", f"budget {budget} gives {steps} steps of batch_size*seq_len="
                                          f"{g.batch_size * g.seq_len} tokens; at least 10 steps are needed")
     if g.warmup_tokens and "warmup" in raw:
         raise GridError(p, "warmup_tokens", "set either `warmup` (a fraction of the run) or `warmup_tokens`, not both")
@@ -515,7 +517,8 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
         raise GridError(p, "mlp_context", f"must be <= seq_len ({g.seq_len}), got {g.mlp_context}")
     t = g.transfer
     if t.reference_width is not None and t.reference_width not in g.widths:
-        raise GridError(p, "transfer.reference_width", f"{t.reference_width} is not one of the grid's widths {g.widths}")
+        raise GridError(p, "transfer.reference_width",
+                        f"{t.reference_width} is not one of the grid's widths {g.widths}")
     if t.lr_rule == "power" and t.lr_rule_beta is None:
         fit = t.lr_rule_fit_tokens or g.tokens[:2]
         missing = [x for x in fit if x not in g.tokens]
@@ -557,7 +560,7 @@ def _check_factory_importable(g: Grid) -> None:
 
 def run_configs(grid: Grid) -> list[RunConfig]:
     """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
-    common = dict(
+    common: dict[str, Any] = dict(
         model=grid.model, base_width=grid.base_width, depth=grid.depth, head_dim=grid.head_dim,
         n_heads=grid.n_heads,
         batch_size=grid.batch_size, seq_len=grid.seq_len, optimizer=grid.optimizer,

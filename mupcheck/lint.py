@@ -60,7 +60,7 @@ def lint_model(model: nn.Module) -> list[LintFinding]:
     readouts = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and not isinstance(module, MuReadout):
-            fan_out, fan_in = module.weight.infshape
+            fan_out, fan_in = module.weight.infshape  # type: ignore[attr-defined]  # set by mup
             if fan_in.isinf() and not fan_out.isinf():
                 readouts.append(name)
     if readouts:
@@ -77,7 +77,7 @@ def _unit_multipliers(models: Mapping[int, nn.Module]) -> list[LintFinding]:
     shaped = [m for m in models.values() if all(hasattr(p, "infshape") for p in m.parameters())]
     if len(widths) < 2 or len(shaped) < len(widths):
         return []
-    if all(p.infshape.width_mult() == 1 for m in shaped for p in m.parameters()):
+    if all(p.infshape.width_mult() == 1 for m in shaped for p in m.parameters()):  # type: ignore[attr-defined]
         return [LintFinding(
             "unit-multipliers",
             f"every width multiplier is 1 at every width ({', '.join(map(str, widths))}): the base shapes "

@@ -27,7 +27,9 @@ import hashlib
 import importlib
 import inspect
 import math
-from typing import Callable
+import sys
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +106,7 @@ class GPT(nn.Module):
             nn.init.zeros_(self.readout.weight)
         if query_zero_init:
             for block in self.blocks:
-                nn.init.zeros_(block.attn.qkv.weight[:width])  # the query rows of the fused qkv matrix
+                nn.init.zeros_(cast(Block, block).attn.qkv.weight[:width])  # the query rows of the fused qkv matrix
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
@@ -254,7 +256,7 @@ def _call_factory(factory: Factory, width: int, name: str) -> nn.Module:
 def model_source_hash(model: str) -> str:
     """Hash of the source that defines a model: part of every run's store key."""
     if model in BUILTIN_MODELS:
-        source = inspect.getsource(inspect.getmodule(GPT))
+        source = inspect.getsource(sys.modules[GPT.__module__])
     else:
         module = importlib.import_module(model.partition(":")[0])
         try:

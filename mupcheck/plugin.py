@@ -9,8 +9,9 @@ named on the command line) are collected as `GridFile`s. Items, with ids that re
 `lint[mup]` (muP lint of the model at every width), `coord[mup]` (coordinate check, when the grid
 has a `[coord_check]` table), one transfer item per comparison, e.g.
 `grids/cpu_width.toml::width[mup tokens=512K 32->256]`, power-rule items `rule_tokens[...]`, and
-`wider[mup tokens=512K]`. Missing runs are trained before the items run, in every process that runs items (the store's locks spread the runs over xdist workers and
-keep any run from being trained twice). Comparisons listed in the grid's `expect_break` are strict
+`wider[mup tokens=512K]`. Missing runs are trained before the items run, in every process that
+runs items (the store's locks spread the runs over xdist workers and keep any run from being
+trained twice). Comparisons listed in the grid's `expect_break` are strict
 xfails. At the end (on the xdist controller only) `reports/<grid>.md` is written from the store.
 """
 
@@ -25,12 +26,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from mupcheck.errors import MupcheckError
-from mupcheck.grid import Grid, format_tokens, load_grid
+from mupcheck.grid import Grid, Parametrization, format_tokens, load_grid
 from mupcheck.store import STORE_ENV, Store
 
 _STATE = pytest.StashKey["_State"]()
@@ -152,10 +153,10 @@ class GridFile(pytest.File):
             for tokens in grid.tokens:
                 yield WiderItem.from_parent(self, name=f"wider[mup tokens={format_tokens(tokens)}]", tokens=tokens)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo):  # type: ignore[override]  # pytest's own signature is untyped
         if isinstance(excinfo.value, MupcheckError):
             return str(excinfo.value)  # a user mistake: the message, not a traceback
-        return super().repr_failure(excinfo, style)
+        return super().repr_failure(excinfo)
 
 
 class _GridItem(pytest.Item):
@@ -163,10 +164,10 @@ class _GridItem(pytest.Item):
 
     @property
     def grid(self) -> Grid:
-        return self.parent.grid
+        return cast(GridFile, self.parent).grid
 
     @property
-    def state(self) -> "_State":
+    def state(self) -> _State:
         return self.config.stash[_STATE]
 
     def repr_failure(self, excinfo, style=None):
@@ -192,7 +193,7 @@ class LintItem(_GridItem):
 class CoordItem(_GridItem):
     """Coordinate check of the grid's model at one parametrization (the `[coord_check]` table)."""
 
-    def __init__(self, *, parametrization: str, **kw: Any):
+    def __init__(self, *, parametrization: Parametrization, **kw: Any):
         super().__init__(**kw)
         self.parametrization = parametrization
 
@@ -291,11 +292,12 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return None
     from mupcheck.sweep import run_grid
 
-    grids = {id(item.parent): item.parent for item in session.items
+    grids = {id(item.parent): cast(GridFile, item.parent) for item in session.items
              if isinstance(item, (TransferItem, WiderItem))}
-    in_worker = hasattr(config, "workerinput")
+    workerinput = getattr(config, "workerinput", None)  # set by pytest-xdist in its workers
+    in_worker = workerinput is not None
     # Each xdist worker trains on its own GPU when there are several (see sweep.pin_device).
-    worker = int(config.workerinput["workerid"].lstrip("gw")) if in_worker else None
+    worker = int(workerinput["workerid"].lstrip("gw")) if workerinput is not None else None
     capture = config.pluginmanager.getplugin("capturemanager")
     for grid_file in grids.values():
         grid = grid_file.grid
@@ -332,7 +334,7 @@ def _grid_files(config: pytest.Config) -> list[Path]:
 class _StoreProgress(threading.Thread):
     """On the xdist controller: every `interval` seconds, runs in the store per grid, with an ETA."""
 
-    def __init__(self, config: pytest.Config, state: "_State", interval: float = 30.0):
+    def __init__(self, config: pytest.Config, state: _State, interval: float = 30.0):
         super().__init__(daemon=True, name="mupcheck-progress")
         self.config, self.state, self.interval = config, state, interval
         self.stopped = threading.Event()
@@ -382,13 +384,13 @@ class _SessionHooks:
         from mupcheck.report import write_report
 
         elapsed = time.time() - state.started
-        started_iso = _dt.datetime.fromtimestamp(state.started, _dt.timezone.utc).isoformat(timespec="seconds")
+        started_iso = _dt.datetime.fromtimestamp(state.started, _dt.UTC).isoformat(timespec="seconds")
         for file_part, path in state.grid_paths.items():
             try:
                 plan = state.plan(load_grid(path))
                 extra = {
                     "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
-                    "report written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "report written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
                     "runs this session": _trained_since(plan, state.store, started_iso),
                 }

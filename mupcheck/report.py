@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,7 @@ import pandas as pd  # noqa: E402
 from mupcheck.collect import CellOptimum, collect, find_optima  # noqa: E402
 from mupcheck.grid import Grid, format_tokens  # noqa: E402
 from mupcheck.store import git_commit  # noqa: E402
-from mupcheck.transfer import (Verdict, is_expected_break, judge, plan_comparisons,  # noqa: E402
-                               reference_value)
+from mupcheck.transfer import Verdict, is_expected_break, judge, plan_comparisons, reference_value  # noqa: E402
 
 __all__ = ["write_report", "render_report", "verdict_outcome", "plot_loss_curves", "plot_optima"]
 
@@ -141,7 +141,7 @@ def _optimum_cell(opt: CellOptimum) -> str:
 
 def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[Verdict],
                   provenance: dict[str, str], plots: list[str],
-                  checks: list[tuple[str, str, str]] = (), drift: list[str] = ()) -> str:
+                  checks: Sequence[tuple[str, str, str]] = (), drift: Sequence[str] = ()) -> str:
     """The report's markdown text (plots are given as paths relative to the report).
 
     `checks` are rows (check, outcome, detail) of the muP implementation checks: lint, coordinate
@@ -301,9 +301,9 @@ def drift_section(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
     comps = rule_comparisons(grid)
     if comps:
         rule_rows = []
-        for par in sorted({c.parametrization for c in comps}):
-            beta, source = rule_beta(df[df["parametrization"] == par], grid, par)
-            for c in (c for c in comps if c.parametrization == par):
+        for rule_par in sorted({c.parametrization for c in comps}):
+            beta, source = rule_beta(df[df["parametrization"] == rule_par], grid, rule_par)
+            for c in (c for c in comps if c.parametrization == rule_par):
                 v = judge(c, optima, grid.transfer, beta=beta)
                 shift = f"{v.shift:+.2f}" if math.isfinite(v.shift) else "n/a"
                 regret = f"{100 * v.regret:.2f}%" if math.isfinite(v.regret) else "inf"

@@ -26,10 +26,11 @@ import platform
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import mup
 import torch
@@ -79,7 +80,7 @@ class RunContext:
     mupcheck_version: str
 
     @classmethod
-    def for_grid(cls, grid: Grid, data_fingerprint: str, device: torch.device) -> "RunContext":
+    def for_grid(cls, grid: Grid, data_fingerprint: str, device: torch.device) -> RunContext:
         return cls(data_fingerprint, model_source_hash(grid.model), _engine_source_hash(),
                    device.type, mupcheck.__version__)
 
@@ -105,7 +106,7 @@ class Store:
             raise StoreError(f"cannot create the result store at {self.root}: {e}") from None
 
     @classmethod
-    def open(cls, explicit: str | os.PathLike | None = None) -> "Store":
+    def open(cls, explicit: str | os.PathLike | None = None) -> Store:
         return cls(default_store_root(explicit))
 
     def path(self, key: str) -> Path:
@@ -121,17 +122,19 @@ class Store:
         except FileNotFoundError:
             return None
         except OSError as e:
-            return self._quarantine(path, f"unreadable: {e}")
+            self._quarantine(path, f"unreadable: {e}")
+            return None
         try:
             record = json.loads(blob.decode("utf-8"))
             problem = _validate_record(record, key)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             problem = f"not valid JSON: {e}"
         if problem:
-            return self._quarantine(path, problem)
+            self._quarantine(path, problem)
+            return None
         return record
 
-    def _quarantine(self, path: Path, problem: str) -> None:
+    def _quarantine(self, path: Path, problem: str) -> None:  # returns None: the caller's "no record"
         aside = path.with_name(path.name + ".corrupt")
         try:
             os.replace(path, aside)
@@ -211,7 +214,7 @@ def make_record(key: str, ctx: RunContext, cfg: RunConfig, result: dict[str, Any
         "key_material": ctx.key_material(cfg),
         "result": result,
         "provenance": {
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "host": platform.node(),
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -24,9 +24,10 @@ import os
 import queue
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -106,7 +107,7 @@ class Engine:
 
     @classmethod
     def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None,
-                 compile: bool | None = None) -> "Engine":
+                 compile: bool | None = None) -> Engine:
         """The grid's settings, overridden by the command line's where given."""
         return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile)
 
@@ -217,6 +218,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
         deferred += trainer.train_group(group)
     for cfg in deferred:
         record, trained = store.get_or_train(cfg, plan.context, trainer.solo(cfg), block=True)
+        assert record is not None  # block=True waits for the lock instead of giving up
         trainer.done(record, trained)
 
 
@@ -329,7 +331,8 @@ def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, worker
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid()), daemon=True)
+    procs = [ctx.Process(target=_worker_main, daemon=True,
+                         args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid()))
              for i in range(workers)]
     for p in procs:
         p.start()

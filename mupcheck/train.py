@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +146,8 @@ class RunLog:
         self.cfg = cfg
         self.losses: list[float] = []
         self.checkpoints: list[dict[str, Any]] = []
-        self.status, self.diverged_step = "ok", None
+        self.status = "ok"
+        self.diverged_step: int | None = None
         self.first: float | None = None
         self.ema = 0.0
         self.train_time = self.eval_time = 0.0

@@ -7,10 +7,10 @@
     assert_transfer(df, axis="tokens", parametrization="mup")   # from a user's own test
 
 Along width, each width is compared with the reference width (`[transfer] reference_width`, else the
-base width if the grid has it, else the smallest) at the same token count; along tokens, each budget with the shortest at the same
-width. A comparison passes when (a) the optimum moved by at most `tolerance_log2` and (b) the regret
--- the relative extra loss of using the reference cell's optimal LR in the other cell, read off the
-other cell's fitted curve -- is at most `max_regret`.
+base width if the grid has it, else the smallest) at the same token count; along tokens, each budget
+with the shortest at the same width. A comparison passes when (a) the optimum moved by at most
+`tolerance_log2` and (b) the regret -- the relative extra loss of using the reference cell's optimal
+LR in the other cell, read off the other cell's fitted curve -- is at most `max_regret`.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",
-                    tolerance_log2: float = 0.5, max_regret: float = 0.01, reference: int | None = None) -> list[Verdict]:
+                    tolerance_log2: float = 0.5, max_regret: float = 0.01,
+                    reference: int | None = None) -> list[Verdict]:
     """Assert that the optimum transfers along `axis` for every cell of a collected frame.
 
     Raises TransferError listing every comparison that breaks; returns all verdicts otherwise.

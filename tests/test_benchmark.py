@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_speed.py"

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import write_grid
 from mup import set_base_shapes
 from torch import nn
 
-from conftest import write_grid
 from mupcheck.cli import main
 from mupcheck.coord import CoordCheckError, assert_coords_stable, coord_data, fit_slopes, slope_table
 from mupcheck.data import load_data, train_batch

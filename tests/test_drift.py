@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import write_grid
+from test_transfer import grid_frame
+
 from mupcheck.cli import main
 from mupcheck.collect import find_optima
 from mupcheck.drift import fit_drift, predict
 from mupcheck.grid import load_grid
 from mupcheck.transfer import Comparison, judge, rule_beta, rule_comparisons
-from test_transfer import grid_frame
 
 TOKENS = (2**17, 2**18, 2**19, 2**20)
 

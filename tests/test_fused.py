@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import write_grid
+
 from mupcheck import fused, sweep
 from mupcheck.data import load_data
 from mupcheck.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, train_fused

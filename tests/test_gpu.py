@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import write_grid
+
 from mupcheck.data import load_data
 from mupcheck.fused import train_fused
 from mupcheck.grid import load_grid, run_configs

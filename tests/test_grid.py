@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_GRID, write_grid
+
 from mupcheck.errors import GridError
 from mupcheck.grid import format_tokens, load_grid, run_configs
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import write_grid
 from mup import MuReadout
 
-from conftest import write_grid
 from mupcheck.errors import ModelError
 from mupcheck.grid import load_grid, run_configs
 from mupcheck.models import GPT, build_model, has_base_shapes
@@ -56,7 +56,7 @@ def test_mup_equals_sp_at_base_width(tmp_path, model, optimizer):
     torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
     opts = [build_optimizer(n, c) for n, c in zip(nets, (mup_cfg, sp_cfg))]
     assert {g["lr"] for o in opts for g in o.param_groups} == {mup_cfg.lr}
-    for net, opt, o in zip(nets, opts, out):
+    for opt, o in zip(opts, out):
         o.square().mean().backward()
         opt.step()
     torch.testing.assert_close(nets[0](idx), nets[1](idx), rtol=1e-6, atol=1e-6)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_GRID
+
 from mupcheck.grid import load_grid
 from mupcheck.store import Store, make_record
 from mupcheck.sweep import plan_grid

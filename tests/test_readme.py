@@ -34,12 +34,13 @@ def test_readme_user_model_example_runs(tmp_path, monkeypatch):
     (pkg / "models.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     from conftest import write_grid
+
     from mupcheck.grid import load_grid, run_configs
 
     try:
         grid = load_grid(write_grid(tmp_path, model="mypkg.models:build"))
-        cfg = run_configs(grid)[-1]  # muP comes first; take an SP run too below
-        for cfg in (run_configs(grid)[0], cfg):
+        configs = run_configs(grid)  # muP comes first; take an SP run too
+        for cfg in (configs[0], configs[-1]):
             model = build_model(cfg, 256)
             assert has_base_shapes(model)
             assert model(torch.zeros(2, 8, dtype=torch.long)).shape == (2, 8, 256)

@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import write_grid
+from test_transfer import grid_frame
+
 from mupcheck.cli import main
 from mupcheck.collect import find_optima
 from mupcheck.grid import load_grid
 from mupcheck.report import drift_section, render_report, verdict_outcome
 from mupcheck.transfer import judge, plan_comparisons
-from test_transfer import grid_frame
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
 

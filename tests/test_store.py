@@ -12,8 +12,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import write_grid
+
 from mupcheck.grid import load_grid, run_configs
 from mupcheck.store import CorruptRecordWarning, RunContext, Store
 from mupcheck.sweep import plan_grid, run_grid

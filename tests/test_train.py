@@ -6,8 +6,8 @@ import dataclasses
 import math
 
 import pytest
-
 from conftest import write_grid
+
 from mupcheck.data import load_data
 from mupcheck.grid import load_grid, run_configs
 from mupcheck.train import train_run

@@ -5,15 +5,20 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import write_grid
-from mupcheck.collect import records_frame
-from mupcheck.grid import TransferSettings, load_grid
-from mupcheck.transfer import (Comparison, TransferError, assert_transfer, is_expected_break, judge,
-                               plan_comparisons, wider_is_better)
-from mupcheck.collect import find_optima
-
 from test_collect import LRS
+
+from mupcheck.collect import find_optima, records_frame
+from mupcheck.grid import TransferSettings, load_grid
+from mupcheck.transfer import (
+    Comparison,
+    TransferError,
+    assert_transfer,
+    is_expected_break,
+    judge,
+    plan_comparisons,
+    wider_is_better,
+)
 
 
 def grid_frame(optimum, widths=(32, 256), tokens=(2**20,), a=0.05, par="mup"):
