@@ -45,12 +45,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from mupcheck.engine.device import device_name, resolve_device  # noqa: E402
+from mupcheck.engine.fused import train_fused  # noqa: E402
+from mupcheck.engine.solo import train_run  # noqa: E402
 from mupcheck.errors import MupcheckError  # noqa: E402
-from mupcheck.fused import train_fused  # noqa: E402
-from mupcheck.grid import Grid, RunConfig, load_grid, run_configs  # noqa: E402
-from mupcheck.store import Store, git_commit  # noqa: E402
-from mupcheck.sweep import fuse_size, plan_grid, run_grid  # noqa: E402
-from mupcheck.train import device_name, resolve_device, train_run  # noqa: E402
+from mupcheck.plan import plan_grid  # noqa: E402
+from mupcheck.provenance import git_commit  # noqa: E402
+from mupcheck.spec import Grid, RunConfig, load_grid, run_configs  # noqa: E402
+from mupcheck.store import Store  # noqa: E402
+from mupcheck.sweep.local import fuse_size, run_grid  # noqa: E402
 
 DEFAULT_GRID = ROOT / "grids" / "gpu_reference.toml"
 
@@ -166,7 +169,7 @@ def _use_compile(args: argparse.Namespace, device: torch.device) -> bool:
 
 def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
     """Train the reference grid into a fresh store, time it, and write its report."""
-    from mupcheck.report import write_report
+    from mupcheck.outputs.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="mupcheck-bench-") as tmp:
         store = Store(args.store or tmp)
@@ -178,7 +181,7 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         print(summary.line(), flush=True)
         plan = plan_grid(grid, str(device))
         # Tokens actually trained: a diverged run stops early, and its budget must not count as work.
-        trained = {c: store.load(plan.key(c))["result"]["steps_trained"] * c.tokens_per_step for c in plan.configs}
+        trained = {c: store.load(plan.key(c)).result.steps_trained * c.tokens_per_step for c in plan.configs}
         tokens = sum(trained.values())
         flops = sum(n * flops_per_token(c, plan.data.vocab_size) for c, n in trained.items())
         command = " ".join(["python benchmarks/fused_speed.py", *args.argv])

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_grid
+from helpers import write_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_speed.py"
 
@@ -56,7 +56,7 @@ def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
 
 
 def test_flops_per_token_counts_matmuls_and_attention(tiny_grid):
-    from mupcheck.grid import load_grid, run_configs
+    from mupcheck.spec import load_grid, run_configs
 
     cfg = run_configs(load_grid(tiny_grid))[0]  # width 16, depth 1, seq 32
     expected = 6 * (12 * 16**2 + 16 * 256) + 12 * 1 * 16 * 32

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mupcheck.data import load_data
-from mupcheck.fused import train_fused
-from mupcheck.models import build_model, has_base_shapes
-from mupcheck.train import train_run
+from mupcheck.engine.data import load_data
+from mupcheck.engine.fused import train_fused
+from mupcheck.engine.models import build_model, has_base_shapes
+from mupcheck.engine.solo import train_run
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,9 +33,9 @@ def test_readme_user_model_example_runs(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "models.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
-    from conftest import write_grid
+    from helpers import write_grid
 
-    from mupcheck.grid import load_grid, run_configs
+    from mupcheck.spec import load_grid, run_configs
 
     try:
         grid = load_grid(write_grid(tmp_path, model="mypkg.models:build"))
@@ -49,8 +49,8 @@ def test_readme_user_model_example_runs(tmp_path, monkeypatch):
         data = load_data("synthetic")
         fused = train_fused(group, data, dtype=torch.float64)
         for member, result in zip(group, fused):
-            assert result["engine"] == "fused"
-            assert result["loss"] == pytest.approx(train_run(member, data, dtype=torch.float64)["loss"], rel=1e-9)
+            assert result.engine == "fused"
+            assert result.loss == pytest.approx(train_run(member, data, dtype=torch.float64).loss, rel=1e-9)
     finally:
         for name in ("mypkg", "mypkg.models"):
             sys.modules.pop(name, None)

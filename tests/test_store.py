@@ -12,11 +12,12 @@ import time
 
 import pytest
 import torch
-from conftest import write_grid
+from helpers import fake_result, write_grid
 
-from mupcheck.grid import load_grid, run_configs
-from mupcheck.store import CorruptRecordWarning, RunContext, Store
-from mupcheck.sweep import plan_grid, run_grid
+from mupcheck.plan import RunContext, plan_grid
+from mupcheck.spec import load_grid, run_configs
+from mupcheck.store import CorruptRecordWarning, Store
+from mupcheck.sweep.local import run_grid
 
 
 def _ctx(**kw):
@@ -42,18 +43,18 @@ def test_key_changes_with_everything_that_changes_a_result(tiny_grid):
 def _train_counter(calls):
     def train():
         calls.append(1)
-        return {"status": "ok", "loss": 1.0}
+        return fake_result()
     return train
 
 
 def test_save_is_atomic_and_readable(tmp_path, tiny_grid):
     store, cfg, calls = Store(tmp_path), run_configs(load_grid(tiny_grid))[0], []
-    record, trained = store.get_or_train(cfg, _ctx(), _train_counter(calls))
+    record, trained = store.get_or_train(_ctx().key(cfg), _ctx().key_material(cfg), _train_counter(calls))
     assert trained and calls == [1]
-    again, trained = store.get_or_train(cfg, _ctx(), _train_counter(calls))
+    again, trained = store.get_or_train(_ctx().key(cfg), _ctx().key_material(cfg), _train_counter(calls))
     assert not trained and calls == [1] and again == record
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"{record['key']}.json"]  # no temp files left
-    on_disk = json.loads(store.path(record["key"]).read_text())
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"{record.key}.json"]  # no temp files left
+    on_disk = json.loads(store.path(record.key).read_text())
     assert on_disk["key_material"]["config"]["lr_log2"] == cfg.lr_log2
     assert on_disk["provenance"]["torch"] == torch.__version__
 
@@ -61,11 +62,11 @@ def test_save_is_atomic_and_readable(tmp_path, tiny_grid):
 @pytest.mark.parametrize("damage", ["{not json", "[]", '{"key": "wrong"}', "\xff\xfe"])
 def test_corrupt_record_is_reported_moved_aside_and_rerun(tmp_path, tiny_grid, damage):
     store, cfg, calls = Store(tmp_path), run_configs(load_grid(tiny_grid))[0], []
-    record, _ = store.get_or_train(cfg, _ctx(), _train_counter(calls))
-    path = store.path(record["key"])
+    record, _ = store.get_or_train(_ctx().key(cfg), _ctx().key_material(cfg), _train_counter(calls))
+    path = store.path(record.key)
     path.write_bytes(damage.encode("latin-1"))
     with pytest.warns(CorruptRecordWarning, match=re.escape(str(path))):
-        _, trained = store.get_or_train(cfg, _ctx(), _train_counter(calls))
+        _, trained = store.get_or_train(_ctx().key(cfg), _ctx().key_material(cfg), _train_counter(calls))
     assert trained and len(calls) == 2
     assert path.with_name(path.name + ".corrupt").read_bytes() == damage.encode("latin-1")  # kept for inspection
 
@@ -97,12 +98,12 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     grid = dataclasses.replace(grid, lr_log2=(-8.0, 3.0))
     summary = run_grid(grid, Store(tmp_path / "s"), show_progress=False)
     assert summary.trained == 8 and summary.diverged >= 2  # lr 2^3 with Adam diverges for every cell
-    statuses = [r["result"]["status"] for r in Store(tmp_path / "s").records()]
+    statuses = [r.result.status for r in Store(tmp_path / "s").records()]
     assert statuses.count("ok") >= 4
 
 
 def _cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "mupcheck.cli", "run", *args, "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "mupcheck", "run", *args, "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -166,7 +167,7 @@ def test_store_location_flag_env_default(tmp_path, monkeypatch):
 def test_budget_beyond_the_training_split_is_announced(tmp_path):
     import numpy as np
 
-    from mupcheck.sweep import repeated_data_warning
+    from mupcheck.plan import repeated_data_warning
 
     data = tmp_path / "small"
     data.mkdir()
@@ -180,4 +181,4 @@ def test_budget_beyond_the_training_split_is_announced(tmp_path):
     assert "runs see their data up to 1.37 times" in message
     summary = run_grid(load_grid(tmp_path / "small.toml"), Store(tmp_path / "s"), show_progress=False)
     assert summary.trained == 8
-    assert all(r["result"]["data_repeats"] > 1 for r in Store(tmp_path / "s").records())
+    assert all(r.result.data_repeats > 1 for r in Store(tmp_path / "s").records())

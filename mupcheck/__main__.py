@@ -1,0 +1,7 @@
+"""`python -m mupcheck ...` is the `mupcheck` command."""
+
+import sys
+
+from mupcheck.outputs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,279 @@
+"""Transfer assertions: does a cell's optimal learning rate carry over to another cell?
+
+    optima = find_optima(df)
+    for comp in plan_comparisons(grid):              # what to compare, known before any training
+        verdict = judge(comp, optima, grid.transfer)
+        verdict.passed, verdict.message()
+    assert_transfer(df, axis="tokens", parametrization="mup")   # from a user's own test
+
+Along width, each width is compared with the reference width (`[transfer] reference_width`, else the
+base width if the grid has it, else the smallest) at the same token count; along tokens, each budget
+with the shortest at the same width. A comparison passes when (a) the optimum moved by at most
+`tolerance_log2` and (b) the regret -- the relative extra loss of using the reference cell's optimal
+LR in the other cell, read off the other cell's fitted curve -- is at most `max_regret`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mupcheck.analysis.collect import CellOptimum, find_optima
+from mupcheck.analysis.drift import fit_drift
+from mupcheck.fmt import format_tokens
+from mupcheck.spec import AXES, Grid, TransferSettings
+
+__all__ = ["Comparison", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
+           "TransferError", "is_expected_break", "WiderVerdict", "wider_is_better", "reference_value",
+           "rule_beta", "rule_comparisons"]
+
+
+class TransferError(AssertionError):
+    """The optimal learning rate did not transfer; the message shows both cells and the curves."""
+
+
+def _fmt(axis: str, value: int) -> str:
+    return format_tokens(value) if axis == "tokens" else str(value)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Reference cell vs other cell along one axis, the other axis held fixed."""
+
+    axis: str  # "width" or "tokens": the axis that changes
+    parametrization: str
+    fixed: int  # the value of the other axis
+    ref: int  # reference value along `axis`
+    other: int
+
+    @property
+    def fixed_axis(self) -> str:
+        return "tokens" if self.axis == "width" else "width"
+
+    def cell(self, value: int) -> tuple[str, int, int]:
+        width, tokens = (value, self.fixed) if self.axis == "width" else (self.fixed, value)
+        return (self.parametrization, width, tokens)
+
+    @property
+    def test_id(self) -> str:
+        """Reads like the finding: width[mup tokens=1M 32->256]."""
+        return (f"{self.axis}[{self.parametrization} {self.fixed_axis}={_fmt(self.fixed_axis, self.fixed)} "
+                f"{_fmt(self.axis, self.ref)}->{_fmt(self.axis, self.other)}]")
+
+    @property
+    def label(self) -> str:
+        """'width 32 -> 256 at tokens 1M', without the parametrization."""
+        return (f"{self.axis} {_fmt(self.axis, self.ref)} -> {_fmt(self.axis, self.other)} at "
+                f"{self.fixed_axis} {_fmt(self.fixed_axis, self.fixed)}")
+
+    def title(self) -> str:
+        return f"{self.label} ({self.parametrization})"
+
+
+def reference_value(grid: Grid, axis: str) -> int:
+    """The reference cell's value along `axis`: `[transfer] reference_width`, else the base width if the
+    grid has it, else the smallest width; the shortest token budget."""
+    if axis == "width":
+        if grid.transfer.reference_width is not None:
+            return grid.transfer.reference_width
+        return grid.base_width if grid.base_width in grid.widths else grid.widths[0]
+    return grid.tokens[0]
+
+
+def comparisons_for(axis: str, parametrizations: tuple[str, ...], values: tuple[int, ...],
+                    fixed_values: tuple[int, ...], ref: int) -> list[Comparison]:
+    return [Comparison(axis, par, fixed, ref, v)
+            for par in parametrizations for fixed in fixed_values for v in values if v != ref]
+
+
+def plan_comparisons(grid: Grid) -> list[Comparison]:
+    """Every comparison a grid asks for: along each axis it varies, for each parametrization."""
+    axes = {"width": (grid.widths, grid.tokens), "tokens": (grid.tokens, grid.widths)}
+    out: list[Comparison] = []
+    for axis in AXES:
+        values, fixed = axes[axis]
+        if len(values) > 1:
+            out += comparisons_for(axis, grid.parametrization, values, fixed, reference_value(grid, axis))
+    return out
+
+
+def is_expected_break(comp: Comparison, settings: TransferSettings) -> bool:
+    """`expect_break` entries are an axis ("tokens") or a parametrization and an axis ("sp:width")."""
+    return comp.axis in settings.expect_break or f"{comp.parametrization}:{comp.axis}" in settings.expect_break
+
+
+@dataclass(frozen=True)
+class Verdict:
+    comparison: Comparison
+    ref: CellOptimum
+    other: CellOptimum
+    shift: float  # other optimum - transferred optimum, in log2 (NaN if either is missing)
+    regret: float  # relative extra loss in the other cell at the transferred optimum
+    tolerance_log2: float
+    max_regret: float
+    beta: float = 0.0  # drift rule along tokens: transferred = ref - beta * log2(T_other / T_ref)
+
+    @property
+    def transferred(self) -> float:
+        """The learning rate (log2) carried over from the reference cell, rule applied."""
+        c = self.comparison
+        drift = self.beta * math.log2(c.other / c.ref) if c.axis == "tokens" else 0.0
+        return self.ref.lr_log2 - drift
+
+    @property
+    def passed(self) -> bool:
+        return (math.isfinite(self.shift) and abs(self.shift) <= self.tolerance_log2
+                and self.regret <= self.max_regret)
+
+    def summary(self) -> str:
+        c = self.comparison
+        shift = f"optimum moved {self.shift:+.2f} log2" if math.isfinite(self.shift) else "no optimum to compare"
+        if self.beta and math.isfinite(self.shift):
+            shift = (f"with the power rule (beta {self.beta:.3f}: transferred lr 2^{self.transferred:.2f}) the "
+                     f"optimum is off by {self.shift:+.2f} log2")
+        regret = f"regret {100 * self.regret:.2f}%" if math.isfinite(self.regret) else "regret inf"
+        status = "transfers" if self.passed else "BREAKS"
+        return (f"{c.title()}: {status}: {shift} (tolerance {self.tolerance_log2:g}), "
+                f"{regret} (max {100 * self.max_regret:g}%)")
+
+    def message(self) -> str:
+        """Both cells, both optima with intervals, the shift, the regret, and the curves behind them."""
+        c = self.comparison
+        name_ref = f"{c.axis}={_fmt(c.axis, c.ref)}"
+        name_other = f"{c.axis}={_fmt(c.axis, c.other)}"
+        lines = [self.summary(),
+                 f"  reference {name_ref:>14}: {self.ref.describe()}",
+                 f"  other     {name_other:>14}: {self.other.describe()}",
+                 f"  {'lr_log2':>8}  {'loss ' + name_ref:>20}  {'loss ' + name_other:>20}"]
+        for x, a, b in zip(self.ref.lrs, self.ref.losses, self.other.losses):
+            mark = ("  <- ref optimum" if x == self.ref.grid_lr_log2 else "") + \
+                   ("  <- other optimum" if x == self.other.grid_lr_log2 else "")
+            lines.append(f"  {x:>8g}  {_loss_str(a):>20}  {_loss_str(b):>20}{mark}")
+        lines += [f"  note: {flag}" for flag in self.ref.flags + self.other.flags]
+        return "\n".join(lines)
+
+
+def _loss_str(x: float) -> str:
+    return "diverged" if math.isinf(x) else f"{x:.4f}"
+
+
+def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
+          settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
+    """Compare the two cells of `comp` under the tolerance and regret limits of `settings`.
+
+    With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref).
+    """
+    ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
+    if ref.found and other.found:
+        drift = beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" else 0.0
+        transferred = ref.lr_log2 - drift
+        # Rounded: parabola fits leave 1e-15 noise, which would print as "-0.00".
+        shift = round(other.lr_log2 - transferred, 9) + 0.0
+        at_ref = other.loss_at(transferred)
+        regret = (at_ref - other.loss) / other.loss if math.isfinite(at_ref) else math.inf
+        regret = max(0.0, regret)  # the fitted minimum is a minimum: tiny negatives are rounding
+    else:
+        shift, regret = math.nan, math.inf
+    return Verdict(comp, ref, other, shift, regret, settings.tolerance_log2, settings.max_regret, beta)
+
+
+def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",
+                    tolerance_log2: float = 0.5, max_regret: float = 0.01,
+                    reference: int | None = None) -> list[Verdict]:
+    """Assert that the optimum transfers along `axis` for every cell of a collected frame.
+
+    Raises TransferError listing every comparison that breaks; returns all verdicts otherwise.
+    """
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
+    fixed_axis = "tokens" if axis == "width" else "width"
+    sub = df[df["parametrization"] == parametrization]
+    if sub.empty:
+        raise ValueError(f"no runs with parametrization {parametrization!r}")
+    values = tuple(sorted(int(v) for v in sub[axis].unique()))
+    ref = reference if reference is not None else values[0]
+    settings = TransferSettings(tolerance_log2=tolerance_log2, max_regret=max_regret)
+    optima = find_optima(sub)
+    fixed = tuple(sorted(int(v) for v in sub[fixed_axis].unique()))
+    verdicts = [judge(c, optima, settings) for c in comparisons_for(axis, (parametrization,), values, fixed, ref)]
+    broken = [v for v in verdicts if not v.passed]
+    if broken:
+        raise TransferError(f"{len(broken)} of {len(verdicts)} comparisons break:\n\n"
+                            + "\n\n".join(v.message() for v in broken))
+    return verdicts
+
+
+@dataclass(frozen=True)
+class WiderVerdict:
+    """'Wider is better': at one learning rate, the loss must not rise with width beyond a tolerance."""
+
+    parametrization: str
+    tokens: int
+    lr_log2: float
+    widths: tuple[int, ...]
+    losses: tuple[float, ...]
+    tolerance: float
+
+    @property
+    def worst_rise(self) -> float:
+        """Largest relative rise of the loss from one width to the next (inf if a wider run diverged)."""
+        rises = [(b - a) / a if math.isfinite(b) else math.inf
+                 for a, b in zip(self.losses, self.losses[1:]) if math.isfinite(a)]
+        return max(rises, default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst_rise <= self.tolerance
+
+    @property
+    def test_id(self) -> str:
+        return f"wider[{self.parametrization} tokens={format_tokens(self.tokens)}]"
+
+    def message(self) -> str:
+        status = "wider is better" if self.passed else "WIDER IS WORSE"
+        rise = f"{100 * self.worst_rise:+.2f}%" if math.isfinite(self.worst_rise) else "diverged"
+        lines = [f"{self.parametrization} tokens={format_tokens(self.tokens)} at lr 2^{self.lr_log2:g}: {status}: "
+                 f"largest rise of the loss from one width to the next {rise} (tolerance "
+                 f"{100 * self.tolerance:g}%)"]
+        lines += [f"  width {w:>6}: loss {_loss_str(x)}" for w, x in zip(self.widths, self.losses)]
+        if not self.passed and self.parametrization == "mup":
+            lines.append("  hint: under muP a wider model trained with the same hyperparameters should not be worse; "
+                         "run `mupcheck coord-check` on this model")
+        return "\n".join(lines)
+
+
+def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str, tokens: int,
+                    widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01) -> WiderVerdict:
+    """Losses across widths at the reference width's best grid learning rate."""
+    ref = optima[(parametrization, reference_width, tokens)]
+    if not ref.found:
+        x = math.nan
+        losses = tuple(math.inf for _ in widths)
+    else:
+        x = ref.grid_lr_log2
+        losses = tuple(optima[(parametrization, w, tokens)].losses[list(ref.lrs).index(x)] for w in widths)
+    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance)
+
+
+def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:
+    """The power rule's beta (given, or fitted on the grid's fit budgets) and where it came from."""
+    t = grid.transfer
+    if t.lr_rule_beta is not None:
+        return t.lr_rule_beta, f"beta {t.lr_rule_beta:g} from the grid"
+    fit_tokens = set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    fit = fit_drift(df, parametrization, tokens=fit_tokens)
+    if fit is None:
+        raise ValueError("cannot fit beta: no width has two converged token budgets among lr_rule_fit_tokens")
+    where = ", ".join(format_tokens(x) for x in sorted(fit_tokens))
+    return fit.beta, f"beta {fit.beta:.3f} fitted on tokens {where}"
+
+
+def rule_comparisons(grid: Grid) -> list[Comparison]:
+    """Tokens comparisons the power rule is checked on: those whose other cell was not used to fit it."""
+    t = grid.transfer
+    if t.lr_rule != "power" or len(grid.tokens) < 2:
+        return []
+    fit_tokens = set() if t.lr_rule_beta is not None else set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    return [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]

@@ -1,0 +1,1 @@
+"""Checks of a muP implementation itself: static lint, coordinate checks."""

@@ -1,0 +1,63 @@
+"""Devices: which one a run trains on, what it is called in records, and its precision.
+
+On CUDA the forward pass runs under bf16 autocast; on CPU it is float32 and deterministic for a
+given seed and thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from mupcheck.errors import ModelError
+
+__all__ = ["autocast", "device_name", "pin_device", "resolve_device", "select_gpu", "synchronize"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch spells it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but torch sees no CUDA device")
+    return dev
+
+
+def device_name(device: torch.device) -> str:
+    """'cuda: NVIDIA H100 80GB HBM3' or 'cpu: 2 thread(s)', as records and reports show it."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} thread(s)"
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (for timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pin_device(device: torch.device, worker: int) -> torch.device:
+    """Worker i's GPU: cuda:(i mod GPUs) when the device is plain "cuda" and there are several GPUs;
+    an explicit cuda:N, a single GPU or the CPU are left as they are."""
+    if device.type != "cuda" or device.index is not None:
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", worker % count) if count > 1 else device
+
+
+def select_gpu(device: torch.device) -> None:
+    """Make a pinned worker's GPU the current one, for anything allocated without a device.
+    Plain "cuda" (no index) keeps the current GPU: torch.cuda.set_device refuses it."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)

@@ -1,0 +1,453 @@
+"""Fused training: the runs of a learning-rate sweep trained together as one batched model.
+
+    groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr, seed, tokens
+    results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
+
+A proxy model is too small to keep a GPU busy: one run at a time pays kernel-launch overhead, not
+arithmetic. Runs that share everything but learning rate, seed and token budget have the same
+shapes, so their parameters are stacked along a leading member axis (`torch.func.stack_module_state`)
+and one `vmap(functional_call)` computes every member's step at once.
+
+What stays per member, so that each result is the one `train_run` would have produced:
+- its initialisation (each member's model is built from its own seed, exactly as a solo run),
+- its data order (each member draws the batches of its own seed; the batch at a step does not
+  depend on the budget, so a shorter run sees the first steps of a longer one),
+- its learning rate, weight decay and schedule, *read from its own optimizer*: the solo engine's
+  optimizer (mup's MuAdamW/MuSGD under muP, torch's under SP) is built for every member and stepped
+  through its schedule by `set_step_lr`, and each parameter's rate is taken from the group that
+  holds it; so muP's per-parameter scaling comes from mup itself, not from a copy of its rules,
+- its checkpoints and its divergence test (`RunLog`).
+A member leaves the batch when its budget ends or it diverges (recorded at the step a solo run would
+have stopped): its rows are dropped from every stacked tensor, so it costs nothing afterwards, and it
+cannot poison the others, because members share no arithmetic.
+
+The update is AdamW or SGD with momentum, written out with torch's exact formulas (torch's
+optimizers give one learning rate per parameter group, not one per slice of a tensor) over one
+(members, N) storage tensor per optimizer group, in which every parameter is a view; equivalence with solo
+runs in float64 is tested. A model that cannot be batched (data-dependent Python control flow, a
+parameter without gradient, ...) raises `FusedUnsupported` at its first step, before anything is
+recorded, and the sweep trains its runs one at a time instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from mupcheck.engine.data import TokenData, eval_batches, train_batch
+from mupcheck.engine.device import autocast, device_name, resolve_device
+from mupcheck.engine.models import build_model
+from mupcheck.engine.optim import ADAM_BETAS, ADAM_EPS, SGD_MOMENTUM, build_optimizer, set_step_lr
+from mupcheck.engine.runlog import RunLog
+from mupcheck.engine.solo import EVAL_BATCH, Progress
+from mupcheck.errors import ModelError
+from mupcheck.fmt import format_tokens
+from mupcheck.result import FusedInfo, RunResult
+from mupcheck.spec import RunConfig
+
+__all__ = ["FusedOutOfMemory", "FusedUnsupported", "fuse_key", "fusion_groups", "group_label", "train_fused"]
+
+
+class FusedUnsupported(Exception):
+    """The model cannot be trained as a batched model; train its runs one at a time."""
+
+
+class FusedOutOfMemory(Exception):
+    """The batched model does not fit on the device; train fewer members at once."""
+
+
+def fuse_key(cfg: RunConfig) -> RunConfig:
+    """What members of one fused group share: the config without learning rate, seed and token
+    budget (a member's data order depends on its seed alone, so budgets share their first steps)."""
+    return dataclasses.replace(cfg, lr_log2=0.0, seed=0, tokens=0)
+
+
+def fusion_groups(configs: Sequence[RunConfig], max_members: int) -> list[list[RunConfig]]:
+    """Runs grouped by `fuse_key`, in first-seen order, each group split into chunks of at most
+    `max_members` (max_members <= 1: every run alone)."""
+    if max_members <= 1:
+        return [[cfg] for cfg in configs]
+    by_key: dict[RunConfig, list[RunConfig]] = {}
+    for cfg in configs:
+        by_key.setdefault(fuse_key(cfg), []).append(cfg)
+    return [members[i:i + max_members] for members in by_key.values()
+            for i in range(0, len(members), max_members)]
+
+
+def group_label(configs: Sequence[RunConfig]) -> str:
+    """'gpt mup width=128 tokens=1M..8M lr=2^-10..2^-4 seed=0 x32 fused' for progress output."""
+    if len(configs) == 1:
+        return configs[0].label()
+
+    def span(values: list, fmt) -> str:
+        values = sorted(set(values))
+        return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}..{fmt(values[-1])}"
+
+    first = configs[0].label().split(" tokens=")[0]
+    return (f"{first} tokens={span([c.tokens for c in configs], format_tokens)} "
+            f"lr={span([c.lr_log2 for c in configs], lambda v: f'2^{v:g}')} "
+            f"seed={span([c.seed for c in configs], str)} x{len(configs)} fused")
+
+
+def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
+                progress: Progress | None = None, dtype: torch.dtype = torch.float32,
+                compile: bool = False) -> list[RunResult]:
+    """Train `configs` (one fusion group) together; return one `train_run`-style result per member.
+
+    `compile` runs the batched forward/backward and the update through `torch.compile` (slow to
+    start, faster per step on a GPU).
+    """
+    configs = list(configs)
+    keys = {fuse_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
+    device = resolve_device(device)
+    try:
+        return _FusedRun(configs, data, device, dtype, compile).train(progress)
+    except torch.cuda.OutOfMemoryError as e:
+        raise FusedOutOfMemory(f"{len(configs)} members do not fit on {device}: {e}") from None
+
+
+class _FusedRun:
+    """One fusion group in training: stacked parameters, per-member schedules and logs.
+
+    Members leave the batch as they finish (a shorter token budget) or diverge: their rows are
+    dropped from every stacked tensor, so no compute is spent on them afterwards.
+    """
+
+    def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
+                 compile: bool = False):
+        self.configs, self.data, self.device = configs, data, device
+        self.cfg = configs[0]  # everything but lr, seed and tokens is shared
+        self.steps = max(cfg.steps for cfg in configs)
+        models = _member_models(configs, data.vocab_size, device, dtype)
+        self.template = _functional_template(models[0])
+        self.lr, self.wd, group_of = _schedule_tables(models, configs, self.steps, device, dtype)  # (steps, M, groups)
+        stacked, self.buffers = stack_module_state(models)  # name -> (M, *shape)
+        self.flat = _FlatParams(stacked, group_of)
+        del stacked, models
+        self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
+        # Optimizer state per group storage, zero like torch's before the first step (SGD's momentum
+        # buffer then becomes exactly the first gradient, as in torch).
+        n_states = 2 if self.cfg.optimizer == "adamw" else 1
+        self.state = [[torch.zeros_like(b) for b in self.flat.storage] for _ in range(n_states)]
+        t = np.arange(1, self.steps + 1)
+        self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
+                                               dtype=dtype, device=device)  # (steps, 2)
+        self.logs = [RunLog(cfg) for cfg in configs]
+        self.active = list(range(len(configs)))  # row i of every stacked tensor is member active[i]
+        self.seeds = sorted({cfg.seed for cfg in configs})
+        self._index_seeds()
+        self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
+        self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
+        self.train_losses, self.adamw, self.sgd = self._losses, _adamw, _sgd
+        self.compiled = compile
+        if compile:
+            # One graph for the batched forward (its backward compiled with it) and one for the
+            # update. Members leaving the batch change its size: dynamo then recompiles once with
+            # a dynamic member axis.
+            self.train_losses = torch.compile(self._losses)
+            self.adamw, self.sgd = torch.compile(_adamw), torch.compile(_sgd)
+
+    @property
+    def n(self) -> int:
+        return len(self.active)
+
+    def _index_seeds(self) -> None:
+        seeds = [self.seeds.index(self.configs[m].seed) for m in self.active]
+        self.seed_index = torch.tensor(seeds, device=self.device)
+
+    def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                       x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, B, T) inputs and targets: each member gets the batch of its own seed."""
+        cfg = self.cfg
+        pairs = [train_batch(self.data, step, seed, cfg.batch_size, cfg.seq_len) for seed in self.seeds]
+        x = torch.stack([p[0] for p in pairs]).to(self.device)[self.seed_index]
+        y = torch.stack([p[1] for p in pairs]).to(self.device)[self.seed_index]
+        return x, y
+
+    def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        """Mean cross-entropy of every active member, shape (n,)."""
+        fn = self.batched_shared_input if shared_input else self.batched
+        n = next(iter(params.values())).shape[0]
+        with autocast(self.device):
+            logits = fn(params, buffers, x)  # (n, B, T, V)
+        B, T = x.shape[-2:]
+        if logits.ndim != 4 or logits.shape[:3] != (n, B, T):
+            raise ModelError(f"model output has shape {tuple(logits.shape[1:])} per member; expected "
+                             f"(B, T, V) = ({B}, {T}, vocab) for token ids of shape {(B, T)}")
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        targets = y if not shared_input else y.expand(n, *y.shape)
+        per_token = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
+        return per_token.view(n, -1).mean(dim=1)
+
+    def _step(self, step: int) -> None:
+        x, y = self._batch(step)
+        first = step == 0
+        try:
+            losses = self.train_losses(self.flat.params, self.buffers, x, y)
+            values = losses.tolist()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            if first:  # nothing recorded yet: the sweep can still train these runs one at a time
+                raise FusedUnsupported(f"{type(e).__name__}: {e}") from e
+            raise
+        keep = [i for i, m in enumerate(self.active) if self.logs[m].observe(step, values[i])]
+        if not keep:
+            self.active = []
+            return
+        # Diverged members are left out of the sum (their gradient rows are zero, or NaN, and dropped).
+        total = losses.sum() if len(keep) == self.n else losses[keep].sum()
+        try:
+            grads = torch.autograd.grad(total, self.flat.trainable, allow_unused=True)
+        except Exception as e:
+            if first:
+                raise FusedUnsupported(f"backward: {type(e).__name__}: {e}") from e
+            raise
+        unused = [n for n, g in zip(self.flat.trainable_names, grads) if g is None]
+        if unused:
+            # torch's optimizers skip such a parameter, step counter and all; flat storage cannot.
+            raise FusedUnsupported(f"parameter {unused[0]!r} received no gradient")
+        with torch.no_grad():
+            flat = self.flat.flat_grads(grads)
+            if len(keep) < self.n:
+                index = torch.tensor(keep, dtype=torch.long, device=self.device)
+                flat = [g.index_select(0, index) for g in flat]
+                self._keep(keep)
+            self._update(step, flat)
+
+    def _update(self, step: int, grads: list[torch.Tensor]) -> None:
+        """One optimizer step for every active member over the group storage tensors."""
+        lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
+        if self.cfg.optimizer == "adamw":
+            exp_avgs, exp_avg_sqs = self.state
+            self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step])
+        else:
+            (momentum,) = self.state
+            self.sgd(self.flat.storage, grads, momentum, lr_t, wd_t)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
+        if not keep:
+            self.active = []
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.flat = self.flat.select(index)
+        self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
+        self.state = [[s.index_select(0, index) for s in states] for states in self.state]
+        self.lr, self.wd = self.lr.index_select(1, index), self.wd.index_select(1, index)
+        self.active = [self.active[i] for i in keep]
+        self._index_seeds()
+
+    # --- evaluation and the loop -------------------------------------------------------------
+
+    def _evaluate(self, batches: list) -> list[float]:
+        """Validation loss of every active member."""
+        self.template.eval()
+        totals = [0.0] * self.n
+        count = 0
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = x.to(self.device), y.to(self.device)
+                losses = self._losses(self.flat.params, self.buffers, x, y, shared_input=True).tolist()
+                for i, value in enumerate(losses):
+                    totals[i] += value * y.numel()
+                count += y.numel()
+        self.template.train()
+        return [t / count for t in totals]
+
+    def train(self, progress: Progress | None) -> list[RunResult]:
+        cfg = self.cfg
+        evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
+        self.group_time = 0.0
+        with warnings.catch_warnings():
+            if self.device.type == "cpu":
+                # CPU attention has no batching rule: vmap loops over members there (correct, slower:
+                # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
+                warnings.filterwarnings("ignore", message=".*batching rule.*")
+            for step in range(self.steps):
+                self._timed("train_time", self._step, step)
+                if not self.active:
+                    break
+                if any(self.logs[m].is_checkpoint(step) for m in self.active):
+                    self._timed("eval_time", self._checkpoint, step, evals)
+                finished = [i for i, m in enumerate(self.active) if step + 1 == self.configs[m].steps]
+                if finished:
+                    self._keep([i for i in range(self.n) if i not in finished])
+                    if not self.active:
+                        break
+                if progress is not None:
+                    progress(step + 1, self.steps)
+        return self._results()
+
+    def _checkpoint(self, step: int, evals: list) -> None:
+        # Every active member is evaluated; those whose own checkpoint this is record it.
+        for m, value in zip(self.active, self._evaluate(evals)):
+            if self.logs[m].is_checkpoint(step):
+                self.logs[m].checkpoint(step, value)
+
+    def _timed(self, field: str, fn: Any, *args: Any) -> None:
+        """Run fn; charge its time to the members active when it started, in equal shares."""
+        members = list(self.active)
+        t0 = time.perf_counter()
+        fn(*args)
+        elapsed = time.perf_counter() - t0
+        self.group_time += elapsed
+        for m in members:
+            setattr(self.logs[m], field, getattr(self.logs[m], field) + elapsed / len(members))
+
+    def _results(self) -> list[RunResult]:
+        name = device_name(self.device)
+        trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
+        info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
+                         group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None)
+        return [dataclasses.replace(log.result(self.data, name), engine="fused", fused=info) for log in self.logs]
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def _member_models(configs: list[RunConfig], vocab_size: int, device: torch.device,
+                   dtype: torch.dtype) -> list[nn.Module]:
+    """Each member's model, built from its own seed exactly as a solo run; members that share a seed
+    share one model object (stacking copies it)."""
+    by_seed: dict[int, nn.Module] = {}
+    for cfg in configs:
+        if cfg.seed not in by_seed:
+            by_seed[cfg.seed] = build_model(cfg, vocab_size).to(device=device, dtype=dtype)
+    return [by_seed[cfg.seed] for cfg in configs]
+
+
+def _functional_template(model: nn.Module) -> nn.Module:
+    """The module `functional_call` runs with the stacked tensors.
+
+    mup's readout divides by `weight.infshape.width_mult()`; under functional_call its weight is a
+    plain batched tensor without `infshape`, so the multiplier is read now and fixed on the module.
+    """
+    for module in model.modules():
+        width_mult = getattr(module, "width_mult", None)
+        if callable(width_mult) and hasattr(getattr(module, "weight", None), "infshape"):
+            multiplier = width_mult()
+            setattr(module, "width_mult", lambda multiplier=multiplier: multiplier)  # noqa: B010
+    return model
+
+
+def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Learning rate and weight decay per (step, member, optimizer group), read from each member's own
+    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through its own schedule
+    (rows past a member's last step stay zero); and the group of each parameter (by name), the same
+    for every member."""
+    groupings: list[dict[str, int]] = []
+    lr_rows, wd_rows = [], []
+    for model, cfg in zip(models, configs):
+        optimizer = build_optimizer(model, cfg)
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        index = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
+        groupings.append({name: index[id(p)] for name, p in model.named_parameters()})
+        if groupings[-1] != groupings[0]:  # cannot happen for runs that differ only in lr, seed, tokens
+            raise FusedUnsupported("members' optimizers group the parameters differently")
+        lr, wd = np.zeros((steps, len(base_lrs))), np.zeros((steps, len(base_lrs)))
+        for step in range(cfg.steps):
+            set_step_lr(optimizer, base_lrs, cfg, step)
+            lr[step] = [group["lr"] for group in optimizer.param_groups]
+            wd[step] = [group["weight_decay"] for group in optimizer.param_groups]
+        lr_rows.append(lr)
+        wd_rows.append(wd)
+    return (torch.as_tensor(np.stack(lr_rows, 1), dtype=dtype, device=device),
+            torch.as_tensor(np.stack(wd_rows, 1), dtype=dtype, device=device), groupings[0])
+
+
+class _FlatParams:
+    """The members' trainable parameters, stored as one (M, N) tensor per optimizer group.
+
+    Each parameter is a leaf tensor that shares its group storage's memory, so forward and backward see
+    ordinary stacked parameters, while the update runs a dozen kernels per *group* (a handful of
+    groups) instead of per parameter: launch overhead is what fused training exists to remove.
+    """
+
+    def __init__(self, stacked: dict[str, torch.Tensor], group_of: dict[str, int]):
+        self.members = next(iter(stacked.values())).shape[0]
+        trainable = [n for n, t in stacked.items() if t.requires_grad]
+        self.groups = sorted({group_of[n] for n in trainable})  # optimizer groups that hold a trainable parameter
+        self.names = [[n for n in trainable if group_of[n] == g] for g in self.groups]
+        self.storage = [torch.cat([stacked[n].detach().reshape(self.members, -1) for n in names], dim=1)
+                        for names in self.names]  # (M, N_g)
+        self.params = {n: t.detach() for n, t in stacked.items() if not t.requires_grad}  # frozen: as they are
+        for names, storage in zip(self.names, self.storage):
+            offset = 0
+            for n in names:
+                shape, size = stacked[n].shape, stacked[n][0].numel()
+                # detach(): a leaf that shares the storage's memory (an update of the storage is seen here)
+                self.params[n] = storage[:, offset:offset + size].view(shape).detach().requires_grad_()
+                offset += size
+
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for names in self.names for n in names]
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        return [self.params[n] for n in self.trainable_names]
+
+    def select(self, index: torch.Tensor) -> _FlatParams:
+        """The same parameters for the members (rows) in `index` only."""
+        rows = {n: t.index_select(0, index) for n, t in self.params.items()}
+        for n in self.trainable_names:
+            rows[n].requires_grad_()
+        group_of = {n: g for g, names in zip(self.groups, self.names) for n in names}
+        return _FlatParams(rows, group_of)
+
+    def flat_grads(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Gradients (in `trainable` order) laid out like the storage: one (M, N_g) tensor per group."""
+        out, i = [], 0
+        for names in self.names:
+            out.append(torch.cat([g.reshape(self.members, -1) for g in grads[i:i + len(names)]], dim=1))
+            i += len(names)
+        return out
+
+
+# --- the optimizers, over (M, ...) tensors: one per group storage -----------------------------------
+
+def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-member vector (M,) shaped to broadcast over a stacked tensor (M, ...)."""
+    return t.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+           exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor,
+           bias_correction: torch.Tensor) -> None:
+    """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
+    `lr`, `wd` (n, G) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
+    beta1, beta2 = ADAM_BETAS
+    for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        lr_p = _member_view(lr[:, i], p)
+        p.mul_(1 - lr_p * _member_view(wd[:, i], p))
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(ADAM_EPS)
+        p.sub_(lr_p / bias_correction[0] * exp_avg / denom)
+
+
+def _sgd(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
+         lr: torch.Tensor, wd: torch.Tensor) -> None:
+    """torch.optim.SGD with momentum (no dampening, no Nesterov) and coupled weight decay, one step,
+    over stacked tensors. The buffers start at zero, so the first step sets them to the gradient."""
+    for i, (p, grad, buf) in enumerate(zip(params, grads, momentum_buffers)):
+        buf.mul_(SGD_MOMENTUM).add_(grad + _member_view(wd[:, i], p) * p)
+        p.sub_(_member_view(lr[:, i], p) * buf)

@@ -1,0 +1,245 @@
+"""Proxy models under muP (through the `mup` package) and their standard-parametrization twins.
+
+    model = build_model(cfg, vocab_size=256)   # seeded init; muP base shapes already set
+    logits = model(tokens)                     # (B, T) int64 -> (B, T, V)
+
+Built-in models, both mapping token ids (B, T) to next-token logits (B, T, V):
+- "gpt": pre-LN GPT (learned positions, causal self-attention with head_dim fixed and the number of
+  heads growing with width, or with `n_heads` fixed and head_dim growing; 4x MLP, no biases in
+  linear layers).
+- "mlp": an n-gram MLP: the sum of per-offset embeddings of the last `mlp_context` tokens, `depth`
+  hidden ReLU layers of size `width`, and a readout.
+
+muP (Tensor Programs V, arXiv 2203.03466): `MuReadout` readout, attention logits scaled by
+1/d_head times a constant that makes it 1/sqrt(d_head) at the base width, fan-in init of hidden
+matrices, `mup.set_base_shapes` against `base_width` and a delta model. SP: the same architecture
+and init constants, plain `nn.Linear` readout and 1/sqrt(d_head) attention. At width == base_width
+both give the same function from the same seed.
+
+A user factory `build(width) -> nn.Module` is used as it is; base shapes are set from
+`build(base_width)` and `build(2 * base_width)` (on the meta device, so nearly free) unless every
+parameter already carries `infshape`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from mup import MuReadout, set_base_shapes
+from torch import nn
+
+from mupcheck.errors import ModelError
+from mupcheck.spec import BUILTIN_MODELS, RunConfig, import_factory
+
+__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "model_factory", "set_mup_base_shapes"]
+
+Factory = Callable[[int], nn.Module]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, head_dim: int, scale: float):
+        super().__init__()
+        self.head_dim, self.scale = head_dim, scale
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+        # The fused attention kernel never materialises the attention logits; coordinate checks set
+        # `probe_scores` to route them through this identity, where a forward hook can measure them.
+        self.scores = nn.Identity()
+        self.probe_scores = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) each
+        q, k, v = (t.view(B, T, C // self.head_dim, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        if self.probe_scores:
+            self.scores(q @ k.transpose(-2, -1) * self.scale)  # (B, H, T, T), measured only
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, head_dim: int, attn_scale: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, head_dim, attn_scale)
+        self.fc = nn.Linear(width, 4 * width, bias=False)
+        self.fc_out = nn.Linear(4 * width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    """Pre-LN GPT. `parametrization` picks the readout and the attention scale; init is shared."""
+
+    def __init__(self, width: int, depth: int, head_dim: int, vocab_size: int, seq_len: int,
+                 parametrization: str = "mup", readout_zero_init: bool = False, query_zero_init: bool = False,
+                 n_heads: int = 0, base_width: int | None = None):
+        super().__init__()
+        # Either head_dim is fixed and heads grow with width (the default), or n_heads is fixed and
+        # head_dim grows with width; only then do muP's and SP's attention scales differ.
+        base_head_dim = head_dim
+        if n_heads:
+            head_dim, base_head_dim = width // n_heads, (base_width or width) // n_heads
+        if parametrization == "mup":
+            # muP scales attention logits by 1/d_head, times the constant sqrt(d_head at the base width)
+            # that makes it equal to SP's 1/sqrt(d_head) there.
+            attn_scale = math.sqrt(base_head_dim) / head_dim
+        else:
+            attn_scale = 1.0 / math.sqrt(head_dim)
+        self.tok_emb = nn.Embedding(vocab_size, width)
+        self.pos_emb = nn.Embedding(seq_len, width)
+        self.blocks = nn.ModuleList(Block(width, head_dim, attn_scale) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.readout = _readout(width, vocab_size, parametrization)
+        _init_weights(self)
+        if readout_zero_init:
+            nn.init.zeros_(self.readout.weight)
+        if query_zero_init:
+            for block in self.blocks:
+                nn.init.zeros_(cast(Block, block).attn.qkv.weight[:width])  # the query rows of the fused qkv matrix
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.pos_emb.num_embeddings}")
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(self.ln_f(x))  # (B, T, V)
+
+
+class MLP(nn.Module):
+    """n-gram MLP language model: sum of per-offset embeddings of the last `context` tokens."""
+
+    def __init__(self, width: int, depth: int, vocab_size: int, context: int,
+                 parametrization: str = "mup", readout_zero_init: bool = False):
+        super().__init__()
+        self.context, self.vocab_size = context, vocab_size
+        # One table for all offsets; row (k, V) is the padding token before the sequence start.
+        self.embed = nn.Embedding(context * (vocab_size + 1), width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
+        self.readout = _readout(width, vocab_size, parametrization)
+        _init_weights(self, gain=math.sqrt(2.0))  # He init: ReLU halves the variance
+        if readout_zero_init:
+            nn.init.zeros_(self.readout.weight)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        pad = torch.full((B, self.context - 1), self.vocab_size, dtype=idx.dtype, device=idx.device)
+        padded = torch.cat([pad, idx], dim=1)  # (B, T + context - 1)
+        ids = torch.stack([padded[:, self.context - 1 - k: self.context - 1 - k + T] for k in range(self.context)],
+                          dim=-1)  # (B, T, context): token at t - k
+        ids = ids + torch.arange(self.context, device=idx.device) * (self.vocab_size + 1)
+        x = self.embed(ids).sum(dim=2) / math.sqrt(self.context)  # (B, T, C)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.readout(x)  # (B, T, V)
+
+
+def _readout(width: int, vocab_size: int, parametrization: str) -> nn.Linear:
+    if parametrization == "mup":
+        return MuReadout(width, vocab_size, bias=False)
+    return nn.Linear(width, vocab_size, bias=False)
+
+
+def _init_weights(model: nn.Module, gain: float = 1.0) -> None:
+    """Fan-in init for every matrix (readout included: mup rescales it); unit-variance embeddings.
+
+    muP and SP share these constants, so at the base width the two parametrizations coincide.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=gain / math.sqrt(module.in_features))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1.0)
+
+
+# --- building --------------------------------------------------------------------------------
+
+def model_factory(cfg: RunConfig, vocab_size: int) -> Factory:
+    """`width -> nn.Module` for this run's model and parametrization (everything else fixed)."""
+    if cfg.model == "gpt":
+        return lambda w: GPT(w, cfg.depth, cfg.head_dim, vocab_size, cfg.seq_len, cfg.parametrization,
+                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width)
+    if cfg.model == "mlp":
+        return lambda w: MLP(w, cfg.depth, vocab_size, cfg.mlp_context, cfg.parametrization,
+                             cfg.readout_zero_init)
+    return load_user_factory(cfg.model)
+
+
+def load_user_factory(spec: str) -> Factory:
+    """Import 'package.module:function'."""
+    try:
+        return import_factory(spec)
+    except ModelError as e:
+        raise ModelError(f"model {spec!r}: {e}") from None
+
+
+def has_base_shapes(model: nn.Module) -> bool:
+    return all(hasattr(p, "infshape") for p in model.parameters())
+
+
+def build_model(cfg: RunConfig, vocab_size: int) -> nn.Module:
+    """Build the run's model from its seed, with muP base shapes set where the parametrization asks."""
+    factory = model_factory(cfg, vocab_size)
+    # Build the target model first, straight after seeding: the shape-only models below must not
+    # consume random numbers, or muP and SP would start from different weights.
+    torch.manual_seed(cfg.seed)
+    model = _call_factory(factory, cfg.width, cfg.model)
+    user = cfg.model not in BUILTIN_MODELS
+    if cfg.parametrization == "mup":
+        if user and has_base_shapes(model):
+            return model  # the factory set base shapes itself: use them as they are
+        if user and any(hasattr(p, "infshape") for p in model.parameters()):
+            raise ModelError(f"model {cfg.model!r}: some parameters carry `infshape` and others do not; "
+                             "call mup.set_base_shapes on the whole model, or on none of it")
+        set_mup_base_shapes(model, factory, cfg.base_width, cfg.model)
+    elif user:
+        # SP twin of a user model: base shapes equal to its own shapes make every width multiplier 1,
+        # so MuReadout and mup's optimizers behave exactly like nn.Linear and torch's optimizers.
+        if not has_base_shapes(model):
+            set_base_shapes(model, None)
+    return model
+
+
+def set_mup_base_shapes(model: nn.Module, factory: Factory, base_width: int, name: str = "model") -> nn.Module:
+    """`mup.set_base_shapes` against `factory(base_width)` with `factory(2 * base_width)` as the delta."""
+    base = _shape_model(factory, base_width, name)
+    delta = _shape_model(factory, 2 * base_width, name)
+    try:
+        # do_assert=False: mup would refuse a plain nn.Linear readout here; mupcheck's lint reports it
+        # instead (with the fix), so that a coordinate check can show what it does to the model.
+        return set_base_shapes(model, base, delta=delta, do_assert=False)
+    except AssertionError as e:  # mup reports shape mismatches as assertions
+        raise ModelError(f"model {name!r}: mup.set_base_shapes failed: {e}") from None
+
+
+def _shape_model(factory: Factory, width: int, name: str) -> nn.Module:
+    """A model used only for its parameter shapes: built on the meta device where the factory allows."""
+    try:
+        with torch.device("meta"):
+            return factory(width)
+    except Exception:  # some factories touch real data at build time; fall back to a real build
+        state = torch.random.get_rng_state()
+        try:
+            return _call_factory(factory, width, name)
+        finally:
+            torch.random.set_rng_state(state)
+
+
+def _call_factory(factory: Factory, width: int, name: str) -> nn.Module:
+    try:
+        model = factory(width)
+    except Exception as e:
+        raise ModelError(f"model {name!r}: build({width}) raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name!r}: build({width}) returned {type(model).__name__}, not an nn.Module")
+    return model

@@ -1,0 +1,1 @@
+"""What users see: the markdown report and its plots, the pytest plugin and suite, the command line."""

@@ -1,0 +1,198 @@
+"""Command line: `mupcheck run grids/X.toml` trains every run of a grid that the store lacks.
+
+    mupcheck run grids/smoke.toml                      # progress bar, summary at the end
+    mupcheck run grids/cpu_width.toml --workers 2      # two processes share the sweep
+    mupcheck run grids/X.toml --store /data/mupcheck --device cuda
+    mupcheck run grids/gpu_reference.toml --workers 8  # 8 GPUs: one worker per GPU, fused lr sweeps
+
+User mistakes (a malformed grid, a missing data file, an unimportable model) print one message
+naming the file and the field, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from mupcheck.analysis.collect import collect
+from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
+from mupcheck.checks.coord import check_model, slope_table
+from mupcheck.engine.data import load_data
+from mupcheck.errors import MupcheckError
+from mupcheck.outputs.plots import plot_coords
+from mupcheck.outputs.report import write_report
+from mupcheck.plan import plan_grid
+from mupcheck.provenance import utc_now
+from mupcheck.spec import Grid, load_grid, parse_grid
+from mupcheck.store import STORE_ENV, Store
+from mupcheck.sweep.local import run_grid
+
+__all__ = ["main"]
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help=f"result store directory (default: ${STORE_ENV}, else ./.mupcheck)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mupcheck", description="Does your learning rate transfer under muP?")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train every run of a grid that the store does not hold yet")
+    run.add_argument("grid", help="grid file, e.g. grids/smoke.toml")
+    _add_store(run)
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="parallel training processes (default 1; on CPU, one per core is fastest)")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's `device`)")
+    run.add_argument("--fuse", type=int, default=None, metavar="N",
+                     help="train up to N runs that differ only in lr, seed and tokens as one batched model "
+                          "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile fused training, or not (default: the grid's `compile`)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write reports/<grid>.md from the store, without training")
+    report.add_argument("grid", help="grid file, e.g. grids/cpu_width.toml")
+    _add_store(report)
+    report.add_argument("--out", metavar="DIR", default="reports", help="report directory (default: reports)")
+    report.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    report.set_defaults(func=_cmd_report)
+
+    coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
+    coord.add_argument("--model", required=True, help="gpt, mlp, or package.module:build (importable from here)")
+    coord.add_argument("--widths", default="64,128,256,512",
+                       help="comma-separated, spanning >= 8x (default %(default)s)")
+    coord.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    coord.add_argument("--steps", type=int, default=4, help="training steps on one fixed batch (default %(default)s)")
+    coord.add_argument("--seeds", type=int, default=1, help="seeds averaged per width (default %(default)s)")
+    coord.add_argument("--lr-log2", type=float, default=-6.0, help="log2 learning rate (default %(default)s)")
+    coord.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    coord.add_argument("--depth", type=int, default=2)
+    coord.add_argument("--head-dim", type=int, default=16, help="gpt: fixed head size (heads grow with width)")
+    coord.add_argument("--n-heads", type=int, default=0, help="gpt: fix the number of heads instead (head_dim grows)")
+    coord.add_argument("--batch-size", type=int, default=8)
+    coord.add_argument("--seq-len", type=int, default=64)
+    coord.add_argument("--data", default="python", help="data source, as a grid's `data` (default %(default)s)")
+    coord.add_argument("--plot", default=None, metavar="PNG",
+                       help="where to write the log-log plot "
+                            "(default reports/coord_check/<model>-<parametrization>.png)")
+    coord.set_defaults(func=_cmd_coord_check)
+
+    pred = sub.add_parser("predict", help="predict the optimal learning rate at a width and token budget")
+    pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store)")
+    pred.add_argument("--width", type=int, required=True)
+    pred.add_argument("--tokens", type=float, required=True, help="token budget, e.g. 100e9")
+    pred.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    _add_store(pred)
+    pred.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    pred.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+
+    if args.workers < 1:
+        raise MupcheckError(f"--workers must be >= 1, got {args.workers}")
+    if args.fuse is not None and args.fuse < 1:
+        raise MupcheckError(f"--fuse must be >= 1, got {args.fuse}")
+    grid = load_grid(args.grid)
+    store = Store.open(args.store)
+    print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
+    summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
+                       fuse=args.fuse, compile=args.compile)
+    print(summary.line())
+    if summary.interrupted:
+        print("rerun the same command to resume: finished runs are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+
+    start = time.perf_counter()
+    plan = plan_grid(load_grid(args.grid), args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {
+        "command": f"`mupcheck report {args.grid}`",
+        "report written": utc_now(),
+    }
+    path = write_report(plan, Store.open(args.store), out, extra)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _coord_grid(args: argparse.Namespace) -> Grid:
+    """The command line as a one-cell grid, so that it is validated like a grid file."""
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise MupcheckError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
+    raw = {
+        "name": "coord-check", "model": args.model, "widths": widths, "base_width": widths[0],
+        "parametrization": [args.parametrization], "depth": args.depth, "head_dim": args.head_dim,
+        "n_heads": args.n_heads, "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "tokens": [10 * args.batch_size * args.seq_len], "lr_log2": [args.lr_log2], "optimizer": args.optimizer,
+        "data": args.data, "device": "cpu",
+        "coord_check": {"steps": args.steps, "seeds": args.seeds, "lr_log2": args.lr_log2,
+                        "parametrization": [args.parametrization]},
+    }
+    return parse_grid(raw, "command line")
+
+
+def _cmd_coord_check(args: argparse.Namespace) -> int:
+
+    grid = _coord_grid(args)
+    data = load_data(grid.data, Path.cwd(), grid.vocab_size)
+    print(f"coordinate check of {args.model} ({args.parametrization}) at widths {args.widths}, "
+          f"{args.steps} steps of {args.optimizer} at lr 2^{args.lr_log2:g}", file=sys.stderr)
+    result = check_model(grid, args.parametrization, data)
+    table = slope_table(result.data)
+    print("slopes of log2(mean |x|) per doubling of width (0: width-independent, as muP wants)")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:+.2f}"))
+    plot = Path(args.plot or f"reports/coord_check/{args.model.replace(':', '-')}-{args.parametrization}.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_coords(result.data, plot, title=f"{args.model} {args.parametrization}")
+    print(f"plot: {plot}")
+    print(result.message())
+    return 0 if result.passed else 1
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+
+    if args.width < 1 or args.tokens < 1:
+        raise MupcheckError("--width and --tokens must be positive")
+    grid = load_grid(args.grid)
+    if args.parametrization not in grid.parametrization:
+        raise MupcheckError(f"{args.grid} has no {args.parametrization} runs "
+                            f"(parametrization = {grid.parametrization})")
+    if len(grid.tokens) < 2:
+        raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
+    df = collect(plan_grid(grid, args.device), Store.open(args.store))
+    fit = fit_drift(df, args.parametrization)
+    if fit is None:
+        raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")
+    print(predict(fit, args.width, args.tokens).describe())
+    print(f"  {PUBLISHED}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # User model factories ("package.module:build") are imported from the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MupcheckError as e:
+        print(f"mupcheck: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

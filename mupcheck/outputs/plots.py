@@ -1,0 +1,123 @@
+"""Plots of reports and coordinate checks, drawn from the tables the analysis and the checks compute.
+
+The table is the only seam between computing and plotting (as in mup's `get_coord_data` /
+`plot_coord_data`): every function here takes frames or optima and writes PNG files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mupcheck.analysis.collect import CellOptimum  # noqa: E402
+from mupcheck.analysis.transfer import reference_value  # noqa: E402
+from mupcheck.fmt import format_tokens  # noqa: E402
+from mupcheck.spec import Grid  # noqa: E402
+
+__all__ = ["plot_coords", "plot_loss_curves", "plot_optima"]
+
+Optima = dict[tuple[str, int, int], CellOptimum]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
+    """Loss vs log2(lr), one curve per width, one figure per token budget, parametrizations side by side."""
+    paths = []
+    pars = list(grid.parametrization)
+    for tokens in grid.tokens:
+        fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.2), sharey=True, squeeze=False)
+        finite_losses, diverged = [], []
+        for ax, par in zip(axes[0], pars):
+            colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
+            for color, width in zip(colors, grid.widths):
+                opt = optima[(par, width, tokens)]
+                xs = [x for x, y in zip(opt.lrs, opt.losses) if math.isfinite(y)]
+                ys = [y for y in opt.losses if math.isfinite(y)]
+                finite_losses += ys + ([opt.loss] if opt.found else [])
+                ax.plot(xs, ys, "o-", color=color, ms=3, label=f"width {width}")
+                if opt.found:
+                    ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
+                diverged += [(ax, x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
+            ax.set_title(f"{par}   tokens={format_tokens(tokens)}")
+            ax.set_xlabel("log2(learning rate)")
+            ax.grid(alpha=0.3)
+        if finite_losses:
+            # One y-range for the shared axis; losses far above the best are cut off, and diverged
+            # runs are drawn as crosses on the top edge.
+            lo, hi = min(finite_losses), min(max(finite_losses), min(finite_losses) + 2.0)
+            pad = 0.05 * (hi - lo) + 1e-3
+            axes[0][0].set_ylim(lo - pad, hi + 2 * pad)
+        for ax, x, color in diverged:
+            ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
+        axes[0][0].set_ylabel("final validation loss")
+        axes[0][-1].legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
+        paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"))
+    return paths
+
+
+def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
+    """Optimal log2(lr) against width and against tokens, parametrizations side by side."""
+    paths = []
+    for axis, values, series, series_axis in (("width", grid.widths, grid.tokens, "tokens"),
+                                              ("tokens", grid.tokens, grid.widths, "width")):
+        if len(values) < 2:
+            continue
+        pars = list(grid.parametrization)
+        fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
+        for ax, par in zip(axes[0], pars):
+            for s in series:
+                cells = [optima[(par, v, s) if axis == "width" else (par, s, v)] for v in values]
+                xs = [v for v, c in zip(values, cells) if c.found]
+                ys = [c.lr_log2 for c in cells if c.found]
+                label = f"{series_axis}={format_tokens(s) if series_axis == 'tokens' else s}"
+                line, = ax.plot(xs, ys, "o-", label=label)
+                ref = optima[(par, reference_value(grid, "width"), s) if axis == "width"
+                             else (par, s, reference_value(grid, "tokens"))]
+                if ref.found:  # the band a transferred optimum must stay in
+                    tol = grid.transfer.tolerance_log2
+                    ax.axhspan(ref.lr_log2 - tol, ref.lr_log2 + tol, color=line.get_color(), alpha=0.08, lw=0)
+                lo = [c.lr_log2 - c.interval[0] for c in cells if c.found and c.interval]
+                if len(lo) == len(xs) and xs:
+                    hi = [c.interval[1] - c.lr_log2 for c in cells if c.found and c.interval]
+                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", color=line.get_color(), capsize=3)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{par}: optimum vs {axis} (band: reference +- tolerance)")
+            ax.set_xlabel(axis)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("optimal log2(learning rate)")
+        axes[0][-1].legend(fontsize=8)
+        paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
+    return paths
+
+
+
+def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:
+    """Log-log plot of |output| and |update| against width at the last step, one line per module."""
+    last = df[df["step"] == df["step"].max()]
+    mean = last.groupby(["module", "width"])[["out", "delta"]].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, quantity in zip(axes, ("out", "delta")):
+        for _module, g in mean.groupby("module"):
+            ax.plot(g["width"], g[quantity], "o-", ms=3, lw=1, alpha=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("width")
+        ax.set_ylabel("mean |output|" if quantity == "out" else "mean |output - output at step 0|")
+        ax.set_title(f"{title} {'activations' if quantity == 'out' else 'updates'} at step {int(df['step'].max())}")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

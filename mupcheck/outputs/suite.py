@@ -1,0 +1,375 @@
+"""The suite behind the pytest plugin: grid files as test files, one item per verdict, training
+before the items run, and the reports at the end.
+
+Imported by `mupcheck.outputs.plugin` only when a pytest run involves a grid file: it imports
+torch, pandas and matplotlib (about 3 s, measured on the project's 2-core machine), which a pytest
+run without grids must not pay for.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+import pytest
+import torch
+
+from mupcheck.analysis.collect import CellOptimum, MissingRunsError, collect, find_optima
+from mupcheck.analysis.transfer import (
+    TransferError,
+    is_expected_break,
+    judge,
+    plan_comparisons,
+    reference_value,
+    rule_beta,
+    rule_comparisons,
+    wider_is_better,
+)
+from mupcheck.checks.coord import CoordResult, check_model
+from mupcheck.checks.lint import lint_grid
+from mupcheck.errors import MupcheckError
+from mupcheck.fmt import format_tokens
+from mupcheck.outputs.plugin import grid_files
+from mupcheck.outputs.report import write_report
+from mupcheck.plan import Plan, plan_grid
+from mupcheck.provenance import utc_now
+from mupcheck.spec import Grid, Parametrization, load_grid
+from mupcheck.store import Store
+from mupcheck.sweep.local import run_grid
+
+__all__ = ["STATE", "GridFile", "State", "SuiteHooks", "activate"]
+
+STATE = pytest.StashKey["State"]()
+
+
+def activate(config: pytest.Config) -> State:
+    """This session's state, created (and the suite's hooks registered) on first use."""
+    if STATE in config.stash:
+        return config.stash[STATE]
+    reports = config.getoption("mupcheck_reports") or config.rootpath / "reports"
+    state = config.stash[STATE] = State(
+        store_root=config.getoption("mupcheck_store"),
+        device=config.getoption("mupcheck_device"),
+        fuse=config.getoption("mupcheck_fuse"),
+        compile=config.getoption("mupcheck_compile"),
+        no_train=config.getoption("mupcheck_no_train"),
+        reports_dir=Path(reports),
+        write_reports=not config.getoption("mupcheck_no_report"),
+    )
+    config.pluginmanager.register(SuiteHooks(config, state), "mupcheck-suite")
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        # Share the cores among xdist workers: one-thread processes beat one multi-thread process here.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker["workercount"])))
+    return state
+
+
+@dataclass
+class State:
+    """What one pytest session knows about its grids: options, plans, optima, reports written."""
+
+    store_root: str | None
+    device: str | None
+    fuse: int | None
+    compile: bool | None
+    no_train: bool
+    reports_dir: Path
+    write_reports: bool
+    started: float = field(default_factory=time.time)
+    plans: dict[Path, Plan] = field(default_factory=dict)
+    errors: dict[Path, MupcheckError] = field(default_factory=dict)
+    optima: dict[Path, dict[tuple[str, int, int], CellOptimum]] = field(default_factory=dict)
+    frames: dict[Path, pd.DataFrame] = field(default_factory=dict)
+    grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
+    written: list[str] = field(default_factory=list)
+    progress: StoreProgress | None = None  # the controller's progress thread under xdist
+    coord_results: dict[Path, dict[Parametrization, CoordResult]] = field(default_factory=dict)  # for the report
+
+    @functools.cached_property
+    def store(self) -> Store:
+        # Created on first use: a pytest run that collects no grid must not create a store directory.
+        return Store.open(self.store_root)
+
+    def plan(self, grid: Grid) -> Plan:
+        path = Path(grid.path)
+        if path not in self.plans:
+            self.plans[path] = plan_grid(grid, self.device)
+        return self.plans[path]
+
+
+
+class GridFile(pytest.File):
+    """A grid file: one `TransferItem` per comparison the grid asks for."""
+
+    def collect(self):
+        grid = load_grid(self.path)
+        self.grid = grid
+        reason = _missing_gpu(grid, self.config.getoption("mupcheck_device"))
+        for item in self._items(grid):
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+            yield item
+
+    def _items(self, grid: Grid):
+
+        if "mup" in grid.parametrization:
+            yield LintItem.from_parent(self, name="lint[mup]")
+        if grid.coord_check is not None:
+            for par in grid.coord_check.parametrization:
+                yield CoordItem.from_parent(self, name=f"coord[{par}]", parametrization=par)
+        for comp in plan_comparisons(grid):
+            item = TransferItem.from_parent(self, name=comp.test_id, comparison=comp)
+            item.add_marker(pytest.mark.mupcheck)
+            if is_expected_break(comp, grid.transfer):
+                item.add_marker(pytest.mark.xfail(
+                    strict=True, raises=AssertionError,
+                    reason=f"expected break along {comp.axis} (expect_break in {self.path.name})"))
+            yield item
+        for comp in rule_comparisons(grid):
+            yield TransferItem.from_parent(self, name=f"rule_{comp.test_id}", comparison=comp, with_rule=True)
+        if "mup" in grid.parametrization and len(grid.widths) > 1:
+            for tokens in grid.tokens:
+                yield WiderItem.from_parent(self, name=f"wider[mup tokens={format_tokens(tokens)}]", tokens=tokens)
+
+    def repr_failure(self, excinfo):  # type: ignore[override]  # pytest's own signature is untyped
+        if isinstance(excinfo.value, MupcheckError):
+            return str(excinfo.value)  # a user mistake: the message, not a traceback
+        return super().repr_failure(excinfo)
+
+
+class _GridItem(pytest.Item):
+    """An item of a grid file; failures print their message, not a traceback."""
+
+    @property
+    def grid(self) -> Grid:
+        return cast(GridFile, self.parent).grid
+
+    @property
+    def state(self) -> State:
+        return self.config.stash[STATE]
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (AssertionError, MupcheckError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, 0, self.name  # a line number (0: the file) lets pytest report skips
+
+
+class LintItem(_GridItem):
+    """muP lint of the grid's model at every width: base shapes, readout, optimizer."""
+
+    def runtest(self) -> None:
+
+        findings = lint_grid(self.grid, self.state.plan(self.grid).data)
+        if findings:
+            raise AssertionError(f"{len(findings)} muP lint finding(s):\n" + "\n".join(map(str, findings)))
+
+
+class CoordItem(_GridItem):
+    """Coordinate check of the grid's model at one parametrization (the `[coord_check]` table)."""
+
+    def __init__(self, *, parametrization: Parametrization, **kw: Any):
+        super().__init__(**kw)
+        self.parametrization = parametrization
+
+    def runtest(self) -> None:
+
+        result = check_model(self.grid, self.parametrization, self.state.plan(self.grid).data)
+        self.state.coord_results.setdefault(Path(self.grid.path), {})[self.parametrization] = result
+        if not result.passed:
+            raise AssertionError(result.message())
+
+
+class WiderItem(_GridItem):
+    """'Wider is better' under muP: at the reference width's best learning rate, loss falls with width."""
+
+    def __init__(self, *, tokens: int, **kw: Any):
+        super().__init__(**kw)
+        self.tokens = tokens
+
+    def runtest(self) -> None:
+
+        grid = self.grid
+        optima = _optima(self.state, grid, Path(grid.path))
+        verdict = wider_is_better(optima, "mup", self.tokens, grid.widths, reference_value(grid, "width"),
+                                  grid.transfer.wider_tolerance)
+        if not verdict.passed:
+            raise AssertionError(verdict.message())
+
+
+class TransferItem(_GridItem):
+    """One comparison: does the optimum of the reference cell transfer to the other cell?
+
+    With `with_rule`, a tokens comparison is judged after the grid's power rule moved the reference
+    learning rate by (T_other / T_ref)^-beta.
+    """
+
+    def __init__(self, *, comparison: Any, with_rule: bool = False, **kw: Any):
+        super().__init__(**kw)
+        self.comparison, self.with_rule = comparison, with_rule
+
+    def runtest(self) -> None:
+
+        grid = self.grid
+        optima = _optima(self.state, grid, Path(grid.path))
+        beta = 0.0
+        if self.with_rule:
+            beta, _ = rule_beta(self.state.frames[Path(grid.path)], grid, self.comparison.parametrization)
+        verdict = judge(self.comparison, optima, grid.transfer, beta=beta)
+        if not verdict.passed:
+            raise TransferError(verdict.message())
+
+
+def _optima(state: State, grid: Grid, path: Path) -> Any:
+
+    if path in state.errors:
+        raise state.errors[path]
+    if path not in state.optima:
+        try:
+            state.frames[path] = collect(state.plan(grid), state.store)
+            state.optima[path] = find_optima(state.frames[path])
+        except MissingRunsError as e:
+            if state.no_train:
+                pytest.skip(f"--mupcheck-no-train: {e}")
+            raise
+    return state.optima[path]
+
+
+def _missing_gpu(grid: Grid, device_option: str | None) -> str | None:
+    """Why a grid that asks for CUDA is skipped on a machine without it (None: it can run here)."""
+    device = device_option or grid.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"{Path(grid.path).name} trains on {device!r}, and torch sees no CUDA device here"
+    return None
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("dsession")
+
+
+class StoreProgress(threading.Thread):
+    """On the xdist controller: every `interval` seconds, runs in the store per grid, with an ETA."""
+
+    def __init__(self, config: pytest.Config, state: State, interval: float = 30.0):
+        super().__init__(daemon=True, name="mupcheck-progress")
+        self.config, self.state, self.interval = config, state, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            plans = [self.state.plan(load_grid(p)) for p in grid_files(self.config)]
+        except MupcheckError:
+            return  # the workers report the problem
+        keys = {plan.grid.name: [plan.key(c) for c in plan.configs] for plan in plans}
+        start, first = time.monotonic(), None
+        while not self.stopped.wait(self.interval):
+            done = {name: sum(self.state.store.path(k).exists() for k in ks) for name, ks in keys.items()}
+            total, finished = sum(len(ks) for ks in keys.values()), sum(done.values())
+            first = finished if first is None else first
+            rate = (finished - first) / (time.monotonic() - start)
+            eta = f", ETA {(total - finished) / rate / 60:.0f} min" if rate > 0 and finished < total else ""
+            parts = ", ".join(f"{name} {done[name]}/{len(ks)}" for name, ks in keys.items())
+            if reporter is not None:
+                reporter.write_line(f"mupcheck: runs in the store: {parts}{eta}")
+            if finished >= total:
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class SuiteHooks:
+    """Hooks that need the session state: which grids took part, and the reports at the end."""
+
+    def __init__(self, config: pytest.Config, state: State):
+        self.config, self.state = config, state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        """Before any item runs: train the missing runs of every grid that has selected items."""
+        config = session.config
+        state = self.state
+        if state.no_train or config.option.collectonly:
+            return None
+        if _is_xdist_controller(config):
+            # The workers train and show nothing; the controller reports how far the store has come.
+            state.progress = StoreProgress(config, state, config.getoption("mupcheck_progress"))
+            state.progress.start()
+            return None
+
+        grids = {id(item.parent): cast(GridFile, item.parent) for item in session.items
+                 if isinstance(item, (TransferItem, WiderItem))}
+        workerinput = getattr(config, "workerinput", None)  # set by pytest-xdist in its workers
+        in_worker = workerinput is not None
+        # Each xdist worker trains on its own GPU when there are several (see sweep.pin_device).
+        worker = int(workerinput["workerid"].lstrip("gw")) if workerinput is not None else None
+        capture = config.pluginmanager.getplugin("capturemanager")
+        for grid_file in grids.values():
+            grid = grid_file.grid
+            if _missing_gpu(grid, state.device):
+                continue  # its items are skipped, with the reason
+            try:
+                with capture.global_and_fixture_disabled():
+                    if not in_worker:
+                        print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
+                              file=sys.stderr)
+                    summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
+                                       fuse=state.fuse, compile=state.compile, worker=worker)
+                    if not in_worker:
+                        print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
+                if summary.interrupted:
+                    raise KeyboardInterrupt
+            except MupcheckError as e:
+                state.errors[Path(grid.path)] = e
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the xdist controller this sees the workers' items too.
+        file_part = report.nodeid.split("::")[0]
+        if file_part.endswith(".toml") and report.when == "call":
+            self.state.grid_paths.setdefault(file_part, self.config.rootpath / file_part)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state, config = self.state, self.config
+        if state.progress is not None:
+            state.progress.stop()
+        if not state.write_reports or hasattr(config, "workerinput"):
+            return
+
+        elapsed = time.time() - state.started
+        started_iso = _dt.datetime.fromtimestamp(state.started, _dt.UTC).isoformat(timespec="seconds")
+        for file_part, path in state.grid_paths.items():
+            try:
+                plan = state.plan(load_grid(path))
+                extra = {
+                    "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
+                    "report written": utc_now(),
+                    "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
+                    "runs this session": _trained_since(plan, state.store, started_iso),
+                }
+                state.reports_dir.mkdir(parents=True, exist_ok=True)
+                coord = state.coord_results.get(Path(plan.grid.path))
+                state.written.append(str(write_report(plan, state.store, state.reports_dir, extra, coord)))
+            except MupcheckError as e:
+                state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.state.written:
+            terminalreporter.write_line(f"mupcheck report: {line}")
+
+
+def _trained_since(plan: Plan, store: Store, started_iso: str) -> str:
+    dates = [r.provenance["date"] for r in (store.load(plan.key(c)) for c in plan.configs) if r]
+    trained = sum(d >= started_iso for d in dates)
+    return f"{trained} trained, {len(dates) - trained} reused from the store"

@@ -1,0 +1,115 @@
+"""A plan: a grid resolved against its data and device, with the store key of every run.
+
+    plan = plan_grid(load_grid("grids/smoke.toml"))
+    for cfg in plan.configs:
+        plan.key(cfg)            # the run's store key
+
+A key is a hash of the run config, the model's source, the engine's source, the data fingerprint,
+the device type and the mupcheck version: a changed grid, corpus, model or training code never
+reuses a stale record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mupcheck
+from mupcheck.engine.data import TokenData, load_data
+from mupcheck.engine.device import pin_device, resolve_device
+from mupcheck.fmt import format_tokens
+from mupcheck.spec import BUILTIN_MODELS, Grid, RunConfig, run_configs
+
+__all__ = ["Plan", "RunContext", "engine_source_hash", "model_source_hash", "plan_grid", "repeated_data_warning"]
+
+_ENGINE_DIR = Path(__file__).resolve().parent / "engine"
+
+
+def engine_source_hash() -> str:
+    """The training code itself (every module of `mupcheck.engine`): a change to it must not reuse
+    results of the old code."""
+    h = hashlib.sha256()
+    for path in sorted(_ENGINE_DIR.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def model_source_hash(model: str) -> str:
+    """Hash of the source that defines a model: the engine's models module, or the user's module."""
+    if model in BUILTIN_MODELS:
+        source = (_ENGINE_DIR / "models.py").read_text(encoding="utf-8")
+    else:
+        module = importlib.import_module(model.partition(":")[0])
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            source = model  # no source available (compiled module): the name is the best we have
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What besides the run config can change a result; hashed into every key."""
+
+    data_fingerprint: str
+    model_source: str
+    engine_source: str
+    device_type: str
+    mupcheck_version: str
+
+    @classmethod
+    def for_grid(cls, grid: Grid, data_fingerprint: str, device: torch.device) -> RunContext:
+        return cls(data_fingerprint, model_source_hash(grid.model), engine_source_hash(),
+                   device.type, mupcheck.__version__)
+
+    def key_material(self, cfg: RunConfig) -> dict[str, Any]:
+        return {"config": cfg.to_dict(), **asdict(self)}
+
+    def key(self, cfg: RunConfig) -> str:
+        blob = json.dumps(self.key_material(cfg), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A grid resolved against its data and device: the runs and the key of each."""
+
+    grid: Grid
+    data: TokenData
+    device: torch.device
+    context: RunContext
+    configs: tuple[RunConfig, ...]
+
+    def key(self, cfg: RunConfig) -> str:
+        return self.context.key(cfg)
+
+    def key_material(self, cfg: RunConfig) -> dict[str, Any]:
+        return self.context.key_material(cfg)
+
+
+def plan_grid(grid: Grid, device: str | None = None, worker: int | None = None) -> Plan:
+    """Load the grid's data, resolve the device (pinned to one GPU for `worker`, see `pin_device`)
+    and compute every run's store key."""
+    data = load_data(grid.data, grid.grid_dir, grid.vocab_size)
+    dev = resolve_device(device or grid.device)
+    if worker is not None:
+        dev = pin_device(dev, worker)
+    return Plan(grid, data, dev, RunContext.for_grid(grid, data.fingerprint, dev), tuple(run_configs(grid)))
+
+
+def repeated_data_warning(plan: Plan) -> str | None:
+    """A loud message when a token budget exceeds the training split."""
+    n = len(plan.data.train)
+    worst = max(plan.grid.tokens)
+    if worst <= n:
+        return None
+    return (f"WARNING: token budget {format_tokens(worst)} exceeds the training split of {plan.data.description} "
+            f"({n:,} tokens): runs see their data up to {worst / n:.2f} times. Repeated data changes the "
+            "experiment; each record stores its `data_repeats`.")

@@ -1,0 +1,64 @@
+"""Where a result came from: package versions, the git commit of the code, host and date.
+
+Torch-free on purpose (versions are read from package metadata), so that the store and the reports
+can say how a run was produced without importing the engine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mupcheck
+
+__all__ = ["git_commit", "package_version", "run_provenance", "utc_now"]
+
+_PACKAGE_DIR = Path(mupcheck.__file__).resolve().parent
+
+
+def utc_now() -> str:
+    """The current time, ISO 8601 in UTC to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or 'unknown'."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=16)
+def git_commit(path: Path = _PACKAGE_DIR) -> str:
+    """'abc1234' of the git checkout holding `path`, '+dirty' if mupcheck's code or `path` has uncommitted
+    changes; '' outside git."""
+    try:
+        cwd = path.resolve() if path.is_dir() else path.resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip()
+        # Only the code and the file itself count: reports being rewritten do not make a run "dirty".
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(_PACKAGE_DIR),
+                                str(path.resolve())], cwd=cwd, capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}{'+dirty' if dirty else ''}" if sha else ""
+
+
+def run_provenance() -> dict[str, Any]:
+    """What a run record says about how it was produced."""
+    return {
+        "date": utc_now(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": package_version("torch"),
+        "mup": package_version("mup"),
+        "mupcheck": mupcheck.__version__,
+        "mupcheck_commit": git_commit() or None,
+    }

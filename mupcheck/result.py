@@ -1,0 +1,140 @@
+"""What one run produced: a typed result, the seam between the engine, the store and the analysis.
+
+    result = train_run(cfg, data)                  # the engine builds it
+    store.save_result(cfg, context, result)        # the store writes it as JSON, inside a record
+    record = store.load(key); record.result.loss   # the analysis reads it back, typed
+
+Torch-free, so that the store and the analysis never import the engine. `to_dict` / `from_dict` are
+the JSON form of a record's `result` object; `from_dict` raises `ValueError` naming the field that
+is missing or wrong, which the store turns into a quarantined record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["Checkpoint", "FusedInfo", "RunRecord", "RunResult", "Status"]
+
+Status = Literal["ok", "diverged"]
+STATUSES: tuple[Status, ...] = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Losses at one of a run's evaluation points."""
+
+    step: int
+    tokens: int
+    train_loss: float  # mean training loss over the last tenth of the steps so far
+    val_loss: float
+
+
+@dataclass(frozen=True)
+class FusedInfo:
+    """How a batched group trained a run: its size, and the group's own time and speed."""
+
+    members: int
+    compiled: bool
+    group_wall_time_s: float
+    group_tokens_per_s: float | None
+    # Which batched engine: "native" (the built-in models' member-axis layers) or "vmap" (user models).
+    batched: str = "vmap"
+    # The run-time canary: what it compared and how far apart the losses were (None: not run).
+    canary: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one training run."""
+
+    status: Status
+    loss: float | None  # final validation loss (None if diverged)
+    train_loss: float | None
+    initial_loss: float | None
+    diverged_step: int | None
+    steps: int
+    steps_trained: int
+    checkpoints: tuple[Checkpoint, ...]
+    wall_time_s: float
+    tokens_per_s: float | None
+    device: str
+    data_repeats: float  # how many times the run saw its training split
+    weight_decay: float
+    tau_steps: float | None  # the weight-decay timescale in steps (None: no decay)
+    tau_frac_of_run: float | None
+    engine: str = "solo"  # "solo" or "fused"
+    fused: FusedInfo | None = None
+    notes: tuple[str, ...] = ()  # what the engine had to do differently (a fallback, a failed canary)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["checkpoints"] = [dataclasses.asdict(c) for c in self.checkpoints]
+        # Records of solo runs never had these keys; keep them out, so old and new records read alike.
+        for key in ("fused", "notes"):
+            if not d[key]:
+                del d[key]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RunResult:
+        """Read a record's `result` object; ValueError names what is missing or wrong."""
+        if not isinstance(d, dict):
+            raise ValueError("`result` is not an object")
+        status = d.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"`result.status` is {status!r}, not one of {STATUSES}")
+        loss = d.get("loss")
+        if status == "ok" and (not isinstance(loss, (int, float)) or not math.isfinite(loss)):
+            raise ValueError(f"`result.loss` is {loss!r} for a run with status ok")
+        try:
+            fused = d.get("fused")
+            return cls(
+                status=status, loss=loss, train_loss=d.get("train_loss"), initial_loss=d.get("initial_loss"),
+                diverged_step=d.get("diverged_step"), steps=int(d["steps"]), steps_trained=int(d["steps_trained"]),
+                checkpoints=tuple(Checkpoint(**c) for c in d.get("checkpoints", [])),
+                wall_time_s=float(d.get("wall_time_s") or 0.0), tokens_per_s=d.get("tokens_per_s"),
+                device=str(d.get("device", "unknown")), data_repeats=float(d.get("data_repeats") or 0.0),
+                weight_decay=float(d.get("weight_decay") or 0.0), tau_steps=d.get("tau_steps"),
+                tau_frac_of_run=d.get("tau_frac_of_run"), engine=str(d.get("engine", "solo")),
+                fused=FusedInfo(**fused) if fused else None, notes=tuple(d.get("notes", ())))
+        except KeyError as e:
+            raise ValueError(f"`result.{e.args[0]}` is missing") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"`result` has a malformed field: {e}") from None
+
+    @property
+    def engine_label(self) -> str:
+        """'solo', or 'fused x32' with the group size."""
+        return f"fused x{self.fused.members}" if self.fused else self.engine
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stored run: its key, what the key was computed from, the result and its provenance."""
+
+    key: str
+    key_material: dict[str, Any]
+    result: RunResult
+    provenance: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.key_material["config"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "key_material": self.key_material, "result": self.result.to_dict(),
+                "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, d: Any, key: str) -> RunRecord:
+        """Read a stored record; ValueError says what is wrong with it."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        if d.get("key") != key:
+            raise ValueError(f"its key {d.get('key')!r} does not match its file name")
+        if not isinstance(d.get("key_material", {}).get("config"), dict):
+            raise ValueError("no `key_material.config` object")
+        return cls(key, d["key_material"], RunResult.from_dict(d.get("result")), d.get("provenance") or {})

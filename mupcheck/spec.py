@@ -1,0 +1,506 @@
+"""The experiment's specification: a grid file, validated, and the runs it expands into.
+
+    grid = load_grid("grids/smoke.toml")      # GridError naming the file and key on any mistake
+    for cfg in run_configs(grid): ...         # one RunConfig per (parametrization, width, tokens, lr, seed)
+
+Every TOML key is declared once, as a field of `RunSettings` (what every run of the grid shares),
+`Grid` (the axes of the sweep and how it runs) or the `[transfer]` / `[coord_check]` tables, with its
+check in the field's metadata. `parse_grid` walks those fields, so a new hyperparameter is one line
+here; `RunConfig` is `RunSettings` plus one value of each axis, and everything derived (learning rate,
+step count, weight decay) is computed from it, never configured twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mupcheck.errors import GridError, ModelError
+from mupcheck.fmt import format_tokens
+
+__all__ = [
+    "AXES",
+    "BUILTIN_MODELS",
+    "CoordCheckConfig",
+    "Grid",
+    "Parametrization",
+    "RunConfig",
+    "RunSettings",
+    "TransferSettings",
+    "coord_widths",
+    "import_factory",
+    "load_grid",
+    "parse_grid",
+    "run_configs",
+]
+
+Parametrization = Literal["mup", "sp"]
+BUILTIN_MODELS = ("mlp", "gpt")
+PARAMETRIZATIONS: tuple[Parametrization, ...] = ("mup", "sp")
+# Axes a grid can vary along; the transfer suite compares optima along each of them.
+AXES = ("width", "tokens")
+# An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
+EXPECT_BREAK_CHOICES = AXES + tuple(f"{p}:{a}" for p in PARAMETRIZATIONS for a in AXES)
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _key(kind: str, default: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A TOML key: its kind (the `_Validator` method that checks it), default and rules (minimum, choices...)."""
+    return field(default=default, metadata={"kind": kind, **rule})
+
+
+def _table(kind: str, factory: Callable[[], Any] | None = None) -> Any:
+    """A TOML table ([transfer], [coord_check])."""
+    if factory is None:
+        return field(default=None, metadata={"kind": kind})
+    return field(default_factory=factory, metadata={"kind": kind})
+
+
+# --- the tables ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How strict the transfer assertions are (the `[transfer]` table of a grid)."""
+
+    tolerance_log2: float = _key("number", 0.5, minimum=0.0)
+    max_regret: float = _key("number", 0.01, minimum=0.0)
+    expect_break: tuple[str, ...] = _key("choice_list", (), choices=EXPECT_BREAK_CHOICES)
+    # The width every other width is compared with; None: the base width if the grid has it, else the smallest.
+    reference_width: int | None = _key("integer", None, minimum=1)
+    # "Wider is better": at a fixed learning rate, muP's loss may rise with width by at most this fraction.
+    wider_tolerance: float = _key("number", 0.01, minimum=0.0)
+    # A transfer rule along tokens: "power" predicts lr*(T) = lr*(T_ref) * (T / T_ref)^-beta, with beta
+    # given (lr_rule_beta) or fitted on the cells of lr_rule_fit_tokens (default: the two shortest
+    # budgets); the suite then checks the rule on the other cells.
+    lr_rule: Literal["none", "power"] = _key("choice", "none", choices=("none", "power"))
+    lr_rule_beta: float | None = _key("number", None)
+    lr_rule_fit_tokens: tuple[int, ...] = _key("int_list", (), minimum=1)
+
+
+@dataclass(frozen=True)
+class CoordCheckConfig:
+    """The `[coord_check]` table: coordinate checks of the grid's model before any sweep."""
+
+    widths: tuple[int, ...] = _key("int_list", (), minimum=1)  # () means the grid's widths
+    steps: int = _key("integer", 4, minimum=1)
+    seeds: int = _key("integer", 1, minimum=1)
+    lr_log2: float = _key("number", -6.0)
+    parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup",), choices=PARAMETRIZATIONS)
+    # Largest slope of log2(size) per doubling of width after step 0.
+    max_growth: float = _key("number", 0.2, minimum=0.0)
+    # Largest fall of log2(update size) per doubling. Looser than max_growth on purpose: at small
+    # widths the init-driven part of readout and attention-logit updates shrinks as width^-1/2 under
+    # correct muP (slopes near -0.45 measured at widths 16-128 on CPU); a real vanish is near -1.
+    max_vanish: float = _key("number", 0.6, minimum=0.0)
+    # Output-like quantities (readout logits, attention logits with fixed heads) shrink at init as
+    # width^-1/2 under muP; a fan-in readout or 1/sqrt(d) attention keeps them flat (slope ~0).
+    max_init_output_slope: float = _key("number", -0.25)
+    min_range: float = _key("number", 8.0, minimum=1.0)  # the widths must span at least this factor
+
+
+# --- what every run of a grid shares, and one run ----------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """Everything a run shares with the other runs of its grid. Field names are the TOML keys."""
+
+    model: str = _key("model")
+    base_width: int = _key("integer", 0, minimum=1)  # 0 until resolved: defaults to the smallest width
+    depth: int = _key("integer", 2, minimum=1)
+    head_dim: int = _key("integer", 16, minimum=1)
+    # 0: head_dim is fixed and heads grow with width; else heads are fixed and head_dim grows.
+    n_heads: int = _key("integer", 0, minimum=0)
+    batch_size: int = _key("integer", 16, minimum=1)
+    seq_len: int = _key("integer", 128, minimum=1)
+    optimizer: Literal["adamw", "sgd"] = _key("choice", "adamw", choices=("adamw", "sgd"))
+    weight_decay: float = _key("number", 0.0, minimum=0.0)
+    # How weight decay is applied: "coupled" (torch AdamW: each step shrinks weights by lr * wd),
+    # "independent" (by wd, whatever the lr), or "timescale" (wd chosen per run so that the AdamW
+    # timescale tau = 1 / (lr * wd) is `tau_frac` of the run's steps; Wang & Aitchison, arXiv 2405.13698).
+    weight_decay_mode: Literal["coupled", "independent", "timescale"] = _key(
+        "choice", "coupled", choices=("coupled", "independent", "timescale"))
+    tau_frac: float = _key("number", 0.0, minimum=0.0)
+    schedule: Literal["constant", "cosine", "linear", "wsd"] = _key(
+        "choice", "cosine", choices=("constant", "cosine", "linear", "wsd"))
+    warmup: float = _key("number", 0.05, minimum=0.0, below=1.0)
+    warmup_tokens: int = _key("integer", 0, minimum=0)  # if set, warmup is this many tokens instead
+    min_lr_frac: float = _key("number", 0.1, minimum=0.0, maximum=1.0)
+    decay_frac: float = _key("number", 0.2, minimum=0.0, maximum=1.0)
+    data: str = _key("string", "python")
+    vocab_size: int = _key("integer", 0, minimum=2)  # 0: taken from the data source
+    eval_tokens: int = _key("integer", 65536, minimum=1)
+    readout_zero_init: bool = _key("boolean", False)
+    query_zero_init: bool = _key("boolean", False)
+    mlp_context: int = _key("integer", 8, minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(RunSettings):
+    """One training run: the grid's shared settings and one value of each axis. Hashed (with data and
+    code) into its store key."""
+
+    parametrization: Parametrization
+    width: int
+    tokens: int
+    lr_log2: float
+    seed: int
+
+    @property
+    def lr(self) -> float:
+        return 2.0**self.lr_log2
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.tokens_per_step
+
+    @property
+    def warmup_frac(self) -> float:
+        """Warmup as a fraction of this run: from `warmup_tokens` when set, else `warmup`."""
+        return self.warmup_tokens / self.tokens if self.warmup_tokens else self.warmup
+
+    @property
+    def coupled_weight_decay(self) -> float:
+        """The AdamW/SGD weight_decay (multiplied by lr in each step) for coupled and timescale modes."""
+        if self.weight_decay_mode == "timescale":
+            return 1.0 / (self.lr * self.tau_frac * self.steps)
+        return self.weight_decay if self.weight_decay_mode == "coupled" else 0.0
+
+    @property
+    def tau_steps(self) -> float:
+        """The weight-decay timescale in steps at the peak learning rate (inf without weight decay)."""
+        if self.weight_decay_mode == "independent":
+            return 1.0 / self.weight_decay if self.weight_decay else math.inf
+        wd = self.coupled_weight_decay
+        return 1.0 / (self.lr * wd) if wd else math.inf
+
+    def label(self) -> str:
+        """Short human-readable name, for progress bars and messages."""
+        return (f"{self.model} {self.parametrization} width={self.width} "
+                f"tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g} seed={self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grid(RunSettings):
+    """A validated grid file: the runs' shared settings, the axes of the sweep, how it runs, and what
+    the suite asserts. Field names are the TOML keys."""
+
+    name: str = _key("string", pattern=r"^[\w.-]+$", allowed="letters, digits, '_', '-', '.'")
+    widths: tuple[int, ...] = _key("int_list", minimum=1)
+    tokens: tuple[int, ...] = _key("int_list", minimum=1)
+    lr_log2: tuple[float, ...] = _key("float_list")
+    parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup", "sp"), choices=PARAMETRIZATIONS)
+    seeds: tuple[int, ...] = _key("int_list", (0,), minimum=0)
+    device: str = _key("string", "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                       allowed="auto, cpu, cuda, cuda:N, mps")
+    # Runs trained together as one batched model (they differ only in lr, seed, tokens); 0: automatic
+    # (32 on CUDA, 1 elsewhere, where batching is slower than a loop); 1: one at a time.
+    fuse: int = _key("integer", 0, minimum=0)
+    # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.
+    compile: bool = _key("boolean", False)
+    transfer: TransferSettings = _table("transfer", TransferSettings)
+    coord_check: CoordCheckConfig | None = _table("coord_check")
+    path: str = ""  # the file it came from, for messages and provenance (not a TOML key)
+
+    @property
+    def grid_dir(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+    @property
+    def settings(self) -> RunSettings:
+        """What every run of this grid shares."""
+        return RunSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)})
+
+
+def run_configs(grid: Grid) -> list[RunConfig]:
+    """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
+    shared = {f.name: getattr(grid, f.name) for f in dataclasses.fields(RunSettings)}
+    return [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **shared)
+            for par in grid.parametrization for w in grid.widths for t in grid.tokens
+            for lr in grid.lr_log2 for s in grid.seeds]
+
+
+def coord_widths(grid: Grid) -> tuple[int, ...]:
+    """The widths of the grid's coordinate check: its own, else the grid's."""
+    return grid.coord_check.widths if grid.coord_check and grid.coord_check.widths else grid.widths
+
+
+def import_factory(spec: str) -> Callable[..., Any]:
+    """Import a user model factory written 'package.module:function'; ModelError says why it cannot be."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # a user module may raise anything at import
+        raise ModelError(f"cannot import {module_name!r} (run from the directory that holds it, or install it): "
+                         f"{type(e).__name__}: {e}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def _toml_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
+
+
+_REQUIRED = ("name", "model", "widths", "tokens", "lr_log2")
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a grid file. Raises `GridError` naming the file and key on any mistake."""
+    return parse_grid(_read_raw(Path(path), ()), str(path))
+
+
+def _read_raw(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's table, with `extends = "other.toml"` resolved: its keys override the other file's,
+    table by table, so that a variant of a grid states only what differs."""
+    if not p.is_file():
+        raise GridError(str(p), None, "no such grid file")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise GridError(str(p), None, f"not valid TOML: {e}") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise GridError(str(p), "extends", f"must be the path of another grid file, got {parent!r}")
+    parent_path = (p.parent / parent).resolve()
+    if parent_path in (*seen, p.resolve()):
+        raise GridError(str(p), "extends", f"{parent} extends this file again (a cycle)")
+    if not parent_path.is_file():
+        raise GridError(str(p), "extends", f"no grid file {parent} (paths are taken from this file's folder)")
+    base = _read_raw(parent_path, (*seen, p.resolve()))
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
+    """Validate a parsed TOML table into a `Grid`."""
+    allowed = _toml_fields(Grid)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise GridError(path, unknown[0], f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+    for required in _REQUIRED:
+        if required not in raw:
+            raise GridError(path, required, "required key is missing")
+    values = _Validator(path, raw).fields(Grid)
+    values.setdefault("base_width", min(values["widths"]))
+    grid = Grid(path=path, **values)
+    _check_combinations(grid, raw)
+    return grid
+
+
+class _Validator:
+    """Type and range checks for the keys of one table; each failure names the key and what is allowed."""
+
+    def __init__(self, path: str, raw: dict[str, Any], prefix: str = ""):
+        self.path, self.raw, self.prefix = path, raw, prefix
+
+    def fields(self, cls: type) -> dict[str, Any]:
+        """The keys of `cls` present in this table, each checked as its field's metadata says."""
+        out = {}
+        for name, f in _toml_fields(cls).items():
+            if name not in self.raw:
+                continue
+            rule = {k: v for k, v in f.metadata.items() if k != "kind"}
+            value = getattr(self, f.metadata["kind"])(name, **rule)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def fail(self, key: str, message: str) -> GridError:
+        return GridError(self.path, self.prefix + key, message)
+
+    def string(self, key: str, pattern: str | None = None, allowed: str = "") -> str:
+        val = self.raw[key]
+        if not isinstance(val, str) or not val:
+            raise self.fail(key, f"must be a non-empty string, got {val!r}")
+        if pattern and not re.match(pattern, val):
+            raise self.fail(key, f"{val!r} is not allowed; use {allowed}")
+        return val
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        val = self.raw[key]
+        if val not in choices:
+            raise self.fail(key, f"must be one of {', '.join(map(repr, choices))}, got {val!r}")
+        return val
+
+    def boolean(self, key: str) -> bool:
+        val = self.raw[key]
+        if not isinstance(val, bool):
+            raise self.fail(key, f"must be true or false, got {val!r}")
+        return val
+
+    def integer(self, key: str, minimum: int | None = None) -> int:
+        val = self.raw[key]
+        if not _is_int(val):
+            raise self.fail(key, f"must be an integer, got {val!r}")
+        if minimum is not None and val < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {val}")
+        return val
+
+    def number(self, key: str, minimum: float | None = None, maximum: float | None = None,
+               below: float | None = None) -> float:
+        val = self.raw[key]
+        if not _is_number(val) or not math.isfinite(val):
+            raise self.fail(key, f"must be a finite number, got {val!r}")
+        if minimum is not None and val < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {val}")
+        if maximum is not None and val > maximum:
+            raise self.fail(key, f"must be <= {maximum}, got {val}")
+        if below is not None and val >= below:
+            raise self.fail(key, f"must be < {below} (a fraction of the run), got {val}")
+        return float(val)
+
+    def _list(self, key: str, kind: str) -> list:
+        val = self.raw[key]
+        if not isinstance(val, list) or not val:
+            raise self.fail(key, f"must be a non-empty list of {kind}, got {val!r}")
+        return val
+
+    def _sorted(self, key: str, vals: list) -> None:
+        if any(b <= a for a, b in zip(vals, vals[1:])):
+            raise self.fail(key, f"must be strictly increasing (sorted, no repeats), got {vals}")
+
+    def int_list(self, key: str, minimum: int) -> tuple[int, ...]:
+        vals = self._list(key, "integers")
+        bad = [x for x in vals if not _is_int(x) or x < minimum]
+        if bad:
+            raise self.fail(key, f"must hold integers >= {minimum}, got {bad[0]!r}")
+        self._sorted(key, vals)
+        return tuple(vals)
+
+    def float_list(self, key: str) -> tuple[float, ...]:
+        vals = self._list(key, "numbers")
+        bad = [x for x in vals if not _is_number(x) or not math.isfinite(x)]
+        if bad:
+            raise self.fail(key, f"must hold finite numbers (log2 of the learning rate), got {bad[0]!r}")
+        self._sorted(key, vals)
+        return tuple(float(x) for x in vals)
+
+    def choice_list(self, key: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+        vals = self._list(key, "strings")
+        bad = [x for x in vals if x not in choices]
+        if bad:
+            raise self.fail(key, f"allowed values are {', '.join(map(repr, choices))}, got {bad[0]!r}")
+        if len(set(vals)) != len(vals):
+            raise self.fail(key, f"has repeated values: {vals}")
+        return tuple(vals)
+
+    def model(self, key: str) -> str:
+        val = self.string(key)
+        if val not in BUILTIN_MODELS and not _FACTORY_RE.match(val):
+            raise self.fail(key, f"{val!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
+                                 "nor a factory written 'package.module:function'")
+        return val
+
+    def _subtable(self, name: str, cls: type) -> _Validator:
+        val = self.raw[name]
+        if not isinstance(val, dict):
+            raise self.fail(name, f"must be a table ([{name}])")
+        allowed = _toml_fields(cls)
+        unknown = sorted(set(val) - set(allowed))
+        if unknown:
+            raise self.fail(f"{name}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        return _Validator(self.path, val, prefix=f"{self.prefix}{name}.")
+
+    def transfer(self, key: str) -> TransferSettings:
+        return TransferSettings(**self._subtable(key, TransferSettings).fields(TransferSettings))
+
+    def coord_check(self, key: str) -> CoordCheckConfig:
+        return CoordCheckConfig(**self._subtable(key, CoordCheckConfig).fields(CoordCheckConfig))
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
+    """Cross-key checks: things each valid alone but impossible together."""
+    p = g.path
+    _check_heads_divide(g, (*g.widths, g.base_width), key=None)
+    for budget in g.tokens:
+        steps = budget // (g.batch_size * g.seq_len)
+        if steps < 10:
+            raise GridError(p, "tokens", f"budget {budget} gives {steps} steps of batch_size*seq_len="
+                                         f"{g.batch_size * g.seq_len} tokens; at least 10 steps are needed")
+    if g.warmup_tokens and "warmup" in raw:
+        raise GridError(p, "warmup_tokens", "set either `warmup` (a fraction of the run) or `warmup_tokens`, not both")
+    if g.warmup_tokens >= min(g.tokens):
+        raise GridError(p, "warmup_tokens", f"{g.warmup_tokens} is not below the smallest token budget {min(g.tokens)}")
+    worst_warmup = g.warmup_tokens / min(g.tokens) if g.warmup_tokens else g.warmup
+    if g.schedule == "wsd" and g.decay_frac + worst_warmup > 1.0:
+        raise GridError(p, "decay_frac", f"warmup ({worst_warmup:g} of the run) + decay_frac ({g.decay_frac}) "
+                                         "exceed the whole run")
+    if g.weight_decay_mode == "timescale":
+        if g.tau_frac <= 0:
+            raise GridError(p, "tau_frac", "weight_decay_mode = \"timescale\" needs tau_frac > 0 (tau as a fraction "
+                                           "of the run's steps, e.g. 0.2)")
+        if g.weight_decay:
+            raise GridError(p, "weight_decay", "is chosen per run under weight_decay_mode = \"timescale\"; leave it 0")
+    elif g.tau_frac:
+        raise GridError(p, "tau_frac", "only applies with weight_decay_mode = \"timescale\"")
+    if g.model == "mlp" and g.mlp_context > g.seq_len:
+        raise GridError(p, "mlp_context", f"must be <= seq_len ({g.seq_len}), got {g.mlp_context}")
+    _check_transfer(g)
+    if g.coord_check is not None:
+        widths = coord_widths(g)
+        if widths[-1] / widths[0] < g.coord_check.min_range:
+            raise GridError(p, "coord_check.widths", f"must span at least {g.coord_check.min_range:g}x "
+                                                     f"(got {widths[0]}..{widths[-1]}); set [coord_check] widths")
+        _check_heads_divide(g, widths, key="coord_check.widths")
+    if g.model not in BUILTIN_MODELS:
+        try:
+            import_factory(g.model)
+        except ModelError as e:
+            raise GridError(p, "model", str(e)) from None
+
+
+def _check_heads_divide(g: Grid, widths: tuple[int, ...], key: str | None) -> None:
+    """The GPT splits each width into heads: every width must be a multiple of head_dim (or n_heads)."""
+    if g.model != "gpt":
+        return
+    name, divisor = ("n_heads", g.n_heads) if g.n_heads else ("head_dim", g.head_dim)
+    bad = [w for w in widths if w % divisor]
+    if bad:
+        raise GridError(g.path, key or name, f"width {bad[0]} is not divisible by {name}={divisor}; every width "
+                                             "and base_width must be a multiple of it")
+
+
+def _check_transfer(g: Grid) -> None:
+    t, p = g.transfer, g.path
+    if t.reference_width is not None and t.reference_width not in g.widths:
+        raise GridError(p, "transfer.reference_width",
+                        f"{t.reference_width} is not one of the grid's widths {g.widths}")
+    if t.lr_rule == "power" and t.lr_rule_beta is None:
+        fit = t.lr_rule_fit_tokens or g.tokens[:2]
+        missing = [x for x in fit if x not in g.tokens]
+        if missing:
+            raise GridError(p, "transfer.lr_rule_fit_tokens", f"{missing[0]} is not one of the grid's tokens")
+        if len(set(fit)) < 2 or len(fit) >= len(g.tokens):
+            raise GridError(p, "transfer.lr_rule_fit_tokens", "fitting beta needs at least 2 token budgets, and at "
+                                                              "least one budget left out to test the rule on")

@@ -1,0 +1,180 @@
+"""Sweeps on this machine: train every run of a grid that the store does not hold yet, in one or
+several processes.
+
+    summary = run_grid(load_grid("grids/smoke.toml"), Store.open(), workers=2)
+    print(summary.line())
+
+Every worker walks the whole list of fusion groups (each from a different starting point) and asks
+the store for each run; the store's per-run lock makes sure no run is trained twice, and a run another
+worker holds is retried at the end, so a worker that dies leaves its run to the others. Finished runs
+are on disk as soon as they finish: an interrupted sweep resumes where it stopped.
+
+Runs that differ only in learning rate, seed and token budget are trained together as one batched
+model when the grid's `fuse` setting (or `fuse=`) allows more than one member; by default that is on
+CUDA only; `compile` puts the batched model through torch.compile. With several workers on a machine
+with several GPUs, worker i trains on GPU i (mod the number of GPUs).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mupcheck.checks.lint import lint_grid
+from mupcheck.engine.device import select_gpu
+from mupcheck.engine.fused import fusion_groups
+from mupcheck.plan import Plan, plan_grid, repeated_data_warning
+from mupcheck.spec import Grid
+from mupcheck.store import Store
+from mupcheck.sweep.progress import Event, ProgressBar, SweepSummary
+from mupcheck.sweep.trainer import GroupTrainer
+
+__all__ = ["AUTO_FUSE_CUDA", "Engine", "fuse_size", "run_grid"]
+
+# Members per fused group on CUDA when the grid says `fuse = 0` (automatic): enough to hide launch
+# overhead at proxy widths; groups that do not fit are split.
+AUTO_FUSE_CUDA = 32
+
+
+def fuse_size(grid: Grid, device: torch.device, override: int | None = None) -> int:
+    """How many runs train as one batched model: `override`, else the grid's `fuse`, where 0 means
+    AUTO_FUSE_CUDA on CUDA and 1 elsewhere (on CPU a batched model is slower than a loop)."""
+    n = grid.fuse if override is None else override
+    if n == 0:
+        n = AUTO_FUSE_CUDA if device.type == "cuda" else 1
+    return max(1, n)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a sweep trains: up to `fuse` runs per batched model, `compile` through torch.compile."""
+
+    fuse: int = 1
+    compile: bool = False
+
+    @classmethod
+    def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None,
+                 compile: bool | None = None) -> Engine:
+        """The grid's settings, overridden by the command line's where given."""
+        return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile)
+
+    def describe(self) -> str:
+        if self.fuse <= 1:
+            return "one run at a time"
+        return (f"up to {self.fuse} runs (same shape; lr, seed, tokens differ) per batched model"
+                + (", compiled" if self.compile else ""))
+
+
+def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
+             show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
+             worker: int | None = None) -> SweepSummary:
+    """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
+
+    `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's index) pins
+    the sweep to that worker's GPU.
+    """
+    start = time.perf_counter()
+    plan = plan_grid(grid, device, worker)
+    engine = Engine.for_grid(grid, plan.device, fuse, compile)
+    if show_progress:
+        print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)
+    warning = repeated_data_warning(plan)
+    if warning:
+        print(warning, file=sys.stderr)
+    for finding in lint_grid(grid, plan.data):
+        print(f"WARNING: muP lint: {finding}", file=sys.stderr)
+    summary = SweepSummary(total=len(plan.configs))
+    for cfg in plan.configs:
+        record = store.load(plan.key(cfg))
+        if record is not None:
+            summary.record(record.key, False, record.result.status)
+    bar = ProgressBar(summary, enabled=show_progress)
+    try:
+        if len(summary.outcomes) < summary.total:
+            if workers <= 1:
+                _work(plan, store.root, 0, bar.handle, engine=engine)
+            else:
+                _run_workers(grid, device, store.root, workers, engine, bar.handle)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        summary.wall_time_s = time.perf_counter() - start
+    return summary
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Event], None],
+          n_workers: int = 1, engine: Engine = Engine()) -> None:
+    """Train every missing run this process can claim (in fused groups when engine.fuse > 1); then
+    wait for, or take over, the runs other processes held."""
+    store = Store(store_root)
+    groups = fusion_groups(plan.configs, engine.fuse)
+    shift = worker * len(groups) // max(1, n_workers)
+    groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
+    select_gpu(plan.device)
+    trainer = GroupTrainer(plan, store, worker, emit, engine.compile)
+    deferred = []
+    for group in groups:
+        deferred += trainer.train_group(group)
+    for cfg in deferred:
+        trainer.train_alone(cfg)
+
+
+def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
+                 engine: Engine, threads: int, events: Any, parent: int) -> None:
+    torch.set_num_threads(threads)
+
+    def emit(event: Event) -> None:
+        # A parent killed with SIGKILL cannot stop its children; they notice here and stop too.
+        if os.getppid() != parent:
+            raise SystemExit(1)
+        events.put(event)
+
+    try:
+        # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
+        _work(plan_grid(grid, device, worker), store_root, worker, emit, n_workers, engine)
+    except KeyboardInterrupt:
+        pass  # the parent reports the interruption; finished runs are already stored
+    finally:
+        events.put(("exit", worker))
+
+
+def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, engine: Engine,
+                 handle: Callable[[Event], None]) -> None:
+    # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=_worker_main, daemon=True,
+                         args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid()))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    running = set(range(workers))
+    try:
+        while running:
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:
+                dead = {i for i in running if not procs[i].is_alive()}
+                running -= dead  # a worker killed from outside: the others take over its runs
+                continue
+            if event[0] == "exit":
+                running.discard(event[1])
+            else:
+                handle(event)
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()

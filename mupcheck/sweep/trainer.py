@@ -1,0 +1,107 @@
+"""Training the runs of one fusion group for one worker: batched where it can, one at a time where it must.
+
+The store is asked first: runs already stored are reported as found, runs another process holds are
+left for later, and the rest are claimed and trained together. A batched group that does not fit in
+GPU memory is split in halves; one whose compilation fails is retried without torch.compile; a model
+that cannot be batched trains its runs one at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable
+
+import torch
+
+from mupcheck.engine.fused import FusedOutOfMemory, FusedUnsupported, group_label, train_fused
+from mupcheck.engine.solo import train_run
+from mupcheck.plan import Plan
+from mupcheck.result import RunRecord, RunResult
+from mupcheck.spec import RunConfig
+from mupcheck.store import Store
+from mupcheck.sweep.progress import Event
+
+__all__ = ["GroupTrainer"]
+
+
+class GroupTrainer:
+    """Trains groups of runs for one worker and reports each finished run through `emit`."""
+
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
+        self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
+        self.compile = compile
+        self.fallback_said = False
+
+    def _progress(self, step: int, steps: int) -> None:
+        self.emit(("step", self.worker, step, steps))
+
+    def solo(self, cfg: RunConfig) -> Callable[[], RunResult]:
+        def go() -> RunResult:
+            self.emit(("start", self.worker, cfg.label()))
+            return train_run(cfg, self.plan.data, self.plan.device, progress=self._progress)
+        return go
+
+    def train_group(self, group: list[RunConfig]) -> list[RunConfig]:
+        """Train the runs of `group` that nobody has stored or claimed; return those others hold."""
+        by_key = {self.plan.key(cfg): cfg for cfg in group}
+        with self.store.claim_missing(by_key) as claim:
+            for record in claim.found.values():
+                self.done(record, trained=False)
+            self._train_claimed([by_key[k] for k in claim.mine])
+        return [by_key[k] for k in claim.held]
+
+    def train_alone(self, cfg: RunConfig) -> None:
+        """Train (or wait for, and take) one run that another process held."""
+        record, trained = self.store.get_or_train(self.plan.key(cfg), self.plan.key_material(cfg), self.solo(cfg),
+                                                  block=True)
+        assert record is not None  # block=True waits for the lock instead of giving up
+        self.done(record, trained)
+
+    def _train_claimed(self, configs: list[RunConfig]) -> None:
+        """Train claimed runs: batched; else split (out of memory), uncompiled, or one at a time."""
+        if len(configs) <= 1:
+            for cfg in configs:
+                self._store(cfg, self.solo(cfg)())
+            return
+        self.emit(("start", self.worker, group_label(configs)))
+        failure: Exception | None = None
+        try:
+            results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
+                                  compile=self.compile)
+        except (FusedOutOfMemory, FusedUnsupported) as e:
+            failure = e
+        if failure is None:
+            for cfg, result in zip(configs, results):
+                self._store(cfg, result)
+            return
+        # Out of the except block, the failed attempt's tensors can be freed before the next try.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if isinstance(failure, FusedOutOfMemory):
+            half = len(configs) // 2
+            print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}",
+                  file=sys.stderr)
+            self._train_claimed(configs[:half])
+            self._train_claimed(configs[half:])
+        elif self.compile:
+            print(f"mupcheck: torch.compile failed on the batched model ({failure}); training without it",
+                  file=sys.stderr)
+            self.compile = False
+            self._train_claimed(configs)
+        else:
+            if not self.fallback_said:
+                print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({failure}); "
+                      "training its runs one at a time", file=sys.stderr)
+                self.fallback_said = True
+            for cfg in configs:
+                self._store(cfg, self.solo(cfg)())
+
+    def _store(self, cfg: RunConfig, result: RunResult) -> None:
+        record = self.store.save_result(self.plan.key(cfg), self.plan.key_material(cfg), result)
+        self.done(record, trained=True)
+
+    def done(self, record: RunRecord, trained: bool) -> None:
+        """Report a finished run (trained now, or found in the store) to the progress display."""
+        self.emit(("done", self.worker, record.key, trained, record.result.status))

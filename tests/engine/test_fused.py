@@ -1,0 +1,351 @@
+"""Fused training: every member of a batched group trains exactly as its solo run would.
+
+Compared in float64 on CPU, step by step: each step's training loss (captured from `RunLog`), the
+divergence step, and every checkpoint. Speed is measured by benchmarks/fused_speed.py, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import write_grid
+
+from mupcheck.engine import fused, solo
+from mupcheck.engine.data import load_data
+from mupcheck.engine.device import pin_device, select_gpu
+from mupcheck.engine.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, train_fused
+from mupcheck.engine.runlog import RunLog
+from mupcheck.engine.solo import train_run
+from mupcheck.plan import plan_grid
+from mupcheck.spec import load_grid, run_configs
+from mupcheck.store import Store
+from mupcheck.sweep import local, trainer
+from mupcheck.sweep.local import fuse_size, run_grid
+
+STEPS = 20
+TOL = 1e-9  # float64: solo and fused differ only in the order of a few reductions
+
+
+@pytest.fixture
+def base(tmp_path):
+    # Cosine schedule with a 20% warmup, 20 steps of batch 4 x seq 32.
+    cfg = run_configs(load_grid(write_grid(tmp_path, extra="warmup = 0.2\n")))[0]
+    return dataclasses.replace(cfg, tokens=STEPS * cfg.tokens_per_step, width=32)
+
+
+@pytest.fixture
+def step_losses(monkeypatch):
+    """Every (run, step) -> training loss seen by the divergence test, for solo and fused runs alike."""
+    seen: dict[tuple, float] = {}
+    observe = RunLog.observe
+
+    def spy(self, step, value):
+        seen[(self.cfg, step)] = value
+        return observe(self, step, value)
+
+    monkeypatch.setattr(RunLog, "observe", spy)
+    return seen
+
+
+def _compare(group, data, step_losses, compile=False):
+    fused_results = train_fused(group, data, dtype=torch.float64, compile=compile)
+    fused_losses = dict(step_losses)
+    step_losses.clear()
+    solo_results = [train_run(cfg, data, dtype=torch.float64) for cfg in group]
+    assert set(fused_losses) == set(step_losses)  # same steps observed for every member
+    for key, value in step_losses.items():
+        assert fused_losses[key] == pytest.approx(value, rel=TOL), key
+    for cfg, f, s in zip(group, fused_results, solo_results):
+        for field in ("status", "diverged_step", "steps_trained"):
+            assert getattr(f, field) == getattr(s, field), (cfg.label(), field)
+        assert f.initial_loss == pytest.approx(s.initial_loss, rel=TOL)
+        assert len(f.checkpoints) == len(s.checkpoints)
+        for a, b in zip(f.checkpoints, s.checkpoints):
+            assert a.step == b.step
+            assert a.val_loss == pytest.approx(b.val_loss, rel=TOL)
+            assert a.train_loss == pytest.approx(b.train_loss, rel=TOL)
+        assert f.engine == "fused" and f.fused.members == len(group)
+        assert f.fused.compiled == compile
+    return fused_results
+
+
+# Learning rates chosen (measured) so that each group has members that train well and one that
+# diverges (SGD: one mid-run as well). Not at the edge of stability: there Adam is chaotic, and
+# two *solo* runs of SP at lr 2^-1 that differ only in thread count differ by 4e-3 after 20 steps.
+@pytest.mark.parametrize("parametrization,optimizer,lrs", [
+    ("mup", "adamw", [-8, -5, -3, 3]),
+    ("sp", "adamw", [-8, -5, -3, 3]),
+    ("mup", "sgd", [-4, -2, 0, 8]),
+    ("sp", "sgd", [-4, -2, 0, 8]),
+])
+def test_fused_members_match_solo_runs(base, step_losses, parametrization, optimizer, lrs):
+    group = [dataclasses.replace(base, parametrization=parametrization, optimizer=optimizer, lr_log2=lr, seed=seed)
+             for lr in lrs for seed in (0, 1)]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    statuses = [r.status for r in results]
+    assert "ok" in statuses and "diverged" in statuses
+
+
+def test_a_member_diverging_mid_run_leaves_the_others_untouched(base, step_losses):
+    group = [dataclasses.replace(base, optimizer="sgd", lr_log2=lr) for lr in (-4, 0)]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    assert results[0].status == "ok"
+    assert results[1].status == "diverged" and 1 < results[1].diverged_step < STEPS - 1
+
+
+@pytest.mark.parametrize("extra", [
+    dict(weight_decay_mode="timescale", tau_frac=0.5),  # weight decay differs per member
+    dict(weight_decay_mode="independent", weight_decay=0.05),
+    dict(weight_decay=0.1, schedule="wsd", warmup=0.0),
+    dict(model="mlp", schedule="linear"),
+])
+def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losses, extra):
+    cfg = dataclasses.replace(base, **extra)
+    group = [dataclasses.replace(cfg, lr_log2=lr) for lr in (-9, -6, -4)]
+    _compare(group, load_data("synthetic"), step_losses)
+
+
+def test_compiled_fused_members_match_solo_runs(base, step_losses):
+    # torch.compile (inductor's C++ backend on CPU) takes ~20 s here: one group covers it.
+    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -5, 3)]
+    results = _compare(group, load_data("synthetic"), step_losses, compile=True)
+    assert [r.status for r in results] == ["ok", "ok", "diverged"]
+
+
+def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):
+    grid = dataclasses.replace(load_grid(tiny_grid), seeds=(0, 1), tokens=(1024, 2048))
+    configs = run_configs(grid)  # 2 par x 2 widths x 2 tokens x 2 lr x 2 seeds
+    groups = fusion_groups(configs, max_members=32)
+    assert len(groups) == 4 and all(len(g) == 8 for g in groups)
+    for g in groups:
+        assert len({(c.parametrization, c.width) for c in g}) == 1
+    assert sorted(map(len, fusion_groups(configs, max_members=3))) == [2, 2, 2, 2] + [3] * 8
+    assert fusion_groups(configs, max_members=1) == [[c] for c in configs]
+    with pytest.raises(ValueError, match="more than learning rate, seed and token budget"):
+        train_fused([configs[0], configs[-1]], load_data("synthetic"))
+
+
+def test_members_with_different_token_budgets_match_solo_runs(base, step_losses):
+    # Members leave the batch as they finish (10, 15, 20 steps) or diverge (mid-run, SGD at 2^0).
+    group = [dataclasses.replace(base, optimizer="sgd", lr_log2=lr, tokens=steps * base.tokens_per_step, seed=seed)
+             for lr, steps, seed in [(-4, 10, 0), (-2, 15, 1), (-4, 20, 1), (0, 20, 0), (-2, 20, 0)]]
+    results = _compare(group, load_data("synthetic"), step_losses)
+    assert [r.steps_trained for r in results] == [10, 15, 20, results[3].diverged_step, 20]
+    assert results[3].status == "diverged" and 1 < results[3].diverged_step < 19
+    assert [len(r.checkpoints) for r in results if r.status == "ok"] == [4, 4, 4, 4]
+    # Each member is charged its share of the steps it was in the batch; the shares add up.
+    group_time = results[0].fused.group_wall_time_s
+    assert sum(r.wall_time_s for r in results) == pytest.approx(group_time)
+    assert results[0].wall_time_s < results[4].wall_time_s
+
+
+def test_fuse_size_defaults_to_cuda_only(tiny_grid):
+    grid = load_grid(tiny_grid)
+    assert fuse_size(grid, torch.device("cpu")) == 1
+    assert fuse_size(grid, torch.device("cuda")) == local.AUTO_FUSE_CUDA
+    assert fuse_size(grid, torch.device("cpu"), override=8) == 8
+    assert fuse_size(dataclasses.replace(grid, fuse=4), torch.device("cuda")) == 4
+
+
+def test_sweep_stores_fused_runs_under_the_solo_keys(tiny_grid, tmp_path):
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    summary = run_grid(grid, store, fuse=8, show_progress=False)
+    assert summary.trained == 8
+    plan = plan_grid(grid)
+    records = [store.load(plan.key(cfg)) for cfg in plan.configs]
+    assert all(r is not None and r.result.engine == "fused" for r in records)
+    assert {r.result.fused.members for r in records} == {2}  # 2 lrs per (parametrization, width)
+    again = run_grid(grid, store, fuse=1, show_progress=False)  # a solo sweep finds them all
+    assert again.trained == 0 and again.reused == 8
+
+
+# A model with data-dependent Python control flow (`.item()`) cannot run under vmap.
+UNBATCHABLE = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Checked(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            if idx.max().item() >= 256:
+                raise ValueError("token id out of range")
+            return self.readout(self.embed(idx))
+
+    def build(width):
+        return Checked(width)
+"""
+
+
+def test_unbatchable_user_model_falls_back_to_solo_runs(tmp_path, user_module, capsys):
+    user_module("checked_model", UNBATCHABLE)
+    grid = load_grid(write_grid(tmp_path, model="checked_model:build"))
+    store = Store(tmp_path / "store")
+    summary = run_grid(grid, store, fuse=8, show_progress=False)
+    assert summary.trained == 8
+    assert "cannot be trained as a batched model" in capsys.readouterr().err
+    plan = plan_grid(grid)
+    assert {store.load(plan.key(c)).result.engine for c in plan.configs} == {"solo"}
+
+
+def test_a_group_that_does_not_fit_is_split(tiny_grid, tmp_path, monkeypatch, capsys):
+    real = fused.train_fused
+    sizes = []
+
+    def small_device(configs, *args, **kwargs):
+        sizes.append(len(configs))
+        if len(configs) > 2:
+            raise FusedOutOfMemory(f"{len(configs)} members do not fit")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_fused", small_device)
+    grid = dataclasses.replace(load_grid(tiny_grid), lr_log2=(-9.0, -8.0, -7.0, -6.0, -5.0), parametrization=("mup",),
+                               widths=(16,))
+    summary = run_grid(grid, Store(tmp_path / "store"), fuse=8, show_progress=False)
+    assert summary.trained == 5
+    assert sizes == [5, 2, 3, 2]  # 5 -> 2 + 3 -> 2 + (1 alone + 2)
+    assert "splitting into groups of 2 and 3" in capsys.readouterr().err
+
+
+def test_workers_are_pinned_one_per_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [pin_device(torch.device("cuda"), w) for w in range(5)] == [
+        torch.device("cuda", i) for i in (0, 1, 2, 3, 0)]
+    assert pin_device(torch.device("cuda:2"), 1) == torch.device("cuda:2")  # explicit choice is kept
+    assert pin_device(torch.device("cpu"), 3) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pin_device(torch.device("cuda"), 3) == torch.device("cuda")
+
+
+def test_only_a_pinned_gpu_is_selected(monkeypatch):
+    selected = []
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    for device in ("cpu", "cuda", "cuda:1"):
+        select_gpu(torch.device(device))
+    assert selected == [torch.device("cuda:1")]  # torch.cuda.set_device("cuda") would raise
+
+
+def test_unsupported_is_raised_before_anything_is_recorded(base, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("no batching rule for this op")
+
+    monkeypatch.setattr(fused._FusedRun, "_member_logits", broken)
+    with pytest.raises(FusedUnsupported, match="no batching rule"):
+        train_fused([base, dataclasses.replace(base, lr_log2=-6)], load_data("synthetic"))
+
+
+def test_cli_fuse_option(tiny_grid, tmp_path, capsys):
+    from mupcheck.outputs.cli import main
+
+    assert main(["run", str(tiny_grid), "--fuse", "0", "--store", str(tmp_path / "s")]) == 2
+    assert "--fuse must be >= 1" in capsys.readouterr().err
+    assert main(["run", str(tiny_grid), "--fuse", "2", "--store", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert "8 trained" in capsys.readouterr().out
+    records = list((tmp_path / "s" / "runs").glob("*.json"))
+    assert len(records) == 8 and all('"engine": "fused"' in r.read_text() for r in records)
+
+
+def test_grid_fuse_and_compile_keys_are_validated(tmp_path):
+    from mupcheck.errors import GridError
+
+    grid = load_grid(write_grid(tmp_path, extra="fuse = 8\ncompile = true\n"))
+    assert (grid.fuse, grid.compile) == (8, True)
+    with pytest.raises(GridError, match="fuse"):
+        load_grid(write_grid(tmp_path, name="bad.toml", extra="fuse = -1\n"))
+    with pytest.raises(GridError, match="compile"):
+        load_grid(write_grid(tmp_path, name="bad2.toml", extra='compile = "yes"\n'))
+
+
+def test_mixed_precision_path_as_on_cuda(base, monkeypatch):
+    """On CUDA both engines run the forward under bf16 autocast; CPU autocast exercises the same
+    dtype plumbing (bf16 logits scored in float32, float32 parameters and optimizer state)."""
+    def bf16(device):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(solo, "autocast", bf16)
+    monkeypatch.setattr(fused, "autocast", bf16)
+    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -5)]
+    data = load_data("synthetic")
+    for cfg, f in zip(group, train_fused(group, data)):
+        s = train_run(cfg, data)
+        assert f.status == s.status == "ok"
+        assert f.loss == pytest.approx(s.loss, rel=1e-3)  # bf16 rounding (4e-5 measured), not another run
+
+
+def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypatch, capsys):
+    real = fused.train_fused
+    calls = []
+
+    def compile_breaks(configs, *args, compile=False, **kwargs):
+        calls.append(compile)
+        if compile:
+            raise FusedUnsupported("dynamo: unsupported op")
+        return real(configs, *args, compile=compile, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_fused", compile_breaks)
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
+    assert calls[:2] == [True, False] and not any(calls[1:])  # compile given up once, for the whole sweep
+    assert "torch.compile failed" in capsys.readouterr().err
+    plan = plan_grid(grid)
+    assert {store.load(plan.key(c)).result.engine for c in plan.configs} == {"fused"}
+
+
+FROZEN = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Frozen(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.embed.weight.requires_grad_(False)  # a frozen table: no gradient, never updated
+            self.hidden = nn.Linear(width, width, bias=False)
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            return self.readout(self.hidden(self.embed(idx)).relu())
+
+    def build(width):
+        return Frozen(width)
+"""
+
+
+def test_user_model_with_frozen_parameters(base, step_losses, user_module):
+    user_module("frozen_model", FROZEN)
+    cfg = dataclasses.replace(base, model="frozen_model:build")
+    _compare([dataclasses.replace(cfg, lr_log2=lr) for lr in (-8, -5)], load_data("synthetic"), step_losses)
+
+
+UNUSED = """
+    from torch import nn
+    from mup import MuReadout
+
+    class Spare(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.embed = nn.Embedding(256, width)
+            self.spare = nn.Linear(width, width, bias=False)  # never used in forward
+            self.readout = MuReadout(width, 256, bias=False)
+
+        def forward(self, idx):
+            return self.readout(self.embed(idx))
+
+    def build(width):
+        return Spare(width)
+"""
+
+
+def test_a_parameter_without_gradient_is_left_to_solo_runs(base, user_module):
+    # torch's optimizers skip such a parameter (no decay, no step count); the flat update cannot.
+    user_module("spare_model", UNUSED)
+    cfg = dataclasses.replace(base, model="spare_model:build")
+    with pytest.raises(FusedUnsupported, match="'spare.weight' received no gradient"):
+        train_fused([cfg, dataclasses.replace(cfg, lr_log2=-5)], load_data("synthetic"))

@@ -1,0 +1,152 @@
+"""The pytest plugin through pytester: ids, verdicts, strict xfails, no-train skips, xdist, reports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from helpers import TINY_GRID, fake_result
+
+from mupcheck.plan import plan_grid
+from mupcheck.spec import load_grid
+from mupcheck.store import Store
+
+
+def _grid(pytester, extra: str = "", lrs: str = "[-8, -6]") -> Path:
+    grids = pytester.path / "grids"
+    grids.mkdir(exist_ok=True)
+    path = grids / "tiny.toml"
+    path.write_text(TINY_GRID.format(model="gpt", extra=extra).replace("lr_log2 = [-8, -6]", f"lr_log2 = {lrs}"))
+    return path
+
+
+def _fill_store(grid_path: Path, store_root: Path, optimum) -> None:
+    """Records whose loss curve has its minimum at optimum(parametrization, width, tokens): known verdicts."""
+    plan = plan_grid(load_grid(grid_path))
+    store = Store(store_root)
+    for cfg in plan.configs:
+        loss = 0.1 * (cfg.lr_log2 - optimum(cfg.parametrization, cfg.width, cfg.tokens)) ** 2 + 3.0
+        store.save_result(plan.key(cfg), plan.key_material(cfg), fake_result(loss))
+
+
+# Enough learning rates that every optimum below is bracketed.
+LR5 = "[-11, -9, -7, -5, -3]"
+
+
+def _outcomes(result) -> dict[str, str]:
+    """item id -> outcome, from `pytest -v` output (xdist puts the outcome first)."""
+    out = result.stdout.str()
+    after = re.finditer(r"::(\w+\[[^\]]+\]) (PASSED|FAILED|XFAIL|XPASS|SKIPPED)", out)
+    before = re.finditer(r"(PASSED|FAILED|XFAIL|XPASS|SKIPPED) \S+::(\w+\[[^\]]+\])", out)
+    return {m.group(1): m.group(2) for m in after} | {m.group(2): m.group(1) for m in before}
+
+
+def test_items_read_like_findings_and_verdicts_follow_the_data(pytester):
+    grid = _grid(pytester, lrs=LR5)
+    # muP keeps its optimum; SP's moves by two octaves
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
+    result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    assert _outcomes(result) == {"lint[mup]": "PASSED", "width[mup tokens=2K 16->32]": "PASSED",
+                                 "width[sp tokens=2K 16->32]": "FAILED", "wider[mup tokens=2K]": "PASSED"}
+    out = result.stdout.str()
+    assert "width 16 -> 32 at tokens 2K (sp): BREAKS: optimum moved -2.00 log2" in out
+    assert "Traceback" not in out
+    assert (pytester.path / "out" / "tiny.md").is_file()
+
+
+def test_implementation_checks_are_items(pytester):
+    coord = "[coord_check]\nwidths = [16, 32, 64, 128]\nsteps = 2\nparametrization = [\"mup\", \"sp\"]\n"
+    grid = _grid(pytester, extra=coord, lrs=LR5)
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0)
+    result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    outcomes = _outcomes(result)
+    assert outcomes["lint[mup]"] == "PASSED" and outcomes["coord[mup]"] == "PASSED"
+    assert outcomes["coord[sp]"] == "FAILED"  # the SP twin fails the coordinate check: the check has power
+    assert outcomes["wider[mup tokens=2K]"] == "PASSED"
+    assert "grow with width" in result.stdout.str()
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert "## Is the muP implementation right?" in report and "| coord[sp] | FAIL |" in report
+    assert (pytester.path / "out" / "tiny" / "coord_check_mup.png").is_file()
+
+
+def test_power_rule_items_repair_a_drift(pytester):
+    import math
+
+    grid = _grid(pytester, extra='parametrization = ["mup"]\n[transfer]\nlr_rule = "power"\n', lrs=LR5)
+    grid.write_text(grid.read_text().replace('parametrization = ["mup", "sp"]\n', "")
+                    .replace("tokens = [2048]", "tokens = [2048, 4096, 8192]"))
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -5.0 - 0.5 * math.log2(t / 2048))
+    result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    outcomes = _outcomes(result)
+    assert outcomes["tokens[mup width=16 2K->8K]"] == "FAILED"  # moved -1 log2 without a rule
+    assert outcomes["rule_tokens[mup width=16 2K->8K]"] == "PASSED"  # the fitted power rule predicts it
+    assert "rule_tokens[mup width=16 2K->4K]" not in outcomes  # 4K was used to fit beta
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert "## Drift along tokens" in report and "-0.50 log2" in report and "**Power rule**" in report
+
+
+def test_expected_break_is_a_strict_xfail(pytester):
+    grid = _grid(pytester, extra='[transfer]\nexpect_break = ["sp:width"]\n', lrs=LR5)
+    store = pytester.path / "store"
+    _fill_store(grid, store, lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
+    args = ["grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-report", "-p", "no:cacheprovider"]
+    result = pytester.runpytest(*args)
+    assert _outcomes(result)["width[sp tokens=2K 16->32]"] == "XFAIL"
+    result.assert_outcomes(passed=3, xfailed=1)
+    # Now SP transfers too: the expected break did not happen, and strict xfail reports it.
+    _fill_store(grid, store, lambda par, w, t: -7.0)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=3, failed=1)
+    assert "XPASS(strict)" in result.stdout.str()
+
+
+def test_no_train_skips_and_lists_missing_runs(pytester):
+    _grid(pytester)
+    result = pytester.runpytest("grids/tiny.toml", "-rs", "--mupcheck-store", "store", "--mupcheck-no-train",
+                                "--mupcheck-no-report", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=3)  # lint needs no runs
+    assert "8 run(s) missing from the store" in result.stdout.str()
+    assert "gpt mup width=16 tokens=2K lr=2^-8 seed=0" in result.stdout.str()
+
+
+def test_malformed_grid_is_a_clean_collection_error(pytester):
+    grid = _grid(pytester)
+    grid.write_text(grid.read_text().replace("widths = [16, 32]", "widths = [32, 16]"))
+    result = pytester.runpytest("grids/tiny.toml", "--mupcheck-store", "store", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert "grids/tiny.toml: `widths`: must be strictly increasing" in out and "Traceback" not in out
+
+
+def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
+    """Real training: one process and two xdist workers give the same verdicts; one report."""
+    _grid(pytester)
+    single = pytester.runpytest("grids/", "-v", "--mupcheck-store", "s1", "--mupcheck-reports", "r1",
+                                "-p", "no:cacheprovider")
+    assert "8/8 runs (8 trained, 0 reused, 0 diverged)" in single.stderr.str() + single.stdout.str()
+    parallel = pytester.runpytest("grids/", "-v", "-n", "2", "--mupcheck-store", "s2", "--mupcheck-reports", "r2",
+                                  "--mupcheck-progress", "0.5", "-p", "no:cacheprovider")
+    assert re.search(r"mupcheck: runs in the store: tiny \d/8", parallel.stdout.str())  # progress under xdist
+    assert _outcomes(single) and _outcomes(single) == _outcomes(parallel)
+    assert len(list((pytester.path / "s2" / "runs").glob("*.json"))) == 8
+    assert parallel.stdout.str().count("mupcheck report: ") == 1
+    assert [p.name for p in (pytester.path / "r2").glob("*.md")] == ["tiny.md"]
+    assert "8 trained, 0 reused" in (pytester.path / "r2" / "tiny.md").read_text()
+
+
+def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # in-process run: same on any machine
+    path = _grid(pytester)
+    path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    result = pytester.runpytest_inprocess("grids/tiny.toml", "-rs", "--mupcheck-store", "store",
+                                          "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=4)
+    assert "tiny.toml trains on 'cuda', and torch sees no CUDA device here" in result.stdout.str()
+    runs = pytester.path / "store" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing trained

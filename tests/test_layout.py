@@ -1,0 +1,20 @@
+"""The layout's promises: persistence and analysis know nothing of torch, and loading the pytest
+plugin (which every pytest run in an environment with mupcheck does) does not import it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+TORCH_FREE = ["mupcheck.outputs.plugin", "mupcheck.spec", "mupcheck.store", "mupcheck.result",
+              "mupcheck.provenance", "mupcheck.analysis.collect", "mupcheck.analysis.transfer",
+              "mupcheck.analysis.drift"]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_module_does_not_import_torch(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'mup') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"{module} imports {out.strip()}"

@@ -1,0 +1,144 @@
+"""Grid files: valid ones parse, broken ones are refused with a message naming file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY_GRID, write_grid
+
+from mupcheck.errors import GridError
+from mupcheck.fmt import format_tokens
+from mupcheck.spec import load_grid, run_configs
+
+
+def test_valid_grid_parses_and_expands(tiny_grid):
+    grid = load_grid(tiny_grid)
+    assert grid.widths == (16, 32) and grid.lr_log2 == (-8.0, -6.0)
+    configs = run_configs(grid)
+    assert len(configs) == 2 * 2 * 1 * 2 * 1  # parametrization x widths x tokens x lr x seeds
+    cfg = configs[0]
+    assert cfg.steps == 2048 // (4 * 32) and cfg.lr == 2.0**-8
+    assert {c.parametrization for c in configs} == {"mup", "sp"}
+
+
+def test_defaults_fill_in(tmp_path):
+    path = tmp_path / "min.toml"
+    path.write_text('name = "m"\nmodel = "mlp"\nwidths = [32, 64]\ntokens = [65536]\nlr_log2 = [-8, -7]\n')
+    grid = load_grid(path)
+    assert grid.base_width == 32 and grid.parametrization == ("mup", "sp") and grid.data == "python"
+    assert grid.transfer.tolerance_log2 == 0.5
+
+
+def _replace(key: str, value: str) -> str:
+    """The tiny grid with `key` set to `value` (added if the tiny grid lacks it)."""
+    lines = [line for line in TINY_GRID.format(model="gpt", extra="").splitlines() if not line.startswith(f"{key} =")]
+    return "\n".join([*lines, f"{key} = {value}"]) + "\n"
+
+
+BROKEN = [
+    # (what is broken, file text, key named, words in the message)
+    ("unknown key", TINY_GRID.format(model="gpt", extra="lr = 0.1\n"), "lr", "unknown key"),
+    ("wrong type", _replace("depth", '"two"'), "depth", "must be an integer"),
+    ("bool for int", _replace("batch_size", "true"), "batch_size", "must be an integer"),
+    ("empty list", _replace("widths", "[]"), "widths", "non-empty list"),
+    ("unsorted list", _replace("widths", "[32, 16]"), "widths", "strictly increasing"),
+    ("repeated lr", _replace("lr_log2", "[-8, -8]"), "lr_log2", "strictly increasing"),
+    ("unknown choice", _replace("optimizer", '"adam"'), "optimizer", "'adamw', 'sgd'"),
+    ("unknown parametrization", _replace("parametrization", '["mup", "ntk"]'), "parametrization", "'mup', 'sp'"),
+    ("head_dim mismatch", _replace("head_dim", "12"), "head_dim", "not divisible by head_dim=12"),
+    ("too few steps", _replace("tokens", "[256]"), "tokens", "at least 10 steps"),
+    ("bad model", _replace("model", '"transformer"'), "model", "neither a built-in model"),
+    ("missing factory module", _replace("model", '"no_such_pkg.models:build"'), "model", "cannot import"),
+    ("bad device", _replace("device", '"gpu"'), "device", "auto, cpu, cuda"),
+    ("warmup too big", TINY_GRID.format(model="gpt", extra="warmup = 1.5\n"), "warmup", "< 1.0"),
+    ("transfer key", TINY_GRID.format(model="gpt", extra="[transfer]\ntolerance = 1\n"), "transfer.tolerance",
+     "unknown key"),
+    ("expect_break axis", TINY_GRID.format(model="gpt", extra="[transfer]\nexpect_break = [\"depth\"]\n"),
+     "transfer.expect_break", "'width', 'tokens'"),
+    ("power rule without budgets to test", TINY_GRID.format(model="gpt", extra='[transfer]\nlr_rule = "power"\n'),
+     "transfer.lr_rule_fit_tokens", "at least one budget left out"),
+    ("reference width not in grid", TINY_GRID.format(model="gpt", extra="[transfer]\nreference_width = 64\n"),
+     "transfer.reference_width", "not one of the grid's widths"),
+    ("warmup twice", TINY_GRID.format(model="gpt", extra="warmup = 0.1\nwarmup_tokens = 256\n"), "warmup_tokens",
+     "not both"),
+    ("warmup_tokens too long", TINY_GRID.format(model="gpt", extra="warmup_tokens = 4096\n"), "warmup_tokens",
+     "not below the smallest token budget"),
+    ("timescale without tau", TINY_GRID.format(model="gpt", extra='weight_decay_mode = "timescale"\n'), "tau_frac",
+     "needs tau_frac > 0"),
+    ("tau without timescale", TINY_GRID.format(model="gpt", extra="tau_frac = 0.2\n"), "tau_frac",
+     "only applies"),
+    ("coord_check too narrow", TINY_GRID.format(model="gpt", extra="[coord_check]\nsteps = 2\n"),
+     "coord_check.widths", "must span at least 8x"),
+    ("coord_check key", TINY_GRID.format(model="gpt", extra="[coord_check]\nwidth = [16]\n"), "coord_check.width",
+     "unknown key"),
+    ("coord_check type", TINY_GRID.format(model="gpt", extra="[coord_check]\nwidths = [16, 128]\nsteps = 0\n"),
+     "coord_check.steps", "must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("what,text,key,words", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_grid_is_refused_naming_file_and_key(tmp_path, what, text, key, words):
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    message = str(info.value)
+    assert str(path) in message and f"`{key}`" in message and words in message, message
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('name = "g"\nmodel = "gpt"\nwidths = [16]\ntokens = [4096]\n')
+    with pytest.raises(GridError, match=r"`lr_log2`: required key is missing"):
+        load_grid(path)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = \n")
+    with pytest.raises(GridError, match="not valid TOML"):
+        load_grid(path)
+    with pytest.raises(GridError, match="no such grid file"):
+        load_grid(tmp_path / "absent.toml")
+
+
+def test_cli_reports_grid_error_without_traceback(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text(_replace("widths", "[32, 16]"))
+    proc = subprocess.run([sys.executable, "-m", "mupcheck", "run", str(path), "--store", str(tmp_path / "s")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{path}: `widths`: must be strictly increasing" in proc.stderr
+
+
+def test_shipped_grids_are_valid():
+    grids = sorted(Path(__file__).parent.parent.joinpath("grids").glob("*.toml"))
+    assert grids, "no grid files shipped"
+    for path in grids:
+        assert run_configs(load_grid(path))
+
+
+def test_format_tokens():
+    assert format_tokens(2**20) == "1M" and format_tokens(65536) == "64K" and format_tokens(3_000_000) == "3M"
+    assert format_tokens(12345) == "12345"
+
+
+def test_extends_overrides_key_by_key_and_table_by_table(tmp_path):
+    base = write_grid(tmp_path, extra="[transfer]\ntolerance_log2 = 0.7\nmax_regret = 0.02\n")
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "tiny.toml"\nname = "child"\ndepth = 3\n[transfer]\nmax_regret = 0.05\n')
+    grid, parent = load_grid(child), load_grid(base)
+    assert (grid.name, grid.depth, grid.widths) == ("child", 3, parent.widths)
+    assert (grid.transfer.tolerance_log2, grid.transfer.max_regret) == (0.7, 0.05)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\nname = "x"\n')
+    with pytest.raises(GridError, match="a cycle"):
+        load_grid(loop)
+    orphan = tmp_path / "orphan.toml"
+    orphan.write_text('extends = "nowhere.toml"\n')
+    with pytest.raises(GridError, match="orphan.toml: `extends`: no grid file nowhere.toml"):
+        load_grid(orphan)
