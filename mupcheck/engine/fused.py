@@ -42,7 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from mupcheck.engine.batched import native_forward
+from mupcheck.engine.canary import Canary, FusedCanaryFailed
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
 from mupcheck.engine.models import build_model
@@ -54,7 +57,8 @@ from mupcheck.fmt import format_tokens
 from mupcheck.result import FusedInfo, RunResult
 from mupcheck.spec import RunConfig
 
-__all__ = ["FusedOutOfMemory", "FusedUnsupported", "fuse_key", "fusion_groups", "group_label", "train_fused"]
+__all__ = ["FusedCanaryFailed", "FusedOutOfMemory", "FusedUnsupported", "fuse_key", "fusion_groups", "group_label",
+           "train_fused"]
 
 
 class FusedUnsupported(Exception):
@@ -126,7 +130,8 @@ class _FusedRun:
 
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
                  compile: bool = False):
-        self.configs, self.data, self.device = configs, data, device
+        self.configs, self.data, self.device, self.dtype = configs, data, device, dtype
+        self.canary: dict[str, Any] | None = None
         self.cfg = configs[0]  # everything but lr, seed and tokens is shared
         self.steps = max(cfg.steps for cfg in configs)
         models = _member_models(configs, data.vocab_size, device, dtype)
@@ -147,6 +152,8 @@ class _FusedRun:
         self.active = list(range(len(configs)))  # row i of every stacked tensor is member active[i]
         self.seeds = sorted({cfg.seed for cfg in configs})
         self._index_seeds()
+        self.native = native_forward(self.template)
+        self.engine_name = "native" if self.native is not None else "vmap"
         self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
         self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
         self.train_losses, self.adamw, self.sgd = self._losses, _adamw, _sgd
@@ -180,13 +187,26 @@ class _FusedRun:
         y = torch.stack([p[1] for p in pairs]).to(self.device)[self.seed_index]
         return x, y
 
+    def _logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                shared_input: bool) -> torch.Tensor:
+        """Every member's logits (n, B, T, V) for its own inputs (n, B, T), or for shared ones (B, T)."""
+        n = next(iter(params.values())).shape[0]
+        if self.native is not None:
+            return self.native(params, x.expand(n, *x.shape) if shared_input else x)
+        fn = self.batched_shared_input if shared_input else self.batched
+        if self.device.type != "cuda":
+            return fn(params, buffers, x)
+        # vmap over CUDA's fused attention kernels trains wrong models (pytorch/pytorch#133964); the
+        # math kernel is right under vmap. A user model without attention is not slowed by this.
+        with sdpa_kernel(SDPBackend.MATH):
+            return fn(params, buffers, x)
+
     def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
                 y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
         """Mean cross-entropy of every active member, shape (n,)."""
-        fn = self.batched_shared_input if shared_input else self.batched
         n = next(iter(params.values())).shape[0]
         with autocast(self.device):
-            logits = fn(params, buffers, x)  # (n, B, T, V)
+            logits = self._logits(params, buffers, x, shared_input)  # (n, B, T, V)
         B, T = x.shape[-2:]
         if logits.ndim != 4 or logits.shape[:3] != (n, B, T):
             raise ModelError(f"model output has shape {tuple(logits.shape[1:])} per member; expected "
@@ -276,6 +296,9 @@ class _FusedRun:
         cfg = self.cfg
         evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
         self.group_time = 0.0
+        t0 = time.perf_counter()
+        canary = Canary.measure(self.configs, self.data, self.device, self.dtype)
+        canary_time = time.perf_counter() - t0
         with warnings.catch_warnings():
             if self.device.type == "cpu":
                 # CPU attention has no batching rule: vmap loops over members there (correct, slower:
@@ -283,6 +306,10 @@ class _FusedRun:
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
             for step in range(self.steps):
                 self._timed("train_time", self._step, step)
+                if self.canary is None and (step + 1 == canary.steps or not self.active):
+                    # Also when every member stopped early: a batched NaN at step 1 must not pass unseen.
+                    self.canary = {**canary.check(self.logs[canary.member].losses, self.engine_name),
+                                   "solo_seconds": canary_time}
                 if not self.active:
                     break
                 if any(self.logs[m].is_checkpoint(step) for m in self.active):
@@ -316,7 +343,8 @@ class _FusedRun:
         name = device_name(self.device)
         trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
         info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
-                         group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None)
+                         group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
+                         batched=self.engine_name, canary=self.canary)
         return [dataclasses.replace(log.result(self.data, name), engine="fused", fused=info) for log in self.logs]
 
 

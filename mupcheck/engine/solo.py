@@ -28,7 +28,7 @@ from mupcheck.errors import ModelError
 from mupcheck.result import RunResult
 from mupcheck.spec import RunConfig
 
-__all__ = ["EVAL_BATCH", "Progress", "evaluate", "train_run"]
+__all__ = ["EVAL_BATCH", "Progress", "evaluate", "solo_losses", "train_run"]
 
 EVAL_BATCH = 32
 
@@ -66,12 +66,24 @@ def train_run(cfg: RunConfig, data: TokenData, device: str | torch.device = "cpu
     `dtype` is the parameter dtype; float64 exists for the batched engines' equivalence tests.
     """
     device = resolve_device(device)
+    return _train(cfg, data, device, progress, dtype).result(data, device_name(device))
+
+
+def solo_losses(cfg: RunConfig, data: TokenData, device: torch.device, steps: int,
+                dtype: torch.dtype = torch.float32) -> list[float]:
+    """The training loss of the run's first `steps` steps (fewer if it diverges), without evaluation:
+    what the batched engines' canary compares a member with."""
+    return _train(cfg, data, device, None, dtype, max_steps=steps).losses
+
+
+def _train(cfg: RunConfig, data: TokenData, device: torch.device, progress: Progress | None, dtype: torch.dtype,
+           max_steps: int | None = None) -> RunLog:
     model = build_model(cfg, data.vocab_size).to(device=device, dtype=dtype)
     optimizer = build_optimizer(model, cfg)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     evals = eval_batches(data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
     log = RunLog(cfg)
-    for step in range(cfg.steps):
+    for step in range(cfg.steps if max_steps is None else min(max_steps, cfg.steps)):
         t0 = time.perf_counter()
         set_step_lr(optimizer, base_lrs, cfg, step)
         x, y = train_batch(data, step, cfg.seed, cfg.batch_size, cfg.seq_len)
@@ -82,10 +94,10 @@ def train_run(cfg: RunConfig, data: TokenData, device: str | torch.device = "cpu
         loss.backward()
         optimizer.step()
         log.train_time += time.perf_counter() - t0
-        if log.is_checkpoint(step):
+        if log.is_checkpoint(step) and max_steps is None:
             t1 = time.perf_counter()
             log.checkpoint(step, evaluate(model, evals, device))
             log.eval_time += time.perf_counter() - t1
         if progress is not None:
             progress(step + 1, cfg.steps)
-    return log.result(data, device_name(device))
+    return log

@@ -8,13 +8,14 @@ that cannot be batched trains its runs one at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 from collections.abc import Callable
 
 import torch
 
-from mupcheck.engine.fused import FusedOutOfMemory, FusedUnsupported, group_label, train_fused
+from mupcheck.engine.fused import FusedCanaryFailed, FusedOutOfMemory, FusedUnsupported, group_label, train_fused
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import Plan
 from mupcheck.result import RunRecord, RunResult
@@ -69,7 +70,7 @@ class GroupTrainer:
         try:
             results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
                                   compile=self.compile)
-        except (FusedOutOfMemory, FusedUnsupported) as e:
+        except (FusedOutOfMemory, FusedUnsupported, FusedCanaryFailed) as e:
             failure = e
         if failure is None:
             for cfg, result in zip(configs, results):
@@ -86,10 +87,17 @@ class GroupTrainer:
             self._train_claimed(configs[:half])
             self._train_claimed(configs[half:])
         elif self.compile:
-            print(f"mupcheck: torch.compile failed on the batched model ({failure}); training without it",
+            what = "failed its canary" if isinstance(failure, FusedCanaryFailed) else "failed"
+            print(f"mupcheck: torch.compile of the batched model {what} ({failure}); training without it",
                   file=sys.stderr)
             self.compile = False
             self._train_claimed(configs)
+        elif isinstance(failure, FusedCanaryFailed):
+            print(f"mupcheck: WARNING: canary: {failure}; training these {len(configs)} runs one at a time",
+                  file=sys.stderr)
+            note = f"trained one at a time because the batched group failed its canary: {failure}"
+            for cfg in configs:
+                self._store(cfg, dataclasses.replace(self.solo(cfg)(), notes=(note,)))
         else:
             if not self.fallback_said:
                 print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({failure}); "

@@ -12,10 +12,17 @@ import pytest
 import torch
 from helpers import write_grid
 
-from mupcheck.engine import fused, solo
+from mupcheck.engine import batched, fused, solo
+from mupcheck.engine.canary import CANARY_FLOOR
 from mupcheck.engine.data import load_data
 from mupcheck.engine.device import pin_device, select_gpu
-from mupcheck.engine.fused import FusedOutOfMemory, FusedUnsupported, fusion_groups, train_fused
+from mupcheck.engine.fused import (
+    FusedCanaryFailed,
+    FusedOutOfMemory,
+    FusedUnsupported,
+    fusion_groups,
+    train_fused,
+)
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import plan_grid
@@ -49,7 +56,7 @@ def step_losses(monkeypatch):
     return seen
 
 
-def _compare(group, data, step_losses, compile=False):
+def _compare(group, data, step_losses, compile=False, engine=None):
     fused_results = train_fused(group, data, dtype=torch.float64, compile=compile)
     fused_losses = dict(step_losses)
     step_losses.clear()
@@ -68,6 +75,9 @@ def _compare(group, data, step_losses, compile=False):
             assert a.train_loss == pytest.approx(b.train_loss, rel=TOL)
         assert f.engine == "fused" and f.fused.members == len(group)
         assert f.fused.compiled == compile
+        assert f.fused.batched == engine or (engine is None and f.fused.batched == (
+            "native" if cfg.model in ("gpt", "mlp") else "vmap"))
+        assert f.fused.canary["max_rel_diff"] <= TOL and f.fused.canary["tolerance"] == CANARY_FLOOR
     return fused_results
 
 
@@ -231,10 +241,18 @@ def test_only_a_pinned_gpu_is_selected(monkeypatch):
     assert selected == [torch.device("cuda:1")]  # torch.cuda.set_device("cuda") would raise
 
 
+def test_vmap_path_matches_solo_runs(base, step_losses, monkeypatch):
+    """User models train through vmap(functional_call); the built-in GPT through it must match too."""
+    monkeypatch.setattr(fused, "native_forward", lambda template: None)
+    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -5)]
+    _compare(group, load_data("synthetic"), step_losses, engine="vmap")
+
+
 def test_unsupported_is_raised_before_anything_is_recorded(base, monkeypatch):
     def broken(self, *args):
         raise RuntimeError("no batching rule for this op")
 
+    monkeypatch.setattr(fused, "native_forward", lambda template: None)  # a user model: vmap
     monkeypatch.setattr(fused._FusedRun, "_member_logits", broken)
     with pytest.raises(FusedUnsupported, match="no batching rule"):
         train_fused([base, dataclasses.replace(base, lr_log2=-6)], load_data("synthetic"))
@@ -293,7 +311,7 @@ def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypa
     store = Store(tmp_path / "store")
     assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
     assert calls[:2] == [True, False] and not any(calls[1:])  # compile given up once, for the whole sweep
-    assert "torch.compile failed" in capsys.readouterr().err
+    assert "torch.compile of the batched model failed" in capsys.readouterr().err
     plan = plan_grid(grid)
     assert {store.load(plan.key(c)).result.engine for c in plan.configs} == {"fused"}
 
@@ -349,3 +367,37 @@ def test_a_parameter_without_gradient_is_left_to_solo_runs(base, user_module):
     cfg = dataclasses.replace(base, model="spare_model:build")
     with pytest.raises(FusedUnsupported, match="'spare.weight' received no gradient"):
         train_fused([cfg, dataclasses.replace(cfg, lr_log2=-5)], load_data("synthetic"))
+
+
+def _wrong_batched_gpt(monkeypatch, how):
+    """Inject a wrong batched forward (as vmap over CUDA attention was): the canary must catch it."""
+    real = batched._BatchedGPT.__call__
+
+    def wrong(self, params, idx):
+        return how(real(self, params, idx))
+
+    monkeypatch.setattr(batched._BatchedGPT, "__call__", wrong)
+
+
+@pytest.mark.parametrize("how", [lambda logits: 1.3 * logits, lambda logits: logits * torch.nan],
+                         ids=["wrong-logits", "nan"])
+def test_canary_stops_a_wrong_batched_engine(base, monkeypatch, how):
+    _wrong_batched_gpt(monkeypatch, how)
+    with pytest.raises(FusedCanaryFailed, match=r"batched engine 'native' differs from a solo run of .*lr=2\^-8"):
+        train_fused([dataclasses.replace(base, lr_log2=lr) for lr in (-6, -8)], load_data("synthetic"))
+
+
+def test_canary_failure_trains_the_group_solo_and_says_so(tiny_grid, tmp_path, monkeypatch, capsys):
+    _wrong_batched_gpt(monkeypatch, lambda logits: 1.3 * logits)
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, show_progress=False).trained == 8
+    err = capsys.readouterr().err
+    assert "WARNING: canary: the batched engine 'native' differs" in err and "one at a time" in err
+    plan = plan_grid(grid)
+    records = [store.load(plan.key(c)) for c in plan.configs]
+    assert all(r.result.engine == "solo" and "failed its canary" in r.result.notes[0] for r in records)
+    # The stored losses are the solo engine's own: the same as a plain solo sweep.
+    solo_store = Store(tmp_path / "solo")
+    run_grid(grid, solo_store, fuse=1, show_progress=False)
+    assert [r.result.loss for r in records] == [solo_store.load(plan.key(c)).result.loss for c in plan.configs]
