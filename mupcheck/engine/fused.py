@@ -96,8 +96,8 @@ def group_label(configs: Sequence[RunConfig]) -> str:
         values = sorted(set(values))
         return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}..{fmt(values[-1])}"
 
-    first = configs[0].label().split(" tokens=")[0]
-    return (f"{first} tokens={span([c.tokens for c in configs], format_tokens)} "
+    first = configs[0]
+    return (f"{first.model} {first.parametrization} width={first.width} tokens={span([c.tokens for c in configs], format_tokens)} "
             f"lr={span([c.lr_log2 for c in configs], lambda v: f'2^{v:g}')} "
             f"seed={span([c.seed for c in configs], str)} x{len(configs)} fused")
 
