@@ -41,6 +41,34 @@ def test_benchmark_writes_rows_and_the_reference_report(tmp_path):
     assert "python benchmarks/fused_speed.py --device cpu" in report and "fused x2: 8 runs" in report
 
 
+def test_pool_of_solo_processes_is_a_row(tmp_path):
+    grid = write_grid(tmp_path)
+    path = _load_script().main(["--device", "cpu", "--grid", str(grid), "--widths", "16", "--models", "2",
+                                "--steps", "6", "--warmup-steps", "1", "--skip-grid", "--pool", "2",
+                                "--pool-width", "16", "--pool-seconds", "1", "--out", str(tmp_path / "results")])
+    rows = json.loads(path.read_text())
+    pool = rows[-1]
+    assert (pool["mode"], pool["width"], pool["models"]) == ("pool", 16, 2)
+    assert pool["tokens_per_s"] > 0 and len(pool["steps_per_process"]) == 2 and min(pool["steps_per_process"]) > 0
+
+
+def test_an_interrupted_grid_reports_what_it_finished(tmp_path, monkeypatch):
+    script = _load_script()
+    real = script.run_grid
+
+    def interrupted(*args, **kwargs):
+        summary = real(*args, **kwargs)
+        summary.interrupted = True  # as after Ctrl-C or `timeout -s INT`: the runs so far are stored
+        return summary
+
+    monkeypatch.setattr(script, "run_grid", interrupted)
+    path = script.main(["--device", "cpu", "--grid", str(write_grid(tmp_path)), "--grid-only", "--fuse", "2",
+                        "--out", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")])
+    row = json.loads(path.read_text())[-1]
+    assert row["interrupted"] and row["report"] is None and row["runs_done"] == 8
+    assert not (tmp_path / "reports" / "tiny.md").exists()
+
+
 def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
     from mupcheck.errors import MupcheckError
 

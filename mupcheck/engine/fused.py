@@ -97,7 +97,8 @@ def group_label(configs: Sequence[RunConfig]) -> str:
         return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}..{fmt(values[-1])}"
 
     first = configs[0]
-    return (f"{first.model} {first.parametrization} width={first.width} tokens={span([c.tokens for c in configs], format_tokens)} "
+    return (f"{first.model} {first.parametrization} width={first.width} "
+            f"tokens={span([c.tokens for c in configs], format_tokens)} "
             f"lr={span([c.lr_log2 for c in configs], lambda v: f'2^{v:g}')} "
             f"seed={span([c.seed for c in configs], str)} x{len(configs)} fused")
 
