@@ -3,7 +3,7 @@
 # reference grid as the time left allows (interrupted with SIGINT: the runs it finished are kept and
 # reported, and no report is written for a grid with missing runs).
 #
-#   OUT=/some/dir bash benchmarks/gpu_session.sh [grid seconds]
+#   OUT=/some/dir MUPCHECK_COMMIT=abc1234 bash benchmarks/gpu_session.sh [grid seconds]
 #
 # Needs torch with CUDA, pytest, pandas, matplotlib, tqdm; installs mup and mupcheck from .whl/ and the
 # checkout without the network when .whl/mup-1.0.0 exists (see README, "GPU sweeps").

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -37,7 +38,10 @@ def package_version(name: str) -> str:
 @functools.lru_cache(maxsize=16)
 def git_commit(path: Path = _PACKAGE_DIR) -> str:
     """'abc1234' of the git checkout holding `path`, '+dirty' if mupcheck's code or `path` has uncommitted
-    changes; '' outside git."""
+    changes; '' outside git. $MUPCHECK_COMMIT overrides it, for a copy of a checkout whose `.git` is not
+    the one its code came from (seen on a borrowed GPU machine)."""
+    if os.environ.get("MUPCHECK_COMMIT"):
+        return os.environ["MUPCHECK_COMMIT"]
     try:
         cwd = path.resolve() if path.is_dir() else path.resolve().parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
