@@ -52,6 +52,7 @@ from mupcheck.engine.fused import FusedOutOfMemory, train_fused
 from mupcheck.engine.solo import train_run
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.report import write_report
+from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import plan_grid
 from mupcheck.provenance import git_commit, utc_now
 from mupcheck.spec import Grid, RunConfig, load_grid, run_configs
@@ -298,7 +299,7 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         command = " ".join(["python benchmarks/fused_speed.py", *args.argv])
         reports = Path(args.reports)
         reports.mkdir(parents=True, exist_ok=True)
-        path = write_report(plan, store, reports, {
+        path = write_report(GridSuite(plan, store), reports, {
             "command": f"`{command}` (a fresh store: every run trained)",
             "wall time": f"{wall / 60:.1f} min for {summary.total} runs ({summary.trained} trained, "
                          f"{summary.diverged} diverged), training and evaluation",

@@ -32,6 +32,7 @@ __all__ = [
     "Grid",
     "Parametrization",
     "RunConfig",
+    "RefineSettings",
     "RunSettings",
     "TransferSettings",
     "coord_widths",
@@ -69,8 +70,11 @@ def _table(kind: str, factory: Callable[[], Any] | None = None) -> Any:
 class TransferSettings:
     """How strict the transfer assertions are (the `[transfer]` table of a grid)."""
 
-    tolerance_log2: float = _key("number", 0.5, minimum=0.0)
-    max_regret: float = _key("number", 0.01, minimum=0.0)
+    # A comparison transfers when the 95% interval of the optimum's shift lies inside the band of shifts
+    # that cost at most max_regret (relative loss) in the other cell, read off its fitted curvature;
+    # tolerance_log2 fixes the band to +-tolerance instead.
+    max_regret: float = _key("number", 0.005, minimum=0.0)
+    tolerance_log2: float | None = _key("number", None, minimum=0.0)
     expect_break: tuple[str, ...] = _key("choice_list", (), choices=EXPECT_BREAK_CHOICES)
     # The width every other width is compared with; None: the base width if the grid has it, else the smallest.
     reference_width: int | None = _key("integer", None, minimum=1)
@@ -103,6 +107,14 @@ class CoordCheckConfig:
     # width^-1/2 under muP; a fan-in readout or 1/sqrt(d) attention keeps them flat (slope ~0).
     max_init_output_slope: float = _key("number", -0.25)
     min_range: float = _key("number", 8.0, minimum=1.0)  # the widths must span at least this factor
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The `[refine]` table: after the coarse sweep, more learning rates around each cell's argmin."""
+
+    step_log2: float = _key("number", 0.25, minimum=0.01)
+    span_log2: float = _key("number", 1.0, minimum=0.01)  # the extra rates reach this far from the argmin
 
 
 # --- what every run of a grid shares, and one run ----------------------------------------------
@@ -213,6 +225,7 @@ class Grid(RunSettings):
     compile: bool = _key("boolean", False)
     transfer: TransferSettings = _table("transfer", TransferSettings)
     coord_check: CoordCheckConfig | None = _table("coord_check")
+    refine: RefineSettings | None = _table("refine")
     path: str = ""  # the file it came from, for messages and provenance (not a TOML key)
 
     @property
@@ -430,6 +443,9 @@ class _Validator:
     def coord_check(self, key: str) -> CoordCheckConfig:
         return CoordCheckConfig(**self._subtable(key, CoordCheckConfig).fields(CoordCheckConfig))
 
+    def refine(self, key: str) -> RefineSettings:
+        return RefineSettings(**self._subtable(key, RefineSettings).fields(RefineSettings))
+
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
@@ -497,7 +513,7 @@ def _check_transfer(g: Grid) -> None:
         raise GridError(p, "transfer.reference_width",
                         f"{t.reference_width} is not one of the grid's widths {g.widths}")
     if t.lr_rule == "power" and t.lr_rule_beta is None:
-        fit = t.lr_rule_fit_tokens or g.tokens[:2]
+        fit = t.lr_rule_fit_tokens or g.tokens[:3]
         missing = [x for x in fit if x not in g.tokens]
         if missing:
             raise GridError(p, "transfer.lr_rule_fit_tokens", f"{missing[0]} is not one of the grid's tokens")

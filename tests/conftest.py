@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny grids on synthetic data, so CPU tests take seconds."""
+"""Shared fixtures: tiny grids on synthetic data, so CPU tests take seconds.
+
+torch._dynamo is imported here, once: pytester's in-process runs restore sys.modules afterwards, and a
+dynamo imported lazily inside one of them (an optimizer step imports it) would be imported again by the
+next and fail registering its torch library twice.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401
 from helpers import write_grid
 
 

@@ -40,3 +40,30 @@ def fake_result(loss: float | None = 1.0, status: str = "ok", **fields: Any) -> 
                                 device="cpu: test", data_repeats=0.01, weight_decay=0.0, tau_steps=None,
                                 tau_frac_of_run=None)
     return RunResult(**{**base, **fields})
+
+
+LRS = (-10.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0)
+
+
+def curve_frame(optimum: Any, widths: tuple[int, ...] = (32, 256), tokens: tuple[int, ...] = (2**20,),
+                seeds: tuple[int, ...] = (0, 1, 2), par: str = "mup", a_left: float = 0.05, a_right: float = 0.05,
+                seed_sd: float = 0.0, noise: float = 0.0, lrs: tuple[float, ...] = LRS, rng_seed: int = 1) -> Any:
+    """A collected frame of made-up runs: cell (width, tokens) has its loss minimum at optimum(width, tokens),
+    moved per seed by N(0, seed_sd) (what a seed does to an optimum), with curvature a_left below it and
+    a_right above, and N(0, noise) on every loss."""
+    import numpy as np
+
+    from mupcheck.analysis.collect import records_frame
+
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for w in widths:
+        for t in tokens:
+            for s in seeds:
+                x0 = optimum(w, t) + seed_sd * rng.standard_normal()
+                for lr in lrs:
+                    a = a_left if lr < x0 else a_right
+                    loss = 3.0 - 0.001 * w / 32 + a * (lr - x0) ** 2 + noise * rng.standard_normal()
+                    rows.append(dict(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, loss=loss,
+                                     status="ok", data_repeats=0.5))
+    return records_frame(rows)

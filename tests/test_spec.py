@@ -29,7 +29,7 @@ def test_defaults_fill_in(tmp_path):
     path.write_text('name = "m"\nmodel = "mlp"\nwidths = [32, 64]\ntokens = [65536]\nlr_log2 = [-8, -7]\n')
     grid = load_grid(path)
     assert grid.base_width == 32 and grid.parametrization == ("mup", "sp") and grid.data == "python"
-    assert grid.transfer.tolerance_log2 == 0.5
+    assert grid.transfer.tolerance_log2 is None and grid.transfer.max_regret == 0.005 and grid.refine is None
 
 
 def _replace(key: str, value: str) -> str:

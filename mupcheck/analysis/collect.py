@@ -3,37 +3,47 @@
     df = collect(plan, store)                     # one row per run; a missing run is an error
     optima = find_optima(df)                      # {(parametrization, width, tokens): CellOptimum}
 
-A cell is one (parametrization, width, tokens). Its optimum is the argmin over `lr_log2` of the
-seed-mean loss, refined by the parabola through the minimum and its two neighbours (a sub-grid
-estimate), with a bootstrap interval over seeds when there are two or more. A learning rate at which
-any seed diverged counts as worse than every finite loss: it is never silently dropped. Each cell
-carries flags: an optimum on the edge of the grid, too few converged points, diverged runs.
+A cell is one (parametrization, width, tokens). Its optimum is fitted on each seed's curve and on the
+seed-mean curve (`mupcheck.analysis.curves`: an asymmetric parabola over >= 5 points around the
+argmin). With two or more seeds the cell's optimum is the mean of the per-seed optima, with a 95%
+Student-t interval over seeds; with one seed there is no interval. A learning rate at which any seed
+diverged counts as worse than every finite loss: it is never silently dropped. An optimum on the edge
+of the measured rates is censored (it lies beyond), never used as if exact. Each cell carries flags:
+censored, too few converged points, diverged runs. When the grid has a `[refine]` table, `collect`
+also gathers the extra rates around each cell's coarse argmin (`mupcheck.analysis.refine`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mupcheck.analysis.curves import FIT_WINDOW, CurveFit, fit_minimum, t_interval
+from mupcheck.analysis.refine import refinement_configs
 from mupcheck.errors import StoreError
 from mupcheck.fmt import format_tokens
 from mupcheck.result import RunRecord
+from mupcheck.spec import RunConfig
 from mupcheck.store import Store
 
 if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its configs and keys
     from mupcheck.plan import Plan
 
-__all__ = ["collect", "records_frame", "find_optima", "CellOptimum", "MissingRunsError", "CELL", "COLUMNS"]
+__all__ = ["CELL", "COLUMNS", "CellOptimum", "MissingRunsError", "collect", "collect_coarse", "find_optima",
+           "records_frame"]
 
 CELL = ("parametrization", "width", "tokens")
 COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "status", "train_loss",
            "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
-_BOOTSTRAP = 500
+# A run this close (log2) to a rate counts as measured there (refined grids step by 0.25).
+MEASURED_WITHIN = 0.125
 
 
 class MissingRunsError(StoreError):
@@ -47,9 +57,21 @@ class MissingRunsError(StoreError):
 
 
 def collect(plan: Plan, store: Store) -> pd.DataFrame:
-    """One row per run of the plan, columns named as in the grid. Raises MissingRunsError naming absent runs."""
+    """One row per run of the plan (and its refinement runs, with a `[refine]` table), columns named as in
+    the grid. Raises MissingRunsError naming absent runs."""
+    rows = _gather(plan, store, plan.configs)
+    extra = refinement_configs(plan.grid, records_frame(rows))
+    return records_frame(rows + _gather(plan, store, extra)) if extra else records_frame(rows)
+
+
+def collect_coarse(plan: Plan, store: Store) -> pd.DataFrame:
+    """The grid's own runs only (what refinement is planned from). Raises MissingRunsError."""
+    return records_frame(_gather(plan, store, plan.configs))
+
+
+def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict[str, Any]]:
     rows, missing = [], []
-    for cfg in plan.configs:
+    for cfg in configs:
         key = plan.key(cfg)
         record = store.load(key)
         if record is None:
@@ -58,7 +80,7 @@ def collect(plan: Plan, store: Store) -> pd.DataFrame:
             rows.append(_row(cfg.to_dict(), record))
     if missing:
         raise MissingRunsError(missing, str(store.root))
-    return records_frame(rows)
+    return rows
 
 
 def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
@@ -84,19 +106,16 @@ def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class CellOptimum:
-    """The optimal learning rate of one cell, with the curve it was read from."""
+    """The optimal learning rate of one cell: the curves it was read from and the fits."""
 
     parametrization: str
     width: int
     tokens: int
-    lr_log2: float  # refined optimum; NaN when every learning rate diverged
-    grid_lr_log2: float  # the argmin on the grid
-    loss: float  # loss at the refined optimum (parabola) or at the argmin
-    interval: tuple[float, float] | None  # bootstrap 95% interval over seeds
-    lrs: tuple[float, ...]  # the curve: lr_log2 values ...
-    losses: tuple[float, ...]  # ... and seed-mean losses (inf where any seed diverged)
-    n_seeds: int
-    parabola: tuple[float, float, float] | None  # (a, b, c) of a*x^2 + b*x + c around the minimum
+    lrs: tuple[float, ...]  # the curve: every lr_log2 measured in the cell ...
+    losses: tuple[float, ...]  # ... and the seed-mean loss (inf where any seed diverged)
+    fit: CurveFit  # of the seed-mean curve
+    seed_optima: tuple[tuple[int, float], ...]  # (seed, its own optimum; NaN when censored or diverged)
+    seed_losses: tuple[tuple[int, tuple[float, ...]], ...]  # (seed, its curve over lrs)
     flags: tuple[str, ...] = field(default=())
 
     @property
@@ -104,34 +123,83 @@ class CellOptimum:
         return (self.parametrization, self.width, self.tokens)
 
     @property
-    def found(self) -> bool:
-        return math.isfinite(self.lr_log2)
+    def n_seeds(self) -> int:
+        return len(self.seed_optima)
 
-    def loss_at(self, x: float) -> float:
-        """The cell's loss at lr 2^x, read off the fitted curve (parabola near the minimum, else linear)."""
-        lrs, losses = np.asarray(self.lrs), np.asarray(self.losses)
-        if self.parabola is not None:
-            i = int(np.searchsorted(lrs, self.grid_lr_log2))
-            if lrs[i - 1] <= x <= lrs[i + 1]:
-                a, b, c = self.parabola
-                return float(a * x * x + b * x + c)
-        if x <= lrs[0]:
-            return float(losses[0])
-        if x >= lrs[-1]:
-            return float(losses[-1])
-        j = int(np.searchsorted(lrs, x))
-        lo, hi = losses[j - 1], losses[j]
+    @property
+    def found(self) -> bool:
+        """An optimum inside the measured rates, with at least 3 converged rates to locate it."""
+        return self.fit.found and int(np.isfinite(self.losses).sum()) >= 3
+
+    @property
+    def censored(self) -> str | None:
+        return self.fit.censored
+
+    @property
+    def lr_log2(self) -> float:
+        """The optimum: the mean of the per-seed optima with two or more seeds, else the fit's (the edge
+        rate when censored; NaN when every rate diverged)."""
+        per_seed = [x for _, x in self.seed_optima]
+        if len(per_seed) >= 2 and self.found and all(math.isfinite(x) for x in per_seed):
+            return float(np.mean(per_seed))
+        return self.fit.x0
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """95% interval over seeds (None with one seed, or when a seed's optimum is censored)."""
+        return t_interval([x for _, x in self.seed_optima]) if self.found else None
+
+    @property
+    def seed_sd(self) -> float:
+        """Seed-to-seed standard deviation of the optimum, log2 (NaN with fewer than two seeds)."""
+        per_seed = [x for _, x in self.seed_optima]
+        return float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 and all(map(math.isfinite, per_seed)) \
+            else math.nan
+
+    @property
+    def grid_lr_log2(self) -> float:
+        """The measured rate with the lowest seed-mean loss."""
+        if not np.isfinite(self.losses).any():
+            return math.nan
+        return float(self.lrs[int(np.argmin(self.losses))])
+
+    @property
+    def loss(self) -> float:
+        """The lowest seed-mean loss measured: a real run, never a fit dipping below every run."""
+        finite = [y for y in self.losses if math.isfinite(y)]
+        return min(finite) if finite else math.nan
+
+    def loss_at(self, x: float) -> tuple[float, str]:
+        """The cell's seed-mean loss at lr 2^x and where it comes from: a run within MEASURED_WITHIN
+        log2 ("measured"), the fitted curve inside the measured range ("fitted"), or nothing beyond it
+        (NaN, "outside the measured rates")."""
+        lrs = np.asarray(self.lrs)
+        j = int(np.argmin(np.abs(lrs - x)))
+        if abs(lrs[j] - x) <= MEASURED_WITHIN:
+            return float(self.losses[j]), "measured"
+        if not lrs[0] <= x <= lrs[-1]:
+            return math.nan, "outside the measured rates"
+        if self.fit.fitted and abs(x - self.fit.x0) <= FIT_WINDOW:
+            return self.fit.loss_at(x), "fitted"
+        # Far from the minimum: between the two measured neighbours (inf if either diverged).
+        k = int(np.searchsorted(lrs, x))
+        lo, hi = self.losses[k - 1], self.losses[k]
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            return math.inf
-        t = (x - lrs[j - 1]) / (lrs[j] - lrs[j - 1])
-        return float(lo + t * (hi - lo))
+            return math.inf, "interpolated"
+        w = (x - lrs[k - 1]) / (lrs[k] - lrs[k - 1])
+        return float(lo + w * (hi - lo)), "interpolated"
 
     def describe(self) -> str:
-        if not self.found:
+        if not np.isfinite(self.losses).any():
             return "no optimum (every learning rate diverged)"
+        if self.censored:
+            side = "below" if self.censored == "low" else "above"
+            return f"lr* {side} the measured rates (at or {side} 2^{self.fit.x0:g}: censored)"
         text = f"lr* = 2^{self.lr_log2:.2f}"
         if self.interval:
-            text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
+            text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}] over {self.n_seeds} seeds"
+        else:
+            text += f" ({self.n_seeds} seed: no interval)" if self.n_seeds == 1 else ""
         return text
 
 
@@ -151,59 +219,37 @@ def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return table.index.to_numpy(float), table.columns.to_numpy(), table.to_numpy(float)
 
 
-def _refine(lrs: np.ndarray, curve: np.ndarray) -> tuple[float, float, tuple[float, float, float] | None]:
-    """(refined x, loss there, parabola) around the argmin of a curve; NaN if nothing is finite."""
-    if not np.isfinite(curve).any():
-        return math.nan, math.nan, None
-    i = int(np.argmin(curve))
-    x, y = float(lrs[i]), float(curve[i])
-    if i == 0 or i == len(lrs) - 1 or not np.isfinite(curve[i - 1:i + 2]).all():
-        return x, y, None  # on the edge, or a diverged neighbour: no bracket to fit
-    a, b, c = np.polyfit(lrs[i - 1:i + 2], curve[i - 1:i + 2], 2)
-    if a <= 0:
-        return x, y, None
-    xr = float(np.clip(-b / (2 * a), lrs[i - 1], lrs[i + 1]))
-    return xr, float(a * xr * xr + b * xr + c), (float(a), float(b), float(c))
-
-
 def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame) -> CellOptimum:
     """The optimum of one cell from its rows (any number of seeds)."""
     lrs, seeds, matrix = _loss_matrix(group)
     if np.isnan(matrix).any():
         raise StoreError(f"cell {cell}: some (lr, seed) pairs have no loss; every run of a cell is needed")
     curve = matrix.mean(axis=1)  # inf wherever any seed diverged
-    x, y, parabola = _refine(lrs, curve)
-    interval = _bootstrap(lrs, matrix) if len(seeds) >= 2 and math.isfinite(x) else None
-    opt = CellOptimum(cell[0], int(cell[1]), int(cell[2]), x, float(lrs[np.argmin(curve)]) if math.isfinite(x)
-                      else math.nan, y, interval, tuple(lrs), tuple(curve), len(seeds), parabola)
-    return _with_flags(opt, group)
+    fits = [fit_minimum(lrs, matrix[:, k]) for k in range(len(seeds))]
+    opt = CellOptimum(cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(curve), fit_minimum(lrs, curve),
+                      tuple((int(s), f.x0 if f.found else math.nan) for s, f in zip(seeds, fits)),
+                      tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)))
+    return dataclasses.replace(opt, flags=_flags(opt, group))
 
 
-def _bootstrap(lrs: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
-    # Seeds are resampled as whole curves: one seed fixes init and data order at every learning rate.
-    rng = np.random.default_rng(0)
-    n = matrix.shape[1]
-    draws = [_refine(lrs, matrix[:, rng.integers(0, n, n)].mean(axis=1))[0] for _ in range(_BOOTSTRAP)]
-    lo, hi = np.percentile([d for d in draws if math.isfinite(d)], [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def _with_flags(opt: CellOptimum, group: pd.DataFrame) -> CellOptimum:
+def _flags(opt: CellOptimum, group: pd.DataFrame) -> tuple[str, ...]:
     flags = []
     where = f"{opt.parametrization} width={opt.width} tokens={format_tokens(opt.tokens)}"
     finite = int(np.isfinite(opt.losses).sum())
-    if not opt.found:
+    if not np.isfinite(opt.losses).any():
         flags.append(f"{where}: every learning rate diverged; extend lr_log2 toward lower values")
-    elif opt.grid_lr_log2 == opt.lrs[0]:
-        flags.append(f"{where}: optimum on the lower edge of lr_log2 (2^{opt.lrs[0]:g}); the true optimum may "
-                     "lie outside: extend lr_log2 toward lower values")
-    elif opt.grid_lr_log2 == opt.lrs[-1]:
-        flags.append(f"{where}: optimum on the upper edge of lr_log2 (2^{opt.lrs[-1]:g}); the true optimum may "
-                     "lie outside: extend lr_log2 toward higher values")
-    if opt.found and finite < 3:
+    elif opt.censored == "low":
+        flags.append(f"{where}: optimum on the lower edge of lr_log2 (2^{opt.lrs[0]:g}): censored, the true optimum "
+                     "lies below; extend lr_log2 toward lower values")
+    elif opt.censored == "high":
+        flags.append(f"{where}: optimum on the upper edge of lr_log2 (2^{opt.lrs[-1]:g}): censored, the true "
+                     "optimum lies above; extend lr_log2 toward higher values")
+    elif opt.n_seeds >= 2 and opt.interval is None:
+        flags.append(f"{where}: some seeds' own optima are censored or diverged; no interval over seeds")
+    if finite and not opt.censored and finite < 3:
         flags.append(f"{where}: only {finite} learning rate(s) converged; too few to locate the optimum")
     diverged = group[group["status"] == "diverged"]
     if len(diverged):
         lrs = ", ".join(f"2^{x:g}" for x in sorted(set(diverged["lr_log2"])))
         flags.append(f"{where}: {len(diverged)} run(s) diverged (at lr {lrs}); counted as worse than any finite loss")
-    return CellOptimum(**{**opt.__dict__, "flags": tuple(flags)})
+    return tuple(flags)

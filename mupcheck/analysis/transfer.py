@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from mupcheck.analysis.collect import CellOptimum, find_optima
+from mupcheck.analysis.curves import t_interval
 from mupcheck.analysis.drift import fit_drift
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import AXES, Grid, TransferSettings
@@ -104,42 +107,61 @@ def is_expected_break(comp: Comparison, settings: TransferSettings) -> bool:
     return comp.axis in settings.expect_break or f"{comp.parametrization}:{comp.axis}" in settings.expect_break
 
 
+Outcome = Literal["transfers", "breaks", "inconclusive"]
+# The power rule's beta is fitted on this many shortest budgets by default: two budgets an octave apart
+# gave betas from -0.001 to 0.681 where all cells gave 0.015 to 0.388 (issue 13).
+RULE_FIT_BUDGETS = 3
+# A band wider than this (a flat curve: no regret anywhere near) is capped: the measured range is finite.
+MAX_BAND_LOG2 = 3.0
+
+
 @dataclass(frozen=True)
 class Verdict:
+    """One comparison, decided from its noise: the shift of the optimum with its interval over seeds,
+    against the band of shifts that cost at most `max_regret` in the other cell."""
+
     comparison: Comparison
     ref: CellOptimum
     other: CellOptimum
-    shift: float  # other optimum - transferred optimum, in log2 (NaN if either is missing)
-    regret: float  # relative extra loss in the other cell at the transferred optimum
-    tolerance_log2: float
+    shift: float  # other optimum - transferred optimum, log2 (NaN if either is missing)
+    interval: tuple[float, float] | None  # 95% interval of the shift, paired over shared seeds
+    band: tuple[float, float]  # shifts whose regret stays within max_regret: (-delta_right, +delta_left)
+    band_source: str  # "regret" (from the other cell's curvature) or "fixed" (tolerance_log2)
+    regret: float  # relative extra loss in the other cell at the transferred lr (NaN: unknown)
+    regret_source: str  # "measured", "fitted", "interpolated" or why it is unknown
     max_regret: float
+    outcome: Outcome
+    reason: str  # why this outcome, in a phrase
     beta: float = 0.0  # drift rule along tokens: transferred = ref - beta * log2(T_other / T_ref)
 
     @property
     def transferred(self) -> float:
         """The learning rate (log2) carried over from the reference cell, rule applied."""
-        c = self.comparison
-        drift = self.beta * math.log2(c.other / c.ref) if c.axis == "tokens" else 0.0
-        return self.ref.lr_log2 - drift
+        return self.ref.lr_log2 - _drift(self.comparison, self.beta)
 
     @property
     def passed(self) -> bool:
-        return (math.isfinite(self.shift) and abs(self.shift) <= self.tolerance_log2
-                and self.regret <= self.max_regret)
+        return self.outcome == "transfers"
 
     def summary(self) -> str:
         c = self.comparison
-        shift = f"optimum moved {self.shift:+.2f} log2" if math.isfinite(self.shift) else "no optimum to compare"
-        if self.beta and math.isfinite(self.shift):
-            shift = (f"with the power rule (beta {self.beta:.3f}: transferred lr 2^{self.transferred:.2f}) the "
-                     f"optimum is off by {self.shift:+.2f} log2")
-        regret = f"regret {100 * self.regret:.2f}%" if math.isfinite(self.regret) else "regret inf"
-        status = "transfers" if self.passed else "BREAKS"
-        return (f"{c.title()}: {status}: {shift} (tolerance {self.tolerance_log2:g}), "
-                f"{regret} (max {100 * self.max_regret:g}%)")
+        if math.isfinite(self.shift):
+            shift = f"optimum moved {self.shift:+.2f} log2"
+            if self.beta:
+                shift = (f"with the power rule (beta {self.beta:.3f}: transferred lr 2^{self.transferred:.2f}) the "
+                         f"optimum is off by {self.shift:+.2f} log2")
+            if self.interval:
+                shift += f" (95% interval {self.interval[0]:+.2f} .. {self.interval[1]:+.2f})"
+        else:
+            shift = "no optimum to compare"
+        why = (f"at most {100 * self.max_regret:g}% regret" if self.band_source == "regret" else "tolerance_log2")
+        band = f"allowed {self.band[0]:+.2f} .. {self.band[1]:+.2f} log2 ({why})"
+        regret = (f"regret {100 * self.regret:.2f}% ({self.regret_source})" if math.isfinite(self.regret)
+                  else f"regret unknown ({self.regret_source})")
+        return f"{c.title()}: {self.outcome.upper()}: {shift}; {band}; {regret}; {self.reason}"
 
     def message(self) -> str:
-        """Both cells, both optima with intervals, the shift, the regret, and the curves behind them."""
+        """Both cells, both optima with intervals, the shift, the band, the regret, and the curves behind them."""
         c = self.comparison
         name_ref = f"{c.axis}={_fmt(c.axis, c.ref)}"
         name_other = f"{c.axis}={_fmt(c.axis, c.other)}"
@@ -147,44 +169,107 @@ class Verdict:
                  f"  reference {name_ref:>14}: {self.ref.describe()}",
                  f"  other     {name_other:>14}: {self.other.describe()}",
                  f"  {'lr_log2':>8}  {'loss ' + name_ref:>20}  {'loss ' + name_other:>20}"]
-        for x, a, b in zip(self.ref.lrs, self.ref.losses, self.other.losses):
+        ref_curve = dict(zip(self.ref.lrs, self.ref.losses))
+        other_curve = dict(zip(self.other.lrs, self.other.losses))
+        for x in sorted(set(ref_curve) | set(other_curve)):
             mark = ("  <- ref optimum" if x == self.ref.grid_lr_log2 else "") + \
                    ("  <- other optimum" if x == self.other.grid_lr_log2 else "")
-            lines.append(f"  {x:>8g}  {_loss_str(a):>20}  {_loss_str(b):>20}{mark}")
+            lines.append(f"  {x:>8g}  {_loss_str(ref_curve.get(x)):>20}  {_loss_str(other_curve.get(x)):>20}{mark}")
         lines += [f"  note: {flag}" for flag in self.ref.flags + self.other.flags]
         return "\n".join(lines)
 
 
-def _loss_str(x: float) -> str:
+def _loss_str(x: float | None) -> str:
+    if x is None:
+        return "-"
     return "diverged" if math.isinf(x) else f"{x:.4f}"
+
+
+def _drift(comp: Comparison, beta: float) -> float:
+    return beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" and beta else 0.0
+
+
+def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[float, float], str]:
+    """The shifts (other optimum - transferred lr) that cost at most `max_regret` in the other cell: a
+    positive shift puts the transferred lr below the optimum, on the curve's left side, so its limit is
+    sqrt(max_regret * L* / a_left); or +-tolerance_log2 when the grid fixes it."""
+    if settings.tolerance_log2 is not None:
+        return (-settings.tolerance_log2, settings.tolerance_log2), "fixed"
+    fit = other.fit
+
+    def limit(a: float) -> float:
+        if not math.isfinite(a):
+            return math.nan
+        return MAX_BAND_LOG2 if a <= 0 else min(MAX_BAND_LOG2, math.sqrt(settings.max_regret * other.loss / a))
+
+    return (-limit(fit.a_right), limit(fit.a_left)), "regret"
 
 
 def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
           settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
-    """Compare the two cells of `comp` under the tolerance and regret limits of `settings`.
+    """Compare the two cells of `comp`: transfers if the shift's interval lies inside the regret band,
+    breaks if it lies outside, inconclusive otherwise (or without an interval, or with a censored cell).
 
     With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref).
     """
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
+    band, band_source = regret_band(other, settings)
+    drift = _drift(comp, beta)
+    shift, interval, regret, regret_source = math.nan, None, math.nan, "no optimum"
     if ref.found and other.found:
-        drift = beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" else 0.0
         transferred = ref.lr_log2 - drift
-        # Rounded: parabola fits leave 1e-15 noise, which would print as "-0.00".
+        # Rounded: fits leave 1e-15 noise, which would print as "-0.00".
         shift = round(other.lr_log2 - transferred, 9) + 0.0
-        at_ref = other.loss_at(transferred)
-        regret = (at_ref - other.loss) / other.loss if math.isfinite(at_ref) else math.inf
-        regret = max(0.0, regret)  # the fitted minimum is a minimum: tiny negatives are rounding
-    else:
-        shift, regret = math.nan, math.inf
-    return Verdict(comp, ref, other, shift, regret, settings.tolerance_log2, settings.max_regret, beta)
+        interval = _paired_interval(ref, other, drift)
+        at, regret_source = other.loss_at(transferred)
+        if math.isfinite(at):
+            regret = max(0.0, (at - other.loss) / other.loss)
+        elif at == math.inf:
+            regret = math.inf
+    outcome, reason = _decide(ref, other, interval, band)
+    return Verdict(comp, ref, other, shift, interval, band, band_source, regret, regret_source,
+                   settings.max_regret, outcome, reason, beta)
+
+
+def _paired_interval(ref: CellOptimum, other: CellOptimum, drift: float) -> tuple[float, float] | None:
+    """95% interval of the shift over the seeds both cells share: seed s fixes init and data order in both,
+    so its two optima are paired and their difference is what varies from seed to seed."""
+    a, b = dict(ref.seed_optima), dict(other.seed_optima)
+    diffs = [b[s] - (a[s] - drift) for s in sorted(set(a) & set(b))]
+    return t_interval(diffs)
+
+
+def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] | None,
+            band: tuple[float, float]) -> tuple[Outcome, str]:
+    for name, cell in (("reference", ref), ("other", other)):
+        if not np.isfinite(cell.losses).any():
+            return "inconclusive", f"every learning rate of the {name} cell diverged: extend lr_log2 lower"
+        if cell.censored:
+            side = "lower" if cell.censored == "low" else "upper"
+            return "inconclusive", f"the {name} cell's optimum is censored on the {side} edge: extend lr_log2"
+        if not cell.found:
+            return "inconclusive", f"too few converged rates in the {name} cell to locate its optimum"
+    if not all(math.isfinite(x) for x in band):
+        return "inconclusive", "the other cell's curve has no curvature to set the band (a diverged neighbour)"
+    if interval is None:
+        n = min(ref.n_seeds, other.n_seeds)
+        why = "one seed: the shift's noise is unknown" if n < 2 else "a seed's own optimum is censored"
+        return "inconclusive", f"{why}; add seeds"
+    lo, hi = interval
+    if band[0] <= lo and hi <= band[1]:
+        return "transfers", "the shift's interval lies inside the band"
+    if hi < band[0] or lo > band[1]:
+        return "breaks", "the shift's interval lies outside the band"
+    return "inconclusive", "the shift's interval straddles the band's edge; add seeds (or refine the rates)"
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",
-                    tolerance_log2: float = 0.5, max_regret: float = 0.01,
+                    max_regret: float = 0.005, tolerance_log2: float | None = None,
                     reference: int | None = None) -> list[Verdict]:
     """Assert that the optimum transfers along `axis` for every cell of a collected frame.
 
-    Raises TransferError listing every comparison that breaks; returns all verdicts otherwise.
+    Raises TransferError listing every comparison that breaks or cannot be decided (inconclusive is not
+    a pass); returns all verdicts when every one transfers.
     """
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
@@ -198,10 +283,12 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
     optima = find_optima(sub)
     fixed = tuple(sorted(int(v) for v in sub[fixed_axis].unique()))
     verdicts = [judge(c, optima, settings) for c in comparisons_for(axis, (parametrization,), values, fixed, ref)]
-    broken = [v for v in verdicts if not v.passed]
-    if broken:
-        raise TransferError(f"{len(broken)} of {len(verdicts)} comparisons break:\n\n"
-                            + "\n\n".join(v.message() for v in broken))
+    failed = [v for v in verdicts if not v.passed]
+    if failed:
+        counts = ", ".join(f"{sum(v.outcome == o for v in failed)} {o}" for o in ("breaks", "inconclusive")
+                           if any(v.outcome == o for v in failed))
+        raise TransferError(f"{len(failed)} of {len(verdicts)} comparisons do not transfer ({counts}):\n\n"
+                            + "\n\n".join(v.message() for v in failed))
     return verdicts
 
 
@@ -246,15 +333,18 @@ class WiderVerdict:
 
 def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str, tokens: int,
                     widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01) -> WiderVerdict:
-    """Losses across widths at the reference width's best grid learning rate."""
+    """Seed-mean losses across widths at the reference width's best learning rate among those every width
+    measured (refinement adds different rates to different cells)."""
     ref = optima[(parametrization, reference_width, tokens)]
-    if not ref.found:
-        x = math.nan
-        losses = tuple(math.inf for _ in widths)
-    else:
-        x = ref.grid_lr_log2
-        losses = tuple(optima[(parametrization, w, tokens)].losses[list(ref.lrs).index(x)] for w in widths)
-    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance)
+    cells = [optima[(parametrization, w, tokens)] for w in widths]
+    shared = sorted(set.intersection(*(set(c.lrs) for c in cells)))
+    curves = [dict(zip(c.lrs, c.losses)) for c in cells]
+    ref_curve = dict(zip(ref.lrs, ref.losses))
+    if not ref.found or not shared or not any(math.isfinite(ref_curve[x]) for x in shared):
+        return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.inf for _ in widths),
+                            tolerance)
+    x = min(shared, key=lambda lr: ref_curve[lr])
+    return WiderVerdict(parametrization, tokens, x, tuple(widths), tuple(c[x] for c in curves), tolerance)
 
 
 def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:
@@ -262,7 +352,7 @@ def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float
     t = grid.transfer
     if t.lr_rule_beta is not None:
         return t.lr_rule_beta, f"beta {t.lr_rule_beta:g} from the grid"
-    fit_tokens = set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    fit_tokens = set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS])
     fit = fit_drift(df, parametrization, tokens=fit_tokens)
     if fit is None:
         raise ValueError("cannot fit beta: no width has two converged token budgets among lr_rule_fit_tokens")
@@ -275,5 +365,5 @@ def rule_comparisons(grid: Grid) -> list[Comparison]:
     t = grid.transfer
     if t.lr_rule != "power" or len(grid.tokens) < 2:
         return []
-    fit_tokens = set() if t.lr_rule_beta is not None else set(t.lr_rule_fit_tokens or grid.tokens[:2])
+    fit_tokens = set() if t.lr_rule_beta is not None else set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS])
     return [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]

@@ -24,6 +24,7 @@ from mupcheck.engine.data import load_data
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
+from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import plan_grid
 from mupcheck.provenance import utc_now
 from mupcheck.spec import Grid, load_grid, parse_grid
@@ -122,7 +123,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         "command": f"`mupcheck report {args.grid}`",
         "report written": utc_now(),
     }
-    path = write_report(plan, Store.open(args.store), out, extra)
+    path = write_report(GridSuite(plan, Store.open(args.store)), out, extra)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -177,7 +178,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     fit = fit_drift(df, args.parametrization)
     if fit is None:
         raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")
-    print(predict(fit, args.width, args.tokens).describe())
+    try:
+        prediction = predict(fit, args.width, args.tokens)
+    except ValueError as e:
+        raise MupcheckError(f"{args.grid}: {e}") from None
+    print(prediction.describe())
     print(f"  {PUBLISHED}")
     return 0
 

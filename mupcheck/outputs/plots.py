@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mupcheck.analysis.collect import CellOptimum  # noqa: E402
-from mupcheck.analysis.transfer import reference_value  # noqa: E402
 from mupcheck.fmt import format_tokens  # noqa: E402
 from mupcheck.spec import Grid  # noqa: E402
 
@@ -69,7 +68,9 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
 
 
 def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
-    """Optimal log2(lr) against width and against tokens, parametrizations side by side."""
+    """Optimal log2(lr) against width and against tokens, parametrizations side by side: one line per value
+    of the other axis, error bars from the 95% interval over seeds, censored optima as triangles on the edge
+    they lie beyond."""
     paths = []
     for axis, values, series, series_axis in (("width", grid.widths, grid.tokens, "tokens"),
                                               ("tokens", grid.tokens, grid.widths, "width")):
@@ -77,31 +78,30 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
             continue
         pars = list(grid.parametrization)
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
+        colors = plt.cm.viridis([i / max(1, len(series) - 1) for i in range(len(series))])
         for ax, par in zip(axes[0], pars):
-            for s in series:
+            for color, s in zip(colors, series):
                 cells = [optima[(par, v, s) if axis == "width" else (par, s, v)] for v in values]
-                xs = [v for v, c in zip(values, cells) if c.found]
-                ys = [c.lr_log2 for c in cells if c.found]
-                label = f"{series_axis}={format_tokens(s) if series_axis == 'tokens' else s}"
-                line, = ax.plot(xs, ys, "o-", label=label)
-                ref = optima[(par, reference_value(grid, "width"), s) if axis == "width"
-                             else (par, s, reference_value(grid, "tokens"))]
-                if ref.found:  # the band a transferred optimum must stay in
-                    tol = grid.transfer.tolerance_log2
-                    ax.axhspan(ref.lr_log2 - tol, ref.lr_log2 + tol, color=line.get_color(), alpha=0.08, lw=0)
-                lo = [c.lr_log2 - c.interval[0] for c in cells if c.found and c.interval]
-                if len(lo) == len(xs) and xs:
-                    hi = [c.interval[1] - c.lr_log2 for c in cells if c.found and c.interval]
-                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", color=line.get_color(), capsize=3)
+                found = [(v, c) for v, c in zip(values, cells) if c.found]
+                label = f"{series_axis} {format_tokens(s) if series_axis == 'tokens' else s}"
+                ax.plot([v for v, _ in found], [c.lr_log2 for _, c in found], "o-", color=color, label=label)
+                for v, c in found:
+                    if c.interval:
+                        ax.errorbar([v], [c.lr_log2], yerr=[[c.lr_log2 - c.interval[0]], [c.interval[1] - c.lr_log2]],
+                                    fmt="none", color=color, capsize=3)
+                for v, c in zip(values, cells):
+                    if c.censored:
+                        ax.plot([v], [c.fit.x0], "v" if c.censored == "low" else "^", color=color, ms=9, mfc="none")
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{par}: optimum vs {axis} (band: reference +- tolerance)")
+            ax.set_xticks(list(values), [format_tokens(v) if axis == "tokens" else str(v) for v in values])
+            ax.minorticks_off()
+            ax.set_title(f"{par}: optimum vs {axis}")
             ax.set_xlabel(axis)
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, title="bars: 95% over seeds; triangles: censored", title_fontsize=7)
         axes[0][0].set_ylabel("optimal log2(learning rate)")
-        axes[0][-1].legend(fontsize=8)
         paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
     return paths
-
 
 
 def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:

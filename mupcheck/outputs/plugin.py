@@ -52,6 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ under the rootdir)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
+    group.addoption("--mupcheck-inconclusive", choices=["skip", "fail"], default="skip",
+                    help="how a check the data cannot decide is shown: skipped with its reason (default), or "
+                         "failed, for a non-zero exit")
     group.addoption("--mupcheck-progress", type=float, default=30.0, metavar="SECONDS",
                     help="under xdist, how often the controller reports runs in the store (default 30)")
 

@@ -1,59 +1,39 @@
 """Markdown reports with plots: `reports/<grid>.md` and PNGs in `reports/<grid>/`.
 
-    path = write_report(plan, store, out_dir=Path("reports"), provenance_extra={...})
+    path = write_report(GridSuite(plan, store), out_dir=Path("reports"), provenance_extra={...})
 
-The report is computed from the store alone (the same functions the test items use), so
-`mupcheck report grids/X.toml` and the end of a pytest run write the same verdicts. Sections:
-verdicts, optimal learning rates, plots, warnings, provenance (how it was produced).
-`render_report` is a pure function of its inputs, for golden-file tests.
+The report renders a `GridSuite` (`mupcheck.outputs.verdicts`): the same outcomes the pytest items
+show, computed once, from the store alone (no training). Sections: the outcomes and how they are
+decided, the noise floor, the verdicts with their intervals, the optimal learning rates, the laws
+along width and tokens, the muP implementation checks, plots, warnings, provenance (how it was
+produced). `render_report` is a pure function of the suite, the provenance and the plot paths.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mupcheck.analysis.collect import CellOptimum, collect, find_optima
-from mupcheck.analysis.drift import PUBLISHED, fit_drift
-from mupcheck.analysis.transfer import (
-    Verdict,
-    is_expected_break,
-    judge,
-    plan_comparisons,
-    reference_value,
-    rule_beta,
-    rule_comparisons,
-    wider_is_better,
-)
-from mupcheck.checks.coord import CoordResult, check_model
-from mupcheck.checks.lint import lint_grid
+from mupcheck.analysis.collect import CellOptimum
+from mupcheck.analysis.drift import PUBLISHED
+from mupcheck.analysis.transfer import Verdict, judge
 from mupcheck.fmt import format_tokens
 from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
+from mupcheck.outputs.verdicts import GridSuite, Outcome
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
-from mupcheck.spec import Grid, Parametrization
-from mupcheck.store import Store
 
-__all__ = ["render_report", "verdict_outcome", "write_report"]
+__all__ = ["render_report", "write_report"]
 
-Optima = dict[tuple[str, int, int], CellOptimum]
+# How each outcome reads in the report (pytest shows the same outcome: see mupcheck.outputs.suite).
+SHOWN = {"pass": "pass", "fail": "FAIL", "xfail": "xfail (expected break)",
+         "xpass": "XPASS: expected break did not happen", "inconclusive": "inconclusive"}
 
-
-def verdict_outcome(verdict: Verdict, grid: Grid) -> str:
-    """pass / FAIL / xfail / XPASS, as pytest reports the item."""
-    expected = is_expected_break(verdict.comparison, grid.transfer)
-    if expected:
-        return "xfail (expected break)" if not verdict.passed else "XPASS: expected break did not happen"
-    return "pass" if verdict.passed else "FAIL"
-
-
-# --- markdown --------------------------------------------------------------------------------
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -61,106 +41,129 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _optimum_cell(opt: CellOptimum) -> str:
-    if not opt.found:
+def _cell_text(opt: CellOptimum) -> str:
+    if not math.isfinite(opt.fit.x0):
         return "all diverged"
+    if opt.censored:
+        return f"{'<=' if opt.censored == 'low' else '>='} {opt.fit.x0:g} (censored)"
     text = f"{opt.lr_log2:.2f}"
     if opt.interval:
         text += f" [{opt.interval[0]:.2f}, {opt.interval[1]:.2f}]"
-    if any("edge" in f for f in opt.flags):
-        text += " (edge)"
     return text
 
 
-def render_report(grid: Grid, df: pd.DataFrame, optima: Optima, verdicts: list[Verdict],
-                  provenance: dict[str, str], plots: list[str],
-                  checks: Sequence[tuple[str, str, str]] = (), drift: Sequence[str] = ()) -> str:
-    """The report's markdown text (plots are given as paths relative to the report).
+def _how_decided(suite: GridSuite) -> str:
+    t = suite.grid.transfer
+    band = (f"the band of shifts that cost at most {100 * t.max_regret:g}% loss in the other cell (read off its "
+            "fitted curvature, so a flat optimum allows a wider shift)" if t.tolerance_log2 is None
+            else f"the fixed band +-{t.tolerance_log2:g} log2 (`tolerance_log2`)")
+    return ("A comparison **transfers** when the 95% interval of the optimum's shift (over seeds, paired: a "
+            f"seed fixes init and data order in both cells) lies inside {band}; it **breaks** when the interval "
+            "lies outside; otherwise, or with one seed, or with an optimum censored on the edge of `lr_log2`, it "
+            "is **inconclusive** (not a pass: pytest skips it with the reason, or fails it under "
+            "`--mupcheck-inconclusive=fail`).")
 
-    `checks` are rows (check, outcome, detail) of the muP implementation checks: lint, coordinate
-    check, wider-is-better.
-    """
+
+def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]) -> str:
+    """The report's markdown text (plots are given as paths relative to the report)."""
+    grid, df, optima = suite.grid, suite.df, suite.optima
+    outcomes = suite.outcomes()
+    counts: Counter[str] = Counter(o.outcome for o in outcomes)
     out = [f"# mupcheck report: `{grid.name}`", ""]
-    n_fail = sum(verdict_outcome(v, grid) in ("FAIL", "XPASS: expected break did not happen") for v in verdicts)
     out += [f"Model `{grid.model}`, parametrizations {', '.join(grid.parametrization)}; widths "
             f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
             f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {grid.lr_log2[0]:g} .. "
-            f"{grid.lr_log2[-1]:g} ({len(grid.lr_log2)} values); seeds {', '.join(map(str, grid.seeds))}; "
-            f"{grid.optimizer}, {grid.schedule} schedule. {len(df)} runs.", ""]
-    out += [f"**{len(verdicts) - n_fail} of {len(verdicts)} comparisons as expected; {n_fail} unexpected.** "
-            f"A comparison passes when the optimum moves by at most {grid.transfer.tolerance_log2:g} log2 and "
-            f"the regret (relative extra loss of using the reference cell's optimal LR) is at most "
-            f"{100 * grid.transfer.max_regret:g}%.", ""]
+            f"{grid.lr_log2[-1]:g} ({len(grid.lr_log2)} values"
+            + (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
+               if grid.refine else "") + f"); seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
+            f"{grid.schedule} schedule. {len(df)} runs.", ""]
+    out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
+            "checks.", "", _how_decided(suite), ""]
+    out += [f"- {line}" for line in _summary(suite)] + [""]
+    out += ["## Noise floor", ""] + [f"- {suite.noise_floor(p).sentence()}" for p in grid.parametrization] + [""]
 
-    out += [f"- {line}" for line in _summary(verdicts, grid)] + [""]
+    transfer = [o for o in outcomes if o.check.kind == "transfer"]
     out += ["## Verdicts", ""]
-    rows = []
-    for v in verdicts:
-        c = v.comparison
-        shift = f"{v.shift:+.2f}" if math.isfinite(v.shift) else "n/a"
-        regret = f"{100 * v.regret:.2f}%" if math.isfinite(v.regret) else "inf"
-        rows.append([c.axis, c.parametrization, c.label, f"{v.ref.lr_log2:.2f}",
-                     f"{v.other.lr_log2:.2f}", shift, regret, verdict_outcome(v, grid)])
-    out += [_table(["axis", "param.", "comparison", "ref lr*", "other lr*", "shift (log2)", "regret", "verdict"],
-                   rows) if rows else "The grid varies neither width nor tokens: nothing to compare.", ""]
+    out += [_verdict_table(suite, transfer) if transfer else
+            "The grid varies neither width nor tokens: nothing to compare.", ""]
 
     out += ["## Optimal learning rates", "",
-            "log2 of the optimal learning rate per cell (parabola-refined; 95% bootstrap interval over seeds "
-            "when there are two or more; *(edge)*: on the edge of `lr_log2`).", ""]
+            "log2 of the optimal learning rate per cell: the mean of the seeds' own optima, fitted as an asymmetric "
+            "parabola over >= 5 points around the argmin, with its 95% interval over seeds; *censored*: on the "
+            "edge of `lr_log2`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
-        rows = [[str(w)] + [_optimum_cell(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
+        rows = [[str(w)] + [_cell_text(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
         out += [f"**{par}**", "", _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
 
+    drift = _drift_section(suite, [o for o in outcomes if o.check.kind == "rule"])
     if drift:
-        out += ["## Drift along tokens", ""] + list(drift) + [""]
+        out += ["## Drift along tokens", ""] + drift + [""]
 
+    checks = [o for o in outcomes if o.check.kind in ("lint", "coord", "wider")]
     if checks:
         out += ["## Is the muP implementation right?", "",
                 "muP lint of the model at every width, coordinate checks (if the grid has a `[coord_check]` "
                 "table), and 'wider is better' at the reference width's best learning rate.", ""]
         out += [_table(["check", "outcome", "detail"],
-                       [[name, outcome, detail.replace("\n", "<br>").replace("|", "\\|")]
-                        for name, outcome, detail in checks]), ""]
+                       [[o.check.id, SHOWN[o.outcome], o.detail.replace("\n", "<br>").replace("|", "\\|")]
+                        for o in checks]), ""]
 
     if plots:
-        out += ["## Plots", ""]
-        out += [f"![{Path(p).stem}]({p})" for p in plots]
-        out += [""]
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
 
     warnings = _warnings(df, optima)
-    out += ["## Warnings", ""]
-    out += [f"- {w}" for w in warnings] if warnings else ["None."]
-    out += [""]
-
+    out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
     out += ["## Provenance", "", _table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
     return "\n".join(out)
 
 
-def _summary(verdicts: list[Verdict], grid: Grid) -> list[str]:
-    """One plain sentence per (parametrization, axis): how far the optimum moved, and the verdicts."""
+def _shift_text(v: Verdict) -> str:
+    if not math.isfinite(v.shift):
+        return "n/a"
+    return f"{v.shift:+.2f}" + (f" [{v.interval[0]:+.2f}, {v.interval[1]:+.2f}]" if v.interval else "")
+
+
+def _regret_text(v: Verdict) -> str:
+    if math.isfinite(v.regret):
+        return f"{100 * v.regret:.2f}% ({v.regret_source})"
+    return "diverged" if v.regret == math.inf else f"unknown ({v.regret_source})"
+
+
+def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
+    rows = []
+    for o in transfer:
+        v = suite.verdicts[o.check.id]
+        c = v.comparison
+        band = f"{v.band[0]:+.2f} .. {v.band[1]:+.2f}" if all(map(math.isfinite, v.band)) else "n/a"
+        rows.append([c.axis, c.parametrization, c.label, _cell_text(v.ref), _cell_text(v.other), _shift_text(v),
+                     band, _regret_text(v), SHOWN[o.outcome] + ("" if o.outcome in ("pass", "xfail") else
+                                                               f": {v.reason}")])
+    return _table(["axis", "param.", "comparison", "ref lr*", "other lr*", "shift [95%]", "allowed", "regret at "
+                   "transferred lr", "verdict"], rows)
+
+
+def _summary(suite: GridSuite) -> list[str]:
+    """One plain sentence per (parametrization, axis): the law along it, and the outcomes."""
     lines = []
-    for par in grid.parametrization:
+    for par in suite.grid.parametrization:
         for axis in ("width", "tokens"):
-            group = [v for v in verdicts if v.comparison.parametrization == par and v.comparison.axis == axis]
+            group = [suite.verdicts[o.id] for o in suite.planned.values()
+                     if o.kind == "transfer" and o.comparison and o.comparison.parametrization == par
+                     and o.comparison.axis == axis]
             if not group:
                 continue
-            moved = [v for v in group if math.isfinite(v.shift)]
-            passed = sum(v.passed for v in group)
+            law = suite.width_law(par) if axis == "width" else suite.drift(par)
+            law_text = law.sentence() if law is not None else "no law: too few found optima"
+            tally = Counter(v.outcome for v in group)
             ref = group[0].comparison.ref
             ref_text = format_tokens(ref) if axis == "tokens" else str(ref)
-            if moved:
-                worst = max(moved, key=lambda v: abs(v.shift))
-                where = worst.comparison.label
-                moved_text = f"the optimum moved by at most {abs(worst.shift):.2f} log2 ({worst.shift:+.2f}, {where})"
-            else:
-                moved_text = "no optimum could be compared"
-            verdict = "transfers" if passed == len(group) else "breaks" if passed == 0 else "mixed"
-            lines.append(f"**{par} along {axis}** (reference {axis} {ref_text}): {moved_text}; "
-                         f"{passed} of {len(group)} comparisons within tolerance: **{verdict}**.")
+            parts = ", ".join(f"{tally[k]} {k}" for k in ("transfers", "breaks", "inconclusive") if tally[k])
+            lines.append(f"**{par} along {axis}** (reference {axis} {ref_text}): {law_text}; of {len(group)} "
+                         f"comparisons: {parts}.")
     return lines
 
 
-def _warnings(df: pd.DataFrame, optima: Optima) -> list[str]:
+def _warnings(df: pd.DataFrame, optima: dict[tuple[str, int, int], CellOptimum]) -> list[str]:
     flags = list(OrderedDict.fromkeys(f for opt in optima.values() for f in opt.flags))
     repeats = df["data_repeats"].astype(float)
     if (repeats > 1).any():
@@ -211,104 +214,74 @@ def provenance_for(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[
     return info
 
 
-def drift_section(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
-    """Markdown lines: the fitted drift law per parametrization, and the power rule's verdicts."""
+def _drift_section(suite: GridSuite, rules: list[Outcome]) -> list[str]:
+    """The drift law per parametrization (fitted once, by the suite), candidate rules, the power rule's verdicts."""
+    grid = suite.grid
     if len(grid.tokens) < 2:
         return []
-    lines = ["Fit of log2 lr*(T) = a_width - beta * log2 T over the cells with an optimum (one intercept per "
-             "width, one shared slope; 95% bootstrap interval over " +
-             ("seeds" if len(grid.seeds) > 1 else "the token-budget cells of each width") + ").", ""]
+    lines = ["Fit of log2 lr*(T) = a_width - beta * log2 T over the cells with a found optimum (one intercept "
+             "per width, one shared slope; censored optima left out; 95% interval over seeds, from refitting on "
+             "each seed's own optima).", ""]
     rows = []
     for par in grid.parametrization:
-        fit = fit_drift(df, par)
+        fit = suite.drift(par)
         if fit is None:
             continue
         interval = f"[{fit.interval[0]:.3f}, {fit.interval[1]:.3f}]" if fit.interval else "n/a"
         rows.append([par, "joint", f"{fit.beta:.3f}", interval, fit.sentence()])
-        rows += [[par, str(w), f"{b:.3f}", "", f"a = {a:.2f}"] for w, (a, b) in fit.per_width.items()]
+        rows += [[par, str(w), f"{b:.3f}", "", f"a = {fit.intercepts[w]:.2f} (joint fit); {a:.2f} alone"]
+                 for w, (a, b) in fit.per_width.items()]
     lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*", ""]
-    lines += _rules_compared(grid, df, optima)
-    comps = rule_comparisons(grid)
-    if comps:
+    lines += _rules_compared(suite)
+    if rules:
         rule_rows = []
-        for rule_par in sorted({c.parametrization for c in comps}):
-            beta, source = rule_beta(df[df["parametrization"] == rule_par], grid, rule_par)
-            for c in (c for c in comps if c.parametrization == rule_par):
-                v = judge(c, optima, grid.transfer, beta=beta)
-                shift = f"{v.shift:+.2f}" if math.isfinite(v.shift) else "n/a"
-                regret = f"{100 * v.regret:.2f}%" if math.isfinite(v.regret) else "inf"
-                rule_rows.append([par, c.label, source, f"{v.transferred:.2f}",
-                                  f"{v.other.lr_log2:.2f}", shift, regret, "pass" if v.passed else "FAIL"])
-        lines += ["", "**Power rule** (`lr_rule = \"power\"`): the reference optimum moved by "
-                  "(T / T_ref)^-beta, checked on cells not used to fit beta.", "",
-                  _table(["param.", "comparison", "beta", "transferred lr", "other lr*", "off by (log2)", "regret",
+        for o in rules:
+            v = suite.verdicts[o.check.id]
+            _, source = suite.rule(v.comparison.parametrization)
+            rule_rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
+                              _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
+        lines += ["", "**Power rule** (`lr_rule = \"power\"`): the reference optimum moved by (T / T_ref)^-beta, "
+                  "judged like any comparison on cells not used to fit beta.", "",
+                  _table(["param.", "comparison", "beta", "transferred lr", "other lr*", "off by [95%]", "regret",
                           "verdict"], rule_rows)]
     return lines
 
 
-def _rules_compared(grid: Grid, df: pd.DataFrame, optima: Optima) -> list[str]:
-    """How far each candidate beta would carry the shortest budget's optimum along tokens, all cells."""
-    comps = [c for c in plan_comparisons(grid) if c.axis == "tokens"]
+def _rules_compared(suite: GridSuite) -> list[str]:
+    """How each candidate beta would carry the shortest budget's optimum along tokens, over all cells."""
+    grid = suite.grid
     lines = []
     for par in grid.parametrization:
-        mine = [c for c in comps if c.parametrization == par]
-        fit = fit_drift(df, par)
-        if not mine or fit is None:
+        comps = [c.comparison for c in suite.planned.values() if c.kind == "transfer" and c.comparison
+                 and c.comparison.axis == "tokens" and c.comparison.parametrization == par]
+        fit = suite.drift(par)
+        if not comps or fit is None:
             continue
         candidates = [("no rule (beta 0)", 0.0), (f"this grid's fit (beta {fit.beta:.3f}; in-sample)", fit.beta),
                       ("the published WSD value (beta 0.5)", 0.5)]
         for name, beta in candidates:
-            verdicts = [judge(c, optima, grid.transfer, beta=beta) for c in mine]
+            verdicts = [judge(c, suite.optima, grid.transfer, beta=beta) for c in comps]
+            tally = Counter(v.outcome for v in verdicts)
             shifts = [abs(v.shift) for v in verdicts if math.isfinite(v.shift)]
             worst = f"{max(shifts):.2f}" if shifts else "n/a"
-            lines.append(f"- {par}, {name}: the transferred optimum misses by at most {worst} log2; "
-                         f"{sum(v.passed for v in verdicts)} of {len(verdicts)} tokens comparisons within tolerance.")
+            parts = ", ".join(f"{tally[k]} {k}" for k in ("transfers", "breaks", "inconclusive") if tally[k])
+            lines.append(f"- {par}, {name}: the transferred optimum misses by at most {worst} log2; of "
+                         f"{len(verdicts)} tokens comparisons: {parts}.")
     return lines
 
 
-def implementation_checks(plan: Plan, optima: Optima, plot_dir: Path,
-                          coord_results: dict[Parametrization, CoordResult] | None = None
-                          ) -> tuple[list[tuple[str, str, str]], list[Path]]:
-    """Rows for the report's muP-implementation section, and the coordinate-check plots.
-
-    `coord_results` (parametrization -> CoordResult) are checks already run in this process.
-    """
-    grid = plan.grid
-    rows: list[tuple[str, str, str]] = []
-    plots: list[Path] = []
-    if "mup" not in grid.parametrization:
-        return rows, plots
-    findings = lint_grid(grid, plan.data)
-    rows.append(("lint[mup]", "FAIL" if findings else "pass",
-                 "\n".join(str(f) for f in findings) or f"no finding at widths {', '.join(map(str, grid.widths))}"))
-    for par in grid.coord_check.parametrization if grid.coord_check else ():
-        result = (coord_results or {}).get(par) or check_model(grid, par, plan.data)
-        path = plot_dir / f"coord_check_{par}.png"
-        plot_coords(result.data, path, title=par)
-        plots.append(path)
-        rows.append((f"coord[{par}]", "pass" if result.passed else "FAIL", result.message()))
-    if len(grid.widths) > 1:
-        for tokens in grid.tokens:
-            v = wider_is_better(optima, "mup", tokens, grid.widths, reference_value(grid, "width"),
-                                grid.transfer.wider_tolerance)
-            rows.append((v.test_id, "pass" if v.passed else "FAIL", v.message()))
-    return rows, plots
-
-
-def write_report(plan: Plan, store: Store, out_dir: Path, provenance_extra: dict[str, str],
-                 coord_results: dict[Parametrization, CoordResult] | None = None) -> Path:
-    """Collect the grid's runs from the store and write `<out_dir>/<grid>.md` with its plots."""
-    grid = plan.grid
-    df = collect(plan, store)
-    optima = find_optima(df)
-    verdicts = [judge(c, optima, grid.transfer) for c in plan_comparisons(grid)]
+def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str]) -> Path:
+    """Write `<out_dir>/<grid>.md` with its plots, from the suite (the store's runs; no training)."""
+    grid = suite.grid
     plot_dir = out_dir / grid.name
     plot_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_loss_curves(df, optima, grid, plot_dir) + plot_optima(optima, grid, plot_dir)
-    checks, coord_plots = implementation_checks(plan, optima, plot_dir, coord_results)
-    rel = [p.relative_to(out_dir).as_posix() for p in plots + coord_plots]
-    text = render_report(grid, df, optima, verdicts, provenance_for(plan, df, provenance_extra), rel, checks,
-                         drift_section(grid, df, optima))
+    plots = plot_loss_curves(suite.df, suite.optima, grid, plot_dir) + plot_optima(suite.optima, grid, plot_dir)
+    for par in grid.coord_check.parametrization if grid.coord_check else ():
+        path = plot_dir / f"coord_check_{par}.png"
+        plot_coords(suite.coord(par).data, path, title=par)
+        plots.append(path)
+    rel = [p.relative_to(out_dir).as_posix() for p in plots]
+    text = render_report(suite, provenance_for(suite.plan, suite.df, provenance_extra), rel)
     path = out_dir / f"{grid.name}.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -18,30 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import pandas as pd
 import pytest
 import torch
 
-from mupcheck.analysis.collect import CellOptimum, MissingRunsError, collect, find_optima
+from mupcheck.analysis.collect import MissingRunsError
 from mupcheck.analysis.transfer import (
     TransferError,
-    is_expected_break,
-    judge,
-    plan_comparisons,
-    reference_value,
-    rule_beta,
-    rule_comparisons,
-    wider_is_better,
 )
-from mupcheck.checks.coord import CoordResult, check_model
-from mupcheck.checks.lint import lint_grid
 from mupcheck.errors import MupcheckError
-from mupcheck.fmt import format_tokens
 from mupcheck.outputs.plugin import grid_files
 from mupcheck.outputs.report import write_report
+from mupcheck.outputs.verdicts import GridSuite, PlannedCheck, planned_checks
 from mupcheck.plan import Plan, plan_grid
 from mupcheck.provenance import utc_now
-from mupcheck.spec import Grid, Parametrization, load_grid
+from mupcheck.spec import Grid, load_grid
 from mupcheck.store import Store
 from mupcheck.sweep.local import run_grid
 
@@ -63,6 +53,7 @@ def activate(config: pytest.Config) -> State:
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
         write_reports=not config.getoption("mupcheck_no_report"),
+        inconclusive=config.getoption("mupcheck_inconclusive"),
     )
     config.pluginmanager.register(SuiteHooks(config, state), "mupcheck-suite")
     worker = getattr(config, "workerinput", None)
@@ -86,12 +77,11 @@ class State:
     started: float = field(default_factory=time.time)
     plans: dict[Path, Plan] = field(default_factory=dict)
     errors: dict[Path, MupcheckError] = field(default_factory=dict)
-    optima: dict[Path, dict[tuple[str, int, int], CellOptimum]] = field(default_factory=dict)
-    frames: dict[Path, pd.DataFrame] = field(default_factory=dict)
+    suites: dict[Path, GridSuite] = field(default_factory=dict)
+    inconclusive: str = "skip"
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
     written: list[str] = field(default_factory=list)
     progress: StoreProgress | None = None  # the controller's progress thread under xdist
-    coord_results: dict[Path, dict[Parametrization, CoordResult]] = field(default_factory=dict)  # for the report
 
     @functools.cached_property
     def store(self) -> Store:
@@ -104,40 +94,28 @@ class State:
             self.plans[path] = plan_grid(grid, self.device)
         return self.plans[path]
 
+    def suite(self, grid: Grid) -> GridSuite:
+        """The grid's checks and their evidence, shared by its items and its report."""
+        path = Path(grid.path)
+        if path not in self.suites:
+            self.suites[path] = GridSuite(self.plan(grid), self.store)
+        return self.suites[path]
+
 
 
 class GridFile(pytest.File):
-    """A grid file: one `TransferItem` per comparison the grid asks for."""
+    """A grid file: one item per check the grid asks for (`mupcheck.outputs.verdicts.planned_checks`)."""
 
     def collect(self):
         grid = load_grid(self.path)
         self.grid = grid
         reason = _missing_gpu(grid, self.config.getoption("mupcheck_device"))
-        for item in self._items(grid):
+        for check in planned_checks(grid):
+            item = CheckItem.from_parent(self, name=check.id, check=check)
+            item.add_marker(pytest.mark.mupcheck)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
             yield item
-
-    def _items(self, grid: Grid):
-
-        if "mup" in grid.parametrization:
-            yield LintItem.from_parent(self, name="lint[mup]")
-        if grid.coord_check is not None:
-            for par in grid.coord_check.parametrization:
-                yield CoordItem.from_parent(self, name=f"coord[{par}]", parametrization=par)
-        for comp in plan_comparisons(grid):
-            item = TransferItem.from_parent(self, name=comp.test_id, comparison=comp)
-            item.add_marker(pytest.mark.mupcheck)
-            if is_expected_break(comp, grid.transfer):
-                item.add_marker(pytest.mark.xfail(
-                    strict=True, raises=AssertionError,
-                    reason=f"expected break along {comp.axis} (expect_break in {self.path.name})"))
-            yield item
-        for comp in rule_comparisons(grid):
-            yield TransferItem.from_parent(self, name=f"rule_{comp.test_id}", comparison=comp, with_rule=True)
-        if "mup" in grid.parametrization and len(grid.widths) > 1:
-            for tokens in grid.tokens:
-                yield WiderItem.from_parent(self, name=f"wider[mup tokens={format_tokens(tokens)}]", tokens=tokens)
 
     def repr_failure(self, excinfo):  # type: ignore[override]  # pytest's own signature is untyped
         if isinstance(excinfo.value, MupcheckError):
@@ -145,8 +123,17 @@ class GridFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
-class _GridItem(pytest.Item):
-    """An item of a grid file; failures print their message, not a traceback."""
+class CheckItem(pytest.Item):
+    """One check of a grid, rendered from the grid's suite (computed once per grid and session).
+
+    pass -> passed; fail -> failed with the evidence; xfail (an expected break happened) -> xfailed;
+    xpass (an expected break did not happen) -> failed; inconclusive -> skipped with the reason, or failed
+    under --mupcheck-inconclusive=fail.
+    """
+
+    def __init__(self, *, check: PlannedCheck, **kw: Any):
+        super().__init__(**kw)
+        self.check = check
 
     @property
     def grid(self) -> Grid:
@@ -156,6 +143,31 @@ class _GridItem(pytest.Item):
     def state(self) -> State:
         return self.config.stash[STATE]
 
+    def runtest(self) -> None:
+        suite = self.state.suite(self.grid)
+        path = Path(self.grid.path)
+        if self.check.needs_runs:
+            if path in self.state.errors:
+                raise self.state.errors[path]
+            try:
+                suite.df  # noqa: B018  # the runs, collected once for every item of the grid
+            except MissingRunsError as e:
+                if self.state.no_train:
+                    pytest.skip(f"--mupcheck-no-train: {e}")
+                raise
+        result = suite.outcome(self.check.id)
+        if result.outcome == "xfail":
+            pytest.xfail(f"expected break (expect_break in {path.name}): {result.summary}")
+        if result.outcome == "xpass":
+            raise TransferError(f"[XPASS(strict)] expected break did not happen (expect_break in {path.name}): "
+                                f"{result.detail}")
+        if result.outcome == "inconclusive":
+            if self.state.inconclusive == "fail":
+                raise TransferError(f"INCONCLUSIVE (--mupcheck-inconclusive=fail): {result.detail}")
+            pytest.skip(f"inconclusive: {result.summary}")
+        if result.outcome == "fail":
+            raise TransferError(result.detail)
+
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (AssertionError, MupcheckError)):
             return str(excinfo.value)
@@ -163,86 +175,6 @@ class _GridItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, self.name  # a line number (0: the file) lets pytest report skips
-
-
-class LintItem(_GridItem):
-    """muP lint of the grid's model at every width: base shapes, readout, optimizer."""
-
-    def runtest(self) -> None:
-
-        findings = lint_grid(self.grid, self.state.plan(self.grid).data)
-        if findings:
-            raise AssertionError(f"{len(findings)} muP lint finding(s):\n" + "\n".join(map(str, findings)))
-
-
-class CoordItem(_GridItem):
-    """Coordinate check of the grid's model at one parametrization (the `[coord_check]` table)."""
-
-    def __init__(self, *, parametrization: Parametrization, **kw: Any):
-        super().__init__(**kw)
-        self.parametrization = parametrization
-
-    def runtest(self) -> None:
-
-        result = check_model(self.grid, self.parametrization, self.state.plan(self.grid).data)
-        self.state.coord_results.setdefault(Path(self.grid.path), {})[self.parametrization] = result
-        if not result.passed:
-            raise AssertionError(result.message())
-
-
-class WiderItem(_GridItem):
-    """'Wider is better' under muP: at the reference width's best learning rate, loss falls with width."""
-
-    def __init__(self, *, tokens: int, **kw: Any):
-        super().__init__(**kw)
-        self.tokens = tokens
-
-    def runtest(self) -> None:
-
-        grid = self.grid
-        optima = _optima(self.state, grid, Path(grid.path))
-        verdict = wider_is_better(optima, "mup", self.tokens, grid.widths, reference_value(grid, "width"),
-                                  grid.transfer.wider_tolerance)
-        if not verdict.passed:
-            raise AssertionError(verdict.message())
-
-
-class TransferItem(_GridItem):
-    """One comparison: does the optimum of the reference cell transfer to the other cell?
-
-    With `with_rule`, a tokens comparison is judged after the grid's power rule moved the reference
-    learning rate by (T_other / T_ref)^-beta.
-    """
-
-    def __init__(self, *, comparison: Any, with_rule: bool = False, **kw: Any):
-        super().__init__(**kw)
-        self.comparison, self.with_rule = comparison, with_rule
-
-    def runtest(self) -> None:
-
-        grid = self.grid
-        optima = _optima(self.state, grid, Path(grid.path))
-        beta = 0.0
-        if self.with_rule:
-            beta, _ = rule_beta(self.state.frames[Path(grid.path)], grid, self.comparison.parametrization)
-        verdict = judge(self.comparison, optima, grid.transfer, beta=beta)
-        if not verdict.passed:
-            raise TransferError(verdict.message())
-
-
-def _optima(state: State, grid: Grid, path: Path) -> Any:
-
-    if path in state.errors:
-        raise state.errors[path]
-    if path not in state.optima:
-        try:
-            state.frames[path] = collect(state.plan(grid), state.store)
-            state.optima[path] = find_optima(state.frames[path])
-        except MissingRunsError as e:
-            if state.no_train:
-                pytest.skip(f"--mupcheck-no-train: {e}")
-            raise
-    return state.optima[path]
 
 
 def _missing_gpu(grid: Grid, device_option: str | None) -> str | None:
@@ -309,7 +241,7 @@ class SuiteHooks:
             return None
 
         grids = {id(item.parent): cast(GridFile, item.parent) for item in session.items
-                 if isinstance(item, (TransferItem, WiderItem))}
+                 if isinstance(item, CheckItem) and item.check.needs_runs}
         workerinput = getattr(config, "workerinput", None)  # set by pytest-xdist in its workers
         in_worker = workerinput is not None
         # Each xdist worker trains on its own GPU when there are several (see sweep.pin_device).
@@ -351,7 +283,8 @@ class SuiteHooks:
         started_iso = _dt.datetime.fromtimestamp(state.started, _dt.UTC).isoformat(timespec="seconds")
         for file_part, path in state.grid_paths.items():
             try:
-                plan = state.plan(load_grid(path))
+                grid = load_grid(path)
+                plan = state.plan(grid)
                 extra = {
                     "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
                     "report written": utc_now(),
@@ -359,8 +292,9 @@ class SuiteHooks:
                     "runs this session": _trained_since(plan, state.store, started_iso),
                 }
                 state.reports_dir.mkdir(parents=True, exist_ok=True)
-                coord = state.coord_results.get(Path(plan.grid.path))
-                state.written.append(str(write_report(plan, state.store, state.reports_dir, extra, coord)))
+                # Under xdist the controller has no suite of its own: it reads the store (checks rerun here).
+                written = write_report(state.suite(grid), state.reports_dir, extra)
+                state.written.append(str(written))
             except MupcheckError as e:
                 state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
 

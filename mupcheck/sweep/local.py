@@ -17,6 +17,7 @@ with several GPUs, worker i trains on GPU i (mod the number of GPUs).
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -28,11 +29,13 @@ from typing import Any
 
 import torch
 
+from mupcheck.analysis.collect import collect_coarse
+from mupcheck.analysis.refine import refinement_configs
 from mupcheck.checks.lint import lint_grid
 from mupcheck.engine.device import select_gpu
 from mupcheck.engine.fused import fusion_groups
 from mupcheck.plan import Plan, plan_grid, repeated_data_warning
-from mupcheck.spec import Grid
+from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.progress import Event, ProgressBar, SweepSummary
 from mupcheck.sweep.trainer import GroupTrainer
@@ -92,23 +95,38 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     for finding in lint_grid(grid, plan.data):
         print(f"WARNING: muP lint: {finding}", file=sys.stderr)
     summary = SweepSummary(total=len(plan.configs))
-    for cfg in plan.configs:
-        record = store.load(plan.key(cfg))
-        if record is not None:
-            summary.record(record.key, False, record.result.status)
     bar = ProgressBar(summary, enabled=show_progress)
     try:
-        if len(summary.outcomes) < summary.total:
-            if workers <= 1:
-                _work(plan, store.root, 0, bar.handle, engine=engine)
-            else:
-                _run_workers(grid, device, store.root, workers, engine, bar.handle)
+        _train_missing(plan, store, summary, bar, workers, engine, device)
+        # Refinement runs are planned from the coarse records, so they start once every coarse run is in.
+        extra = refinement_configs(grid, collect_coarse(plan, store))
+        if extra:
+            summary.total += len(extra)
+            bar.set_total(summary.total)
+            _train_missing(dataclasses.replace(plan, configs=tuple(extra)), store, summary, bar, workers, engine,
+                           device)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
         summary.wall_time_s = time.perf_counter() - start
     return summary
+
+
+def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: ProgressBar, workers: int, engine: Engine,
+                   device: str | None) -> None:
+    """Count the plan's runs the store holds, then train the others (in this process, or in workers)."""
+    for cfg in plan.configs:
+        record = store.load(plan.key(cfg))
+        if record is not None:
+            summary.record(record.key, False, record.result.status)
+    bar.refresh()
+    if all(plan.key(c) in summary.outcomes for c in plan.configs):
+        return
+    if workers <= 1:
+        _work(plan, store.root, 0, bar.handle, engine=engine)
+    else:
+        _run_workers(plan.grid, device, store.root, workers, engine, bar.handle, plan.configs)
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -131,7 +149,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
 
 
 def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
-                 engine: Engine, threads: int, events: Any, parent: int) -> None:
+                 engine: Engine, threads: int, events: Any, parent: int, configs: tuple[RunConfig, ...]) -> None:
     torch.set_num_threads(threads)
 
     def emit(event: Event) -> None:
@@ -142,7 +160,8 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
 
     try:
         # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
-        _work(plan_grid(grid, device, worker), store_root, worker, emit, n_workers, engine)
+        plan = dataclasses.replace(plan_grid(grid, device, worker), configs=configs)
+        _work(plan, store_root, worker, emit, n_workers, engine)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
     finally:
@@ -150,13 +169,14 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
 
 
 def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, engine: Engine,
-                 handle: Callable[[Event], None]) -> None:
+                 handle: Callable[[Event], None], configs: tuple[RunConfig, ...]) -> None:
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=_worker_main, daemon=True,
-                         args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid()))
+                         args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid(),
+                               configs))
              for i in range(workers)]
     for p in procs:
         p.start()

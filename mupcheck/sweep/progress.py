@@ -86,5 +86,13 @@ class ProgressBar:
             self.last_refresh = now
             self.bar.set_postfix_str(" | ".join("".join(self.current[w]) for w in sorted(self.current)), refresh=True)
 
+    def set_total(self, total: int) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
+    def refresh(self) -> None:
+        self.bar.n = len(self.summary.outcomes)
+        self.bar.refresh()
+
     def close(self) -> None:
         self.bar.close()

@@ -1,0 +1,230 @@
+"""The suite of one grid, computed once: every check, its outcome, and the evidence behind it.
+
+    checks = planned_checks(grid)              # known from the grid file alone (pytest collects these)
+    suite = GridSuite(plan, store)             # the evidence, gathered lazily and once
+    suite.outcome("width[mup tokens=1M 32->256]")   # -> Outcome(outcome, summary, detail)
+    suite.outcomes()                           # every check, in order: what the report renders
+
+The pytest items and the report both render from a `GridSuite`, so they cannot disagree, and nothing is
+computed twice: the runs are collected once, the optima found once, lint and coordinate checks run once,
+the drift law and the power rule's beta fitted once per parametrization.
+
+Outcomes: "pass", "fail", "xfail" (an expected break that happened), "xpass" (an expected break that did
+not: a failure, since the control then shows nothing), "inconclusive" (the data cannot decide; not a
+pass: pytest shows it as a skip with the reason, or a failure under --mupcheck-inconclusive=fail).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from mupcheck.analysis.collect import CellOptimum, collect, find_optima
+from mupcheck.analysis.drift import DriftFit, WidthLaw, fit_drift, width_law
+from mupcheck.analysis.transfer import (
+    Comparison,
+    Verdict,
+    WiderVerdict,
+    is_expected_break,
+    judge,
+    plan_comparisons,
+    reference_value,
+    rule_beta,
+    rule_comparisons,
+    wider_is_better,
+)
+from mupcheck.checks.coord import CoordResult, check_model
+from mupcheck.checks.lint import LintFinding, lint_grid
+from mupcheck.fmt import format_tokens
+from mupcheck.plan import Plan
+from mupcheck.spec import Grid, Parametrization
+from mupcheck.store import Store
+
+__all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "planned_checks"]
+
+Kind = Literal["lint", "coord", "transfer", "rule", "wider"]
+OutcomeName = Literal["pass", "fail", "xfail", "xpass", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    """A check the grid asks for, known before anything trains."""
+
+    id: str
+    kind: Kind
+    comparison: Comparison | None = None
+    parametrization: Parametrization | None = None
+    tokens: int | None = None
+    expected_break: bool = False
+
+    @property
+    def needs_runs(self) -> bool:
+        return self.kind in ("transfer", "rule", "wider")
+
+
+def planned_checks(grid: Grid) -> list[PlannedCheck]:
+    """Every check of a grid, in the order items and report rows appear."""
+    checks: list[PlannedCheck] = []
+    if "mup" in grid.parametrization:
+        checks.append(PlannedCheck("lint[mup]", "lint", parametrization="mup"))
+    for par in grid.coord_check.parametrization if grid.coord_check else ():
+        checks.append(PlannedCheck(f"coord[{par}]", "coord", parametrization=par))
+    for comp in plan_comparisons(grid):
+        expected = is_expected_break(comp, grid.transfer)
+        checks.append(PlannedCheck(comp.test_id, "transfer", comp, expected_break=expected))
+    for comp in rule_comparisons(grid):
+        checks.append(PlannedCheck(f"rule_{comp.test_id}", "rule", comp))
+    if "mup" in grid.parametrization and len(grid.widths) > 1:
+        checks += [PlannedCheck(f"wider[mup tokens={format_tokens(t)}]", "wider", tokens=t) for t in grid.tokens]
+    return checks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one check concluded: the outcome, one line, and the evidence."""
+
+    check: PlannedCheck
+    outcome: OutcomeName
+    summary: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """How much seeds alone move things in this grid: the optimum (log2) and the loss at a fixed rate."""
+
+    parametrization: str
+    n_seeds: int
+    optimum_sd: tuple[float, ...]  # per cell with >= 2 seeds and a found optimum
+    loss_spread: tuple[float, ...]  # per cell: relative SD of the loss across seeds at its best rate
+
+    def sentence(self) -> str:
+        if self.n_seeds < 2:
+            return f"{self.parametrization}: one seed: the noise floor is unknown (add seeds)"
+        parts = []
+        if self.optimum_sd:
+            parts.append(f"the optimum's seed-to-seed SD is {np.median(self.optimum_sd):.2f} log2 (median over "
+                         f"{len(self.optimum_sd)} cells; largest {max(self.optimum_sd):.2f})")
+        if self.loss_spread:
+            parts.append(f"the loss at a cell's best rate varies by {100 * np.median(self.loss_spread):.2f}% "
+                         f"(median relative SD; largest {100 * max(self.loss_spread):.2f}%)")
+        return f"{self.parametrization}, {self.n_seeds} seeds: " + "; ".join(parts)
+
+
+def _noise_floor(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str) -> NoiseFloor:
+    cells = [o for (p, _, _), o in optima.items() if p == parametrization]
+    n = max((o.n_seeds for o in cells), default=0)
+    sds = tuple(o.seed_sd for o in cells if math.isfinite(o.seed_sd))
+    spreads = []
+    for o in cells:
+        if o.n_seeds < 2 or not math.isfinite(o.grid_lr_log2):
+            continue
+        j = list(o.lrs).index(o.grid_lr_log2)
+        values = np.array([curve[j] for _, curve in o.seed_losses])
+        if np.isfinite(values).all():
+            spreads.append(float(values.std(ddof=1) / values.mean()))
+    return NoiseFloor(parametrization, n, sds, tuple(spreads))
+
+
+class GridSuite:
+    """The evidence of one grid's checks, gathered on first use and kept."""
+
+    def __init__(self, plan: Plan, store: Store | None, frame: pd.DataFrame | None = None):
+        """`frame` stands in for the store's runs (a collected frame): for tests and saved frames."""
+        self.plan, self.store = plan, store
+        self.grid = plan.grid
+        self._coord: dict[Parametrization, CoordResult] = {}
+        self.planned = {c.id: c for c in planned_checks(self.grid)}
+        if frame is not None:
+            self.__dict__["df"] = frame  # what the cached property would have collected
+
+    # --- evidence (each computed once) ---------------------------------------------------------
+
+    @functools.cached_property
+    def df(self) -> pd.DataFrame:
+        """Every run of the grid (MissingRunsError names any that is absent)."""
+        if self.store is None:
+            raise ValueError("a GridSuite without a store needs its frame")
+        return collect(self.plan, self.store)
+
+    @functools.cached_property
+    def optima(self) -> dict[tuple[str, int, int], CellOptimum]:
+        return find_optima(self.df)
+
+    @functools.cached_property
+    def lint_findings(self) -> list[LintFinding]:
+        return lint_grid(self.grid, self.plan.data)
+
+    def coord(self, parametrization: Parametrization) -> CoordResult:
+        if parametrization not in self._coord:
+            self._coord[parametrization] = check_model(self.grid, parametrization, self.plan.data)
+        return self._coord[parametrization]
+
+    @functools.cache  # noqa: B019  # one suite per grid and session: the cache lives as long as it should
+    def drift(self, parametrization: str) -> DriftFit | None:
+        return fit_drift(self.df, parametrization) if len(self.grid.tokens) >= 2 else None
+
+    @functools.cache  # noqa: B019
+    def width_law(self, parametrization: str) -> WidthLaw | None:
+        return width_law(self.df, parametrization) if len(self.grid.widths) >= 2 else None
+
+    @functools.cache  # noqa: B019
+    def rule(self, parametrization: str) -> tuple[float, str]:
+        """The power rule's beta and where it came from."""
+        return rule_beta(self.df[self.df["parametrization"] == parametrization], self.grid, parametrization)
+
+    def noise_floor(self, parametrization: str) -> NoiseFloor:
+        return _noise_floor(self.optima, parametrization)
+
+    @functools.cached_property
+    def verdicts(self) -> dict[str, Verdict]:
+        """The transfer verdicts, plain and with the power rule, by check id."""
+        out = {}
+        for check in self.planned.values():
+            if check.kind in ("transfer", "rule") and check.comparison is not None:
+                beta = self.rule(check.comparison.parametrization)[0] if check.kind == "rule" else 0.0
+                out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta)
+        return out
+
+    def wider(self, tokens: int) -> WiderVerdict:
+        return wider_is_better(self.optima, "mup", tokens, self.grid.widths, reference_value(self.grid, "width"),
+                               self.grid.transfer.wider_tolerance)
+
+    # --- outcomes --------------------------------------------------------------------------------
+
+    @functools.cache  # noqa: B019
+    def outcome(self, check_id: str) -> Outcome:
+        check = self.planned[check_id]
+        if check.kind == "lint":
+            findings = self.lint_findings
+            detail = "\n".join(map(str, findings)) or f"no finding at widths {', '.join(map(str, self.grid.widths))}"
+            return Outcome(check, "fail" if findings else "pass",
+                           f"{len(findings)} muP lint finding(s)" if findings else "no finding", detail)
+        if check.kind == "coord":
+            assert check.parametrization is not None
+            result = self.coord(check.parametrization)
+            return Outcome(check, "pass" if result.passed else "fail", result.message().splitlines()[0],
+                           result.message())
+        if check.kind == "wider":
+            assert check.tokens is not None
+            v = self.wider(check.tokens)
+            return Outcome(check, "pass" if v.passed else "fail", v.message().splitlines()[0], v.message())
+        verdict = self.verdicts[check_id]
+        return Outcome(check, _transfer_outcome(verdict, check.expected_break), verdict.summary(), verdict.message())
+
+    def outcomes(self) -> list[Outcome]:
+        """Every planned check's outcome, in order (the runs must all be in the store)."""
+        return [self.outcome(c) for c in self.planned]
+
+
+def _transfer_outcome(verdict: Verdict, expected_break: bool) -> OutcomeName:
+    if verdict.outcome == "inconclusive":
+        return "inconclusive"
+    if expected_break:
+        return "xfail" if verdict.outcome == "breaks" else "xpass"
+    return "pass" if verdict.outcome == "transfers" else "fail"
