@@ -5,7 +5,7 @@ The CLI and the pytest plugin print these as one clear message, without a traceb
 
 from __future__ import annotations
 
-__all__ = ["MupcheckError", "GridError", "DataError", "ModelError", "StoreError"]
+__all__ = ["DataError", "GridError", "ModelError", "MupcheckError", "ReportError", "StoreError"]
 
 
 class MupcheckError(Exception):
@@ -16,7 +16,7 @@ class GridError(MupcheckError):
     """A grid file is malformed: names the file, the key and what is allowed."""
 
     def __init__(self, path: str, key: str | None, message: str):
-        self.path, self.key = path, key
+        self.path, self.key, self.message = path, key, message
         where = f"{path}: `{key}`" if key else str(path)
         super().__init__(f"{where}: {message}")
 
@@ -31,3 +31,7 @@ class ModelError(MupcheckError):
 
 class StoreError(MupcheckError):
     """The result store is missing runs or cannot be written."""
+
+
+class ReportError(MupcheckError):
+    """A report cannot be written where it was asked to go."""

@@ -77,6 +77,19 @@ class Store:
     def path(self, key: str) -> Path:
         return self.runs_dir / f"{key}.json"
 
+    def check_writable(self) -> None:
+        """Raise StoreError now, before anything trains, if runs or locks cannot be written here."""
+        for folder in (self.runs_dir, self.locks_dir):
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as e:
+                raise self._unwritable(folder, e) from None
+
+    def _unwritable(self, path: Path, error: OSError) -> StoreError:
+        return StoreError(f"cannot write to the result store at {path}: {error.strerror or error}; use a store "
+                          f"you can write (--store DIR, --mupcheck-store DIR or ${STORE_ENV})")
+
     # --- reading -----------------------------------------------------------------------------
 
     def load(self, key: str) -> RunRecord | None:
@@ -120,7 +133,10 @@ class Store:
     def save(self, record: RunRecord) -> Path:
         """Write a record atomically: a reader sees the old file, the new file, or none."""
         path = self.path(record.key)
-        fd, tmp = tempfile.mkstemp(dir=self.runs_dir, prefix=f".{record.key}.", suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.runs_dir, prefix=f".{record.key}.", suffix=".tmp")
+        except OSError as e:
+            raise self._unwritable(self.runs_dir, e) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record.to_dict(), f, indent=2, sort_keys=True)
@@ -145,7 +161,11 @@ class Store:
     @contextmanager
     def claim(self, key: str, block: bool) -> Iterator[bool]:
         """Hold the run's lock while inside; yields False when another process holds it (block=False)."""
-        with open(self.locks_dir / f"{key}.lock", "a+") as f:
+        try:
+            lock = open(self.locks_dir / f"{key}.lock", "a+")  # noqa: SIM115  # closed by the with below
+        except OSError as e:
+            raise self._unwritable(self.locks_dir, e) from None
+        with lock as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
             except BlockingIOError:

@@ -320,10 +320,14 @@ class WiderVerdict:
 
     def message(self) -> str:
         status = "wider is better" if self.passed else "WIDER IS WORSE"
-        rise = f"{100 * self.worst_rise:+.2f}%" if math.isfinite(self.worst_rise) else "diverged"
+        if not math.isfinite(self.worst_rise):
+            change = "a wider run diverged"
+        elif self.worst_rise <= 0:
+            change = f"the loss falls at every widening (the smallest fall {100 * -self.worst_rise:.2f}%)"
+        else:
+            change = f"largest rise of the loss from one width to the next {100 * self.worst_rise:+.2f}%"
         lines = [f"{self.parametrization} tokens={format_tokens(self.tokens)} at lr 2^{self.lr_log2:g}: {status}: "
-                 f"largest rise of the loss from one width to the next {rise} (tolerance "
-                 f"{100 * self.tolerance:g}%)"]
+                 f"{change} (tolerance {100 * self.tolerance:g}%)"]
         lines += [f"  width {w:>6}: loss {_loss_str(x)}" for w, x in zip(self.widths, self.losses)]
         if not self.passed and self.parametrization == "mup":
             lines.append("  hint: under muP a wider model trained with the same hyperparameters should not be worse; "

@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import mupcheck
 from mupcheck.analysis.collect import collect
 from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
 from mupcheck.checks.coord import check_model, slope_table
 from mupcheck.engine.data import load_data
-from mupcheck.errors import MupcheckError
+from mupcheck.errors import GridError, MupcheckError
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
@@ -41,6 +42,7 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mupcheck", description="Does your learning rate transfer under muP?")
+    parser.add_argument("--version", action="version", version=f"mupcheck {mupcheck.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train every run of a grid that the store does not hold yet")
@@ -118,7 +120,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     plan = plan_grid(load_grid(args.grid), args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     extra = {
         "command": f"`mupcheck report {args.grid}`",
         "report written": utc_now(),
@@ -143,7 +144,14 @@ def _coord_grid(args: argparse.Namespace) -> Grid:
         "coord_check": {"steps": args.steps, "seeds": args.seeds, "lr_log2": args.lr_log2,
                         "parametrization": [args.parametrization]},
     }
-    return parse_grid(raw, "command line")
+    try:
+        return parse_grid(raw, "command line")
+    except GridError as e:
+        # Name the flag the user typed, not the grid key it became.
+        key = (e.key or "").removeprefix("coord_check.")
+        flag = "--" + key.replace("_", "-") if key else "the command line"
+        message = e.message.replace("set [coord_check] widths", f"give {flag} a wider span")
+        raise MupcheckError(f"{flag}: {message}") from None
 
 
 def _cmd_coord_check(args: argparse.Namespace) -> int:
@@ -197,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     except MupcheckError as e:
         print(f"mupcheck: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `mupcheck predict ... | head`: the reader left; say nothing more (and let Python's exit flush nothing).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,7 +62,8 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
         for ax, x, color in diverged:
             ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
         axes[0][0].set_ylabel("final validation loss")
-        axes[0][-1].legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
+        for ax in axes[0]:
+            ax.legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
         paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"))
     return paths
 
@@ -105,19 +106,28 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
 
 
 def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:
-    """Log-log plot of |output| and |update| against width at the last step, one line per module."""
+    """Log-log plot of |output| and |update| against width at the last step, one line per module, named in a
+    legend beside the panels (the modules that grow most first)."""
     last = df[df["step"] == df["step"].max()]
     mean = last.groupby(["module", "width"])[["out", "delta"]].mean().reset_index()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    modules = list(dict.fromkeys(mean["module"]))
+    colors = plt.cm.tab20([i % 20 / 19 for i in range(len(modules))])
+    styles = ["-", "--", ":"]  # beyond 20 modules, colours repeat with another line style
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
     for ax, quantity in zip(axes, ("out", "delta")):
-        for _module, g in mean.groupby("module"):
-            ax.plot(g["width"], g[quantity], "o-", ms=3, lw=1, alpha=0.8)
+        for i, module in enumerate(modules):
+            g = mean[mean["module"] == module]
+            ax.plot(g["width"], g[quantity], marker="o", ls=styles[(i // 20) % 3], color=colors[i], ms=3, lw=1,
+                    label=module)
+        widths = sorted(mean["width"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.minorticks_off()
         ax.set_xlabel("width")
         ax.set_ylabel("mean |output|" if quantity == "out" else "mean |output - output at step 0|")
         ax.set_title(f"{title} {'activations' if quantity == 'out' else 'updates'} at step {int(df['step'].max())}")
         ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 + len(modules) // 24,
+                   title="module", title_fontsize=7)
+    _save(fig, Path(path))

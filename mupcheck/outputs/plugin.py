@@ -50,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mupcheck-compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile fused training, or not (default: the grid's `compile`)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
-                    help="where reports are written (default: reports/ under the rootdir)")
+                    help="where reports are written (default: reports/ in the directory pytest is started from)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")
     group.addoption("--mupcheck-inconclusive", choices=["skip", "fail"], default="skip",
                     help="how a check the data cannot decide is shown: skipped with its reason (default), or "

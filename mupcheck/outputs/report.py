@@ -22,6 +22,7 @@ import pandas as pd
 from mupcheck.analysis.collect import CellOptimum
 from mupcheck.analysis.drift import PUBLISHED
 from mupcheck.analysis.transfer import Verdict, judge
+from mupcheck.errors import ReportError
 from mupcheck.fmt import format_tokens
 from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
 from mupcheck.outputs.verdicts import GridSuite, Outcome
@@ -274,6 +275,15 @@ def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, st
     """Write `<out_dir>/<grid>.md` with its plots, from the suite (the store's runs; no training)."""
     grid = suite.grid
     plot_dir = out_dir / grid.name
+    try:
+        return _write(suite, out_dir, plot_dir, provenance_extra)
+    except OSError as e:
+        raise ReportError(f"cannot write the report of {grid.name} to {out_dir}: {e.strerror or e}; choose a "
+                          "writable folder (mupcheck report --out DIR, pytest --mupcheck-reports DIR)") from None
+
+
+def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: dict[str, str]) -> Path:
+    grid = suite.grid
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_loss_curves(suite.df, suite.optima, grid, plot_dir) + plot_optima(suite.optima, grid, plot_dir)
     for par in grid.coord_check.parametrization if grid.coord_check else ():

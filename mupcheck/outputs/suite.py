@@ -25,6 +25,7 @@ from mupcheck.analysis.collect import MissingRunsError
 from mupcheck.analysis.transfer import (
     TransferError,
 )
+from mupcheck.engine.models import build_model
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.plugin import grid_files
 from mupcheck.outputs.report import write_report
@@ -44,7 +45,9 @@ def activate(config: pytest.Config) -> State:
     """This session's state, created (and the suite's hooks registered) on first use."""
     if STATE in config.stash:
         return config.stash[STATE]
-    reports = config.getoption("mupcheck_reports") or config.rootpath / "reports"
+    # Reports go to reports/ in the directory pytest was started from: a place the user can predict, never
+    # pytest's rootdir (which a --mupcheck-store outside the project can move to a common parent).
+    reports = config.getoption("mupcheck_reports") or config.invocation_params.dir / "reports"
     state = config.stash[STATE] = State(
         store_root=config.getoption("mupcheck_store"),
         device=config.getoption("mupcheck_device"),
@@ -76,7 +79,6 @@ class State:
     write_reports: bool
     started: float = field(default_factory=time.time)
     plans: dict[Path, Plan] = field(default_factory=dict)
-    errors: dict[Path, MupcheckError] = field(default_factory=dict)
     suites: dict[Path, GridSuite] = field(default_factory=dict)
     inconclusive: str = "skip"
     grid_paths: dict[str, Path] = field(default_factory=dict)  # nodeid prefix -> grid file, seen in reports
@@ -110,6 +112,11 @@ class GridFile(pytest.File):
         grid = load_grid(self.path)
         self.grid = grid
         reason = _missing_gpu(grid, self.config.getoption("mupcheck_device"))
+        if reason is None:
+            # Data and model problems are one collection error here, not the same failure in every item.
+            state = self.config.stash[STATE]
+            plan = state.plan(grid)
+            build_model(plan.configs[0], plan.data.vocab_size)
         for check in planned_checks(grid):
             item = CheckItem.from_parent(self, name=check.id, check=check)
             item.add_marker(pytest.mark.mupcheck)
@@ -147,8 +154,6 @@ class CheckItem(pytest.Item):
         suite = self.state.suite(self.grid)
         path = Path(self.grid.path)
         if self.check.needs_runs:
-            if path in self.state.errors:
-                raise self.state.errors[path]
             try:
                 suite.df  # noqa: B018  # the runs, collected once for every item of the grid
             except MissingRunsError as e:
@@ -204,6 +209,8 @@ class StoreProgress(threading.Thread):
         except MupcheckError:
             return  # the workers report the problem
         keys = {plan.grid.name: [plan.key(c) for c in plan.configs] for plan in plans}
+        if not keys:
+            return  # no grid on the command line: nothing to report
         start, first = time.monotonic(), None
         while not self.stopped.wait(self.interval):
             done = {name: sum(self.state.store.path(k).exists() for k in ks) for name, ks in keys.items()}
@@ -263,7 +270,9 @@ class SuiteHooks:
                 if summary.interrupted:
                     raise KeyboardInterrupt
             except MupcheckError as e:
-                state.errors[Path(grid.path)] = e
+                # A store that cannot be written, a model that cannot be built: one line for the session,
+                # exit 2, as `mupcheck run` gives; finished runs are already in the store.
+                pytest.exit(f"mupcheck: {grid_file.path.name}: {e}", returncode=2)
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -291,12 +300,12 @@ class SuiteHooks:
                     "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
                     "runs this session": _trained_since(plan, state.store, started_iso),
                 }
-                state.reports_dir.mkdir(parents=True, exist_ok=True)
                 # Under xdist the controller has no suite of its own: it reads the store (checks rerun here).
                 written = write_report(state.suite(grid), state.reports_dir, extra)
                 state.written.append(str(written))
             except MupcheckError as e:
                 state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
+                session.exitstatus = pytest.ExitCode.INTERRUPTED  # 2: a verdict nobody can read is no pass
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.state.written:

@@ -86,6 +86,7 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     """
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
+    store.check_writable()
     engine = Engine.for_grid(grid, plan.device, fuse, compile)
     if show_progress:
         print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)

@@ -5,9 +5,11 @@ Workers send events; the process that shows progress turns them into a bar on a 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
@@ -54,14 +56,22 @@ class SweepSummary:
 
 
 class ProgressBar:
-    """Runs done/total with ETA, and what each worker is training now."""
+    """Runs done/total with ETA, and what each worker is training now: a bar on a terminal, and plain
+    lines (one every PLAIN_EVERY seconds, and the last) when stderr is a file or a CI log, where a bar
+    would write thousands of frames onto one line."""
 
-    def __init__(self, summary: SweepSummary, enabled: bool):
+    PLAIN_EVERY = 30.0
+
+    def __init__(self, summary: SweepSummary, enabled: bool, stream: Any = None):
         self.summary = summary
+        self.stream = stream or sys.stderr
         self.current: dict[int, tuple[str, str]] = {}  # worker -> (what it trains, its step)
         self.last_refresh = 0.0
+        self.plain = enabled and not _is_terminal(self.stream)
+        self.started, self.first_done = time.monotonic(), len(summary.outcomes)
+        self.last_line = -math.inf
         self.bar = tqdm(total=summary.total, initial=len(summary.outcomes), unit="run", desc="runs",
-                        disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+                        disable=not enabled or self.plain, file=self.stream, dynamic_ncols=True)
 
     def handle(self, event: Event) -> None:
         kind, worker = event[0], event[1]
@@ -82,9 +92,22 @@ class ProgressBar:
 
     def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
+        if self.plain:
+            done = len(self.summary.outcomes)
+            if now - self.last_line >= self.PLAIN_EVERY or (done == self.summary.total and force):
+                self.last_line = now
+                print(self._line(now), file=self.stream, flush=True)
+            return
         if force or now - self.last_refresh > 0.5:
             self.last_refresh = now
             self.bar.set_postfix_str(" | ".join("".join(self.current[w]) for w in sorted(self.current)), refresh=True)
+
+    def _line(self, now: float) -> str:
+        done, total = len(self.summary.outcomes), self.summary.total
+        rate = (done - self.first_done) / max(now - self.started, 1e-9)
+        eta = f", ETA {format_duration((total - done) / rate)}" if rate > 0 and done < total else ""
+        training = " | ".join("".join(self.current[w]) for w in sorted(self.current))
+        return f"mupcheck: runs {done}/{total}{eta}" + (f"; training {training}" if training else "")
 
     def set_total(self, total: int) -> None:
         self.bar.total = total
@@ -96,3 +119,8 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
