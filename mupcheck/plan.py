@@ -16,41 +16,29 @@ import importlib
 import inspect
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import mupcheck
+from mupcheck.engine import ENGINE_VERSION
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import BUILTIN_MODELS, Grid, RunConfig, run_configs
 
-__all__ = ["Plan", "RunContext", "engine_source_hash", "model_source_hash", "plan_grid", "repeated_data_warning"]
-
-_ENGINE_DIR = Path(__file__).resolve().parent / "engine"
-
-
-def engine_source_hash() -> str:
-    """The training code itself (every module of `mupcheck.engine`): a change to it must not reuse
-    results of the old code."""
-    h = hashlib.sha256()
-    for path in sorted(_ENGINE_DIR.glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()[:16]
-
+__all__ = ["Plan", "RunContext", "model_source_hash", "plan_grid", "repeated_data_warning"]
 
 def model_source_hash(model: str) -> str:
-    """Hash of the source that defines a model: the engine's models module, or the user's module."""
+    """What identifies a model's code in a key: the engine's version for the built-in models (part of the
+    engine), the hash of the user's module source otherwise."""
     if model in BUILTIN_MODELS:
-        source = (_ENGINE_DIR / "models.py").read_text(encoding="utf-8")
-    else:
-        module = importlib.import_module(model.partition(":")[0])
-        try:
-            source = inspect.getsource(module)
-        except (OSError, TypeError):
-            source = model  # no source available (compiled module): the name is the best we have
+        return f"builtin-engine-{ENGINE_VERSION}"
+    module = importlib.import_module(model.partition(":")[0])
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        source = model  # no source available (compiled module): the name is the best we have
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
@@ -66,7 +54,7 @@ class RunContext:
 
     @classmethod
     def for_grid(cls, grid: Grid, data_fingerprint: str, device: torch.device) -> RunContext:
-        return cls(data_fingerprint, model_source_hash(grid.model), engine_source_hash(),
+        return cls(data_fingerprint, model_source_hash(grid.model), f"engine-{ENGINE_VERSION}",
                    device.type, mupcheck.__version__)
 
     def key_material(self, cfg: RunConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import mupcheck
 
-__all__ = ["git_commit", "package_version", "run_provenance", "utc_now"]
+__all__ = ["engine_source_hash", "git_commit", "package_version", "run_provenance", "utc_now"]
 
 _PACKAGE_DIR = Path(mupcheck.__file__).resolve().parent
 
@@ -55,6 +56,16 @@ def git_commit(path: Path = _PACKAGE_DIR) -> str:
     return f"{sha}{'+dirty' if dirty else ''}" if sha else ""
 
 
+@functools.lru_cache(maxsize=1)
+def engine_source_hash() -> str:
+    """A hash of the training code (every module of `mupcheck/engine/`): which code trained a run. The store
+    key uses ENGINE_VERSION instead (mupcheck/engine/__init__.py), so refactorings keep records valid."""
+    h = hashlib.sha256()
+    for path in sorted((_PACKAGE_DIR / "engine").glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_provenance() -> dict[str, Any]:
     """What a run record says about how it was produced."""
     return {
@@ -65,4 +76,5 @@ def run_provenance() -> dict[str, Any]:
         "mup": package_version("mup"),
         "mupcheck": mupcheck.__version__,
         "mupcheck_commit": git_commit() or None,
+        "engine_source": engine_source_hash(),
     }

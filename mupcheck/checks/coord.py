@@ -27,7 +27,7 @@ from torch import nn
 
 from mupcheck.checks.lint import LintFinding, lint
 from mupcheck.engine.data import TokenData, train_batch
-from mupcheck.engine.models import build_model
+from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import build_optimizer
 from mupcheck.spec import CoordCheckConfig, Grid, Parametrization, RunConfig, coord_widths, run_configs
 
@@ -105,7 +105,7 @@ def coord_data(build: Callable[[int, int], nn.Module], make_optimizer: Callable[
             try:
                 for step in range(steps + 1):
                     recorder.step = step
-                    logits = model(x)  # (B, T, V)
+                    logits = logits_of(model(x))  # (B, T, V)
                     if step == steps:
                         break
                     loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())

@@ -175,7 +175,8 @@ def _fingerprint(label: str, train: np.ndarray, val: np.ndarray) -> str:
 def _windows(tokens: np.ndarray, offsets: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx = offsets[:, None] + np.arange(seq_len + 1)[None, :]  # (B, T+1)
     chunk = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
-    return chunk[:, :-1], chunk[:, 1:]  # inputs (B, T), next-token targets (B, T)
+    # Contiguous copies: a model may call .view on its inputs or targets (nanoGPT does).
+    return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # inputs (B, T), next-token targets (B, T)
 
 
 def train_batch(data: TokenData, step: int, seed: int, batch_size: int, seq_len: int

@@ -48,7 +48,7 @@ from mupcheck.engine.batched import native_forward
 from mupcheck.engine.canary import Canary, FusedCanaryFailed
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
-from mupcheck.engine.models import build_model
+from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import ADAM_BETAS, ADAM_EPS, SGD_MOMENTUM, build_optimizer, set_step_lr
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
@@ -176,7 +176,7 @@ class _FusedRun:
 
     def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                        x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
+        return logits_of(functional_call(self.template, (params, buffers), (x,)), self.cfg.model)
 
     # --- one step ----------------------------------------------------------------------------
 

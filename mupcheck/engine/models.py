@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch import nn
 from mupcheck.errors import ModelError
 from mupcheck.spec import BUILTIN_MODELS, RunConfig, import_factory
 
-__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "model_factory", "set_mup_base_shapes"]
+__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "logits_of", "model_factory", "set_mup_base_shapes"]
 
 Factory = Callable[[int], nn.Module]
 
@@ -181,6 +181,22 @@ def load_user_factory(spec: str) -> Factory:
         return import_factory(spec)
     except ModelError as e:
         raise ModelError(f"model {spec!r}: {e}") from None
+
+
+def logits_of(output: Any, model: str = "model") -> torch.Tensor:
+    """The logits in what a model's forward returned: a tensor; the first element of a tuple or list
+    (nanoGPT's `(logits, loss)`); the `logits` entry of a dict or attribute of an output object (Hugging
+    Face). Anything else is a ModelError naming the model and what is expected."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    raise ModelError(f"model {model!r}: forward returned {type(output).__name__}; expected logits (B, T, V), a "
+                     "tuple whose first element is the logits, or a dict/object with `logits`")
 
 
 def has_base_shapes(model: nn.Module) -> bool:

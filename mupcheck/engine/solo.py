@@ -21,7 +21,7 @@ from torch import nn
 
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
-from mupcheck.engine.models import build_model
+from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import build_optimizer, set_step_lr
 from mupcheck.engine.runlog import RunLog
 from mupcheck.errors import ModelError
@@ -35,9 +35,10 @@ EVAL_BATCH = 32
 Progress = Callable[[int, int], None]
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, name: str = "model"
+          ) -> torch.Tensor:
     with autocast(device):
-        logits = model(x)  # (B, T, V)
+        logits = logits_of(model(x), name)  # (B, T, V)
     if logits.shape[:2] != x.shape or logits.ndim != 3:
         raise ModelError(f"model output has shape {tuple(logits.shape)}; expected (B, T, V) = "
                          f"({x.shape[0]}, {x.shape[1]}, vocab) for token ids of shape {tuple(x.shape)}")
