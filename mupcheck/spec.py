@@ -32,6 +32,7 @@ __all__ = [
     "Grid",
     "Parametrization",
     "RunConfig",
+    "LintSettings",
     "RefineSettings",
     "RunSettings",
     "TransferSettings",
@@ -42,9 +43,15 @@ __all__ = [
     "run_configs",
 ]
 
-Parametrization = Literal["mup", "sp"]
+# "custom": the model applies muP itself (hand-written muP); mupcheck neither sets base shapes nor wraps
+# its optimizer, and judges it as the muP arm.
+Parametrization = Literal["mup", "sp", "custom"]
 BUILTIN_MODELS = ("mlp", "gpt")
-PARAMETRIZATIONS: tuple[Parametrization, ...] = ("mup", "sp")
+PARAMETRIZATIONS: tuple[Parametrization, ...] = ("mup", "sp", "custom")
+# The arms that promise a width-free optimum; the checks of muP (lint, coordinate check, wider is better)
+# apply to them.
+MUP_ARMS: tuple[Parametrization, ...] = ("mup", "custom")
+BUILTIN_OPTIMIZERS = ("adamw", "sgd")
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
 AXES = ("width", "tokens")
 # An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
@@ -94,8 +101,10 @@ class CoordCheckConfig:
 
     widths: tuple[int, ...] = _key("int_list", (), minimum=1)  # () means the grid's widths
     steps: int = _key("integer", 4, minimum=1)
-    seeds: int = _key("integer", 1, minimum=1)
-    lr_log2: float = _key("number", -6.0)
+    # 3 seeds at lr 2^-9: correct muP (mup's, and written by hand) passes with margin and the SP twins still fail
+    # (tests/checks/test_user_mup.py); one seed at 2^-6 flagged a correct hand-written GPT's settling sizes.
+    seeds: int = _key("integer", 3, minimum=1)
+    lr_log2: float = _key("number", -9.0)
     parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup",), choices=PARAMETRIZATIONS)
     # Largest slope of log2(size) per doubling of width after step 0.
     max_growth: float = _key("number", 0.2, minimum=0.0)
@@ -117,6 +126,13 @@ class RefineSettings:
     span_log2: float = _key("number", 1.0, minimum=0.01)  # the extra rates reach this far from the argmin
 
 
+@dataclass(frozen=True)
+class LintSettings:
+    """The `[lint]` table: findings the grid silences, each with its reason (kept in the report)."""
+
+    ignore: tuple[tuple[str, str], ...] = _key("reason_map", ())
+
+
 # --- what every run of a grid shares, and one run ----------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +147,9 @@ class RunSettings:
     n_heads: int = _key("integer", 0, minimum=0)
     batch_size: int = _key("integer", 16, minimum=1)
     seq_len: int = _key("integer", 128, minimum=1)
-    optimizer: Literal["adamw", "sgd"] = _key("choice", "adamw", choices=("adamw", "sgd"))
+    # "adamw" (betas 0.9, 0.95), "sgd" (momentum 0.9): mup's under muP, torch's otherwise; or the model's own,
+    # "pkg.mod:make_optimizer", called as make_optimizer(model, lr, weight_decay) -> torch optimizer.
+    optimizer: str = _key("optimizer", "adamw")
     weight_decay: float = _key("number", 0.0, minimum=0.0)
     # How weight decay is applied: "coupled" (torch AdamW: each step shrinks weights by lr * wd),
     # "independent" (by wd, whatever the lr), or "timescale" (wd chosen per run so that the AdamW
@@ -226,6 +244,8 @@ class Grid(RunSettings):
     transfer: TransferSettings = _table("transfer", TransferSettings)
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")
+    lint: LintSettings | None = _table("lint")
+    sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
     path: str = ""  # the file it came from, for messages and provenance (not a TOML key)
 
     @property
@@ -241,9 +261,12 @@ class Grid(RunSettings):
 def run_configs(grid: Grid) -> list[RunConfig]:
     """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
     shared = {f.name: getattr(grid, f.name) for f in dataclasses.fields(RunSettings)}
-    return [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **shared)
-            for par in grid.parametrization for w in grid.widths for t in grid.tokens
-            for lr in grid.lr_log2 for s in grid.seeds]
+    out = []
+    for par in grid.parametrization:
+        arm = {**shared, "model": grid.sp_model} if par == "sp" and grid.sp_model else shared
+        out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **arm)
+                for w in grid.widths for t in grid.tokens for lr in grid.lr_log2 for s in grid.seeds]
+    return out
 
 
 def coord_widths(grid: Grid) -> tuple[int, ...]:
@@ -316,11 +339,28 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
     for required in _REQUIRED:
         if required not in raw:
             raise GridError(path, required, "required key is missing")
+    raw, sp_model = _split_model_table(raw, path)
     values = _Validator(path, raw).fields(Grid)
     values.setdefault("base_width", min(values["widths"]))
-    grid = Grid(path=path, **values)
+    grid = Grid(path=path, sp_model=sp_model, **values)
     _check_combinations(grid, raw)
     return grid
+
+
+def _split_model_table(raw: dict[str, Any], path: str) -> tuple[dict[str, Any], str | None]:
+    """`model = {mup = "pkg:build", sp = "pkg:build_sp"}` (or custom instead of mup): the muP arm's factory
+    as `model`, and the SP arm's own factory."""
+    table = raw["model"]
+    if not isinstance(table, dict):
+        return raw, None
+    if set(table) not in ({"mup", "sp"}, {"custom", "sp"}):
+        raise GridError(path, "model", "a table gives one factory per arm: {mup = \"pkg:build\", sp = "
+                                       f"\"pkg:build_sp\"}} (or custom instead of mup), got keys {sorted(table)}")
+    for arm, spec in table.items():
+        if not isinstance(spec, str) or not _FACTORY_RE.match(spec):
+            raise GridError(path, f"model.{arm}", f"must be a factory written 'package.module:function', got {spec!r}")
+    main = table.get("mup") or table["custom"]
+    return {**raw, "model": main}, table["sp"]
 
 
 class _Validator:
@@ -427,6 +467,13 @@ class _Validator:
                                  "nor a factory written 'package.module:function'")
         return val
 
+    def optimizer(self, key: str) -> str:
+        val = self.string(key)
+        if val not in BUILTIN_OPTIMIZERS and not _FACTORY_RE.match(val):
+            raise self.fail(key, f"{val!r} is neither {' nor '.join(map(repr, BUILTIN_OPTIMIZERS))} nor the model's "
+                                 "own optimizer written 'package.module:make_optimizer'")
+        return val
+
     def _subtable(self, name: str, cls: type) -> _Validator:
         val = self.raw[name]
         if not isinstance(val, dict):
@@ -442,6 +489,22 @@ class _Validator:
 
     def coord_check(self, key: str) -> CoordCheckConfig:
         return CoordCheckConfig(**self._subtable(key, CoordCheckConfig).fields(CoordCheckConfig))
+
+    def lint(self, key: str) -> LintSettings:
+        return LintSettings(**self._subtable(key, LintSettings).fields(LintSettings))
+
+    def reason_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        val = self.raw[key]
+        codes = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
+        if not isinstance(val, dict):
+            raise self.fail(key, 'must be a table of finding = "reason", e.g. {"plain-readout" = "our head divides '
+                                 'by width in forward"}')
+        for code, reason in val.items():
+            if code not in codes:
+                raise self.fail(f"{key}.{code}", f"unknown finding; one of {', '.join(codes)}")
+            if not isinstance(reason, str) or not reason.strip():
+                raise self.fail(f"{key}.{code}", "needs the reason it is silenced, as a non-empty string")
+        return tuple(sorted(val.items()))
 
     def refine(self, key: str) -> RefineSettings:
         return RefineSettings(**self._subtable(key, RefineSettings).fields(RefineSettings))
@@ -489,11 +552,30 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
             raise GridError(p, "coord_check.widths", f"must span at least {g.coord_check.min_range:g}x "
                                                      f"(got {widths[0]}..{widths[-1]}); set [coord_check] widths")
         _check_heads_divide(g, widths, key="coord_check.widths")
-    if g.model not in BUILTIN_MODELS:
+    for key, spec in (("model", g.model), ("model.sp", g.sp_model), ("optimizer", g.optimizer)):
+        if spec is None or spec in BUILTIN_MODELS + BUILTIN_OPTIMIZERS:
+            continue
         try:
-            import_factory(g.model)
+            import_factory(spec)
         except ModelError as e:
-            raise GridError(p, "model", str(e)) from None
+            raise GridError(p, key, str(e)) from None
+    _check_arms(g)
+
+
+def _check_arms(g: Grid) -> None:
+    """What each parametrization needs of the model."""
+    p, user = g.path, g.model not in BUILTIN_MODELS
+    if "custom" in g.parametrization and not user:
+        raise GridError(p, "parametrization", "\"custom\" means the model applies muP itself; the built-in models "
+                                              "use mup (\"mup\"): give your factory as `model`")
+    if "custom" in g.parametrization and "mup" in g.parametrization:
+        raise GridError(p, "parametrization", "one muP arm per grid: \"mup\" (mupcheck applies mup) or \"custom\" "
+                                              "(the model does), not both")
+    if "sp" in g.parametrization and user and g.sp_model is None:
+        raise GridError(p, "parametrization", "\"sp\" for your own model needs its own SP factory: model = {mup = "
+                                              "\"pkg:build\", sp = \"pkg:build_sp\"}. The same muP model under "
+                                              "torch's optimizer is not SP (it keeps muP's init and multipliers), "
+                                              "so mupcheck does not make one up")
 
 
 def _check_heads_divide(g: Grid, widths: tuple[int, ...], key: str | None) -> None:

@@ -26,10 +26,15 @@ device = "cpu"
 {extra}"""
 
 
-def write_grid(directory: Path, name: str = "tiny.toml", model: str = "gpt", extra: str = "") -> Path:
-    """A small valid grid file; `extra` appends TOML lines (later keys override nothing: keep them new)."""
+def write_grid(directory: Path, name: str = "tiny.toml", model: str = "gpt", extra: str = "",
+               parametrization: str | None = None) -> Path:
+    """A small valid grid file; `extra` appends TOML lines (later keys override nothing: keep them new). A
+    user model gets the muP arm only unless told otherwise (its SP arm needs an SP factory of its own)."""
     path = directory / name
-    path.write_text(TINY_GRID.format(model=model, extra=extra))
+    if parametrization is None:
+        parametrization = '["mup", "sp"]' if ":" not in model else '["mup"]'
+    text = TINY_GRID.format(model=model, extra=extra)
+    path.write_text(text.replace('parametrization = ["mup", "sp"]', f"parametrization = {parametrization}", 1))
     return path
 
 

@@ -46,7 +46,7 @@ BROKEN = [
     ("empty list", _replace("widths", "[]"), "widths", "non-empty list"),
     ("unsorted list", _replace("widths", "[32, 16]"), "widths", "strictly increasing"),
     ("repeated lr", _replace("lr_log2", "[-8, -8]"), "lr_log2", "strictly increasing"),
-    ("unknown choice", _replace("optimizer", '"adam"'), "optimizer", "'adamw', 'sgd'"),
+    ("unknown choice", _replace("optimizer", '"adam"'), "optimizer", "neither 'adamw' nor 'sgd'"),
     ("unknown parametrization", _replace("parametrization", '["mup", "ntk"]'), "parametrization", "'mup', 'sp'"),
     ("head_dim mismatch", _replace("head_dim", "12"), "head_dim", "not divisible by head_dim=12"),
     ("too few steps", _replace("tokens", "[256]"), "tokens", "at least 10 steps"),

@@ -19,19 +19,24 @@ optimizer):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from mup import MuReadout
 from torch import nn
 
-from mupcheck.engine.data import TokenData
-from mupcheck.engine.models import build_model
+from mupcheck.engine.data import TokenData, train_batch
+from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import build_optimizer
-from mupcheck.spec import Grid, run_configs
+from mupcheck.spec import MUP_ARMS, Grid, run_configs
 
-__all__ = ["LintFinding", "lint", "lint_model", "lint_optimizer", "lint_grid"]
+__all__ = ["LINT_CODES", "LintFinding", "apply_ignores", "lint", "lint_grid", "lint_model", "lint_optimizer"]
+
+
+LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,18 @@ class LintFinding:
     code: str
     message: str
     fix: str
+    warning: bool = False  # shown, but does not fail the lint
+    silenced: str | None = None  # the grid's reason for ignoring it ([lint] ignore)
+
+    @property
+    def fails(self) -> bool:
+        return not self.warning and self.silenced is None
 
     def __str__(self) -> str:
-        return f"[{self.code}] {self.message}\n    fix: {self.fix}"
+        if self.silenced is not None:
+            return f"[{self.code}] silenced by the grid: {self.silenced} (finding: {self.message})"
+        label = f"[{self.code}] warning:" if self.warning else f"[{self.code}]"
+        return f"{label} {self.message}\n    fix: {self.fix}"
 
 
 def _names(items: list[str], limit: int = 6) -> str:
@@ -49,8 +63,9 @@ def _names(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def lint_model(model: nn.Module) -> list[LintFinding]:
-    """Checks of one model's base shapes and readout."""
+def lint_model(model: nn.Module, static_readout: bool = True) -> list[LintFinding]:
+    """Checks of one model's base shapes and (with `static_readout`, when no measurement is at hand) its
+    readout's type."""
     missing = [n for n, p in model.named_parameters() if not hasattr(p, "infshape")]
     if missing:
         everything = len(missing) == len(list(model.parameters()))
@@ -68,7 +83,7 @@ def lint_model(model: nn.Module) -> list[LintFinding]:
             fan_out, fan_in = module.weight.infshape  # type: ignore[attr-defined]  # set by mup
             if fan_in.isinf() and not fan_out.isinf():
                 readouts.append(name)
-    if readouts:
+    if readouts and static_readout:
         findings.append(LintFinding(
             "plain-readout",
             f"nn.Linear layer(s) {_names(readouts)} map a width dimension to a finite one (a readout) "
@@ -112,25 +127,104 @@ def lint_optimizer(optimizer: torch.optim.Optimizer) -> list[LintFinding]:
     return []
 
 
-def lint(models: Mapping[int, nn.Module], optimizer: torch.optim.Optimizer | None = None) -> list[LintFinding]:
-    """All findings for a model built at several widths (and, optionally, the widest one's optimizer)."""
+def lint(models: Mapping[int, nn.Module], optimizer: torch.optim.Optimizer | None = None,
+         batch: torch.Tensor | None = None, parametrization: str = "mup",
+         base_width: int | None = None) -> list[LintFinding]:
+    """All findings for a model built at several widths (and, optionally, the widest one's optimizer).
+
+    With `batch` (token ids), whether the readout carries muP's 1/width multiplier is measured, not guessed
+    from its type: a readout whose output keeps its size at init as width grows is flagged, whatever its
+    class (a hand-written `nn.Linear` head with a 1/width multiplier in `forward` passes). Under
+    "custom" the model applies muP itself: mup's base shapes and optimizer groups are not asked for.
+    """
     findings: list[LintFinding] = []
-    seen: set[str] = set()
-    for width in sorted(models):
-        for f in lint_model(models[width]):
-            if f.code not in seen:  # one finding per problem, not one per width
-                seen.add(f.code)
-                findings.append(f)
-    findings += _unit_multipliers(models)
-    if optimizer is not None:
-        findings += lint_optimizer(optimizer)
+    if parametrization == "mup":
+        seen: set[str] = set()
+        for width in sorted(models):
+            for f in lint_model(models[width], static_readout=batch is None):
+                if f.code not in seen:  # one finding per problem, not one per width
+                    seen.add(f.code)
+                    findings.append(f)
+        findings += _unit_multipliers(models)
+        if optimizer is not None:
+            findings += lint_optimizer(optimizer)
+    if batch is not None:
+        findings += _flat_readouts(models, batch)
+    if base_width is not None:
+        findings += _base_width_mismatch(models, base_width)
     return findings
 
 
-def lint_grid(grid: Grid, data: TokenData) -> list[LintFinding]:
-    """Lint the grid's muP model at every width of the grid (run before every sweep)."""
-    if "mup" not in grid.parametrization:
+# An output-like quantity that does not shrink at least this fast (log2 size per doubling of width) at init
+# keeps its size: the readout lacks muP's 1/width multiplier (correct muP measured about -0.5).
+READOUT_INIT_SLOPE = -0.25
+
+
+def _flat_readouts(models: Mapping[int, nn.Module], batch: torch.Tensor) -> list[LintFinding]:
+    """Measured at init: the centred size of the model's logits (what the softmax sees) against width. A
+    readout with muP's 1/width multiplier makes it shrink, wherever the multiplier sits (MuReadout, or a
+    hand-written head scaled in forward); a plain readout keeps it. Zero logits (a zero-initialised readout)
+    say nothing and are not judged."""
+    widths = sorted(models)
+    sizes = np.array([_logit_size(models[w], batch) for w in widths])
+    if len(widths) < 2 or not (sizes > 0).all():
         return []
-    cfg = next(c for c in run_configs(grid) if c.parametrization == "mup")
+    slope = float(np.polyfit(np.log2(widths), np.log2(sizes), 1)[0])
+    if slope <= READOUT_INIT_SLOPE:
+        return []
+    return [LintFinding(
+        "plain-readout",
+        f"the model's logits keep their size at init as width grows (slope {slope:+.2f} per doubling over "
+        f"widths {', '.join(map(str, widths))}); muP makes them shrink (about -0.5) with a 1/width readout "
+        "multiplier",
+        "use mup.MuReadout (or MuSharedReadout for tied embeddings), or multiply the readout's output by "
+        "base_width / width in forward")]
+
+
+@torch.no_grad()
+def _logit_size(model: nn.Module, batch: torch.Tensor) -> float:
+    """Mean |logits - their mean over the vocabulary| on one batch, in eval mode."""
+    training = model.training
+    model.eval()
+    try:
+        logits = logits_of(model(batch)).float()
+    finally:
+        model.train(training)
+    return float((logits - logits.mean(dim=-1, keepdim=True)).abs().mean())
+
+
+_BASE_WIDTH_ATTRS = ("base_width", "mup_base_width", "base_d_model", "mup_base_dim")
+
+
+def _base_width_mismatch(models: Mapping[int, nn.Module], base_width: int) -> list[LintFinding]:
+    """A model that says which base width its own muP assumes, and the grid assumes another."""
+    model = models[max(models)]
+    owners = [model, getattr(model, "config", None)]
+    for owner in owners:
+        for attr in _BASE_WIDTH_ATTRS:
+            value = getattr(owner, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value != base_width:
+                return [LintFinding(
+                    "base-width-mismatch",
+                    f"the model's own `{attr}` is {value} but the grid's base_width is {base_width}: the grid's "
+                    "base shapes (and any lr scaling derived from them) differ from the model's own",
+                    f"set base_width = {value} in the grid, or build the model with the grid's base width",
+                    warning=True)]
+    return []
+
+
+def apply_ignores(findings: list[LintFinding], ignore: Mapping[str, str]) -> list[LintFinding]:
+    """Mark findings the grid silences (`[lint] ignore = {code = "reason"}`), keeping the reason."""
+    return [dataclasses.replace(f, silenced=ignore[f.code]) if f.code in ignore else f for f in findings]
+
+
+def lint_grid(grid: Grid, data: TokenData) -> list[LintFinding]:
+    """Lint the grid's muP arm ("mup" or "custom") at every width of the grid (run before every sweep)."""
+    arm = next((p for p in grid.parametrization if p in MUP_ARMS), None)
+    if arm is None:
+        return []
+    cfg = next(c for c in run_configs(grid) if c.parametrization == arm)
     models = {w: build_model(replace(cfg, width=w), data.vocab_size) for w in grid.widths}
-    return lint(models, build_optimizer(models[grid.widths[-1]], cfg))
+    batch, _ = train_batch(data, step=0, seed=0, batch_size=min(cfg.batch_size, 4), seq_len=cfg.seq_len)
+    findings = lint(models, build_optimizer(models[grid.widths[-1]], cfg), batch, arm, grid.base_width)
+    return apply_ignores(findings, dict(grid.lint.ignore) if grid.lint else {})

@@ -35,6 +35,7 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ from mupcheck.engine.canary import Canary, FusedCanaryFailed
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
 from mupcheck.engine.models import build_model, logits_of
-from mupcheck.engine.optim import ADAM_BETAS, ADAM_EPS, SGD_MOMENTUM, build_optimizer, set_step_lr
+from mupcheck.engine.optim import build_optimizer, set_step_lr
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
@@ -137,17 +138,18 @@ class _FusedRun:
         self.steps = max(cfg.steps for cfg in configs)
         models = _member_models(configs, data.vocab_size, device, dtype)
         self.template = _functional_template(models[0])
-        self.lr, self.wd, group_of = _schedule_tables(models, configs, self.steps, device, dtype)  # (steps, M, groups)
+        self.lr, self.wd, group_of, self.rule = _schedule_tables(models, configs, self.steps, device, dtype)
         stacked, self.buffers = stack_module_state(models)  # name -> (M, *shape)
         self.flat = _FlatParams(stacked, group_of)
         del stacked, models
         self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
         # Optimizer state per group storage, zero like torch's before the first step (SGD's momentum
         # buffer then becomes exactly the first gradient, as in torch).
-        n_states = 2 if self.cfg.optimizer == "adamw" else 1
+        n_states = 2 if self.rule.kind == "adamw" else 1
         self.state = [[torch.zeros_like(b) for b in self.flat.storage] for _ in range(n_states)]
         t = np.arange(1, self.steps + 1)
-        self.bias_correction = torch.as_tensor(np.stack([1 - ADAM_BETAS[0] ** t, np.sqrt(1 - ADAM_BETAS[1] ** t)], 1),
+        b1, b2 = self.rule.betas
+        self.bias_correction = torch.as_tensor(np.stack([1 - b1 ** t, np.sqrt(1 - b2 ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
         self.logs = [RunLog(cfg) for cfg in configs]
         self.active = list(range(len(configs)))  # row i of every stacked tensor is member active[i]
@@ -256,12 +258,13 @@ class _FusedRun:
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
-        if self.cfg.optimizer == "adamw":
+        if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
-            self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step])
+            self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step],
+                       self.rule.betas, self.rule.eps)
         else:
             (momentum,) = self.state
-            self.sgd(self.flat.storage, grads, momentum, lr_t, wd_t)
+            self.sgd(self.flat.storage, grads, momentum, lr_t, wd_t, self.rule.momentum)
 
     def _keep(self, keep: list[int]) -> None:
         """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
@@ -376,19 +379,57 @@ def _functional_template(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class _UpdateRule:
+    """The optimizer every member uses, as the batched update reproduces it: AdamW (torch's, amsgrad off) or
+    SGD with momentum (no dampening, no Nesterov), with its hyperparameters read from the members' own
+    optimizers (mup's, torch's, or the model's own)."""
+
+    kind: str  # "adamw" or "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+def _update_rule(optimizer: torch.optim.Optimizer) -> _UpdateRule:
+    """What the batched update must do to match `optimizer`; FusedUnsupported for anything else."""
+    groups = optimizer.param_groups
+    if isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
+        # Adam without weight decay is AdamW without weight decay; with it, their decays differ.
+        if not isinstance(optimizer, torch.optim.AdamW) and any(g["weight_decay"] for g in groups):
+            raise FusedUnsupported("torch.optim.Adam with weight decay (L2 in the gradient) is not batched")
+        rules = {(tuple(g["betas"]), g["eps"], g.get("amsgrad", False), g.get("maximize", False)) for g in groups}
+        if len(rules) != 1 or next(iter(rules))[2:] != (False, False):
+            raise FusedUnsupported("AdamW groups with different betas or eps, amsgrad or maximize are not batched")
+        (beta1, beta2), eps, _, _ = next(iter(rules))
+        return _UpdateRule("adamw", (float(beta1), float(beta2)), float(eps))
+    if isinstance(optimizer, torch.optim.SGD):
+        sgd_rules = {(g["momentum"], g["dampening"], g["nesterov"], g.get("maximize", False)) for g in groups}
+        if len(sgd_rules) != 1 or next(iter(sgd_rules))[1:] != (0, False, False):
+            raise FusedUnsupported("SGD with dampening, Nesterov, maximize or per-group momentum is not batched")
+        momentum, _, _, _ = next(iter(sgd_rules))
+        return _UpdateRule("sgd", momentum=float(momentum))
+    raise FusedUnsupported(f"{type(optimizer).__name__} is not batched (AdamW, Adam and SGD are)")
+
+
 def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: int, device: torch.device,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, dict[str, int], _UpdateRule]:
     """Learning rate and weight decay per (step, member, optimizer group), read from each member's own
-    optimizer (the solo engine's: mup's under muP) as `set_step_lr` moves it through its own schedule
-    (rows past a member's last step stay zero); and the group of each parameter (by name), the same
-    for every member."""
+    optimizer (the solo engine's: mup's under muP, or the model's own) as `set_step_lr` moves it through its
+    own schedule (rows past a member's last step stay zero); the group of each parameter (by name), the
+    same for every member; and the update rule, the same for every member."""
     groupings: list[dict[str, int]] = []
+    rules: set[_UpdateRule] = set()
     lr_rows, wd_rows = [], []
     for model, cfg in zip(models, configs):
         optimizer = build_optimizer(model, cfg)
+        rules.add(_update_rule(optimizer))
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         index = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
-        groupings.append({name: index[id(p)] for name, p in model.named_parameters()})
+        missing = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in index]
+        if missing:
+            raise FusedUnsupported(f"parameter {missing[0]!r} is in no optimizer group")
+        groupings.append({name: index.get(id(p), 0) for name, p in model.named_parameters()})
         if groupings[-1] != groupings[0]:  # cannot happen for runs that differ only in lr, seed, tokens
             raise FusedUnsupported("members' optimizers group the parameters differently")
         lr, wd = np.zeros((steps, len(base_lrs))), np.zeros((steps, len(base_lrs)))
@@ -398,8 +439,10 @@ def _schedule_tables(models: list[nn.Module], configs: list[RunConfig], steps: i
             wd[step] = [group["weight_decay"] for group in optimizer.param_groups]
         lr_rows.append(lr)
         wd_rows.append(wd)
+    if len(rules) != 1:
+        raise FusedUnsupported("members' optimizers differ in their update rule")
     return (torch.as_tensor(np.stack(lr_rows, 1), dtype=dtype, device=device),
-            torch.as_tensor(np.stack(wd_rows, 1), dtype=dtype, device=device), groupings[0])
+            torch.as_tensor(np.stack(wd_rows, 1), dtype=dtype, device=device), groupings[0], rules.pop())
 
 
 class _FlatParams:
@@ -460,23 +503,23 @@ def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _adamw(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
            exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor,
-           bias_correction: torch.Tensor) -> None:
+           bias_correction: torch.Tensor, betas: tuple[float, float], eps: float) -> None:
     """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
     `lr`, `wd` (n, G) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
-    beta1, beta2 = ADAM_BETAS
+    beta1, beta2 = betas
     for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         lr_p = _member_view(lr[:, i], p)
         p.mul_(1 - lr_p * _member_view(wd[:, i], p))
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(ADAM_EPS)
+        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(eps)
         p.sub_(lr_p / bias_correction[0] * exp_avg / denom)
 
 
 def _sgd(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
-         lr: torch.Tensor, wd: torch.Tensor) -> None:
+         lr: torch.Tensor, wd: torch.Tensor, momentum: float) -> None:
     """torch.optim.SGD with momentum (no dampening, no Nesterov) and coupled weight decay, one step,
     over stacked tensors. The buffers start at zero, so the first step sets them to the gradient."""
     for i, (p, grad, buf) in enumerate(zip(params, grads, momentum_buffers)):
-        buf.mul_(SGD_MOMENTUM).add_(grad + _member_view(wd[:, i], p) * p)
+        buf.mul_(momentum).add_(grad + _member_view(wd[:, i], p) * p)
         p.sub_(_member_view(lr[:, i], p) * buf)

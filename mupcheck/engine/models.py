@@ -218,11 +218,12 @@ def build_model(cfg: RunConfig, vocab_size: int) -> nn.Module:
             raise ModelError(f"model {cfg.model!r}: some parameters carry `infshape` and others do not; "
                              "call mup.set_base_shapes on the whole model, or on none of it")
         set_mup_base_shapes(model, factory, cfg.base_width, cfg.model)
-    elif user:
-        # SP twin of a user model: base shapes equal to its own shapes make every width multiplier 1,
-        # so MuReadout and mup's optimizers behave exactly like nn.Linear and torch's optimizers.
+    elif cfg.parametrization == "sp" and user and any(isinstance(m, MuReadout) for m in model.modules()):
+        # The user's own SP factory kept a mup layer: base shapes equal to its own shapes make every width
+        # multiplier 1, so MuReadout behaves exactly like nn.Linear.
         if not has_base_shapes(model):
             set_base_shapes(model, None)
+    # "custom": the model applies muP itself; nothing is added to it.
     return model
 
 

@@ -88,7 +88,7 @@ def _train(cfg: RunConfig, data: TokenData, device: torch.device, progress: Prog
         t0 = time.perf_counter()
         set_step_lr(optimizer, base_lrs, cfg, step)
         x, y = train_batch(data, step, cfg.seed, cfg.batch_size, cfg.seq_len)
-        loss = _loss(model, x.to(device), y.to(device), device)
+        loss = _loss(model, x.to(device), y.to(device), device, cfg.model)
         if not log.observe(step, loss.item()):
             break
         optimizer.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import plan_grid
 from mupcheck.provenance import utc_now
-from mupcheck.spec import Grid, load_grid, parse_grid
+from mupcheck.spec import PARAMETRIZATIONS, CoordCheckConfig, Grid, load_grid, parse_grid
 from mupcheck.store import STORE_ENV, Store
 from mupcheck.sweep.local import run_grid
 
@@ -70,11 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--model", required=True, help="gpt, mlp, or package.module:build (importable from here)")
     coord.add_argument("--widths", default="64,128,256,512",
                        help="comma-separated, spanning >= 8x (default %(default)s)")
-    coord.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    coord.add_argument("--parametrization", choices=list(PARAMETRIZATIONS), default="mup",
+                       help="mup (mupcheck applies mup), custom (your model applies muP itself), sp")
     coord.add_argument("--steps", type=int, default=4, help="training steps on one fixed batch (default %(default)s)")
-    coord.add_argument("--seeds", type=int, default=1, help="seeds averaged per width (default %(default)s)")
-    coord.add_argument("--lr-log2", type=float, default=-6.0, help="log2 learning rate (default %(default)s)")
-    coord.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    coord.add_argument("--seeds", type=int, default=CoordCheckConfig.seeds,
+                       help="seeds averaged per width (default %(default)s)")
+    coord.add_argument("--lr-log2", type=float, default=CoordCheckConfig.lr_log2,
+                       help="log2 learning rate (default %(default)s)")
+    coord.add_argument("--optimizer", default="adamw",
+                       help="adamw, sgd, or your model's own: package.module:make_optimizer, called as "
+                            "make_optimizer(model, lr, weight_decay)")
     coord.add_argument("--depth", type=int, default=2)
     coord.add_argument("--head-dim", type=int, default=16, help="gpt: fixed head size (heads grow with width)")
     coord.add_argument("--n-heads", type=int, default=0, help="gpt: fix the number of heads instead (head_dim grows)")
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store)")
     pred.add_argument("--width", type=int, required=True)
     pred.add_argument("--tokens", type=float, required=True, help="token budget, e.g. 100e9")
-    pred.add_argument("--parametrization", choices=["mup", "sp"], default="mup")
+    pred.add_argument("--parametrization", choices=list(PARAMETRIZATIONS), default="mup")
     _add_store(pred)
     pred.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
     pred.set_defaults(func=_cmd_predict)
@@ -144,6 +149,8 @@ def _coord_grid(args: argparse.Namespace) -> Grid:
         "coord_check": {"steps": args.steps, "seeds": args.seeds, "lr_log2": args.lr_log2,
                         "parametrization": [args.parametrization]},
     }
+    if args.parametrization == "sp" and ":" in args.model:
+        raw["model"] = {"mup": args.model, "sp": args.model}  # the factory given is the SP model itself
     try:
         return parse_grid(raw, "command line")
     except GridError as e:

@@ -42,10 +42,10 @@ from mupcheck.checks.coord import CoordResult, check_model
 from mupcheck.checks.lint import LintFinding, lint_grid
 from mupcheck.fmt import format_tokens
 from mupcheck.plan import Plan
-from mupcheck.spec import Grid, Parametrization
+from mupcheck.spec import MUP_ARMS, Grid, Parametrization
 from mupcheck.store import Store
 
-__all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "planned_checks"]
+__all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "muP_arm", "planned_checks"]
 
 Kind = Literal["lint", "coord", "transfer", "rule", "wider"]
 OutcomeName = Literal["pass", "fail", "xfail", "xpass", "inconclusive"]
@@ -70,8 +70,9 @@ class PlannedCheck:
 def planned_checks(grid: Grid) -> list[PlannedCheck]:
     """Every check of a grid, in the order items and report rows appear."""
     checks: list[PlannedCheck] = []
-    if "mup" in grid.parametrization:
-        checks.append(PlannedCheck("lint[mup]", "lint", parametrization="mup"))
+    arm = muP_arm(grid)
+    if arm is not None:
+        checks.append(PlannedCheck(f"lint[{arm}]", "lint", parametrization=arm))
     for par in grid.coord_check.parametrization if grid.coord_check else ():
         checks.append(PlannedCheck(f"coord[{par}]", "coord", parametrization=par))
     for comp in plan_comparisons(grid):
@@ -79,9 +80,15 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         checks.append(PlannedCheck(comp.test_id, "transfer", comp, expected_break=expected))
     for comp in rule_comparisons(grid):
         checks.append(PlannedCheck(f"rule_{comp.test_id}", "rule", comp))
-    if "mup" in grid.parametrization and len(grid.widths) > 1:
-        checks += [PlannedCheck(f"wider[mup tokens={format_tokens(t)}]", "wider", tokens=t) for t in grid.tokens]
+    if arm is not None and len(grid.widths) > 1:
+        checks += [PlannedCheck(f"wider[{arm} tokens={format_tokens(t)}]", "wider", parametrization=arm, tokens=t)
+                   for t in grid.tokens]
     return checks
+
+
+def muP_arm(grid: Grid) -> Parametrization | None:
+    """The grid's muP arm: "mup" (mupcheck applies mup) or "custom" (the model does), if it has one."""
+    return next((p for p in grid.parametrization if p in MUP_ARMS), None)
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,8 @@ class GridSuite:
         return out
 
     def wider(self, tokens: int) -> WiderVerdict:
-        return wider_is_better(self.optima, "mup", tokens, self.grid.widths, reference_value(self.grid, "width"),
+        return wider_is_better(self.optima, muP_arm(self.grid) or "mup", tokens, self.grid.widths,
+                               reference_value(self.grid, "width"),
                                self.grid.transfer.wider_tolerance)
 
     # --- outcomes --------------------------------------------------------------------------------
@@ -202,9 +210,11 @@ class GridSuite:
         check = self.planned[check_id]
         if check.kind == "lint":
             findings = self.lint_findings
+            failing = [f for f in findings if f.fails]
             detail = "\n".join(map(str, findings)) or f"no finding at widths {', '.join(map(str, self.grid.widths))}"
-            return Outcome(check, "fail" if findings else "pass",
-                           f"{len(findings)} muP lint finding(s)" if findings else "no finding", detail)
+            summary = (f"{len(failing)} muP lint finding(s)" if failing else
+                       f"no failing finding ({len(findings)} warning(s) or silenced)" if findings else "no finding")
+            return Outcome(check, "fail" if failing else "pass", summary, detail)
         if check.kind == "coord":
             assert check.parametrization is not None
             result = self.coord(check.parametrization)

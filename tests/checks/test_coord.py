@@ -82,8 +82,8 @@ def _plain_readout(model, width):
 
 def test_plain_readout_is_caught(cfg, batch):
     msg = _failure(_run(cfg, batch, mutate=_plain_readout))
-    assert "readout (Linear)" in msg
-    findings = lint({w: _builder(cfg, _plain_readout)(w, 0) for w in (16, 32)})
+    assert "<logits> (model output)" in msg  # the logits the loss sees judge the readout
+    findings = lint({w: _builder(cfg, _plain_readout)(w, 0) for w in (16, 32)})  # no batch: the static check
     assert [f.code for f in findings] == ["plain-readout"] and "MuReadout" in findings[0].fix
 
 
@@ -151,10 +151,10 @@ def test_modules_returning_tuples_or_none_are_measured(batch):
             return self.out(h)
 
     df = coord_data(lambda w, s: Net(w), lambda m: torch.optim.SGD(m.parameters(), lr=0.1), [16, 32], batch, steps=2)
-    assert set(df["module"]) == {"emb", "pair", "pair.lin", "out"}  # "nothing" returned None: skipped
+    assert set(df["module"]) == {"emb", "pair", "pair.lin", "out", "<logits>"}  # "nothing" returned None: skipped
     pair = df[df["module"] == "pair"]
     np.testing.assert_allclose(pair["out"].to_numpy(), df[df["module"] == "pair.lin"]["out"].to_numpy())
-    assert set(fit_slopes(df)["module"]) == {"emb", "pair", "pair.lin", "out"}
+    assert set(fit_slopes(df)["module"]) == {"emb", "pair", "pair.lin", "out", "<logits>"}
 
 
 def test_too_narrow_width_range_is_refused(cfg, batch):
@@ -205,7 +205,7 @@ def test_cli_coord_check_user_factory_with_plain_readout(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     code = main(["coord-check", "--model", "brokenmodel:build", *COMMON, "--plot", str(tmp_path / "b.png")])
     out = capsys.readouterr().out
-    assert code == 1 and "[plain-readout]" in out and "out (Linear)" in out
+    assert code == 1 and "[plain-readout]" in out and "the model's logits keep their size at init" in out
 
 
 def test_cli_coord_check_bad_model_is_a_clean_error(capsys):

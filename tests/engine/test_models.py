@@ -110,6 +110,14 @@ def user_models(user_module):
         def build_preset(width):
             return set_base_shapes(Net(width), Net(8), delta=Net(12))
 
+        class SPNet(Net):
+            def __init__(self, width):
+                super().__init__(width)
+                self.out = nn.Linear(width, 256)
+
+        def build_sp(width):
+            return SPNet(width)
+
         def build_half(width):
             net = Net(width)
             net.emb.weight.infshape = None
@@ -129,10 +137,19 @@ def test_user_factory_preset_base_shapes_are_kept(tmp_path, user_models):
     assert build_model(cfg, 256).out.width_mult() == 8.0  # the factory's base (8), not the grid's (16)
 
 
-def test_user_factory_sp_twin_has_unit_multipliers(tmp_path, user_models):
-    cfg = _cfg(tmp_path, model="usermodels:build", width=64, parametrization="sp")
-    net = build_model(cfg, 256)
-    assert all(p.infshape.width_mult() == 1 for p in net.parameters())
+def test_user_sp_arm_is_its_own_factory_or_refused(tmp_path, user_models):
+    from mupcheck.errors import GridError
+
+    with pytest.raises(GridError, match="needs its own SP factory"):
+        load_grid(write_grid(tmp_path, model="usermodels:build", parametrization='["mup", "sp"]'))
+    path = write_grid(tmp_path, model="usermodels:build", parametrization='["mup", "sp"]')
+    path.write_text(path.read_text().replace('model = "usermodels:build"',
+                                             'model = {mup = "usermodels:build", sp = "usermodels:build_sp"}'))
+    grid = load_grid(path)
+    sp = next(c for c in run_configs(grid) if c.parametrization == "sp")
+    assert (grid.model, grid.sp_model, sp.model) == ("usermodels:build", "usermodels:build_sp", "usermodels:build_sp")
+    net = build_model(dataclasses.replace(sp, width=64), 256)
+    assert isinstance(net.out, torch.nn.Linear) and not hasattr(net.out.weight, "infshape")  # its own SP, as built
 
 
 def test_user_factory_half_set_is_an_error(tmp_path, user_models):
