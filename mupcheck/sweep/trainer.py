@@ -23,14 +23,18 @@ from mupcheck.spec import RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.progress import Event
 
-__all__ = ["GroupTrainer"]
+__all__ = ["GroupRunner", "GroupTrainer"]
 
 
-class GroupTrainer:
-    """Trains groups of runs for one worker and reports each finished run through `emit`."""
+class GroupRunner:
+    """Trains a list of runs on one device: batched; else split (out of memory), uncompiled, or one at a
+    time. Knows nothing of the store: every finished run goes to `deliver`, so a sweep on this machine stores
+    it at once and a Ray task sends it back to its driver."""
 
-    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
-        self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
+    def __init__(self, plan: Plan, deliver: Callable[[RunConfig, RunResult], None], worker: int = 0,
+                 emit: Callable[[Event], None] | None = None, compile: bool = False):
+        self.plan, self.deliver, self.worker = plan, deliver, worker
+        self.emit: Callable[[Event], None] = emit or (lambda event: None)
         self.compile = compile
         self.fallback_said = False
 
@@ -43,27 +47,11 @@ class GroupTrainer:
             return train_run(cfg, self.plan.data, self.plan.device, progress=self._progress)
         return go
 
-    def train_group(self, group: list[RunConfig]) -> list[RunConfig]:
-        """Train the runs of `group` that nobody has stored or claimed; return those others hold."""
-        by_key = {self.plan.key(cfg): cfg for cfg in group}
-        with self.store.claim_missing(by_key) as claim:
-            for record in claim.found.values():
-                self.done(record, trained=False)
-            self._train_claimed([by_key[k] for k in claim.mine])
-        return [by_key[k] for k in claim.held]
-
-    def train_alone(self, cfg: RunConfig) -> None:
-        """Train (or wait for, and take) one run that another process held."""
-        record, trained = self.store.get_or_train(self.plan.key(cfg), self.plan.key_material(cfg), self.solo(cfg),
-                                                  block=True)
-        assert record is not None  # block=True waits for the lock instead of giving up
-        self.done(record, trained)
-
-    def _train_claimed(self, configs: list[RunConfig]) -> None:
-        """Train claimed runs: batched; else split (out of memory), uncompiled, or one at a time."""
+    def run(self, configs: list[RunConfig]) -> None:
+        """Train `configs` (runs that differ only in lr, seed and tokens), delivering each result."""
         if len(configs) <= 1:
             for cfg in configs:
-                self._store(cfg, self.solo(cfg)())
+                self.deliver(cfg, self.solo(cfg)())
             return
         self.emit(("start", self.worker, group_label(configs)))
         failure: Exception | None = None
@@ -74,7 +62,7 @@ class GroupTrainer:
             failure = e
         if failure is None:
             for cfg, result in zip(configs, results):
-                self._store(cfg, result)
+                self.deliver(cfg, result)
             return
         # Out of the except block, the failed attempt's tensors can be freed before the next try.
         gc.collect()
@@ -84,27 +72,52 @@ class GroupTrainer:
             half = len(configs) // 2
             print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}",
                   file=sys.stderr)
-            self._train_claimed(configs[:half])
-            self._train_claimed(configs[half:])
+            self.run(configs[:half])
+            self.run(configs[half:])
         elif self.compile:
             what = "failed its canary" if isinstance(failure, FusedCanaryFailed) else "failed"
             print(f"mupcheck: torch.compile of the batched model {what} ({failure}); training without it",
                   file=sys.stderr)
             self.compile = False
-            self._train_claimed(configs)
+            self.run(configs)
         elif isinstance(failure, FusedCanaryFailed):
             print(f"mupcheck: WARNING: canary: {failure}; training these {len(configs)} runs one at a time",
                   file=sys.stderr)
             note = f"trained one at a time because the batched group failed its canary: {failure}"
             for cfg in configs:
-                self._store(cfg, dataclasses.replace(self.solo(cfg)(), notes=(note,)))
+                self.deliver(cfg, dataclasses.replace(self.solo(cfg)(), notes=(note,)))
         else:
             if not self.fallback_said:
                 print(f"mupcheck: model {configs[0].model!r} cannot be trained as a batched model ({failure}); "
                       "training its runs one at a time", file=sys.stderr)
                 self.fallback_said = True
             for cfg in configs:
-                self._store(cfg, self.solo(cfg)())
+                self.deliver(cfg, self.solo(cfg)())
+
+
+class GroupTrainer:
+    """Trains groups of runs for one worker on this machine: claims them in the store, trains them with a
+    `GroupRunner`, stores each result as it finishes, and reports each finished run through `emit`."""
+
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
+        self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
+        self.runner = GroupRunner(plan, self._store, worker, emit, compile)
+
+    def train_group(self, group: list[RunConfig]) -> list[RunConfig]:
+        """Train the runs of `group` that nobody has stored or claimed; return those others hold."""
+        by_key = {self.plan.key(cfg): cfg for cfg in group}
+        with self.store.claim_missing(by_key) as claim:
+            for record in claim.found.values():
+                self.done(record, trained=False)
+            self.runner.run([by_key[k] for k in claim.mine])
+        return [by_key[k] for k in claim.held]
+
+    def train_alone(self, cfg: RunConfig) -> None:
+        """Train (or wait for, and take) one run that another process held."""
+        record, trained = self.store.get_or_train(self.plan.key(cfg), self.plan.key_material(cfg),
+                                                  self.runner.solo(cfg), block=True)
+        assert record is not None  # block=True waits for the lock instead of giving up
+        self.done(record, trained)
 
     def _store(self, cfg: RunConfig, result: RunResult) -> None:
         record = self.store.save_result(self.plan.key(cfg), self.plan.key_material(cfg), result)
