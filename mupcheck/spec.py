@@ -241,6 +241,8 @@ class Grid(RunSettings):
     fuse: int = _key("integer", 0, minimum=0)
     # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.
     compile: bool = _key("boolean", False)
+    # Where runs train: "local" (processes on this machine) or "ray" (tasks on a Ray cluster).
+    backend: str = _key("choice", "local", choices=("local", "ray"))
     transfer: TransferSettings = _table("transfer", TransferSettings)
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")

@@ -156,6 +156,17 @@ class Store:
         self.save(record)
         return record
 
+    def record_failure(self, key: str, failure: dict[str, Any]) -> Path:
+        """Keep why a run could not be trained (`failures/<key>.json`); its run stays missing."""
+        folder = self.root / "failures"
+        try:
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{key}.json"
+            path.write_text(json.dumps(failure, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise self._unwritable(folder, e) from None
+        return path
+
     # --- claiming ----------------------------------------------------------------------------
 
     @contextmanager

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="torch.compile fused training, or not (default: the grid's `compile`)")
+    run.add_argument("--backend", choices=["local", "ray"], default=None,
+                     help="local: processes on this machine; ray: one Ray task per fused group (default: the "
+                          "grid's `backend`)")
+    run.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster for this run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
@@ -112,7 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
     summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
-                       fuse=args.fuse, compile=args.compile)
+                       fuse=args.fuse, compile=args.compile, backend=args.backend, ray_address=args.ray_address)
     print(summary.line())
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)

@@ -49,6 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: the grid's `fuse`; 1: one at a time)")
     group.addoption("--mupcheck-compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile fused training, or not (default: the grid's `compile`)")
+    group.addoption("--mupcheck-backend", choices=["local", "ray"], default=None,
+                    help="where missing runs train: local processes, or Ray tasks (default: the grid's `backend`)")
+    group.addoption("--mupcheck-ray-address", metavar="ADDRESS", default=None,
+                    help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ in the directory pytest is started from)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")

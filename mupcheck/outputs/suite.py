@@ -53,6 +53,8 @@ def activate(config: pytest.Config) -> State:
         device=config.getoption("mupcheck_device"),
         fuse=config.getoption("mupcheck_fuse"),
         compile=config.getoption("mupcheck_compile"),
+        backend=config.getoption("mupcheck_backend"),
+        ray_address=config.getoption("mupcheck_ray_address"),
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
         write_reports=not config.getoption("mupcheck_no_report"),
@@ -74,6 +76,8 @@ class State:
     device: str | None
     fuse: int | None
     compile: bool | None
+    backend: str | None
+    ray_address: str | None
     no_train: bool
     reports_dir: Path
     write_reports: bool
@@ -264,7 +268,8 @@ class SuiteHooks:
                         print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
                               file=sys.stderr)
                     summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
-                                       fuse=state.fuse, compile=state.compile, worker=worker)
+                                       fuse=state.fuse, compile=state.compile, worker=worker,
+                                       backend=state.backend, ray_address=state.ray_address)
                     if not in_worker:
                         print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
                 if summary.interrupted:

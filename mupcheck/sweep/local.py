@@ -38,6 +38,7 @@ from mupcheck.plan import Plan, plan_grid, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.progress import Event, ProgressBar, SweepSummary
+from mupcheck.sweep.ray_backend import run_on_ray
 from mupcheck.sweep.trainer import GroupTrainer
 
 __all__ = ["AUTO_FUSE_CUDA", "Engine", "fuse_size", "run_grid"]
@@ -62,23 +63,27 @@ class Engine:
 
     fuse: int = 1
     compile: bool = False
+    backend: str = "local"  # "local" (processes on this machine) or "ray" (tasks on a Ray cluster)
+    ray_address: str | None = None
 
     @classmethod
-    def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None,
-                 compile: bool | None = None) -> Engine:
+    def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None, compile: bool | None = None,
+                 backend: str | None = None, ray_address: str | None = None) -> Engine:
         """The grid's settings, overridden by the command line's where given."""
-        return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile)
+        return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile,
+                   backend or grid.backend, ray_address)
 
     def describe(self) -> str:
+        where = " as Ray tasks" if self.backend == "ray" else ""
         if self.fuse <= 1:
-            return "one run at a time"
+            return "one run at a time" + where
         return (f"up to {self.fuse} runs (same shape; lr, seed, tokens differ) per batched model"
-                + (", compiled" if self.compile else ""))
+                + (", compiled" if self.compile else "") + where)
 
 
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
              show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
-             worker: int | None = None) -> SweepSummary:
+             worker: int | None = None, backend: str | None = None, ray_address: str | None = None) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
 
     `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's index) pins
@@ -87,7 +92,7 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
     store.check_writable()
-    engine = Engine.for_grid(grid, plan.device, fuse, compile)
+    engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address)
     if show_progress:
         print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)
     warning = repeated_data_warning(plan)
@@ -124,7 +129,9 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
     bar.refresh()
     if all(plan.key(c) in summary.outcomes for c in plan.configs):
         return
-    if workers <= 1:
+    if engine.backend == "ray":
+        run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address)
+    elif workers <= 1:
         _work(plan, store.root, 0, bar.handle, engine=engine)
     else:
         _run_workers(plan.grid, device, store.root, workers, engine, bar.handle, plan.configs)

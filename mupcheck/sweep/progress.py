@@ -27,6 +27,7 @@ class SweepSummary:
 
     total: int
     outcomes: dict[str, tuple[bool, str]] = field(default_factory=dict)  # key -> (trained now, status)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why it could not be trained
     wall_time_s: float = 0.0
     interrupted: bool = False
 
@@ -51,8 +52,9 @@ class SweepSummary:
 
     def line(self) -> str:
         verb = "interrupted after" if self.interrupted else "done:"
+        failed = f", {len(self.failed)} failed" if self.failed else ""
         return (f"{verb} {len(self.outcomes)}/{self.total} runs ({self.trained} trained, {self.reused} reused, "
-                f"{self.diverged} diverged) in {format_duration(self.wall_time_s)}")
+                f"{self.diverged} diverged{failed}) in {format_duration(self.wall_time_s)}")
 
 
 class ProgressBar:
@@ -82,6 +84,9 @@ class ProgressBar:
             label = self.current.get(worker, ("", ""))[0]
             self.current[worker] = (label, f" [{event[2]}/{event[3]}]")
             self._refresh()
+        elif kind == "failed":
+            self.summary.failed[event[2]] = event[3]
+            self._refresh(force=True)
         elif kind == "done":
             _, _, key, trained, status = event
             if self.summary.record(key, trained, status):

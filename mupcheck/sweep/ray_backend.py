@@ -1,0 +1,168 @@
+"""Sweeps on a Ray cluster: one Ray task per fused group (or per run), results written by the driver.
+
+    mupcheck run grids/X.toml --backend ray                       # a local cluster, started for the run
+    mupcheck run grids/X.toml --backend ray --ray-address auto    # the cluster `ray start` runs here
+    RAY_ADDRESS=ray://head:10001 pytest grids/X.toml --mupcheck-backend ray
+
+Ray core tasks, not Ray Tune: mupcheck owns the grid, the optimum and the verdicts; Ray places the work and
+retries it. The driver (this process) plans the grid, claims in the store every run it lacks (the store's
+locks keep a second driver from training them too), and submits one task per fusion group. A task carries
+the grid and its run configs, loads the data itself on its worker, trains with the same engine as a local
+sweep, and returns the results; the driver writes each into the store as it arrives. So no shared
+filesystem is needed, and the store's guarantees hold: atomic records, nothing trained twice, and a driver
+killed and restarted resumes, training only what is not in the store.
+
+Placement: a task asks for one GPU when the grid trains on CUDA (Ray sets its CUDA_VISIBLE_DEVICES) and for
+one CPU otherwise. Fault tolerance: a task whose worker or node dies is retried (`MAX_RETRIES`); the
+retries are counted and reported. A task that keeps failing, or raises, is recorded with its error under
+`failures/` in the store, and the sweep goes on; its runs stay missing, so verdicts never pretend to have
+them. Ctrl-C cancels the tasks in flight; finished runs are already stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mupcheck.engine.fused import fusion_groups
+from mupcheck.errors import MupcheckError
+from mupcheck.plan import Plan, plan_grid
+from mupcheck.result import RunResult
+from mupcheck.spec import Grid, RunConfig
+from mupcheck.store import Store
+from mupcheck.sweep.progress import Event, SweepSummary
+from mupcheck.sweep.trainer import GroupRunner
+
+__all__ = ["MAX_RETRIES", "RAY_ADDRESS_ENV", "import_ray", "run_on_ray"]
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+MAX_RETRIES = 3  # attempts after the first, for a task whose worker process or node died
+
+
+def import_ray() -> Any:
+    """The `ray` module, or a one-line MupcheckError saying how to get it."""
+    try:
+        # Optional (pip install 'mupcheck[ray]'), and about 1 s to import: only when the Ray backend is asked for.
+        import ray
+    except ImportError:
+        raise MupcheckError("backend \"ray\" needs Ray, which is not installed: pip install 'mupcheck[ray]'") from None
+    return ray
+
+
+def connect(address: str | None) -> Any:
+    """Join the cluster at `address` (else $RAY_ADDRESS), or start a local one for this process; reuse a
+    connection this process already has."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get(RAY_ADDRESS_ENV) or None
+    # Workers import user model factories the way this process does: from the working directory.
+    paths = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p]])
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": paths}})
+    except ConnectionError as e:
+        raise MupcheckError(f"cannot reach the Ray cluster at {address}: {e}") from None
+    return ray
+
+
+def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool, counter: Any,
+                group_id: int) -> list[dict[str, Any]]:
+    """On a Ray worker: train one group with the local engine; return its results as dicts, in order."""
+    if counter is not None:  # recorded before any work, and waited for: a killed attempt still counts
+        import_ray().get(counter.begin.remote(group_id, os.getpid()))
+    if device == "cpu":
+        torch.set_num_threads(1)  # one CPU per task, as the task asked Ray for
+    plan = plan_grid(grid, device)
+    results: dict[RunConfig, RunResult] = {}
+    GroupRunner(plan, results.__setitem__, compile=compile).run(list(configs))
+    return [results[cfg].to_dict() for cfg in configs]
+
+
+class _Attempts:
+    """A Ray actor counting the attempts of each task: retries are attempts beyond the first."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, list[int]] = {}
+
+    def begin(self, group_id: int, pid: int) -> None:
+        self.attempts.setdefault(group_id, []).append(pid)
+
+    def all(self) -> dict[int, list[int]]:
+        return self.attempts
+
+
+def run_on_ray(plan: Plan, store: Store, summary: SweepSummary, handle: Callable[[Event], None], fuse: int,
+               compile: bool, address: str | None, attempts_out: dict[int, list[int]] | None = None) -> None:
+    """Train the plan's runs that the store lacks as Ray tasks; store each result as it arrives."""
+    ray = connect(address)
+    by_key = {plan.key(cfg): cfg for cfg in plan.configs}
+    with store.claim_missing(by_key) as claim:
+        for record in claim.found.values():
+            handle(("done", 0, record.key, False, record.result.status))
+        groups = fusion_groups([by_key[k] for k in claim.mine], fuse)
+        if groups:
+            _run_groups(ray, plan, store, groups, handle, compile, attempts_out)
+    for key in claim.held:  # another driver or worker holds them: wait for its results
+        with store.claim(key, block=True):
+            waited = store.load(key)
+        if waited is not None:
+            handle(("done", 0, waited.key, False, waited.result.status))
+
+
+def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]], handle: Callable[[Event], None],
+                compile: bool, attempts_out: dict[int, list[int]] | None) -> None:
+    cuda = plan.device.type == "cuda"
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_train_task).options(
+        num_gpus=1 if cuda else 0, num_cpus=1)
+    counter = ray.remote(_Attempts).options(num_cpus=0).remote()
+    device = "cuda" if cuda else str(plan.device)
+    pending = {task.remote(plan.grid, group, device, compile, counter, i): i for i, group in enumerate(groups)}
+    handle(("start", 0, f"{len(groups)} task(s) on Ray ({'one GPU' if cuda else 'one CPU'} each)"))
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                i = pending.pop(ref)
+                _collect(ray, ref, groups[i], plan, store, handle)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        attempts = ray.get(counter.all.remote())
+        retries = sum(max(0, len(pids) - 1) for pids in attempts.values())
+        if retries:
+            print(f"mupcheck: Ray retried {retries} task attempt(s) whose worker died", file=sys.stderr)
+        if attempts_out is not None:
+            attempts_out.update(attempts)
+
+
+def _collect(ray: Any, ref: Any, group: list[RunConfig], plan: Plan, store: Store,
+             handle: Callable[[Event], None]) -> None:
+    """Store a finished task's results, or record its failure for each of its runs."""
+    try:
+        results = ray.get(ref)
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as e:
+        message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        for cfg in group:
+            store.record_failure(plan.key(cfg), {"run": cfg.label(), "error": message, "backend": "ray",
+                                                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            handle(("failed", 0, plan.key(cfg), message))
+        print(f"mupcheck: a Ray task of {len(group)} run(s) failed ({message}); recorded under "
+              f"{store.root / 'failures'}, the sweep goes on", file=sys.stderr)
+        return
+    for cfg, result in zip(group, results):
+        record = store.save_result(plan.key(cfg), plan.key_material(cfg), RunResult.from_dict(result))
+        handle(("done", 0, record.key, True, record.result.status))
+
+
+def failures(store: Store) -> list[dict[str, Any]]:
+    """The failures recorded in a store (one JSON file per run)."""
+    return [json.loads(p.read_text()) for p in sorted((store.root / "failures").glob("*.json"))]

@@ -1,0 +1,141 @@
+"""The Ray backend on a local cluster: the same records and verdicts as a local sweep, a killed worker
+retried without losing or duplicating a run, a killed driver resumed. Marked `ray`; skipped without Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_grid
+
+from mupcheck.errors import MupcheckError
+from mupcheck.outputs.verdicts import GridSuite
+from mupcheck.plan import plan_grid
+from mupcheck.spec import load_grid
+from mupcheck.store import Store
+from mupcheck.sweep import ray_backend
+from mupcheck.sweep.local import run_grid
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+TESTS = str(Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster for the module (two CPUs), as a laptop or a test would start it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}})
+    yield
+    ray.shutdown()
+
+
+def _losses(store: Store, plan) -> dict[str, float | None]:
+    return {plan.key(c): store.load(plan.key(c)).result.loss for c in plan.configs}
+
+
+def test_ray_sweep_stores_what_a_local_sweep_stores(cluster, tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    assert run_grid(grid, local, show_progress=False).trained == 8
+    summary = run_grid(grid, remote, show_progress=False, backend="ray")
+    assert summary.trained == 8 and not summary.failed
+    plan = plan_grid(grid)
+    a, b = _losses(local, plan), _losses(remote, plan)
+    assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-5) for k in a)
+    outcomes = [[o.outcome for o in GridSuite(plan, s).outcomes()] for s in (local, remote)]
+    assert outcomes[0] == outcomes[1]
+    again = run_grid(grid, remote, show_progress=False, backend="ray")  # nothing left to do
+    assert again.trained == 0 and again.reused == 8
+
+
+def _slow_grid(tmp_path: Path) -> Path:
+    """Four runs of a few seconds each: time to kill what is training."""
+    path = write_grid(tmp_path, name="slow.toml")
+    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [32768]")
+                    .replace('parametrization = ["mup", "sp"]', 'parametrization = ["mup"]'))
+    return path
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster, tmp_path, capsys):
+    grid = load_grid(_slow_grid(tmp_path))
+    store = Store(tmp_path / "store")
+    attempts: dict[int, list[int]] = {}
+    done: dict[str, object] = {}
+
+    def sweep():
+        plan = plan_grid(grid)
+        from mupcheck.sweep.progress import SweepSummary
+
+        summary = SweepSummary(total=len(plan.configs))
+        ray_backend.run_on_ray(plan, store, summary, lambda e: summary.record(e[2], e[3], e[4])
+                               if e[0] == "done" else None, 1, False, None, attempts)
+        done["summary"] = summary
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline:
+        out = subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True, text=True).stdout.split()
+        victim = int(out[0]) if out else None
+        time.sleep(0.2)
+    assert victim is not None, "no Ray task started"
+    start = _cpu_seconds(victim)
+    while _cpu_seconds(victim) < start + 1.0 and time.time() < deadline:  # mid-task: training, not starting
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    summary = done["summary"]
+    assert summary.trained == 4 and not summary.failed
+    assert len(list(store.runs_dir.glob("*.json"))) == 4  # every run once
+    assert sum(len(p) for p in attempts.values()) == 5  # four tasks, one retried
+    assert "Ray retried 1 task attempt(s) whose worker died" in capsys.readouterr().err
+
+
+def test_a_killed_driver_resumes_where_it_stopped(tmp_path):
+    grid, store = _slow_grid(tmp_path), tmp_path / "store"
+    cmd = [sys.executable, "-m", "mupcheck", "run", str(grid), "--backend", "ray", "--store", str(store),
+           "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = store / "runs"
+    deadline = time.time() + 240
+    while len(list(runs.glob("*.json"))) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
+    proc.communicate()
+    finished = len(list(runs.glob("*.json")))
+    assert 1 <= finished < 4
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"({4 - finished} trained, {finished} reused" in again.stdout
+    assert len(list(runs.glob("*.json"))) == 4
+
+
+def test_without_ray_the_backend_is_one_clear_line(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(MupcheckError, match=r"needs Ray, which is not installed: pip install 'mupcheck\[ray\]'"):
+        ray_backend.import_ray()
