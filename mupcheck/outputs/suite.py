@@ -21,10 +21,9 @@ from typing import Any, cast
 import pytest
 import torch
 
-from mupcheck.analysis.collect import MissingRunsError
-from mupcheck.analysis.transfer import (
-    TransferError,
-)
+from mupcheck.analysis.collect import MissingRunsError, collect_coarse
+from mupcheck.analysis.refine import refinement_configs
+from mupcheck.analysis.transfer import TransferError
 from mupcheck.engine.models import build_model
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.plugin import grid_files
@@ -215,9 +214,16 @@ class StoreProgress(threading.Thread):
         keys = {plan.grid.name: [plan.key(c) for c in plan.configs] for plan in plans}
         if not keys:
             return  # no grid on the command line: nothing to report
+        refined = {plan.grid.name: plan.grid.refine is None for plan in plans}
         start, first = time.monotonic(), None
         while not self.stopped.wait(self.interval):
             done = {name: sum(self.state.store.path(k).exists() for k in ks) for name, ks in keys.items()}
+            for plan in plans:  # once a grid's coarse runs are in, its refinement runs join the count
+                name = plan.grid.name
+                if not refined[name] and done[name] == len(keys[name]):
+                    extra = refinement_configs(plan.grid, collect_coarse(plan, self.state.store))
+                    keys[name] = keys[name] + [plan.key(c) for c in extra]
+                    refined[name] = True
             total, finished = sum(len(ks) for ks in keys.values()), sum(done.values())
             first = finished if first is None else first
             rate = (finished - first) / (time.monotonic() - start)
@@ -225,7 +231,7 @@ class StoreProgress(threading.Thread):
             parts = ", ".join(f"{name} {done[name]}/{len(ks)}" for name, ks in keys.items())
             if reporter is not None:
                 reporter.write_line(f"mupcheck: runs in the store: {parts}{eta}")
-            if finished >= total:
+            if finished >= total and all(refined.values()):
                 return
 
     def stop(self) -> None:
