@@ -16,6 +16,8 @@ import torch
 import torch._dynamo  # noqa: F401
 from helpers import write_grid
 
+from mupcheck.engine.runlog import RunLog
+
 
 @pytest.fixture
 def tiny_grid(tmp_path: Path) -> Path:
@@ -38,6 +40,20 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield write
     for name in names:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def step_losses(monkeypatch: pytest.MonkeyPatch) -> dict[tuple, float]:
+    """Every (run config, step) -> training loss seen by the divergence test, for solo and batched runs alike."""
+    seen: dict[tuple, float] = {}
+    observe = RunLog.observe
+
+    def spy(self, step, value):
+        seen[(self.cfg, step)] = value
+        return observe(self, step, value)
+
+    monkeypatch.setattr(RunLog, "observe", spy)
+    return seen
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,6 @@ from mupcheck.engine.fused import (
     fusion_groups,
     train_fused,
 )
-from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import plan_grid
 from mupcheck.spec import load_grid, run_configs
@@ -41,19 +40,6 @@ def base(tmp_path):
     cfg = run_configs(load_grid(write_grid(tmp_path, extra="warmup = 0.2\n")))[0]
     return dataclasses.replace(cfg, tokens=STEPS * cfg.tokens_per_step, width=32)
 
-
-@pytest.fixture
-def step_losses(monkeypatch):
-    """Every (run, step) -> training loss seen by the divergence test, for solo and fused runs alike."""
-    seen: dict[tuple, float] = {}
-    observe = RunLog.observe
-
-    def spy(self, step, value):
-        seen[(self.cfg, step)] = value
-        return observe(self, step, value)
-
-    monkeypatch.setattr(RunLog, "observe", spy)
-    return seen
 
 
 def _compare(group, data, step_losses, compile=False, engine=None):

@@ -24,7 +24,6 @@ from helpers import write_grid
 
 from mupcheck.engine.data import load_data
 from mupcheck.engine.fused import train_fused
-from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import plan_grid
 from mupcheck.spec import RunConfig, load_grid, run_configs
@@ -48,19 +47,6 @@ def _cfg(tmp_path, width: int, lr_log2: float, steps: int = STEPS) -> RunConfig:
     cfg = dataclasses.replace(run_configs(load_grid(write_grid(tmp_path)))[0], **REFERENCE)
     return dataclasses.replace(cfg, width=width, lr_log2=lr_log2, tokens=steps * cfg.batch_size * cfg.seq_len)
 
-
-@pytest.fixture
-def step_losses(monkeypatch):
-    """(config, step) -> training loss, for solo and batched runs alike (the divergence test sees them all)."""
-    seen: dict[tuple, float] = {}
-    observe = RunLog.observe
-
-    def spy(self, step, value):
-        seen[(self.cfg, step)] = value
-        return observe(self, step, value)
-
-    monkeypatch.setattr(RunLog, "observe", spy)
-    return seen
 
 
 def _per_step(step_losses, cfg) -> list[float]:
