@@ -23,7 +23,7 @@ from mupcheck.sweep import ray_backend
 from mupcheck.sweep.local import run_grid
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
 TESTS = str(Path(__file__).resolve().parents[1])
 
