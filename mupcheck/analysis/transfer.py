@@ -3,14 +3,17 @@
     optima = find_optima(df)
     for comp in plan_comparisons(grid):              # what to compare, known before any training
         verdict = judge(comp, optima, grid.transfer)
-        verdict.passed, verdict.message()
+        verdict.outcome, verdict.message()           # "transfers" | "breaks" | "inconclusive"
     assert_transfer(df, axis="tokens", parametrization="mup")   # from a user's own test
 
 Along width, each width is compared with the reference width (`[transfer] reference_width`, else the
 base width if the grid has it, else the smallest) at the same token count; along tokens, each budget
-with the shortest at the same width. A comparison passes when (a) the optimum moved by at most
-`tolerance_log2` and (b) the regret -- the relative extra loss of using the reference cell's optimal
-LR in the other cell, read off the other cell's fitted curve -- is at most `max_regret`.
+with the shortest at the same width. The shift of the optimum has a 95% interval over the seeds both
+cells share (paired). The band is the set of shifts that cost at most `max_regret` of loss in the other
+cell, from its fitted curvature on each side (or +-`tolerance_log2` when the grid fixes it). The
+comparison transfers when the interval lies inside the band, breaks when it lies outside, and is
+inconclusive otherwise, with one seed, or with a censored cell. The regret at the transferred rate is
+reported from a real run where the other cell has one.
 """
 
 from __future__ import annotations
