@@ -163,7 +163,9 @@ class RunSettings:
     warmup_tokens: int = _key("integer", 0, minimum=0)  # if set, warmup is this many tokens instead
     min_lr_frac: float = _key("number", 0.1, minimum=0.0, maximum=1.0)
     decay_frac: float = _key("number", 0.2, minimum=0.0, maximum=1.0)
-    data: str = _key("string", "python")
+    # "python-stdlib" by default: the same bytes on every machine with the same Python, whatever is installed
+    # ("python" reads installed packages too, so installing one changes every key).
+    data: str = _key("string", "python-stdlib")
     vocab_size: int = _key("integer", 0, minimum=2)  # 0: taken from the data source
     eval_tokens: int = _key("integer", 65536, minimum=1)
     readout_zero_init: bool = _key("boolean", False)

@@ -28,7 +28,7 @@ def test_defaults_fill_in(tmp_path):
     path = tmp_path / "min.toml"
     path.write_text('name = "m"\nmodel = "mlp"\nwidths = [32, 64]\ntokens = [65536]\nlr_log2 = [-8, -7]\n')
     grid = load_grid(path)
-    assert grid.base_width == 32 and grid.parametrization == ("mup", "sp") and grid.data == "python"
+    assert grid.base_width == 32 and grid.parametrization == ("mup", "sp") and grid.data == "python-stdlib"
     assert grid.transfer.tolerance_log2 is None and grid.transfer.max_regret == 0.005 and grid.refine is None
 
 

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--n-heads", type=int, default=0, help="gpt: fix the number of heads instead (head_dim grows)")
     coord.add_argument("--batch-size", type=int, default=8)
     coord.add_argument("--seq-len", type=int, default=64)
-    coord.add_argument("--data", default="python", help="data source, as a grid's `data` (default %(default)s)")
+    coord.add_argument("--data", default="python-stdlib", help="data source, as a grid's `data` (default %(default)s)")
     coord.add_argument("--plot", default=None, metavar="PNG",
                        help="where to write the log-log plot "
                             "(default reports/coord_check/<model>-<parametrization>.png)")
