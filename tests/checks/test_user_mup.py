@@ -212,3 +212,18 @@ def test_an_output_that_holds_no_logits_is_one_line(user_module, tmp_path):
     cfg = run_configs(load_grid(write_grid(tmp_path, model="strout:build")))[0]
     with pytest.raises(ModelError, match="model 'strout:build': forward returned str; expected logits"):
         train_run(cfg, load_data("synthetic"))
+
+
+def test_grid_items_pass_for_the_hand_written_model_and_fail_for_its_broken_variant(pytester, tmp_path):
+    (pytester.path / "handmup.py").write_text(HAND_MUP)
+    grids = pytester.path / "grids"
+    grids.mkdir()
+    for name, model in (("good", "handmup:build"), ("broken", "handmup:build_no_output_mult")):
+        path = _hand_grid(tmp_path, parametrization='["custom", "sp"]')
+        text = path.read_text().replace('{custom = "handmup:build", sp', f'{{custom = "{model}", sp')
+        (grids / f"{name}.toml").write_text(text.replace('name = "tiny"', f'name = "{name}"'))
+    result = pytester.runpytest("grids/", "-v", "--mupcheck-no-train", "--mupcheck-no-report", "-p",
+                                "no:cacheprovider", "-k", "lint")
+    out = result.stdout.str()
+    assert "grids/good.toml::lint[custom] PASSED" in out
+    assert "grids/broken.toml::lint[custom] FAILED" in out and "[plain-readout]" in out
