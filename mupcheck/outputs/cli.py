@@ -131,7 +131,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     plan = plan_grid(load_grid(args.grid), args.device)
     out = Path(args.out)
     extra = {
-        "command": f"`mupcheck report {args.grid}`",
+        "command": "`" + " ".join(["mupcheck", *args.argv]) + "` (from the store; no training)",
         "report written": utc_now(),
     }
     path = write_report(GridSuite(plan, Store.open(args.store)), out, extra)
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for provenance
     try:
         return args.func(args)
     except MupcheckError as e:
