@@ -56,22 +56,50 @@ def test_ray_sweep_stores_what_a_local_sweep_stores(cluster, tmp_path):
     assert again.trained == 0 and again.reused == 8
 
 
-def _slow_grid(tmp_path: Path) -> Path:
-    """Four runs of a few seconds each: time to kill what is training."""
+def _slow_grid(tmp_path: Path, tokens: int = 32768) -> Path:
+    """Four runs of a second or more each (32768 tokens: about 1 s on one free core): time to kill one."""
     path = write_grid(tmp_path, name="slow.toml")
-    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [32768]")
+    path.write_text(path.read_text().replace("tokens = [2048]", f"tokens = [{tokens}]")
                     .replace('parametrization = ["mup", "sp"]', 'parametrization = ["mup"]'))
     return path
 
 
 def _cpu_seconds(pid: int) -> float:
-    """CPU time a process has used (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU time a process has used (user + system), from /proc; -1 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _training(pid: int) -> bool:
+    """Whether a Ray worker is executing our task now (Ray titles a busy worker after its task)."""
+    try:
+        return "ray::_train_task" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def _kill_a_worker_mid_task(deadline: float) -> int:
+    """SIGKILL a Ray worker that has trained for a CPU-second and is still in its task; its pid. Checked just
+    before the kill: on a loaded machine a task can finish while we wait, and killing an idle worker would
+    retry nothing (CI once saw exactly that with a fixed wait)."""
+    while time.time() < deadline:
+        for pid in map(int, subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True,
+                                           text=True).stdout.split()):
+            start = _cpu_seconds(pid)
+            while _training(pid) and _cpu_seconds(pid) < start + 1.0 and time.time() < deadline:
+                time.sleep(0.05)
+            if _training(pid):
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        time.sleep(0.1)
+    raise AssertionError("no Ray worker was seen mid-task")
+
+
 def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster, tmp_path, capsys):
-    grid = load_grid(_slow_grid(tmp_path))
+    grid = load_grid(_slow_grid(tmp_path, tokens=4 * 32768))  # a few seconds per task even on a free core
     store = Store(tmp_path / "store")
     attempts: dict[int, list[int]] = {}
     done: dict[str, object] = {}
@@ -87,22 +115,13 @@ def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster,
 
     thread = threading.Thread(target=sweep)
     thread.start()
-    victim = None
-    deadline = time.time() + 120
-    while victim is None and time.time() < deadline:
-        out = subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True, text=True).stdout.split()
-        victim = int(out[0]) if out else None
-        time.sleep(0.2)
-    assert victim is not None, "no Ray task started"
-    start = _cpu_seconds(victim)
-    while _cpu_seconds(victim) < start + 1.0 and time.time() < deadline:  # mid-task: training, not starting
-        time.sleep(0.05)
-    os.kill(victim, signal.SIGKILL)
+    victim = _kill_a_worker_mid_task(deadline=time.time() + 120)
     thread.join(timeout=300)
     summary = done["summary"]
     assert summary.trained == 4 and not summary.failed
     assert len(list(store.runs_dir.glob("*.json"))) == 4  # every run once
     assert sum(len(p) for p in attempts.values()) == 5  # four tasks, one retried
+    assert any(pids[0] == victim and len(pids) == 2 for pids in attempts.values())  # the retried one is ours
     assert "Ray retried 1 task attempt(s) whose worker died" in capsys.readouterr().err
 
 
