@@ -324,6 +324,12 @@ class SuiteHooks:
 
 
 def _trained_since(plan: Plan, store: Store, started_iso: str) -> str:
-    dates = [r.provenance["date"] for r in (store.load(plan.key(c)) for c in plan.configs) if r]
+    """'N trained, M reused from the store' over the grid's runs and its refinement runs."""
+    configs = list(plan.configs)
+    try:
+        configs += refinement_configs(plan.grid, collect_coarse(plan, store))
+    except MissingRunsError:
+        pass  # an interrupted coarse sweep has no refinement yet: count what is there
+    dates = [r.provenance["date"] for r in (store.load(plan.key(c)) for c in configs) if r]
     trained = sum(d >= started_iso for d in dates)
     return f"{trained} trained, {len(dates) - trained} reused from the store"

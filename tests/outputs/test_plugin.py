@@ -154,6 +154,20 @@ def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
     assert "24 trained, 0 reused" in (pytester.path / "r2" / "tiny.md").read_text()
 
 
+def test_the_report_counts_refinement_runs_among_those_trained_this_session(pytester):
+    """Real training of a refined grid: the report's tally covers the refinement phase too (it once counted
+    the coarse runs only: '105 trained' of a 195-run study)."""
+    _grid(pytester, extra='[refine]\nstep_log2 = 0.5\nspan_log2 = 1.0\n', lrs=LR5, seeds="[0]")
+    args = ["grids/tiny.toml", "--mupcheck-store", "store", "--mupcheck-reports", "out", "-p", "no:cacheprovider"]
+    pytester.runpytest(*args)
+    runs = len(list((pytester.path / "store" / "runs").glob("*.json")))
+    assert runs > 20  # 20 coarse runs, and refinement runs beside them
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert f"{runs} runs." in report and f"{runs} trained, 0 reused from the store" in report
+    pytester.runpytest(*args)
+    assert f"0 trained, {runs} reused from the store" in (pytester.path / "out" / "tiny.md").read_text()
+
+
 def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, monkeypatch):
     import torch
 
