@@ -225,8 +225,11 @@ def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
         shift = round(other.lr_log2 - transferred, 9) + 0.0
         interval = _paired_interval(ref, other, drift)
         at, regret_source = other.loss_at(transferred)
+        # A fitted loss is read against the curve's own minimum (the band's yardstick), a run's against
+        # the best run: a fit lying above the best run would otherwise add its misfit to the regret.
+        floor = other.fit.loss if regret_source == "fitted" else other.loss
         if math.isfinite(at):
-            regret = max(0.0, (at - other.loss) / other.loss)
+            regret = max(0.0, (at - floor) / other.loss)
         elif at == math.inf:
             regret = math.inf
     outcome, reason = _decide(ref, other, interval, band)

@@ -107,6 +107,24 @@ def test_regret_is_measured_at_the_transferred_rate_where_a_run_exists():
     assert verdict.regret == pytest.approx(0.05 / loss, rel=1e-6)
 
 
+def test_a_fitted_regret_reads_the_curve_against_its_own_minimum():
+    """Between runs the regret is the fitted curve's rise above its own minimum, the quantity the band is
+    read from: a shift inside the 0.5% band then never shows more than 0.5% regret. (The smoke grid once
+    showed a shift inside its band with 1.16% regret: the fitted loss minus a measured minimum that lay
+    below the curve.)"""
+    df = curve_frame(lambda w, t: -7.5 if w == 32 else -7.0, seed_sd=0.0, a_left=0.05, a_right=0.05,
+                     noise=0.004, rng_seed=3)
+    optima = find_optima(df)
+    other = optima[("mup", 256, 2**20)]
+    verdict = judge(COMP, optima, TransferSettings())
+    assert verdict.regret_source == "fitted"  # about -7.5: half an octave from every run of the other cell
+    assert other.fit.loss != pytest.approx(other.loss, rel=1e-4)  # the fit's minimum is not a run's loss
+    expected = (other.fit.loss_at(optima[("mup", 32, 2**20)].lr_log2) - other.fit.loss) / other.loss
+    assert verdict.regret == pytest.approx(expected, rel=1e-9)
+    low, high = verdict.band
+    assert (low <= verdict.shift <= high) == (verdict.regret <= 0.005 + 1e-12)
+
+
 def test_plan_comparisons_and_ids(tmp_path):
     grid = load_grid(write_grid(tmp_path, extra='[transfer]\nexpect_break = ["sp:width"]\n'))
     comps = plan_comparisons(grid)
