@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import pandas as pd
 import pytest
 import torch
 
@@ -303,16 +304,15 @@ class SuiteHooks:
         started_iso = _dt.datetime.fromtimestamp(state.started, _dt.UTC).isoformat(timespec="seconds")
         for file_part, path in state.grid_paths.items():
             try:
-                grid = load_grid(path)
-                plan = state.plan(grid)
+                suite = state.suite(load_grid(path))
                 extra = {
                     "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
                     "report written": utc_now(),
                     "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
-                    "runs this session": _trained_since(plan, state.store, started_iso),
+                    "runs this session": _trained_since(suite.df, started_iso),
                 }
                 # Under xdist the controller has no suite of its own: it reads the store (checks rerun here).
-                written = write_report(state.suite(grid), state.reports_dir, extra)
+                written = write_report(suite, state.reports_dir, extra)
                 state.written.append(str(written))
             except MupcheckError as e:
                 state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")
@@ -323,13 +323,8 @@ class SuiteHooks:
             terminalreporter.write_line(f"mupcheck report: {line}")
 
 
-def _trained_since(plan: Plan, store: Store, started_iso: str) -> str:
-    """'N trained, M reused from the store' over the grid's runs and its refinement runs."""
-    configs = list(plan.configs)
-    try:
-        configs += refinement_configs(plan.grid, collect_coarse(plan, store))
-    except MissingRunsError:
-        pass  # an interrupted coarse sweep has no refinement yet: count what is there
-    dates = [r.provenance["date"] for r in (store.load(plan.key(c)) for c in configs) if r]
-    trained = sum(d >= started_iso for d in dates)
-    return f"{trained} trained, {len(dates) - trained} reused from the store"
+def _trained_since(df: pd.DataFrame, started_iso: str) -> str:
+    """'N trained, M reused from the store' over the suite's collected runs (refinement runs included),
+    from each record's training date."""
+    trained = int((df["date"].astype(str) >= started_iso).sum())
+    return f"{trained} trained, {len(df) - trained} reused from the store"
