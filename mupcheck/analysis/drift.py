@@ -101,12 +101,19 @@ class DriftFit:
     n_seeds: int
 
     def sentence(self) -> str:
-        text = f"each doubling of tokens moves the optimum by {0.0 - self.beta:+.2f} log2"
-        if self.interval:
-            text += f" (95% interval {0.0 - self.interval[1]:+.2f} .. {0.0 - self.interval[0]:+.2f} over seeds)"
-        else:
-            text += " (one seed: no interval)" if self.n_seeds < 2 else " (no interval: a seed's optima are censored)"
-        return text
+        # The optimum moves by -beta per doubling; 0.0 - x keeps a zero from printing as "-0.00".
+        moves = None if self.interval is None else (0.0 - self.interval[1], 0.0 - self.interval[0])
+        return _doubling_sentence("tokens", 0.0 - self.beta, moves, self.n_seeds,
+                                  "no interval: a seed's optima are censored")
+
+
+def _doubling_sentence(axis: str, slope: float, interval: tuple[float, float] | None, n_seeds: int,
+                       why_no_interval: str) -> str:
+    """'each doubling of <axis> moves the optimum by <slope> log2 (95% interval ..)', the laws' one reading."""
+    text = f"each doubling of {axis} moves the optimum by {slope:+.2f} log2"
+    if interval:
+        return text + f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} over seeds)"
+    return text + (" (one seed: no interval)" if n_seeds < 2 else f" ({why_no_interval})")
 
 
 def fit_drift(df: pd.DataFrame, parametrization: str = "mup", tokens: set[int] | None = None) -> DriftFit | None:
@@ -150,12 +157,7 @@ class WidthLaw:
     cells: int
 
     def sentence(self) -> str:
-        text = f"each doubling of width moves the optimum by {self.slope:+.2f} log2"
-        if self.interval:
-            text += f" (95% interval {self.interval[0]:+.2f} .. {self.interval[1]:+.2f} over seeds)"
-        else:
-            text += " (one seed: no interval)" if self.n_seeds < 2 else " (no interval)"
-        return text
+        return _doubling_sentence("width", self.slope, self.interval, self.n_seeds, "no interval")
 
 
 def width_law(df: pd.DataFrame, parametrization: str = "mup") -> WidthLaw | None:
