@@ -8,7 +8,6 @@ run without grids must not pay for.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import os
 import sys
@@ -301,7 +300,6 @@ class SuiteHooks:
             return
 
         elapsed = time.time() - state.started
-        started_iso = _dt.datetime.fromtimestamp(state.started, _dt.UTC).isoformat(timespec="seconds")
         for file_part, path in state.grid_paths.items():
             try:
                 suite = state.suite(load_grid(path))
@@ -309,7 +307,7 @@ class SuiteHooks:
                     "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
                     "report written": utc_now(),
                     "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
-                    "runs this session": _trained_since(suite.df, started_iso),
+                    "runs this session": _trained_since(suite.df, state.store, state.started),
                 }
                 # Under xdist the controller has no suite of its own: it reads the store (checks rerun here).
                 written = write_report(suite, state.reports_dir, extra)
@@ -323,8 +321,9 @@ class SuiteHooks:
             terminalreporter.write_line(f"mupcheck report: {line}")
 
 
-def _trained_since(df: pd.DataFrame, started_iso: str) -> str:
-    """'N trained, M reused from the store' over the suite's collected runs (refinement runs included),
-    from each record's training date."""
-    trained = int((df["date"].astype(str) >= started_iso).sum())
+def _trained_since(df: pd.DataFrame, store: Store, started: float) -> str:
+    """'N trained, M reused from the store' over the suite's collected runs (refinement runs included):
+    a record written since the session started was trained in it. By the file's time, not the record's
+    date: that is whole seconds, so a run stored in the second a session started would count as its own."""
+    trained = sum(store.path(key).stat().st_mtime >= started for key in df["key"])
     return f"{trained} trained, {len(df) - trained} reused from the store"

@@ -168,6 +168,23 @@ def test_the_report_counts_refinement_runs_among_those_trained_this_session(pyte
     assert f"0 trained, {runs} reused from the store" in (pytester.path / "out" / "tiny.md").read_text()
 
 
+def test_a_run_stored_just_before_the_session_is_not_counted_as_trained_in_it(tmp_path):
+    """Record dates are whole seconds: a run stored in the second a session starts (the previous session's
+    last) was counted as trained by the new one, which made the test above flaky under load."""
+    import time
+
+    import pandas as pd
+
+    from mupcheck.outputs.suite import _trained_since
+
+    store = Store(tmp_path / "store")
+    store.save_result("a" * 16, {}, fake_result())
+    started = time.time()  # almost always the same second as the record's date
+    store.save_result("b" * 16, {}, fake_result())
+    frame = pd.DataFrame({"key": ["a" * 16, "b" * 16]})
+    assert _trained_since(frame, store, started) == "1 trained, 1 reused from the store"
+
+
 def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, monkeypatch):
     import torch
 
