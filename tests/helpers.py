@@ -38,6 +38,15 @@ def write_grid(directory: Path, name: str = "tiny.toml", model: str = "gpt", ext
     return path
 
 
+def two_budget_grid(directory: Path, lr_log2: str) -> Path:
+    """A muP-only tiny grid with two token budgets (2048, 4096) and the given `lr_log2` list: enough for a
+    drift fit and `mupcheck predict`."""
+    path = write_grid(directory, parametrization='["mup"]')
+    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [2048, 4096]")
+                    .replace("lr_log2 = [-8, -6]", f"lr_log2 = {lr_log2}"))
+    return path
+
+
 def fake_result(loss: float | None = 1.0, status: str = "ok", **fields: Any) -> RunResult:
     """A run result with the given loss, for tests that need records without training."""
     base: dict[str, Any] = dict(status=status, loss=loss, train_loss=loss, initial_loss=5.0, diverged_step=None,

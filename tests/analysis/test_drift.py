@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import curve_frame, write_grid
+from helpers import curve_frame, two_budget_grid, write_grid
 
 from mupcheck.analysis.collect import find_optima
 from mupcheck.analysis.drift import fit_drift, predict, width_law
@@ -110,10 +110,7 @@ def test_cli_predict_errors_are_clean(tmp_path, capsys):
 
 
 def test_cli_predict_from_a_real_store(tmp_path, capsys):
-    path = write_grid(tmp_path)
-    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [2048, 4096]")
-                    .replace("lr_log2 = [-8, -6]", "lr_log2 = [-11, -9, -7, -5, -3, -1]")
-                    .replace('parametrization = ["mup", "sp"]', 'parametrization = ["mup"]'))
+    path = two_budget_grid(tmp_path, "[-11, -9, -7, -5, -3, -1]")
     store = str(tmp_path / "store")
     assert main(["run", str(path), "--store", store, "--no-progress"]) == 0
     code = main(["predict", str(path), "--width", "1024", "--tokens", "1e9", "--store", store])

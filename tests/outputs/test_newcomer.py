@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY_GRID, write_grid
+from helpers import TINY_GRID, two_budget_grid, write_grid
 
 from mupcheck.outputs.cli import main
 from mupcheck.sweep.progress import ProgressBar, SweepSummary
@@ -112,10 +112,7 @@ def test_coord_check_errors_name_the_flag_that_was_typed(capsys):
 
 
 def test_predict_into_a_closed_pipe_is_quiet(tmp_path):
-    path = write_grid(tmp_path)
-    path.write_text(path.read_text().replace("tokens = [2048]", "tokens = [2048, 4096]")
-                    .replace("lr_log2 = [-8, -6]", "lr_log2 = [-11, -10, -9, -8, -7, -6, -5, -4, -3]")
-                    .replace('parametrization = ["mup", "sp"]', 'parametrization = ["mup"]'))
+    path = two_budget_grid(tmp_path, "[-11, -10, -9, -8, -7, -6, -5, -4, -3]")
     store = str(tmp_path / "store")
     assert main(["run", str(path), "--store", store, "--no-progress"]) == 0
     cmd = (f"{sys.executable} -m mupcheck predict {path} --width 64 --tokens 1e9 --store {store} | head -c 10")
