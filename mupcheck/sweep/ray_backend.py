@@ -21,7 +21,6 @@ them. Ctrl-C cancels the tasks in flight; finished runs are already stored.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -161,8 +160,3 @@ def _collect(ray: Any, ref: Any, group: list[RunConfig], plan: Plan, store: Stor
     for cfg, result in zip(group, results):
         record = store.save_result(plan.key(cfg), plan.key_material(cfg), RunResult.from_dict(result))
         handle(("done", 0, record.key, True, record.result.status))
-
-
-def failures(store: Store) -> list[dict[str, Any]]:
-    """The failures recorded in a store (one JSON file per run)."""
-    return [json.loads(p.read_text()) for p in sorted((store.root / "failures").glob("*.json"))]
