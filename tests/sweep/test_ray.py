@@ -125,6 +125,35 @@ def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster,
     assert "Ray retried 1 task attempt(s) whose worker died" in capsys.readouterr().err
 
 
+def test_a_task_that_fails_is_recorded_with_its_error_and_the_sweep_goes_on(cluster, tmp_path, capsys):
+    """The data folder is there when the driver plans and gone when the workers load it: every task raises
+    (not retried: an error in the task is not a dead worker), every run's failure is recorded with the
+    error, no run is stored, and the sweep returns instead of stopping at the first failure."""
+    import json
+
+    import numpy as np
+
+    from mupcheck.sweep.progress import SweepSummary
+
+    data = tmp_path / "tokens"
+    data.mkdir()
+    for name in ("train", "val"):
+        np.save(data / f"{name}.npy", np.random.default_rng(0).integers(0, 64, 20000))
+    path = write_grid(tmp_path, extra=f'data = "{data}"\n')
+    path.write_text(path.read_text().replace('data = "synthetic"\n', ""))
+    plan = plan_grid(load_grid(path))
+    data.rename(tmp_path / "gone")
+    store, events, attempts = Store(tmp_path / "store"), [], {}
+    summary = SweepSummary(total=len(plan.configs))
+    ray_backend.run_on_ray(plan, store, summary, events.append, 1, False, None, attempts)
+    failed = [e for e in events if e[0] == "failed"]
+    assert len(failed) == len(plan.configs) == 8 and not list(store.runs_dir.glob("*.json"))
+    records = [json.loads(p.read_text()) for p in (store.root / "failures").glob("*.json")]
+    assert len(records) == 8 and all("does not exist" in r["error"] and r["backend"] == "ray" for r in records)
+    assert sum(len(p) for p in attempts.values()) == 8  # one attempt per task: exceptions are not retried
+    assert "the sweep goes on" in capsys.readouterr().err
+
+
 def test_a_killed_driver_resumes_where_it_stopped(tmp_path):
     grid, store = _slow_grid(tmp_path), tmp_path / "store"
     cmd = [sys.executable, "-m", "mupcheck", "run", str(grid), "--backend", "ray", "--store", str(store),
