@@ -53,7 +53,7 @@ from mupcheck.engine.solo import train_run
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.plan import plan_grid
+from mupcheck.plan import flops_per_token, plan_grid
 from mupcheck.provenance import git_commit, utc_now
 from mupcheck.spec import Grid, RunConfig, load_grid, run_configs
 from mupcheck.store import Store
@@ -116,12 +116,6 @@ def matmul_peak(device: torch.device) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
-    """Training FLOPs per token: 6 x matmul parameters + 12 x depth x width x seq_len."""
-    matmul_params = cfg.depth * 12 * cfg.width**2 + cfg.width * vocab_size
-    return 6.0 * matmul_params + 12.0 * cfg.depth * cfg.width * cfg.seq_len
 
 
 class StepClock:

@@ -27,7 +27,7 @@ from mupcheck.engine.device import pin_device, resolve_device
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import BUILTIN_MODELS, Grid, RunConfig, run_configs
 
-__all__ = ["Plan", "RunContext", "model_source_hash", "plan_grid", "repeated_data_warning"]
+__all__ = ["Plan", "RunContext", "flops_per_token", "model_source_hash", "plan_grid", "repeated_data_warning"]
 
 def model_source_hash(model: str) -> str:
     """What identifies a model's code in a key: the engine's version for the built-in models (part of the
@@ -80,6 +80,18 @@ class Plan:
 
     def key_material(self, cfg: RunConfig) -> dict[str, Any]:
         return self.context.key_material(cfg)
+
+    def costs(self) -> dict[str, tuple[float, int]]:
+        """Each run's key -> (training FLOPs, steps): what a progress display weighs runs by."""
+        return {self.key(c): (flops_per_token(c, self.data.vocab_size) * c.tokens, c.steps) for c in self.configs}
+
+
+def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
+    """Training FLOPs per token of the built-in GPT's shape: 6 x matmul parameters (12 x depth x width^2
+    in the blocks, width x vocab in the readout) + 12 x depth x width x seq_len for attention's scores and
+    values (PaLM, arXiv 2204.02311, appendix B). For the MLP and users' models, a relative cost only."""
+    matmul_params = cfg.depth * 12 * cfg.width**2 + cfg.width * vocab_size
+    return 6.0 * matmul_params + 12.0 * cfg.depth * cfg.width * cfg.seq_len
 
 
 def plan_grid(grid: Grid, device: str | None = None, worker: int | None = None) -> Plan:

@@ -81,11 +81,3 @@ def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
     assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 8  # kept for pytest grids/...
     with pytest.raises(MupcheckError, match="already holds runs"):
         script.main(args)
-
-
-def test_flops_per_token_counts_matmuls_and_attention(tiny_grid):
-    from mupcheck.spec import load_grid, run_configs
-
-    cfg = run_configs(load_grid(tiny_grid))[0]  # width 16, depth 1, seq 32
-    expected = 6 * (12 * 16**2 + 16 * 256) + 12 * 1 * 16 * 32
-    assert _load_script().flops_per_token(cfg, 256) == expected

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from mupcheck.analysis.refine import refinement_configs
 from mupcheck.analysis.transfer import TransferError
 from mupcheck.engine.models import build_model
 from mupcheck.errors import MupcheckError
+from mupcheck.fmt import format_duration
 from mupcheck.outputs.plugin import grid_files
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite, PlannedCheck, planned_checks
@@ -34,6 +35,7 @@ from mupcheck.provenance import utc_now
 from mupcheck.spec import Grid, load_grid
 from mupcheck.store import Store
 from mupcheck.sweep.local import run_grid
+from mupcheck.sweep.progress import WorkMeter
 
 __all__ = ["STATE", "GridFile", "State", "SuiteHooks", "activate"]
 
@@ -198,7 +200,8 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 class StoreProgress(threading.Thread):
-    """On the xdist controller: every `interval` seconds, runs in the store per grid, with an ETA."""
+    """On the xdist controller: every `interval` seconds, runs in the store per grid, with an ETA that
+    weighs runs by their FLOPs (the workers' steps are not seen here: it moves as runs finish)."""
 
     def __init__(self, config: pytest.Config, state: State, interval: float = 30.0):
         super().__init__(daemon=True, name="mupcheck-progress")
@@ -215,24 +218,30 @@ class StoreProgress(threading.Thread):
         if not keys:
             return  # no grid on the command line: nothing to report
         refined = {plan.grid.name: plan.grid.refine is None for plan in plans}
-        start, first = time.monotonic(), None
+        work = WorkMeter({k: v for plan in plans for k, v in plan.costs().items()})
+        work.eta(time.monotonic(), self._stored(keys), sum(len(ks) for ks in keys.values()))
         while not self.stopped.wait(self.interval):
-            done = {name: sum(self.state.store.path(k).exists() for k in ks) for name, ks in keys.items()}
+            stored = self._stored(keys)
+            done = {name: sum(k in stored for k in ks) for name, ks in keys.items()}
             for plan in plans:  # once a grid's coarse runs are in, its refinement runs join the count
                 name = plan.grid.name
                 if not refined[name] and done[name] == len(keys[name]):
-                    extra = refinement_configs(plan.grid, collect_coarse(plan, self.state.store))
-                    keys[name] = keys[name] + [plan.key(c) for c in extra]
+                    extra = replace(plan, configs=tuple(
+                        refinement_configs(plan.grid, collect_coarse(plan, self.state.store))))
+                    keys[name] = keys[name] + [extra.key(c) for c in extra.configs]
+                    work.add(extra.costs())
                     refined[name] = True
             total, finished = sum(len(ks) for ks in keys.values()), sum(done.values())
-            first = finished if first is None else first
-            rate = (finished - first) / (time.monotonic() - start)
-            eta = f", ETA {(total - finished) / rate / 60:.0f} min" if rate > 0 and finished < total else ""
+            seconds = work.eta(time.monotonic(), stored, total)
+            eta = f", ETA {format_duration(seconds)}" if seconds is not None else ""
             parts = ", ".join(f"{name} {done[name]}/{len(ks)}" for name, ks in keys.items())
             if reporter is not None:
                 reporter.write_line(f"mupcheck: runs in the store: {parts}{eta}")
             if finished >= total and all(refined.values()):
                 return
+
+    def _stored(self, keys: dict[str, list[str]]) -> set[str]:
+        return {k for ks in keys.values() for k in ks if self.state.store.path(k).exists()}
 
     def stop(self) -> None:
         self.stopped.set()

@@ -101,16 +101,15 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     for finding in lint_grid(grid, plan.data):
         print(f"WARNING: muP lint: {finding}", file=sys.stderr)
     summary = SweepSummary(total=len(plan.configs))
-    bar = ProgressBar(summary, enabled=show_progress)
+    bar = ProgressBar(summary, enabled=show_progress, costs=plan.costs())
     try:
         _train_missing(plan, store, summary, bar, workers, engine, device)
         # Refinement runs are planned from the coarse records, so they start once every coarse run is in.
         extra = refinement_configs(grid, collect_coarse(plan, store))
         if extra:
-            summary.total += len(extra)
-            bar.set_total(summary.total)
-            _train_missing(dataclasses.replace(plan, configs=tuple(extra)), store, summary, bar, workers, engine,
-                           device)
+            refine = dataclasses.replace(plan, configs=tuple(extra))
+            bar.add_runs(refine.costs())
+            _train_missing(refine, store, summary, bar, workers, engine, device)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

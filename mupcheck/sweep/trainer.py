@@ -43,7 +43,7 @@ class GroupRunner:
 
     def solo(self, cfg: RunConfig) -> Callable[[], RunResult]:
         def go() -> RunResult:
-            self.emit(("start", self.worker, cfg.label()))
+            self.emit(("start", self.worker, cfg.label(), (self.plan.key(cfg),)))
             return train_run(cfg, self.plan.data, self.plan.device, progress=self._progress)
         return go
 
@@ -53,7 +53,7 @@ class GroupRunner:
             for cfg in configs:
                 self.deliver(cfg, self.solo(cfg)())
             return
-        self.emit(("start", self.worker, group_label(configs)))
+        self.emit(("start", self.worker, group_label(configs), tuple(self.plan.key(c) for c in configs)))
         failure: Exception | None = None
         try:
             results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
