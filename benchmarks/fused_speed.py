@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an empty or new store for the reference grid's runs, kept afterwards (default: a "
                         "temporary one); never a store that holds runs, or the wall time would not be the grid's")
     p.add_argument("--fuse", type=int, default=None, help="fuse size for the reference grid (default: the grid's)")
+    p.add_argument("--grid-compile", choices=["grid", "on", "off"], default="grid",
+                   help="train the reference grid under torch.compile (default: as the grid file says)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory for the JSON")
     p.add_argument("--reports", default=str(ROOT / "reports"), help="directory for the reference grid's report")
     return p.parse_args(argv)
@@ -270,6 +272,8 @@ def _use_compile(args: argparse.Namespace, device: torch.device, width: int) -> 
 def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
     """Train the reference grid into a fresh store, time it, and write its report. Interrupted (Ctrl-C,
     or `timeout -s INT`), it reports the runs it finished, and writes no report."""
+    if args.grid_compile != "grid":  # an engine setting: the runs' keys, and so the store, are the same
+        grid = dataclasses.replace(grid, compile=args.grid_compile == "on")
     with tempfile.TemporaryDirectory(prefix="mupcheck-bench-") as tmp:
         store = Store(args.store or tmp)
         if any(store.runs_dir.glob("*.json")):

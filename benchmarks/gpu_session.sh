@@ -6,7 +6,8 @@
 #   OUT=/some/dir MUPCHECK_COMMIT=abc1234 bash benchmarks/gpu_session.sh [grid seconds]
 #
 # STEPS picks and orders the parts (default "pytest speed grid"); SPEED_ARGS replaces the speed
-# table's arguments (e.g. "--widths 256 --compile-widths 256 --pool 0" for one compiled row).
+# table's arguments (e.g. "--widths 256 --compile-widths 256 --pool 0" for one compiled row); GRID_ARGS
+# adds to the grid's (e.g. "--grid-compile on").
 # $OUT/done is written last, so a caller polling a detached session knows it ended.
 # Needs torch with CUDA, pytest, pandas, matplotlib, tqdm; installs mup and mupcheck from .whl/ and the
 # checkout without the network when .whl/mup-1.0.0 exists (see README, "GPU sweeps").
@@ -15,6 +16,7 @@ OUT=${OUT:?set OUT to the folder that receives the results}
 GRID_SECONDS=${1:-900}
 STEPS=${STEPS:-pytest speed grid}
 SPEED_ARGS=${SPEED_ARGS:---steps 25 --warmup-steps 5 --compile-widths 128 512}
+GRID_ARGS=${GRID_ARGS:-}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 if [ -d .whl/mup-1.0.0 ]; then
@@ -34,8 +36,9 @@ for step in $STEPS; do
       timeout 300 python3 benchmarks/fused_speed.py --skip-grid $SPEED_ARGS --out "$OUT" 2>&1 | tee "$OUT/speed.log" ;;
     grid)
       mkdir -p /tmp/gpu_reference
+      # shellcheck disable=SC2086  # GRID_ARGS is a list of arguments
       timeout -k 30 -s INT "$GRID_SECONDS" python3 benchmarks/fused_speed.py --grid-only --store /tmp/gpu_reference/store \
-        --out "$OUT" --reports /tmp/gpu_reference/reports 2>&1 | tee "$OUT/grid.log"
+        --out "$OUT" --reports /tmp/gpu_reference/reports $GRID_ARGS 2>&1 | tee "$OUT/grid.log"
       tar czf "$OUT/gpu_reference.tgz" -C /tmp/gpu_reference . 2>/dev/null ;;
     *) echo "unknown step $step" >&2 ;;
   esac

@@ -5,6 +5,7 @@ Speed itself is measured by running the script on a GPU, never asserted here.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -81,3 +82,18 @@ def test_grid_only_refuses_a_store_that_holds_runs(tmp_path):
     assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 8  # kept for pytest grids/...
     with pytest.raises(MupcheckError, match="already holds runs"):
         script.main(args)
+
+
+def test_grid_compile_overrides_the_grid_files_setting(tmp_path, monkeypatch):
+    script = _load_script()
+    real, seen = script.run_grid, []
+
+    def spy(grid, *args, **kwargs):
+        seen.append(grid.compile)
+        return real(dataclasses.replace(grid, compile=False), *args, **kwargs)  # CPU: no inductor build here
+
+    monkeypatch.setattr(script, "run_grid", spy)
+    path = script.main(["--device", "cpu", "--grid", str(write_grid(tmp_path)), "--grid-only", "--fuse", "2",
+                        "--grid-compile", "on", "--out", str(tmp_path / "results"),
+                        "--reports", str(tmp_path / "reports")])
+    assert seen == [True] and json.loads(path.read_text())[-1]["compiled"] is True
