@@ -86,8 +86,9 @@ class WorkMeter:
         self.costs.update(costs)
 
     def cost(self, key: str) -> float:
-        if key in self.costs:
-            return self.costs[key][0]
+        return self.costs[key][0] if key in self.costs else self._mean_cost()
+
+    def _mean_cost(self) -> float:
         return sum(c for c, _ in self.costs.values()) / len(self.costs) if self.costs else 1.0
 
     def start(self, worker: int, keys: Iterable[str]) -> None:
@@ -112,7 +113,7 @@ class WorkMeter:
         finished = list(finished)
         done = self.done(finished)
         known = set(self.costs) | set(finished)
-        total = sum(self.cost(k) for k in known) + max(0, total_runs - len(known)) * self.cost("")
+        total = sum(self.cost(k) for k in known) + max(0, total_runs - len(known)) * self._mean_cost()
         self.samples.append((now, done))
         while len(self.samples) > 2 and now - self.samples[1][0] >= self.RATE_WINDOW:
             self.samples.popleft()
