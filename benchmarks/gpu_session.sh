@@ -8,7 +8,8 @@
 # STEPS picks and orders the parts (default "pytest speed grid"); SPEED_ARGS replaces the speed
 # table's arguments (e.g. "--widths 256 --compile-widths 256 --pool 0" for one compiled row); GRID_ARGS
 # adds to the grid's (e.g. "--grid-compile on").
-# $OUT/done is written last, so a caller polling a detached session knows it ended.
+# $OUT/done is written when the script ends, however it ends, so a caller polling a detached session
+# (benchmarks/gpu_detached.sh) knows it ended.
 # Needs torch with CUDA, pytest, pandas, matplotlib, tqdm; installs mup and mupcheck from .whl/ and the
 # checkout without the network when .whl/mup-1.0.0 exists (see README, "GPU sweeps").
 set -uo pipefail
@@ -19,6 +20,7 @@ SPEED_ARGS=${SPEED_ARGS:---steps 25 --warmup-steps 5 --compile-widths 128 512}
 GRID_ARGS=${GRID_ARGS:-}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
+trap 'touch "$OUT/done"' EXIT
 if [ -d .whl/mup-1.0.0 ]; then
   python3 -m pip install -q --no-deps --no-index --no-build-isolation .whl/mup-1.0.0 . || exit 1
 fi
@@ -45,4 +47,3 @@ for step in $STEPS; do
 done
 echo "=== end $(date -u +%H:%M:%S)" | tee -a "$OUT/steps.log"
 ls -la "$OUT"
-touch "$OUT/done"
