@@ -30,6 +30,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "CoordCheckConfig",
     "Grid",
+    "LINT_CODES",
     "Parametrization",
     "RunConfig",
     "LintSettings",
@@ -52,6 +53,8 @@ PARAMETRIZATIONS: tuple[Parametrization, ...] = ("mup", "sp", "custom")
 # apply to them.
 MUP_ARMS: tuple[Parametrization, ...] = ("mup", "custom")
 BUILTIN_OPTIMIZERS = ("adamw", "sgd")
+# The muP lint's findings (mupcheck.checks.lint), which a grid's `[lint] ignore` may name.
+LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
 AXES = ("width", "tokens")
 # An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
@@ -499,13 +502,12 @@ class _Validator:
 
     def reason_map(self, key: str) -> tuple[tuple[str, str], ...]:
         val = self.raw[key]
-        codes = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
         if not isinstance(val, dict):
             raise self.fail(key, 'must be a table of finding = "reason", e.g. {"plain-readout" = "our head divides '
                                  'by width in forward"}')
         for code, reason in val.items():
-            if code not in codes:
-                raise self.fail(f"{key}.{code}", f"unknown finding; one of {', '.join(codes)}")
+            if code not in LINT_CODES:
+                raise self.fail(f"{key}.{code}", f"unknown finding; one of {', '.join(LINT_CODES)}")
             if not isinstance(reason, str) or not reason.strip():
                 raise self.fail(f"{key}.{code}", "needs the reason it is silenced, as a non-empty string")
         return tuple(sorted(val.items()))

@@ -33,10 +33,7 @@ from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import build_optimizer
 from mupcheck.spec import MUP_ARMS, Grid, run_configs
 
-__all__ = ["LINT_CODES", "LintFinding", "apply_ignores", "lint", "lint_grid", "lint_model", "lint_optimizer"]
-
-
-LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
+__all__ = ["LintFinding", "apply_ignores", "lint", "lint_grid", "lint_model", "lint_optimizer"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch
 from mupcheck.engine.fused import fusion_groups
 from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan, plan_grid
+from mupcheck.provenance import utc_now
 from mupcheck.result import RunResult
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
@@ -152,7 +152,7 @@ def _collect(ray: Any, ref: Any, group: list[RunConfig], plan: Plan, store: Stor
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         for cfg in group:
             store.record_failure(plan.key(cfg), {"run": cfg.label(), "error": message, "backend": "ray",
-                                                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                                                 "date": utc_now()})
             handle(("failed", 0, plan.key(cfg), message))
         print(f"mupcheck: a Ray task of {len(group)} run(s) failed ({message}); recorded under "
               f"{store.root / 'failures'}, the sweep goes on", file=sys.stderr)
