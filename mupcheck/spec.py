@@ -260,6 +260,11 @@ class Grid(RunSettings):
         return Path(self.path).parent if self.path else Path.cwd()
 
     @property
+    def mup_arm(self) -> Parametrization | None:
+        """The grid's muP arm: "mup" (mupcheck applies mup) or "custom" (the model does), if it has one."""
+        return next((p for p in self.parametrization if p in MUP_ARMS), None)
+
+    @property
     def settings(self) -> RunSettings:
         """What every run of this grid shares."""
         return RunSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)})

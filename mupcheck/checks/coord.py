@@ -289,7 +289,7 @@ def check_model(grid: Grid, parametrization: Parametrization, data: TokenData) -
     if parametrization in MUP_ARMS:
         models = {w: build(w, 0) for w in widths}
         found = lint(models, build_optimizer(models[widths[-1]], cfg), batch[0], parametrization, grid.base_width)
-        findings = tuple(apply_ignores(found, dict(grid.lint.ignore) if grid.lint else {}))
+        findings = tuple(apply_ignores(found, grid.lint))
     df = coord_data(build, lambda m: build_optimizer(m, cfg), list(widths), batch, steps=cc.steps, seeds=cc.seeds)
     try:
         assert_coords_stable(df, cc)

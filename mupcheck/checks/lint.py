@@ -19,7 +19,6 @@ optimizer):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -31,7 +30,7 @@ from torch import nn
 from mupcheck.engine.data import TokenData, train_batch
 from mupcheck.engine.models import build_model, logits_of
 from mupcheck.engine.optim import build_optimizer
-from mupcheck.spec import MUP_ARMS, Grid, run_configs
+from mupcheck.spec import Grid, LintSettings, run_configs
 
 __all__ = ["LintFinding", "apply_ignores", "lint", "lint_grid", "lint_model", "lint_optimizer"]
 
@@ -210,18 +209,19 @@ def _base_width_mismatch(models: Mapping[int, nn.Module], base_width: int) -> li
     return []
 
 
-def apply_ignores(findings: list[LintFinding], ignore: Mapping[str, str]) -> list[LintFinding]:
+def apply_ignores(findings: list[LintFinding], settings: LintSettings | None) -> list[LintFinding]:
     """Mark findings the grid silences (`[lint] ignore = {code = "reason"}`), keeping the reason."""
-    return [dataclasses.replace(f, silenced=ignore[f.code]) if f.code in ignore else f for f in findings]
+    ignore = dict(settings.ignore) if settings else {}
+    return [replace(f, silenced=ignore[f.code]) if f.code in ignore else f for f in findings]
 
 
 def lint_grid(grid: Grid, data: TokenData) -> list[LintFinding]:
     """Lint the grid's muP arm ("mup" or "custom") at every width of the grid (run before every sweep)."""
-    arm = next((p for p in grid.parametrization if p in MUP_ARMS), None)
+    arm = grid.mup_arm
     if arm is None:
         return []
     cfg = next(c for c in run_configs(grid) if c.parametrization == arm)
     models = {w: build_model(replace(cfg, width=w), data.vocab_size) for w in grid.widths}
     batch, _ = train_batch(data, step=0, seed=0, batch_size=min(cfg.batch_size, 4), seq_len=cfg.seq_len)
     findings = lint(models, build_optimizer(models[grid.widths[-1]], cfg), batch, arm, grid.base_width)
-    return apply_ignores(findings, dict(grid.lint.ignore) if grid.lint else {})
+    return apply_ignores(findings, grid.lint)

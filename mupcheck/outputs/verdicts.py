@@ -42,10 +42,10 @@ from mupcheck.checks.coord import CoordResult, check_model
 from mupcheck.checks.lint import LintFinding, lint_grid
 from mupcheck.fmt import format_tokens
 from mupcheck.plan import Plan
-from mupcheck.spec import MUP_ARMS, Grid, Parametrization
+from mupcheck.spec import Grid, Parametrization
 from mupcheck.store import Store
 
-__all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "muP_arm", "planned_checks"]
+__all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "planned_checks"]
 
 Kind = Literal["lint", "coord", "transfer", "rule", "wider"]
 OutcomeName = Literal["pass", "fail", "xfail", "xpass", "inconclusive"]
@@ -70,7 +70,7 @@ class PlannedCheck:
 def planned_checks(grid: Grid) -> list[PlannedCheck]:
     """Every check of a grid, in the order items and report rows appear."""
     checks: list[PlannedCheck] = []
-    arm = muP_arm(grid)
+    arm = grid.mup_arm
     if arm is not None:
         checks.append(PlannedCheck(f"lint[{arm}]", "lint", parametrization=arm))
     for par in grid.coord_check.parametrization if grid.coord_check else ():
@@ -84,11 +84,6 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         checks += [PlannedCheck(f"wider[{arm} tokens={format_tokens(t)}]", "wider", parametrization=arm, tokens=t)
                    for t in grid.tokens]
     return checks
-
-
-def muP_arm(grid: Grid) -> Parametrization | None:
-    """The grid's muP arm: "mup" (mupcheck applies mup) or "custom" (the model does), if it has one."""
-    return next((p for p in grid.parametrization if p in MUP_ARMS), None)
 
 
 @dataclass(frozen=True)
@@ -199,7 +194,7 @@ class GridSuite:
         return out
 
     def wider(self, tokens: int) -> WiderVerdict:
-        return wider_is_better(self.optima, muP_arm(self.grid) or "mup", tokens, self.grid.widths,
+        return wider_is_better(self.optima, self.grid.mup_arm or "mup", tokens, self.grid.widths,
                                reference_value(self.grid, "width"),
                                self.grid.transfer.wider_tolerance)
 
