@@ -214,11 +214,12 @@ class StoreProgress(threading.Thread):
             plans = [self.state.plan(load_grid(p)) for p in grid_files(self.config)]
         except MupcheckError:
             return  # the workers report the problem
-        keys = {plan.grid.name: [plan.key(c) for c in plan.configs] for plan in plans}
+        costs = {plan.grid.name: plan.costs() for plan in plans}  # key -> (FLOPs, steps), in plan order
+        keys = {name: list(grid_costs) for name, grid_costs in costs.items()}
         if not keys:
             return  # no grid on the command line: nothing to report
         refined = {plan.grid.name: plan.grid.refine is None for plan in plans}
-        work = WorkMeter({k: v for plan in plans for k, v in plan.costs().items()})
+        work = WorkMeter({k: v for grid_costs in costs.values() for k, v in grid_costs.items()})
         work.eta(time.monotonic(), self._stored(keys), sum(len(ks) for ks in keys.values()))
         while not self.stopped.wait(self.interval):
             stored = self._stored(keys)
@@ -227,9 +228,9 @@ class StoreProgress(threading.Thread):
                 name = plan.grid.name
                 if not refined[name] and done[name] == len(keys[name]):
                     extra = replace(plan, configs=tuple(
-                        refinement_configs(plan.grid, collect_coarse(plan, self.state.store))))
-                    keys[name] = keys[name] + [extra.key(c) for c in extra.configs]
-                    work.add(extra.costs())
+                        refinement_configs(plan.grid, collect_coarse(plan, self.state.store)))).costs()
+                    keys[name] = keys[name] + list(extra)
+                    work.add(extra)
                     refined[name] = True
             total, finished = sum(len(ks) for ks in keys.values()), sum(done.values())
             seconds = work.eta(time.monotonic(), stored, total)
