@@ -27,6 +27,7 @@ from mupcheck.fmt import format_tokens
 
 __all__ = [
     "AXES",
+    "BACKENDS",
     "BUILTIN_MODELS",
     "CoordCheckConfig",
     "Grid",
@@ -53,6 +54,8 @@ PARAMETRIZATIONS: tuple[Parametrization, ...] = ("mup", "sp", "custom")
 # apply to them.
 MUP_ARMS: tuple[Parametrization, ...] = ("mup", "custom")
 BUILTIN_OPTIMIZERS = ("adamw", "sgd")
+# Where runs train: "local" (processes on this machine) or "ray" (tasks on a Ray cluster).
+BACKENDS = ("local", "ray")
 # The muP lint's findings (mupcheck.checks.lint), which a grid's `[lint] ignore` may name.
 LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
@@ -246,8 +249,7 @@ class Grid(RunSettings):
     fuse: int = _key("integer", 0, minimum=0)
     # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.
     compile: bool = _key("boolean", False)
-    # Where runs train: "local" (processes on this machine) or "ray" (tasks on a Ray cluster).
-    backend: str = _key("choice", "local", choices=("local", "ray"))
+    backend: str = _key("choice", "local", choices=BACKENDS)  # where runs train (BACKENDS)
     transfer: TransferSettings = _table("transfer", TransferSettings)
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")

@@ -28,7 +28,7 @@ from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import plan_grid
 from mupcheck.provenance import utc_now
-from mupcheck.spec import PARAMETRIZATIONS, CoordCheckConfig, Grid, load_grid, parse_grid
+from mupcheck.spec import BACKENDS, PARAMETRIZATIONS, CoordCheckConfig, Grid, RunSettings, load_grid, parse_grid
 from mupcheck.store import STORE_ENV, Store
 from mupcheck.sweep.local import run_grid
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the grid's `fuse`: 32 on CUDA, 1 on CPU; 1: one at a time)")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="torch.compile fused training, or not (default: the grid's `compile`)")
-    run.add_argument("--backend", choices=["local", "ray"], default=None,
+    run.add_argument("--backend", choices=BACKENDS, default=None,
                      help="local: processes on this machine; ray: one Ray task per fused group (default: the "
                           "grid's `backend`)")
     run.add_argument("--ray-address", default=None, metavar="ADDRESS",
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seeds averaged per width (default %(default)s)")
     coord.add_argument("--lr-log2", type=float, default=CoordCheckConfig.lr_log2,
                        help="log2 learning rate (default %(default)s)")
-    coord.add_argument("--optimizer", default="adamw",
+    coord.add_argument("--optimizer", default=RunSettings.optimizer,
                        help="adamw, sgd, or your model's own: package.module:make_optimizer, called as "
                             "make_optimizer(model, lr, weight_decay)")
     coord.add_argument("--depth", type=int, default=2)
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--n-heads", type=int, default=0, help="gpt: fix the number of heads instead (head_dim grows)")
     coord.add_argument("--batch-size", type=int, default=8)
     coord.add_argument("--seq-len", type=int, default=64)
-    coord.add_argument("--data", default="python-stdlib", help="data source, as a grid's `data` (default %(default)s)")
+    coord.add_argument("--data", default=RunSettings.data, help="data source, as a grid's `data` (default %(default)s)")
     coord.add_argument("--plot", default=None, metavar="PNG",
                        help="where to write the log-log plot "
                             "(default reports/coord_check/<model>-<parametrization>.png)")

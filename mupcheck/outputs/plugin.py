@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from mupcheck.spec import BACKENDS
 from mupcheck.store import STORE_ENV
 
 __all__ = ["grid_files"]
@@ -49,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: the grid's `fuse`; 1: one at a time)")
     group.addoption("--mupcheck-compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile fused training, or not (default: the grid's `compile`)")
-    group.addoption("--mupcheck-backend", choices=["local", "ray"], default=None,
+    group.addoption("--mupcheck-backend", choices=BACKENDS, default=None,
                     help="where missing runs train: local processes, or Ray tasks (default: the grid's `backend`)")
     group.addoption("--mupcheck-ray-address", metavar="ADDRESS", default=None,
                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
