@@ -163,8 +163,8 @@ class _FusedRun:
         self.compiled = compile
         if compile:
             # One graph for the batched forward (its backward compiled with it) and one for the
-            # update. Members leaving the batch change its size: dynamo then recompiles once with
-            # a dynamic member axis.
+            # update, each compiled once per group: the member axis is dynamic from the first call
+            # (`_members_dynamic`), so members leaving the batch do not recompile them.
             self.train_losses = torch.compile(self._losses)
             self.adamw, self.sgd = torch.compile(_adamw), torch.compile(_sgd)
 
@@ -222,6 +222,8 @@ class _FusedRun:
     def _step(self, step: int) -> None:
         x, y = self._batch(step)
         first = step == 0
+        if self.compiled:
+            _members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
         try:
             losses = self.train_losses(self.flat.params, self.buffers, x, y)
             values = losses.tolist()
@@ -258,6 +260,8 @@ class _FusedRun:
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
+        if self.compiled:
+            _members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
         if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
             self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step],
@@ -492,6 +496,18 @@ class _FlatParams:
             out.append(torch.cat([g.reshape(self.members, -1) for g in grads[i:i + len(names)]], dim=1))
             i += len(names)
         return out
+
+
+def _members_dynamic(*tensors: torch.Tensor) -> None:
+    """Tell torch.compile that dim 0 of these tensors, the member axis, changes size.
+
+    Without it dynamo compiles a graph for the first group size, then recompiles with a dynamic axis
+    when the first member leaves: on a CPU (inductor's C++ backend, width 32) that second compile
+    doubled the time a compiled group spends compiling. A group of one member still gets its own
+    graph (dynamo specializes sizes 0 and 1).
+    """
+    for t in tensors:
+        torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 # --- the optimizers, over (M, ...) tensors: one per group storage -----------------------------------

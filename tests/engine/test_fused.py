@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 from helpers import write_grid
+from torch._dynamo.utils import counters
 
 from mupcheck.engine import batched, fused, solo
 from mupcheck.engine.canary import CANARY_FLOOR
@@ -104,10 +105,17 @@ def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losse
 
 
 def test_compiled_fused_members_match_solo_runs(base, step_losses):
-    # torch.compile (inductor's C++ backend on CPU) takes ~20 s here: one group covers it.
-    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -5, 3)]
+    # torch.compile (inductor's C++ backend on CPU) takes ~20 s here: one group covers it, with a
+    # member diverging and one leaving at the end of its budget: the batch shrinks from 4 to 2
+    # members without a recompile (a batch of 1 would get its own graph: dynamo specializes size 1).
+    group = [dataclasses.replace(base, lr_log2=lr) for lr in (-8, -6, -5, 3)]
+    group[1] = dataclasses.replace(group[1], tokens=group[1].tokens // 2)
+    torch._dynamo.reset()
+    counters.clear()
     results = _compare(group, load_data("synthetic"), step_losses, compile=True)
-    assert [r.status for r in results] == ["ok", "ok", "diverged"]
+    assert [r.status for r in results] == ["ok", "ok", "ok", "diverged"]
+    assert [r.steps_trained for r in results] == [STEPS, STEPS // 2, STEPS, results[3].diverged_step]
+    assert counters["stats"]["unique_graphs"] == 2  # the forward/backward and the update, once each
 
 
 def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):
