@@ -131,14 +131,20 @@ def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):
         train_fused([configs[0], configs[-1]], load_data("synthetic"))
 
 
-def test_members_with_different_token_budgets_match_solo_runs(base, step_losses):
+def test_members_with_different_token_budgets_match_solo_runs(base, step_losses, monkeypatch):
     # Members leave the batch as they finish (10, 15, 20 steps) or diverge (mid-run, SGD at 2^0).
     group = [dataclasses.replace(base, optimizer="sgd", lr_log2=lr, tokens=steps * base.tokens_per_step, seed=seed)
              for lr, steps, seed in [(-4, 10, 0), (-2, 15, 1), (-4, 20, 1), (0, 20, 0), (-2, 20, 0)]]
+    evaluated = []
+    real_evaluate = fused._FusedRun._evaluate
+    monkeypatch.setattr(fused._FusedRun, "_evaluate",
+                        lambda run, batches, rows: evaluated.append(len(rows)) or real_evaluate(run, batches, rows))
     results = _compare(group, load_data("synthetic"), step_losses)
     assert [r.steps_trained for r in results] == [10, 15, 20, results[3].diverged_step, 20]
     assert results[3].status == "diverged" and 1 < results[3].diverged_step < 19
     assert [len(r.checkpoints) for r in results if r.status == "ok"] == [4, 4, 4, 4]
+    # A member is evaluated only at its own checkpoints, not at every other member's.
+    assert sum(evaluated) == sum(len(r.checkpoints) for r in results) < len(evaluated) * len(group)
     # Each member is charged its share of the steps it was in the batch; the shares add up.
     group_time = results[0].fused.group_wall_time_s
     assert sum(r.wall_time_s for r in results) == pytest.approx(group_time)
