@@ -511,8 +511,8 @@ def _members_dynamic(*tensors: torch.Tensor) -> None:
     Without it dynamo compiles a graph for the first group size, then recompiles with a dynamic axis
     when the first member leaves: on a CPU (inductor's C++ backend, width 32) that second compile
     doubled the time a compiled group spends compiling. A group of one member still gets its own
-    graph (dynamo specializes sizes 0 and 1), and so does each batch size of a user model's forward:
-    dynamo (torch 2.13) specializes the size that `vmap` maps over.
+    graph (dynamo specializes sizes 0 and 1), and so does each batch size of a user model with an
+    embedding: in torch 2.13, compiling `F.embedding` under `vmap` fixes the size vmap maps over.
     """
     for t in tensors:
         torch._dynamo.maybe_mark_dynamic(t, 0)
