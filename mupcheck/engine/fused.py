@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -318,7 +319,7 @@ class _FusedRun:
                 # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
             for step in range(self.steps):
-                self._timed("train_time", self.active, self._step, step)
+                self._train_step(step)
                 if self.canary is None and (step + 1 == canary.steps or not self.active):
                     # Also when every member stopped early: a batched NaN at step 1 must not pass unseen.
                     self.canary = {**canary.check(self.logs[canary.member].losses, self.engine_name),
@@ -336,6 +337,15 @@ class _FusedRun:
                 if progress is not None:
                     progress(step + 1, self.steps)
         return self._results()
+
+    def _train_step(self, step: int) -> None:
+        try:
+            self._timed("train_time", self.active, self._step, step)
+        except TorchDynamoException as e:
+            # A compile can also fail after the first step: dynamo recompiles for a batch of one member,
+            # or for each new batch size of a user model. Nothing of the group is stored yet, so the
+            # sweep trains it again without torch.compile instead of losing it.
+            raise FusedUnsupported(f"torch.compile failed at step {step + 1}: {type(e).__name__}: {e}") from e
 
     def _checkpoint(self, step: int, rows: list[int], evals: list) -> None:
         # Only the members whose own checkpoint this is are evaluated: in a group with four token
@@ -510,9 +520,10 @@ def _members_dynamic(*tensors: torch.Tensor) -> None:
 
     Without it dynamo compiles a graph for the first group size, then recompiles with a dynamic axis
     when the first member leaves: on a CPU (inductor's C++ backend, width 32, caches off) a group of 8
-    whose batch shrank three times compiled 4 graphs instead of 2 and took 33 s instead of 22. A group of one member still gets its own
-    graph (dynamo specializes sizes 0 and 1), and so does each batch size of a user model with an
-    embedding: in torch 2.13, compiling `F.embedding` under `vmap` fixes the size vmap maps over.
+    whose batch shrank three times compiled 4 graphs instead of 2 and took 33 s instead of 22. A group
+    of one member still gets its own graph (dynamo specializes sizes 0 and 1), and so does each batch
+    size of a user model with an embedding: in torch 2.13, compiling `F.embedding` under `vmap` fixes
+    the size vmap maps over.
     """
     for t in tensors:
         torch._dynamo.maybe_mark_dynamic(t, 0)

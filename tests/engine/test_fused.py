@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 from helpers import write_grid
+from torch._dynamo.exc import InternalTorchDynamoError
 from torch._dynamo.utils import counters
 
 from mupcheck.engine import batched, fused, solo
@@ -314,6 +315,31 @@ def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypa
     assert "torch.compile of the batched model failed" in capsys.readouterr().err
     plan = plan_grid(grid)
     assert {store.load(plan.key(c)).result.engine for c in plan.configs} == {"fused"}
+
+
+def test_a_compile_failing_mid_group_retrains_the_group_without_compile(tiny_grid, tmp_path, monkeypatch, capsys):
+    """Dynamo can recompile after the first step (a batch of one member, a user model's new batch size);
+    if that compile fails, the group is trained again eagerly, and every run is still stored."""
+    def compile_failing_on_third_call(fn):
+        calls = 0
+
+        def compiled(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise InternalTorchDynamoError("recompile for a batch of 1 failed")
+            return fn(*args, **kwargs)
+        return compiled
+
+    monkeypatch.setattr(fused.torch, "compile", compile_failing_on_third_call)
+    grid = load_grid(tiny_grid)
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
+    err = capsys.readouterr().err
+    assert "torch.compile of the batched model failed (torch.compile failed at step 3: InternalTorchDynamoError" in err
+    plan = plan_grid(grid)
+    records = [store.load(plan.key(c)).result for c in plan.configs]
+    assert {r.engine for r in records} == {"fused"} and not any(r.fused.compiled for r in records)
 
 
 FROZEN = """
