@@ -81,9 +81,13 @@ class Plan:
     def key_material(self, cfg: RunConfig) -> dict[str, Any]:
         return self.context.key_material(cfg)
 
+    def cost(self, cfg: RunConfig) -> float:
+        """A run's training FLOPs (`flops_per_token` x its token budget)."""
+        return flops_per_token(cfg, self.data.vocab_size) * cfg.tokens
+
     def costs(self) -> dict[str, tuple[float, int]]:
         """Each run's key -> (training FLOPs, steps): what a progress display weighs runs by."""
-        return {self.key(c): (flops_per_token(c, self.data.vocab_size) * c.tokens, c.steps) for c in self.configs}
+        return {self.key(c): (self.cost(c), c.steps) for c in self.configs}
 
 
 def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:

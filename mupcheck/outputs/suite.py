@@ -285,7 +285,8 @@ class SuiteHooks:
                               file=sys.stderr)
                     summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
                                        fuse=state.fuse, compile=state.compile, worker=worker,
-                                       backend=state.backend, ray_address=state.ray_address)
+                                       backend=state.backend, ray_address=state.ray_address,
+                                       peers=int(workerinput["workercount"]) if workerinput is not None else 1)
                     if not in_worker:
                         print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
                 if summary.interrupted:

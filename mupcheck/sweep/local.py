@@ -4,10 +4,12 @@ several processes.
     summary = run_grid(load_grid("grids/smoke.toml"), Store.open(), workers=2)
     print(summary.line())
 
-Every worker walks the whole list of fusion groups (each from a different starting point) and asks
-the store for each run; the store's per-run lock makes sure no run is trained twice, and a run another
-worker holds is retried at the end, so a worker that dies leaves its run to the others. Finished runs
-are on disk as soon as they finish: an interrupted sweep resumes where it stopped.
+The runs the store lacks are grouped for fused training, with groups split when there are fewer than
+devices to train them (`mupcheck.sweep.balance`). Every worker walks the whole list of groups (each from
+a different starting point) and asks the store for each run; the store's per-run lock makes sure no run
+is trained twice, and a run another worker holds is retried at the end, so a worker that dies leaves its
+run to the others. Finished runs are on disk as soon as they finish: an interrupted sweep resumes where
+it stopped.
 
 Runs that differ only in learning rate, seed and token budget are trained together as one batched
 model when the grid's `fuse` setting (or `fuse=`) allows more than one member; by default that is on
@@ -32,11 +34,12 @@ import torch
 from mupcheck.analysis.collect import collect_coarse
 from mupcheck.analysis.refine import refinement_configs
 from mupcheck.checks.lint import lint_grid
-from mupcheck.engine.device import select_gpu
+from mupcheck.engine.device import resolve_device, select_gpu
 from mupcheck.engine.fused import fusion_groups
 from mupcheck.plan import Plan, plan_grid, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
+from mupcheck.sweep.balance import balance, local_slots
 from mupcheck.sweep.progress import Event, ProgressBar, SweepSummary
 from mupcheck.sweep.ray_backend import run_on_ray
 from mupcheck.sweep.trainer import GroupTrainer
@@ -83,14 +86,17 @@ class Engine:
 
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
              show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
-             worker: int | None = None, backend: str | None = None, ray_address: str | None = None) -> SweepSummary:
+             worker: int | None = None, backend: str | None = None, ray_address: str | None = None,
+             peers: int = 1) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
 
     `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's index) pins
-    the sweep to that worker's GPU.
+    the sweep to that worker's GPU, and `peers` says how many such processes share the sweep.
     """
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
+    # Groups are split for the devices that the sweep's processes use together (`balance`).
+    share = _Share(worker or 0, peers, local_slots(resolve_device(device or grid.device), max(workers, peers)))
     store.check_writable()
     engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address)
     if show_progress:
@@ -103,13 +109,13 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     summary = SweepSummary(total=len(plan.configs))
     bar = ProgressBar(summary, enabled=show_progress, costs=plan.costs())
     try:
-        _train_missing(plan, store, summary, bar, workers, engine, device)
+        _train_missing(plan, store, summary, bar, workers, engine, device, share)
         # Refinement runs are planned from the coarse records, so they start once every coarse run is in.
         extra = refinement_configs(grid, collect_coarse(plan, store))
         if extra:
             refine = dataclasses.replace(plan, configs=tuple(extra))
             bar.add_runs(refine.costs())
-            _train_missing(refine, store, summary, bar, workers, engine, device)
+            _train_missing(refine, store, summary, bar, workers, engine, device, share)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -118,32 +124,44 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     return summary
 
 
+@dataclass(frozen=True)
+class _Share:
+    """This process's part in a sweep that several processes of this machine run (pytest-xdist workers):
+    its index, how many there are, and how many groups they train at once (one per device)."""
+
+    index: int
+    peers: int
+    slots: int
+
+
 def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: ProgressBar, workers: int, engine: Engine,
-                   device: str | None) -> None:
+                   device: str | None, share: _Share) -> None:
     """Count the plan's runs the store holds, then train the others (in this process, or in workers)."""
     for cfg in plan.configs:
         record = store.load(plan.key(cfg))
         if record is not None:
             summary.record(record.key, False, record.result.status)
     bar.refresh()
-    if all(plan.key(c) in summary.outcomes for c in plan.configs):
+    missing = [c for c in plan.configs if plan.key(c) not in summary.outcomes]
+    if not missing:
         return
     if engine.backend == "ray":
         run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address)
-    elif workers <= 1:
-        _work(plan, store.root, 0, bar.handle, engine=engine)
+        return
+    groups = balance(fusion_groups(missing, engine.fuse), share.slots, plan.cost)
+    if workers <= 1:
+        _work(plan, store.root, share.index, bar.handle, groups, share.peers, engine)
     else:
-        _run_workers(plan.grid, device, store.root, workers, engine, bar.handle, plan.configs)
+        _run_workers(plan.grid, device, store.root, workers, engine, bar.handle, groups)
 
 
 # --- workers ---------------------------------------------------------------------------------
 
 def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Event], None],
-          n_workers: int = 1, engine: Engine = Engine()) -> None:
-    """Train every missing run this process can claim (in fused groups when engine.fuse > 1); then
-    wait for, or take over, the runs other processes held."""
+          groups: list[list[RunConfig]], n_workers: int = 1, engine: Engine = Engine()) -> None:
+    """Train every run of `groups` this process can claim (each group batched when it has several
+    runs); then wait for, or take over, the runs other processes held."""
     store = Store(store_root)
-    groups = fusion_groups(plan.configs, engine.fuse)
     shift = worker * len(groups) // max(1, n_workers)
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
     select_gpu(plan.device)
@@ -156,7 +174,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
 
 
 def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
-                 engine: Engine, threads: int, events: Any, parent: int, configs: tuple[RunConfig, ...]) -> None:
+                 engine: Engine, threads: int, events: Any, parent: int, groups: list[list[RunConfig]]) -> None:
     torch.set_num_threads(threads)
 
     def emit(event: Event) -> None:
@@ -167,8 +185,9 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
 
     try:
         # Each worker loads the data itself: cheaper than pickling a corpus through a pipe.
+        configs = tuple(cfg for group in groups for cfg in group)
         plan = dataclasses.replace(plan_grid(grid, device, worker), configs=configs)
-        _work(plan, store_root, worker, emit, n_workers, engine)
+        _work(plan, store_root, worker, emit, groups, n_workers, engine)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
     finally:
@@ -176,14 +195,14 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
 
 
 def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, workers: int, engine: Engine,
-                 handle: Callable[[Event], None], configs: tuple[RunConfig, ...]) -> None:
+                 handle: Callable[[Event], None], groups: list[list[RunConfig]]) -> None:
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=_worker_main, daemon=True,
                          args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid(),
-                               configs))
+                               groups))
              for i in range(workers)]
     for p in procs:
         p.start()

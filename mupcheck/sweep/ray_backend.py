@@ -13,10 +13,11 @@ filesystem is needed, and the store's guarantees hold: atomic records, nothing t
 killed and restarted resumes, training only what is not in the store.
 
 Placement: a task asks for one GPU when the grid trains on CUDA (Ray sets its CUDA_VISIBLE_DEVICES) and for
-one CPU otherwise. Fault tolerance: a task whose worker or node dies is retried (`MAX_RETRIES`); the
-retries are counted and reported. A task that keeps failing, or raises, is recorded with its error under
-`failures/` in the store, and the sweep goes on; its runs stay missing, so verdicts never pretend to have
-them. Ctrl-C cancels the tasks in flight; finished runs are already stored.
+one CPU otherwise; when the cluster has more of those than the grid has fusion groups, the costliest groups
+are split so that none idles (`mupcheck.sweep.balance`). Fault tolerance: a task whose worker or node dies
+is retried (`MAX_RETRIES`); the retries are counted and reported. A task that keeps failing, or raises, is
+recorded with its error under `failures/` in the store, and the sweep goes on; its runs stay missing, so
+verdicts never pretend to have them. Ctrl-C cancels the tasks in flight; finished runs are already stored.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mupcheck.provenance import utc_now
 from mupcheck.result import RunResult
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
+from mupcheck.sweep.balance import balance
 from mupcheck.sweep.progress import Event, SweepSummary
 from mupcheck.sweep.trainer import GroupRunner
 
@@ -105,7 +107,7 @@ def run_on_ray(plan: Plan, store: Store, summary: SweepSummary, handle: Callable
     with store.claim_missing(by_key) as claim:
         for record in claim.found.values():
             handle(("done", 0, record.key, False, record.result.status))
-        groups = fusion_groups([by_key[k] for k in claim.mine], fuse)
+        groups = balance(fusion_groups([by_key[k] for k in claim.mine], fuse), _slots(ray, plan.device), plan.cost)
         if groups:
             _run_groups(ray, plan, store, groups, handle, compile, attempts_out)
     for key in claim.held:  # another driver or worker holds them: wait for its results
@@ -113,6 +115,12 @@ def run_on_ray(plan: Plan, store: Store, summary: SweepSummary, handle: Callable
             waited = store.load(key)
         if waited is not None:
             handle(("done", 0, waited.key, False, waited.result.status))
+
+
+def _slots(ray: Any, device: torch.device) -> int:
+    """Tasks the cluster runs at once: its GPUs for a CUDA grid (one each), else its CPUs."""
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if device.type == "cuda" else "CPU", 1)))
 
 
 def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]], handle: Callable[[Event], None],

@@ -154,6 +154,21 @@ def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
     assert "24 trained, 0 reused" in (pytester.path / "r2" / "tiny.md").read_text()
 
 
+def test_xdist_workers_split_a_grid_of_one_group(pytester):
+    """Eight runs that form one batched group, on two xdist workers: each trains a half (a worker that
+    starts after the other stored its half splits what is left), never one worker all eight."""
+    grid = _grid(pytester, extra='parametrization = ["mup"]\n', lrs="[-9, -8, -7, -6]", seeds="[0]")
+    grid.write_text(grid.read_text().replace('parametrization = ["mup", "sp"]\n', "")
+                    .replace("widths = [16, 32]", "widths = [16]").replace("tokens = [2048]", "tokens = [2048, 4096]"))
+    result = pytester.runpytest("grids/", "-n", "2", "--mupcheck-store", "s", "--mupcheck-fuse", "8",
+                                "--mupcheck-no-report", "-p", "no:cacheprovider")
+    assert result.ret in (0, 5), result.stdout.str()  # 5: every verdict skipped (inconclusive) is fine here
+    plan = plan_grid(load_grid(grid))
+    store = Store(pytester.path / "s")
+    results = [store.load(plan.key(c)).result for c in plan.configs]
+    assert {r.engine for r in results} == {"fused"} and max(r.fused.members for r in results) == 4
+
+
 def test_the_report_counts_refinement_runs_among_those_trained_this_session(pytester):
     """Real training of a refined grid: the report's tally covers the refinement phase too (it once counted
     the coarse runs only: '105 trained' of a 195-run study)."""

@@ -56,6 +56,18 @@ def test_ray_sweep_stores_what_a_local_sweep_stores(cluster, tmp_path):
     assert again.trained == 0 and again.reused == 8
 
 
+def test_a_group_is_split_over_the_clusters_devices(cluster, tmp_path):
+    """Eight runs that form one batched group, on a cluster of two CPUs: two tasks of four runs."""
+    path = write_grid(tmp_path, parametrization='["mup"]')
+    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]")
+                    .replace("lr_log2 = [-8, -6]", "lr_log2 = [-9, -8, -7, -6, -5, -4, -3, -2]"))
+    grid, store = load_grid(path), Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, show_progress=False, backend="ray").trained == 8
+    plan = plan_grid(grid)
+    results = [store.load(plan.key(c)).result for c in plan.configs]
+    assert {r.engine for r in results} == {"fused"} and {r.fused.members for r in results} == {4}
+
+
 def _slow_grid(tmp_path: Path, tokens: int = 32768) -> Path:
     """Four runs of a second or more each (32768 tokens: about 1 s on one free core): time to kill one."""
     path = write_grid(tmp_path, name="slow.toml")

@@ -1,0 +1,69 @@
+"""Fusion groups split so that every device of a sweep has work (`mupcheck.sweep.balance`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import two_budget_grid
+
+from mupcheck.engine.fused import fuse_key, fusion_groups
+from mupcheck.plan import flops_per_token, plan_grid
+from mupcheck.spec import load_grid, run_configs
+from mupcheck.store import Store
+from mupcheck.sweep.balance import balance, local_slots
+from mupcheck.sweep.local import run_grid
+
+REFERENCE = Path(__file__).resolve().parents[2] / "grids" / "gpu_reference.toml"
+
+
+def _cost(cfg) -> float:
+    return flops_per_token(cfg, 256) * cfg.tokens
+
+
+def _total(group) -> float:
+    return sum(_cost(c) for c in group)
+
+
+def test_the_reference_grid_on_eight_gpus_is_split_where_the_cost_is():
+    groups = fusion_groups(run_configs(load_grid(REFERENCE)), 32)  # one group of 32 per width
+    assert len(groups) == 4
+    balanced = balance(groups, 8, _cost)
+    assert len(balanced) == 8
+    assert Counter(c for g in balanced for c in g) == Counter(c for g in groups for c in g)  # each run once
+    assert all(len({fuse_key(c) for c in g}) == 1 for g in balanced)  # each still one batched model
+    # The width-1024 group (three quarters of the FLOPs) is quartered, 512 halved, 128 and 256 whole.
+    assert Counter(g[0].width for g in balanced) == {1024: 4, 512: 2, 256: 1, 128: 1}
+    for g in balanced:  # every piece has runs of every budget, so the pieces cost the same
+        assert len({c.tokens for c in g}) == 4
+    assert max(map(_total, balanced)) == pytest.approx(max(map(_total, groups)) / 4)
+
+
+def test_groups_are_kept_whole_when_there_are_enough_of_them():
+    groups = fusion_groups(run_configs(load_grid(REFERENCE)), 32)
+    assert balance(groups, 4, _cost) == groups
+    assert balance(groups, 1, _cost) == groups
+    single = [[groups[0][0]]]
+    assert balance(single, 8, _cost) == single  # one run cannot be split
+
+
+def test_local_slots_one_per_worker_at_most_one_per_gpu(monkeypatch):
+    assert local_slots(torch.device("cpu"), 3) == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert local_slots(torch.device("cuda"), 8) == 4
+    assert local_slots(torch.device("cuda"), 2) == 2
+    assert local_slots(torch.device("cuda:1"), 8) == 1  # pinned to one GPU
+
+
+def test_two_workers_share_a_grid_of_one_group(tmp_path):
+    """Eight runs that form one batched group: with two workers, each trains half of it."""
+    path = two_budget_grid(tmp_path, "[-9, -8, -7, -6]")
+    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]"))
+    grid = load_grid(path)  # muP, 1 width, 2 budgets, 4 rates: 8 runs
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, workers=2, fuse=8, show_progress=False).trained == 8
+    plan = plan_grid(grid)
+    results = [store.load(plan.key(c)).result for c in plan.configs]
+    assert {r.engine for r in results} == {"fused"} and {r.fused.members for r in results} == {4}
