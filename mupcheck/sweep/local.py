@@ -126,8 +126,9 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
 
 @dataclass(frozen=True)
 class _Share:
-    """This process's part in a sweep that several processes of this machine run (pytest-xdist workers):
-    its index, how many there are, and how many groups they train at once (one per device)."""
+    """This process's part in a sweep that it shares with processes it did not start (pytest-xdist
+    workers): its index and their number; and `slots`, how many groups the sweep trains at once (one per
+    device in use), for which `balance` splits the groups."""
 
     index: int
     peers: int
