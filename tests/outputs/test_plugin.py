@@ -186,6 +186,7 @@ def test_the_report_counts_refinement_runs_among_those_trained_this_session(pyte
 def test_a_run_stored_just_before_the_session_is_not_counted_as_trained_in_it(tmp_path):
     """Record dates are whole seconds: a run stored in the second a session starts (the previous session's
     last) was counted as trained by the new one, which made the test above flaky under load."""
+    import os
     import time
 
     import pandas as pd
@@ -194,8 +195,12 @@ def test_a_run_stored_just_before_the_session_is_not_counted_as_trained_in_it(tm
 
     store = Store(tmp_path / "store")
     store.save_result("a" * 16, {}, fake_result())
-    started = time.time()  # almost always the same second as the record's date
     store.save_result("b" * 16, {}, fake_result())
+    started = time.time()
+    # The files' times are set, not waited for: the kernel stamps a file with a coarse clock (a few ms
+    # behind time.time()), so a file written right after `started` could carry an earlier time.
+    os.utime(store.path("a" * 16), (started - 0.01, started - 0.01))  # stored 10 ms before the session began
+    os.utime(store.path("b" * 16), (started + 0.01, started + 0.01))
     frame = pd.DataFrame({"key": ["a" * 16, "b" * 16]})
     assert _trained_since(frame, store, started) == "1 trained, 1 reused from the store"
 
