@@ -223,7 +223,7 @@ class _FusedRun:
     def _step(self, step: int) -> None:
         x, y = self._batch(step)
         first = step == 0
-        if self.compiled:
+        if self.compiled and first:  # the graphs compiled now serve every later batch size
             _members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
         try:
             losses = self.train_losses(self.flat.params, self.buffers, x, y)
@@ -261,7 +261,7 @@ class _FusedRun:
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
-        if self.compiled:
+        if self.compiled and step == 0:
             _members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
         if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
@@ -516,7 +516,8 @@ class _FlatParams:
 
 
 def _members_dynamic(*tensors: torch.Tensor) -> None:
-    """Tell torch.compile that dim 0 of these tensors, the member axis, changes size.
+    """Tell torch.compile that dim 0 of these tensors, the member axis, changes size. Needed at the first
+    call only: the graphs then compiled take any later batch size of two or more members.
 
     Without it dynamo compiles a graph for the first group size, then recompiles with a dynamic axis
     when the first member leaves: on a CPU (inductor's C++ backend, width 32, caches off) a group of 8
