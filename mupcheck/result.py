@@ -38,6 +38,8 @@ class FusedInfo:
 
     members: int
     compiled: bool
+    # The group's time and speed when this run's result was made (it left the batch, or the group ended):
+    # a run that left early is stored then, and does not wait for the group's end.
     group_wall_time_s: float
     group_tokens_per_s: float | None
     # Which batched engine: "native" (the built-in models' member-axis layers) or "vmap" (user models).

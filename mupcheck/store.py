@@ -187,6 +187,11 @@ class Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def held(self, key: str) -> bool:
+        """Whether another process holds the run's claim now (it is training it)."""
+        with self.claim(key, block=False) as mine:
+            return not mine
+
     @contextmanager
     def claim_missing(self, keys: Iterable[str], block: bool = False) -> Iterator[Claim]:
         """Sort `keys` into records already stored, runs this process now holds (until the block ends),

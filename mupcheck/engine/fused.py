@@ -2,11 +2,13 @@
 
     groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr, seed, tokens
     results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
+    train_fused(group, data, "cuda", on_result=save)       # save(i, result) as each member leaves
 
 A proxy model is too small to keep a GPU busy: one run at a time pays kernel-launch overhead, not
 arithmetic. Runs that share everything but learning rate, seed and token budget have the same
 shapes, so their parameters are stacked along a leading member axis (`torch.func.stack_module_state`)
-and one `vmap(functional_call)` computes every member's step at once.
+and one batched step trains every member: the built-in models' own member-axis layers
+(`mupcheck.engine.batched`), or `vmap(functional_call)` over a user's model.
 
 What stays per member, so that each result is the one `train_run` would have produced:
 - its initialisation (each member's model is built from its own seed, exactly as a solo run),
@@ -19,7 +21,9 @@ What stays per member, so that each result is the one `train_run` would have pro
 - its checkpoints and its divergence test (`RunLog`).
 A member leaves the batch when its budget ends or it diverges (recorded at the step a solo run would
 have stopped): its rows are dropped from every stacked tensor, so it costs nothing afterwards, and it
-cannot poison the others, because members share no arithmetic.
+cannot poison the others, because members share no arithmetic. Its result is handed to `on_result`
+then (once the group has passed its canary), not when the group ends: in a group whose budgets span
+8x, the shortest runs finish at an eighth of the group's time, and an interrupted sweep keeps them.
 
 The update is AdamW or SGD with momentum, written out with torch's exact formulas (torch's
 optimizers give one learning rate per parameter group, not one per slice of a tensor) over one
@@ -34,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +73,9 @@ class FusedUnsupported(Exception):
 
 class FusedOutOfMemory(Exception):
     """The batched model does not fit on the device; train fewer members at once."""
+
+
+OnResult = Callable[[int, RunResult], None]  # (member index in the group, its result)
 
 
 def fuse_key(cfg: RunConfig) -> RunConfig:
@@ -107,11 +114,14 @@ def group_label(configs: Sequence[RunConfig]) -> str:
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                 progress: Progress | None = None, dtype: torch.dtype = torch.float32,
-                compile: bool = False) -> list[RunResult]:
+                compile: bool = False, on_result: OnResult | None = None) -> list[RunResult]:
     """Train `configs` (one fusion group) together; return one `train_run`-style result per member.
 
     `compile` runs the batched forward/backward and the update through `torch.compile` (slow to
-    start, faster per step on a GPU).
+    start, faster per step on a GPU). `on_result(i, result)` receives member i's result as soon as it
+    leaves the batch and the canary has passed, each member once; the returned list is the same results.
+    If training then fails, the members already handed over are finished runs, and only the others need
+    training again.
     """
     configs = list(configs)
     keys = {fuse_key(c) for c in configs}
@@ -119,7 +129,7 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
         raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
     device = resolve_device(device)
     try:
-        return _FusedRun(configs, data, device, dtype, compile).train(progress)
+        return _FusedRun(configs, data, device, dtype, compile, on_result).train(progress)
     except torch.cuda.OutOfMemoryError as e:
         raise FusedOutOfMemory(f"{len(configs)} members do not fit on {device}: {e}") from None
 
@@ -132,8 +142,10 @@ class _FusedRun:
     """
 
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
-                 compile: bool = False):
+                 compile: bool = False, on_result: OnResult | None = None):
         self.configs, self.data, self.device, self.dtype = configs, data, device, dtype
+        self.on_result = on_result
+        self.results: dict[int, RunResult] = {}  # member -> its result, made when it was handed over
         self.canary: dict[str, Any] | None = None
         self.cfg = configs[0]  # everything but lr, seed and tokens is shared
         self.steps = max(cfg.steps for cfg in configs)
@@ -334,6 +346,7 @@ class _FusedRun:
                     self._keep([i for i in range(self.n) if i not in finished])
                     if not self.active:
                         break
+                self._hand_over()
                 if progress is not None:
                     progress(step + 1, self.steps)
         return self._results()
@@ -343,8 +356,8 @@ class _FusedRun:
             self._timed("train_time", self.active, self._step, step)
         except TorchDynamoException as e:
             # A compile can also fail after the first step: dynamo recompiles for a batch of one member,
-            # or for each new batch size of a user model. Nothing of the group is stored yet, so the
-            # sweep trains it again without torch.compile instead of losing it.
+            # or for each new batch size of a user model. The members handed over are finished runs;
+            # the sweep trains the others again without torch.compile instead of losing them.
             raise FusedUnsupported(f"torch.compile failed at step {step + 1}: {type(e).__name__}: {e}") from e
 
     def _checkpoint(self, step: int, rows: list[int], evals: list) -> None:
@@ -364,13 +377,32 @@ class _FusedRun:
         for m in members:
             setattr(self.logs[m], field, getattr(self.logs[m], field) + elapsed / len(members))
 
+    def _hand_over(self) -> None:
+        """Hand the result of each member that has left the batch to `on_result`, once the canary has
+        passed: before that, a member's losses may come from a wrong batched step."""
+        if self.on_result is None or self.canary is None or len(self.results) + self.n == len(self.logs):
+            return
+        active = set(self.active)
+        for m in range(len(self.logs)):
+            if m not in active and m not in self.results:
+                self._result(m)
+
+    def _result(self, m: int) -> RunResult:
+        """Member m's result, made once, with the group's time and speed so far; handed to `on_result`."""
+        if m not in self.results:
+            trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
+            info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
+                             group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
+                             batched=self.engine_name, canary=self.canary)
+            result = dataclasses.replace(self.logs[m].result(self.data, device_name(self.device)), engine="fused",
+                                         fused=info)
+            self.results[m] = result
+            if self.on_result is not None:
+                self.on_result(m, result)
+        return self.results[m]
+
     def _results(self) -> list[RunResult]:
-        name = device_name(self.device)
-        trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
-        info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
-                         group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
-                         batched=self.engine_name, canary=self.canary)
-        return [dataclasses.replace(log.result(self.data, name), engine="fused", fused=info) for log in self.logs]
+        return [self._result(m) for m in range(len(self.logs))]
 
 
 # --- building ------------------------------------------------------------------------------------

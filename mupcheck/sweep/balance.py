@@ -29,7 +29,7 @@ def balance(groups: Sequence[Sequence[RunConfig]], slots: int,
     """`groups` with the costliest split in halves until there are `slots` groups (or the costliest is
     one run); every run stays in exactly one group, and groups keep their runs' order."""
     out = [list(group) for group in groups]
-    while len(out) < slots:
+    while out and len(out) < slots:
         i = max(range(len(out)), key=lambda j: sum(cost(c) for c in out[j]))
         if len(out[i]) < 2:
             break

@@ -149,7 +149,13 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
     if engine.backend == "ray":
         run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address)
         return
-    groups = balance(fusion_groups(missing, engine.fuse), share.slots, plan.cost)
+    # Runs another process trains now (a peer's group, whose first runs may be stored already) are kept
+    # out of this process's groups, which would otherwise overlap that group and break into small pieces;
+    # they come last, to be waited for (or trained, if their process died).
+    busy = {plan.key(c) for c in missing if store.held(plan.key(c))}
+    held = [c for c in missing if plan.key(c) in busy]
+    free = [c for c in missing if plan.key(c) not in busy]
+    groups = balance(fusion_groups(free, engine.fuse), share.slots, plan.cost) + fusion_groups(held, engine.fuse)
     if workers <= 1:
         _work(plan, store.root, share.index, bar.handle, groups, share.peers, engine)
     else:

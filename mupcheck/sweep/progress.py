@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,11 @@ class WorkMeter:
         if worker in self.in_flight:
             self.in_flight[worker] = (self.in_flight[worker][0], step)
 
+    def idle(self, worker: int, finished: Container[str]) -> bool:
+        """Whether every run the worker was training has finished (a group's runs finish one by one)."""
+        keys, _ = self.in_flight.get(worker, ((), 0))
+        return all(k in finished for k in keys)
+
     def done(self, finished: Iterable[str]) -> float:
         """Work done: the finished runs, and the steps taken by runs in flight that are not among them."""
         finished = set(finished)
@@ -161,7 +166,7 @@ class ProgressBar:
             _, _, key, trained, status = event
             if self.summary.record(key, trained, status):
                 self.bar.update(1)
-            if trained:
+            if trained and self.work.idle(worker, self.summary.outcomes):
                 self.current.pop(worker, None)
             self._refresh(force=True)
 

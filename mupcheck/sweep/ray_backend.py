@@ -8,16 +8,19 @@ Ray core tasks, not Ray Tune: mupcheck owns the grid, the optimum and the verdic
 retries it. The driver (this process) plans the grid, claims in the store every run it lacks (the store's
 locks keep a second driver from training them too), and submits one task per fusion group. A task carries
 the grid and its run configs, loads the data itself on its worker, trains with the same engine as a local
-sweep, and returns the results; the driver writes each into the store as it arrives. So no shared
-filesystem is needed, and the store's guarantees hold: atomic records, nothing trained twice, and a driver
-killed and restarted resumes, training only what is not in the store.
+sweep, and sends each run's result as soon as the run is finished (a batched group's shorter runs long
+before the group ends) to a mailbox actor; the driver takes them from there and writes each into the store.
+So no shared filesystem is needed, and the store's guarantees hold: atomic records, nothing trained twice,
+and a driver killed and restarted resumes, training only what is not in the store.
 
 Placement: a task asks for one GPU when the grid trains on CUDA (Ray sets its CUDA_VISIBLE_DEVICES) and for
 one CPU otherwise; when the cluster has more of those than the grid has fusion groups, the costliest groups
 are split so that none idles (`mupcheck.sweep.balance`). Fault tolerance: a task whose worker or node dies
-is retried (`MAX_RETRIES`); the retries are counted and reported. A task that keeps failing, or raises, is
-recorded with its error under `failures/` in the store, and the sweep goes on; its runs stay missing, so
-verdicts never pretend to have them. Ctrl-C cancels the tasks in flight; finished runs are already stored.
+is retried (`MAX_RETRIES`), and the retry trains only the runs its earlier attempts had not finished; the
+retries are counted and reported. A task that keeps failing, or raises, is recorded with its error under
+`failures/` in the store for each run it had not finished, and the sweep goes on; those runs stay missing,
+so verdicts never pretend to have them. Ctrl-C cancels the tasks in flight and stores the runs they had
+finished.
 """
 
 from __future__ import annotations
@@ -73,27 +76,48 @@ def connect(address: str | None) -> Any:
     return ray
 
 
-def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool, counter: Any,
-                group_id: int) -> list[dict[str, Any]]:
-    """On a Ray worker: train one group with the local engine; return its results as dicts, in order."""
-    if counter is not None:  # recorded before any work, and waited for: a killed attempt still counts
-        import_ray().get(counter.begin.remote(group_id, os.getpid()))
+def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool, mailbox: Any,
+                group_id: int) -> int:
+    """On a Ray worker: train the runs of one group that no earlier attempt finished, with the local engine,
+    sending each result to `mailbox` as the run finishes; return how many this attempt trained."""
+    ray = import_ray()
+    # Recorded before any work, and waited for: a killed attempt still counts.
+    finished = set(ray.get(mailbox.begin.remote(group_id, os.getpid())))
     if device == "cpu":
         torch.set_num_threads(1)  # one CPU per task, as the task asked Ray for
     plan = plan_grid(grid, device)
-    results: dict[RunConfig, RunResult] = {}
-    GroupRunner(plan, results.__setitem__, compile=compile).run(list(configs))
-    return [results[cfg].to_dict() for cfg in configs]
+    index = {cfg: i for i, cfg in enumerate(configs)}
+
+    def send(cfg: RunConfig, result: RunResult) -> None:
+        # Waited for: once this returns, the run is safe from this worker's death.
+        ray.get(mailbox.put.remote(group_id, index[cfg], result.to_dict()))
+
+    todo = [cfg for i, cfg in enumerate(configs) if i not in finished]
+    GroupRunner(plan, send, compile=compile).run(todo)
+    return len(todo)
 
 
-class _Attempts:
-    """A Ray actor counting the attempts of each task: retries are attempts beyond the first."""
+class _Mailbox:
+    """A Ray actor: the runs the tasks finished, held until the driver takes them, and the attempts of each
+    task (retries are attempts beyond the first)."""
 
     def __init__(self) -> None:
         self.attempts: dict[int, list[int]] = {}
+        self.finished: dict[int, set[int]] = {}  # group -> indices of its finished runs
+        self.inbox: list[tuple[int, int, dict[str, Any]]] = []
 
-    def begin(self, group_id: int, pid: int) -> None:
+    def begin(self, group_id: int, pid: int) -> list[int]:
+        """An attempt starts: count it; return the runs of its group that earlier attempts finished."""
         self.attempts.setdefault(group_id, []).append(pid)
+        return sorted(self.finished.get(group_id, ()))
+
+    def put(self, group_id: int, index: int, result: dict[str, Any]) -> None:
+        self.finished.setdefault(group_id, set()).add(index)
+        self.inbox.append((group_id, index, result))
+
+    def take(self) -> list[tuple[int, int, dict[str, Any]]]:
+        inbox, self.inbox = self.inbox, []
+        return inbox
 
     def all(self) -> dict[int, list[int]]:
         return self.attempts
@@ -128,22 +152,33 @@ def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]
     cuda = plan.device.type == "cuda"
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_train_task).options(
         num_gpus=1 if cuda else 0, num_cpus=1)
-    counter = ray.remote(_Attempts).options(num_cpus=0).remote()
+    mailbox = ray.remote(_Mailbox).options(num_cpus=0).remote()
     device = "cuda" if cuda else str(plan.device)
-    pending = {task.remote(plan.grid, group, device, compile, counter, i): i for i, group in enumerate(groups)}
+    pending = {task.remote(plan.grid, group, device, compile, mailbox, i): i for i, group in enumerate(groups)}
+    stored: dict[int, set[int]] = {i: set() for i in range(len(groups))}  # group -> its runs in the store
     handle(("start", 0, f"{len(groups)} task(s) on Ray ({'one GPU' if cuda else 'one CPU'} each)"))
+
+    def take_mail() -> None:
+        for i, index, result in ray.get(mailbox.take.remote()):
+            record = store.save_result(plan.key(groups[i][index]), plan.key_material(groups[i][index]),
+                                       RunResult.from_dict(result))
+            stored[i].add(index)
+            handle(("done", 0, record.key, True, record.result.status))
+
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            take_mail()  # every run finished so far, including those of the tasks just ended
             for ref in ready:
                 i = pending.pop(ref)
-                _collect(ray, ref, groups[i], plan, store, handle)
+                _collect(ray, ref, [c for j, c in enumerate(groups[i]) if j not in stored[i]], plan, store, handle)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
+        take_mail()  # what the cancelled tasks had finished
         raise
     finally:
-        attempts = ray.get(counter.all.remote())
+        attempts = ray.get(mailbox.all.remote())
         retries = sum(max(0, len(pids) - 1) for pids in attempts.values())
         if retries:
             print(f"mupcheck: Ray retried {retries} task attempt(s) whose worker died", file=sys.stderr)
@@ -151,20 +186,20 @@ def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]
             attempts_out.update(attempts)
 
 
-def _collect(ray: Any, ref: Any, group: list[RunConfig], plan: Plan, store: Store,
+def _collect(ray: Any, ref: Any, unfinished: list[RunConfig], plan: Plan, store: Store,
              handle: Callable[[Event], None]) -> None:
-    """Store a finished task's results, or record its failure for each of its runs."""
+    """A task has ended; its finished runs are stored. If it failed, record the failure for each run it did
+    not finish."""
     try:
-        results = ray.get(ref)
+        ray.get(ref)
     except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as e:
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        for cfg in group:
+        for cfg in unfinished:
             store.record_failure(plan.key(cfg), {"run": cfg.label(), "error": message, "backend": "ray",
                                                  "date": utc_now()})
             handle(("failed", 0, plan.key(cfg), message))
-        print(f"mupcheck: a Ray task of {len(group)} run(s) failed ({message}); recorded under "
+        print(f"mupcheck: a Ray task failed with {len(unfinished)} run(s) unfinished ({message}); recorded under "
               f"{store.root / 'failures'}, the sweep goes on", file=sys.stderr)
         return
-    for cfg, result in zip(group, results):
-        record = store.save_result(plan.key(cfg), plan.key_material(cfg), RunResult.from_dict(result))
-        handle(("done", 0, record.key, True, record.result.status))
+    if unfinished:  # a task that returned has sent every run it trained; this would be a bug, not lost runs
+        raise RuntimeError(f"a Ray task returned without {len(unfinished)} of its runs")

@@ -55,19 +55,29 @@ class GroupRunner:
             return
         self.emit(("start", self.worker, group_label(configs), tuple(self.plan.key(c) for c in configs)))
         failure: Exception | None = None
+        handed: set[int] = set()
+
+        def hand_over(i: int, result: RunResult) -> None:  # a member left the batch: deliver it now
+            handed.add(i)
+            self.deliver(configs[i], result)
+
         try:
-            results = train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
-                                  compile=self.compile)
+            train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
+                        compile=self.compile, on_result=hand_over)
         except (FusedOutOfMemory, FusedUnsupported, FusedCanaryFailed) as e:
             failure = e
         if failure is None:
-            for cfg, result in zip(configs, results):
-                self.deliver(cfg, result)
             return
         # Out of the except block, the failed attempt's tensors can be freed before the next try.
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        if handed:  # finished runs, already delivered: only the others are trained again
+            print(f"mupcheck: {len(handed)} of the group's {len(configs)} runs had finished and are kept",
+                  file=sys.stderr)
+            configs = [cfg for i, cfg in enumerate(configs) if i not in handed]
+            if not configs:
+                return
         if isinstance(failure, FusedOutOfMemory):
             half = len(configs) // 2
             print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}",

@@ -10,12 +10,12 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import write_grid
+from helpers import two_budget_grid, write_grid
 from torch._dynamo.exc import InternalTorchDynamoError
 from torch._dynamo.utils import counters
 
 from mupcheck.engine import batched, fused, solo
-from mupcheck.engine.canary import CANARY_FLOOR
+from mupcheck.engine.canary import CANARY_FLOOR, CANARY_STEPS
 from mupcheck.engine.data import load_data
 from mupcheck.engine.device import pin_device, select_gpu
 from mupcheck.engine.fused import (
@@ -150,6 +150,26 @@ def test_members_with_different_token_budgets_match_solo_runs(base, step_losses,
     group_time = results[0].fused.group_wall_time_s
     assert sum(r.wall_time_s for r in results) == pytest.approx(group_time)
     assert results[0].wall_time_s < results[4].wall_time_s
+
+
+def test_members_are_handed_over_as_they_leave_the_batch(base):
+    """A member's result goes to `on_result` when it leaves, not at the group's end (an interrupted sweep
+    keeps it), but never before the canary passed; each member once, the same result as returned."""
+    group = [dataclasses.replace(base, lr_log2=lr, tokens=steps * base.tokens_per_step)
+             for lr, steps in [(-5, 4), (-6, 10), (-8, 20)]]  # the canary trains the 2^-8 member 8 steps
+    seen = [0]
+    handed = []
+    results = train_fused(group, load_data("synthetic"), progress=lambda step, steps: seen.append(step),
+                          on_result=lambda i, result: handed.append((i, seen[-1], result)))
+    assert sorted(i for i, _, _ in handed) == [0, 1, 2]
+    assert all(result is results[i] for i, _, result in handed)
+    # Steps done when each was handed over: the 4-step member waited for the canary (8 steps); the
+    # 10-step member went at once; the last at the end of the group.
+    assert {i: step for i, step, _ in handed} == {0: CANARY_STEPS - 1, 1: 9, 2: 19}
+    assert all(r.fused.canary is not None for r in results)
+    # Each result carries the group's time so far; the shares of the members add up to the group's.
+    times = [r.fused.group_wall_time_s for r in results]
+    assert times[0] < times[1] < times[2] == pytest.approx(sum(r.wall_time_s for r in results))
 
 
 def test_fuse_size_defaults_to_cuda_only(tiny_grid):
@@ -321,18 +341,7 @@ def test_compile_failure_falls_back_to_eager_fused(tiny_grid, tmp_path, monkeypa
 def test_a_compile_failing_mid_group_retrains_the_group_without_compile(tiny_grid, tmp_path, monkeypatch, capsys):
     """Dynamo can recompile after the first step (a batch of one member, a user model's new batch size);
     if that compile fails, the group is trained again eagerly, and every run is still stored."""
-    def compile_failing_on_third_call(fn):
-        calls = 0
-
-        def compiled(*args, **kwargs):
-            nonlocal calls
-            calls += 1
-            if calls == 3:
-                raise InternalTorchDynamoError("recompile for a batch of 1 failed")
-            return fn(*args, **kwargs)
-        return compiled
-
-    monkeypatch.setattr(fused.torch, "compile", compile_failing_on_third_call)
+    monkeypatch.setattr(fused.torch, "compile", _failing_compile(at_call=3))
     grid = load_grid(tiny_grid)
     store = Store(tmp_path / "store")
     assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
@@ -341,6 +350,55 @@ def test_a_compile_failing_mid_group_retrains_the_group_without_compile(tiny_gri
     plan = plan_grid(grid)
     records = [store.load(plan.key(c)).result for c in plan.configs]
     assert {r.engine for r in records} == {"fused"} and not any(r.fused.compiled for r in records)
+
+
+def _failing_compile(at_call):
+    """A torch.compile whose compiled functions each fail at their `at_call`-th call (a recompile)."""
+    def compile(fn):
+        calls = 0
+
+        def compiled(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == at_call:
+                raise InternalTorchDynamoError("recompile for a batch of 1 failed")
+            return fn(*args, **kwargs)
+        return compiled
+    return compile
+
+
+def test_a_compile_failing_late_keeps_the_runs_that_had_finished(tmp_path, monkeypatch, capsys):
+    """Runs that left the batch before the failure are stored; only the others are trained again."""
+    monkeypatch.setattr(fused.torch, "compile", _failing_compile(at_call=20))
+    grid = load_grid(two_budget_grid(tmp_path, "[-8, -6]"))  # a group per width: 16 and 32 steps, 2 rates
+    store = Store(tmp_path / "store")
+    assert run_grid(grid, store, fuse=8, compile=True, show_progress=False).trained == 8
+    assert "2 of the group's 4 runs had finished and are kept" in capsys.readouterr().err
+    plan = plan_grid(grid)
+    records = [store.load(plan.key(c)).result for c in plan.configs]
+    kept = [r for r in records if r.fused.compiled]
+    assert len(kept) == 2 and {r.steps for r in kept} == {16}  # the first group's short runs, compiled
+
+
+def test_an_interrupted_group_keeps_the_runs_that_had_finished(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a batched group: its runs that had left the batch are stored, and the
+    next sweep trains only the others."""
+    real = trainer.GroupRunner._progress
+
+    def interrupt_at_step_20(self, step, steps):
+        if step == 20:
+            raise KeyboardInterrupt
+        real(self, step, steps)
+
+    monkeypatch.setattr(trainer.GroupRunner, "_progress", interrupt_at_step_20)
+    grid = load_grid(two_budget_grid(tmp_path, "[-8, -6]"))
+    store = Store(tmp_path / "store")
+    first = run_grid(grid, store, fuse=8, show_progress=False)
+    assert first.interrupted and first.trained == 2
+    assert {r.result.steps for r in store.records()} == {16}
+    monkeypatch.setattr(trainer.GroupRunner, "_progress", real)
+    second = run_grid(grid, store, fuse=8, show_progress=False)
+    assert (second.trained, second.reused) == (6, 2)
 
 
 FROZEN = """
@@ -410,8 +468,13 @@ def _wrong_batched_gpt(monkeypatch, how):
                          ids=["wrong-logits", "nan"])
 def test_canary_stops_a_wrong_batched_engine(base, monkeypatch, how):
     _wrong_batched_gpt(monkeypatch, how)
+    # A member that leaves before the canary's verdict is not handed over: its losses are wrong too.
+    group = [dataclasses.replace(base, lr_log2=-6), dataclasses.replace(base, lr_log2=-8),
+             dataclasses.replace(base, lr_log2=-7, tokens=4 * base.tokens_per_step)]
+    handed = []
     with pytest.raises(FusedCanaryFailed, match=r"batched engine 'native' differs from a solo run of .*lr=2\^-8"):
-        train_fused([dataclasses.replace(base, lr_log2=lr) for lr in (-6, -8)], load_data("synthetic"))
+        train_fused(group, load_data("synthetic"), on_result=lambda i, result: handed.append(i))
+    assert handed == []
 
 
 def test_canary_failure_trains_the_group_solo_and_says_so(tiny_grid, tmp_path, monkeypatch, capsys):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import two_budget_grid
+from helpers import fake_result, two_budget_grid
 
 from mupcheck.engine.fused import fuse_key, fusion_groups
 from mupcheck.plan import flops_per_token, plan_grid
@@ -47,6 +50,7 @@ def test_groups_are_kept_whole_when_there_are_enough_of_them():
     assert balance(groups, 1, _cost) == groups
     single = [[groups[0][0]]]
     assert balance(single, 8, _cost) == single  # one run cannot be split
+    assert balance([], 8, _cost) == []  # nothing left to train (a peer holds the rest)
 
 
 def test_local_slots_one_per_worker_at_most_one_per_gpu(monkeypatch):
@@ -67,3 +71,40 @@ def test_two_workers_share_a_grid_of_one_group(tmp_path):
     plan = plan_grid(grid)
     results = [store.load(plan.key(c)).result for c in plan.configs]
     assert {r.engine for r in results} == {"fused"} and {r.fused.members for r in results} == {4}
+
+
+def test_runs_a_peer_is_training_are_left_out_of_this_processs_groups(tmp_path):
+    """A peer (an xdist worker) trains half of a one-group grid and has stored its short runs; this process,
+    starting late, splits only the other half between the two devices, then waits for the peer's long runs.
+    Balancing all six unfinished runs would mix the peer's held runs into its groups, leaving pieces of one
+    run to train alone."""
+    path = two_budget_grid(tmp_path, "[-9, -8, -7, -6]")
+    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]"))
+    grid = load_grid(path)  # muP, 1 width, 2 budgets, 4 rates: 8 runs
+    plan, store = plan_grid(grid), Store(tmp_path / "store")
+    peers_half = [c for c in plan.configs if c.lr_log2 in (-9, -7)]  # the half `balance` gives a worker
+    ours = [plan.key(c) for c in plan.configs if c not in peers_half]
+    for cfg in peers_half:
+        if cfg.tokens == 2048:
+            store.save_result(plan.key(cfg), plan.key_material(cfg), fake_result())
+    held = [plan.key(c) for c in peers_half if c.tokens == 4096]
+
+    def peer() -> None:  # holds its two long runs until this process has stored its own four
+        with ExitStack() as claims:
+            assert all(claims.enter_context(store.claim(k, block=True)) for k in held)
+            started.set()
+            while not all(store.load(k) for k in ours):
+                time.sleep(0.05)
+            for cfg in peers_half:
+                if cfg.tokens == 4096:
+                    store.save_result(plan.key(cfg), plan.key_material(cfg), fake_result())
+
+    started = threading.Event()
+    thread = threading.Thread(target=peer)
+    thread.start()
+    started.wait(timeout=30)
+    summary = run_grid(grid, store, fuse=8, peers=2, show_progress=False)
+    thread.join(timeout=60)
+    assert (summary.trained, summary.reused) == (4, 4)
+    results = [store.load(k).result for k in ours]
+    assert {r.engine for r in results} == {"fused"} and {r.fused.members for r in results} == {2}

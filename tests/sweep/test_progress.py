@@ -56,3 +56,20 @@ def test_progress_line_shows_the_weighted_eta(monkeypatch):
     bar.handle(("start", 0, "large", ("k2",)))
     bar.close()
     assert stream.getvalue().splitlines()[-1] == "mupcheck: runs 1/2, ETA 1m30s; training large"
+
+
+def test_a_group_stays_shown_until_its_last_run_finishes():
+    """A batched group's runs finish one by one (each is stored as it leaves the batch): the line keeps
+    showing the group until the last one is in."""
+    stream = io.StringIO()
+    bar = ProgressBar(SweepSummary(total=3), enabled=True, stream=stream)
+    bar.PLAIN_EVERY = 0.0
+    bar.handle(("start", 0, "group x3", ("a", "b", "c")))
+    bar.handle(("done", 0, "a", True, "ok"))
+    bar.handle(("step", 0, 5, 10))
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("mupcheck: runs 1/3") and line.endswith("; training group x3 [5/10]")
+    bar.handle(("done", 0, "b", True, "ok"))
+    bar.handle(("done", 0, "c", True, "ok"))
+    bar.close()
+    assert stream.getvalue().splitlines()[-1] == "mupcheck: runs 3/3"

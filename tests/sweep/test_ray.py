@@ -21,6 +21,7 @@ from mupcheck.spec import load_grid
 from mupcheck.store import Store
 from mupcheck.sweep import ray_backend
 from mupcheck.sweep.local import run_grid
+from mupcheck.sweep.progress import SweepSummary
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
@@ -135,6 +136,38 @@ def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster,
     assert sum(len(p) for p in attempts.values()) == 5  # four tasks, one retried
     assert any(pids[0] == victim and len(pids) == 2 for pids in attempts.values())  # the retried one is ours
     assert "Ray retried 1 task attempt(s) whose worker died" in capsys.readouterr().err
+
+
+def test_a_retried_group_trains_only_the_runs_it_had_not_finished(cluster, tmp_path):
+    """A batched group sends each run as it finishes. Two groups of a short (16 steps) and a long run
+    (1024 steps); once both short runs are stored, a worker is killed: its retry trains its long run alone,
+    and the short run it had finished is neither lost nor trained again."""
+    path = _slow_grid(tmp_path)
+    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]")
+                    .replace("tokens = [32768]", f"tokens = [2048, {4 * 32768}]"))
+    grid, store = load_grid(path), Store(tmp_path / "store")
+    attempts: dict[int, list[int]] = {}
+    plan = plan_grid(grid)
+    summary = SweepSummary(total=len(plan.configs))
+    thread = threading.Thread(target=ray_backend.run_on_ray, args=(
+        plan, store, summary, lambda e: summary.record(e[2], e[3], e[4]) if e[0] == "done" else None, 8, False,
+        None, attempts))
+    thread.start()
+    deadline = time.time() + 120
+    while len(list(store.runs_dir.glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    short = {p: p.stat().st_mtime_ns for p in store.runs_dir.glob("*.json")}
+    victim = _kill_a_worker_mid_task(deadline=time.time() + 120)
+    thread.join(timeout=300)
+    assert summary.trained == 4 and not summary.failed
+    assert len(short) == 2 and all(p.stat().st_mtime_ns == t for p, t in short.items())  # not trained again
+    assert sorted(len(pids) for pids in attempts.values()) == [1, 2]
+    assert any(pids[0] == victim for pids in attempts.values())
+    results = {c.tokens: [] for c in plan.configs}
+    for c in plan.configs:
+        results[c.tokens].append(store.load(plan.key(c)).result)
+    assert all(r.engine == "fused" and r.fused.members == 2 for r in results[2048])
+    assert sorted(r.engine for r in results[4 * 32768]) == ["fused", "solo"]  # the retry's run, alone
 
 
 def test_a_task_that_fails_is_recorded_with_its_error_and_the_sweep_goes_on(cluster, tmp_path, capsys):
