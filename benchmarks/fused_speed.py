@@ -260,8 +260,10 @@ def _fused_fitting(members: list[RunConfig], data: Any, device: torch.device, cl
             print(f"{e}; timing {len(members) // 2} members instead", file=sys.stderr, flush=True)
             members = members[:len(members) // 2]
             clock.times = [time.perf_counter()]
-            gc.collect()
-            torch.cuda.empty_cache()
+        # Out of the except block: the exception no longer holds the failed attempt's frames, so its
+        # tensors (kept in a reference cycle by the batched model) can be collected before the next try.
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _use_compile(args: argparse.Namespace, device: torch.device, width: int) -> bool:

@@ -54,30 +54,12 @@ class GroupRunner:
                 self.deliver(cfg, self.solo(cfg)())
             return
         self.emit(("start", self.worker, group_label(configs), tuple(self.plan.key(c) for c in configs)))
-        failure: Exception | None = None
-        handed: set[int] = set()
-
-        def hand_over(i: int, result: RunResult) -> None:  # a member left the batch: deliver it now
-            handed.add(i)
-            self.deliver(configs[i], result)
-
-        try:
-            train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
-                        compile=self.compile, on_result=hand_over)
-        except (FusedOutOfMemory, FusedUnsupported, FusedCanaryFailed) as e:
-            failure = e
-        if failure is None:
+        failure, configs = self._batched(configs)
+        if failure is None or not configs:
             return
-        # Out of the except block, the failed attempt's tensors can be freed before the next try.
-        gc.collect()
+        gc.collect()  # the failed attempt's tensors, freed before the next try
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if handed:  # finished runs, already delivered: only the others are trained again
-            print(f"mupcheck: {len(handed)} of the group's {len(configs)} runs had finished and are kept",
-                  file=sys.stderr)
-            configs = [cfg for i, cfg in enumerate(configs) if i not in handed]
-            if not configs:
-                return
         if isinstance(failure, FusedOutOfMemory):
             half = len(configs) // 2
             print(f"mupcheck: {failure}; splitting into groups of {half} and {len(configs) - half}",
@@ -103,6 +85,39 @@ class GroupRunner:
                 self.fallback_said = True
             for cfg in configs:
                 self.deliver(cfg, self.solo(cfg)())
+
+    def _batched(self, configs: list[RunConfig]) -> tuple[Exception | None, list[RunConfig]]:
+        """Train `configs` as one batched model, delivering each run as it finishes. On a failure the
+        sweep can recover from, return it with the runs not delivered (only those are trained again)."""
+        handed: set[int] = set()
+
+        def hand_over(i: int, result: RunResult) -> None:
+            handed.add(i)
+            self.deliver(configs[i], result)
+
+        try:
+            train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
+                        compile=self.compile, on_result=hand_over)
+        except (FusedOutOfMemory, FusedUnsupported, FusedCanaryFailed) as e:
+            if handed:
+                print(f"mupcheck: {len(handed)} of the group's {len(configs)} runs had finished and are kept",
+                      file=sys.stderr)
+            return _without_frames(e), [cfg for i, cfg in enumerate(configs) if i not in handed]
+        return None, []
+
+
+def _without_frames(error: Exception) -> Exception:
+    """`error` without its traceback, nor those of the exceptions it chains: they hold the failed attempt's
+    frames, and through them all its tensors, which the next attempt (half the group) needs the memory of."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [error]
+    while chain:
+        e = chain.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            e.__traceback__ = None
+            chain += [e.__cause__, e.__context__]
+    return error
 
 
 class GroupTrainer:

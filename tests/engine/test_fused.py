@@ -7,6 +7,8 @@ divergence step, and every checkpoint. Speed is measured by benchmarks/fused_spe
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -242,6 +244,31 @@ def test_a_group_that_does_not_fit_is_split(tiny_grid, tmp_path, monkeypatch, ca
     assert summary.trained == 5
     assert sizes == [5, 2, 3, 2]  # 5 -> 2 + 3 -> 2 + (1 alone + 2)
     assert "splitting into groups of 2 and 3" in capsys.readouterr().err
+
+
+def test_a_group_out_of_memory_is_freed_before_its_halves_train(tiny_grid, tmp_path, monkeypatch):
+    """The halves need the memory the failed group held: nothing may keep it alive (the exception's
+    traceback holds the failed attempt's frames, and through them every stacked tensor)."""
+    runs, alive_at_halves = [], []
+    real_init, real_step = fused._FusedRun.__init__, fused._FusedRun._step
+
+    def init(self, configs, *args, **kwargs):
+        gc.collect()
+        alive_at_halves.extend(r() is not None for r in runs)
+        runs.append(weakref.ref(self))
+        real_init(self, configs, *args, **kwargs)
+
+    def step(self, step):
+        if self.n > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        real_step(self, step)
+
+    monkeypatch.setattr(fused._FusedRun, "__init__", init)
+    monkeypatch.setattr(fused._FusedRun, "_step", step)
+    grid = dataclasses.replace(load_grid(tiny_grid), lr_log2=(-9.0, -8.0, -7.0, -6.0), parametrization=("mup",),
+                               widths=(16,))
+    assert run_grid(grid, Store(tmp_path / "store"), fuse=8, show_progress=False).trained == 4
+    assert len(runs) == 3 and alive_at_halves == [False, False, False]  # 4 -> 2 + 2
 
 
 def test_workers_are_pinned_one_per_gpu(monkeypatch):
