@@ -129,7 +129,13 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
         raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
     device = resolve_device(device)
     try:
-        return _FusedRun(configs, data, device, dtype, compile, on_result).train(progress)
+        run = _FusedRun(configs, data, device, dtype, compile, on_result)
+        try:
+            return run.train(progress)
+        finally:
+            # The run refers to itself (through its vmapped and compiled methods), so reference counting
+            # never frees it, and the collector may not run before the next group allocates beside it.
+            run.__dict__.clear()
     except torch.cuda.OutOfMemoryError as e:
         raise FusedOutOfMemory(f"{len(configs)} members do not fit on {device}: {e}") from None
 

@@ -271,6 +271,25 @@ def test_a_group_out_of_memory_is_freed_before_its_halves_train(tiny_grid, tmp_p
     assert len(runs) == 3 and alive_at_halves == [False, False, False]  # 4 -> 2 + 2
 
 
+def test_a_groups_tensors_are_freed_when_it_ends(tiny_grid, tmp_path, monkeypatch):
+    """Before the next group allocates, and without waiting for the garbage collector."""
+    storage, alive_at_next = [], []
+    real_init = fused._FusedRun.__init__
+
+    def init(self, *args, **kwargs):
+        alive_at_next.extend(t() is not None for t in storage)
+        real_init(self, *args, **kwargs)
+        storage.extend(weakref.ref(t) for t in (*self.flat.storage, *self.state[0]))
+
+    monkeypatch.setattr(fused._FusedRun, "__init__", init)
+    gc.disable()
+    try:
+        run_grid(load_grid(tiny_grid), Store(tmp_path / "store"), fuse=8, show_progress=False)  # 4 groups of 2
+    finally:
+        gc.enable()
+    assert alive_at_next and not any(alive_at_next)
+
+
 def test_workers_are_pinned_one_per_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [pin_device(torch.device("cuda"), w) for w in range(5)] == [
