@@ -2,7 +2,7 @@
 
     groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr, seed, tokens
     results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
-    train_fused(group, data, "cuda", on_result=save)       # save(i, result) as each member leaves
+    train_fused(groups[0], data, "cuda", on_result=save)   # also save(i, result) as each member leaves
 
 A proxy model is too small to keep a GPU busy: one run at a time pays kernel-launch overhead, not
 arithmetic. Runs that share everything but learning rate, seed and token budget have the same
