@@ -150,6 +150,7 @@ class _FusedRun:
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
                  compile: bool = False, on_result: OnResult | None = None):
         self.configs, self.data, self.device, self.dtype = configs, data, device, dtype
+        self.device_label = device_name(device)  # in every member's result
         self.on_result = on_result
         self.results: dict[int, RunResult] = {}  # member -> its result, made when it was handed over
         self.canary: dict[str, Any] | None = None
@@ -400,8 +401,7 @@ class _FusedRun:
             info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
                              group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
                              batched=self.engine_name, canary=self.canary)
-            result = dataclasses.replace(self.logs[m].result(self.data, device_name(self.device)), engine="fused",
-                                         fused=info)
+            result = dataclasses.replace(self.logs[m].result(self.data, self.device_label), engine="fused", fused=info)
             self.results[m] = result
             if self.on_result is not None:
                 self.on_result(m, result)

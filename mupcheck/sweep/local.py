@@ -138,12 +138,13 @@ class _Share:
 def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: ProgressBar, workers: int, engine: Engine,
                    device: str | None, share: _Share) -> None:
     """Count the plan's runs the store holds, then train the others (in this process, or in workers)."""
-    for cfg in plan.configs:
-        record = store.load(plan.key(cfg))
+    keys = {cfg: plan.key(cfg) for cfg in plan.configs}
+    for key in keys.values():
+        record = store.load(key)
         if record is not None:
             summary.record(record.key, False, record.result.status)
     bar.refresh()
-    missing = [c for c in plan.configs if plan.key(c) not in summary.outcomes]
+    missing = [c for c in plan.configs if keys[c] not in summary.outcomes]
     if not missing:
         return
     if engine.backend == "ray":
@@ -152,9 +153,9 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
     # Runs another process trains now (a peer's group, whose first runs may be stored already) are kept
     # out of this process's groups, which would otherwise overlap that group and break into small pieces;
     # they come last, to be waited for (or trained, if their process died).
-    busy = {plan.key(c) for c in missing if store.held(plan.key(c))}
-    held = [c for c in missing if plan.key(c) in busy]
-    free = [c for c in missing if plan.key(c) not in busy]
+    busy = {c for c in missing if store.held(keys[c])}
+    held = [c for c in missing if c in busy]
+    free = [c for c in missing if c not in busy]
     groups = balance(fusion_groups(free, engine.fuse), share.slots, plan.cost) + fusion_groups(held, engine.fuse)
     if workers <= 1:
         _work(plan, store.root, share.index, bar.handle, groups, share.peers, engine)
