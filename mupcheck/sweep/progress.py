@@ -181,7 +181,7 @@ class ProgressBar:
         if force or now - self.last_refresh > 0.5:
             self.last_refresh = now
             seconds = self.work.eta(now, self.summary.outcomes, self.summary.total)
-            training = " | ".join("".join(self.current[w]) for w in sorted(self.current))
+            training = self._training()
             eta = f"ETA {format_duration(seconds)}" if seconds is not None else ""
             self.bar.set_postfix_str(", ".join(p for p in (eta, training) if p), refresh=True)
 
@@ -189,8 +189,12 @@ class ProgressBar:
         done, total = len(self.summary.outcomes), self.summary.total
         seconds = self.work.eta(now, self.summary.outcomes, total)
         eta = f", ETA {format_duration(seconds)}" if seconds is not None else ""
-        training = " | ".join("".join(self.current[w]) for w in sorted(self.current))
+        training = self._training()
         return f"mupcheck: runs {done}/{total}{eta}" + (f"; training {training}" if training else "")
+
+    def _training(self) -> str:
+        """What each worker trains now, with its step."""
+        return " | ".join("".join(self.current[w]) for w in sorted(self.current))
 
     def add_runs(self, costs: Mapping[str, tuple[float, int]]) -> None:
         """Runs planned after the sweep began (refinement runs) join the count and the work."""
