@@ -61,11 +61,16 @@ def test_local_slots_one_per_worker_at_most_one_per_gpu(monkeypatch):
     assert local_slots(torch.device("cuda:1"), 8) == 1  # pinned to one GPU
 
 
-def test_two_workers_share_a_grid_of_one_group(tmp_path):
-    """Eight runs that form one batched group: with two workers, each trains half of it."""
+def _one_group_grid(tmp_path):
+    """muP, 1 width, 2 budgets, 4 rates: 8 runs that form one batched group."""
     path = two_budget_grid(tmp_path, "[-9, -8, -7, -6]")
     path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]"))
-    grid = load_grid(path)  # muP, 1 width, 2 budgets, 4 rates: 8 runs
+    return load_grid(path)
+
+
+def test_two_workers_share_a_grid_of_one_group(tmp_path):
+    """Eight runs that form one batched group: with two workers, each trains half of it."""
+    grid = _one_group_grid(tmp_path)
     store = Store(tmp_path / "store")
     assert run_grid(grid, store, workers=2, fuse=8, show_progress=False).trained == 8
     plan = plan_grid(grid)
@@ -78,9 +83,7 @@ def test_runs_a_peer_is_training_are_left_out_of_this_processs_groups(tmp_path):
     starting late, splits only the other half between the two devices, then waits for the peer's long runs.
     Balancing all six unfinished runs would mix the peer's held runs into its groups, leaving pieces of one
     run to train alone."""
-    path = two_budget_grid(tmp_path, "[-9, -8, -7, -6]")
-    path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]"))
-    grid = load_grid(path)  # muP, 1 width, 2 budgets, 4 rates: 8 runs
+    grid = _one_group_grid(tmp_path)
     plan, store = plan_grid(grid), Store(tmp_path / "store")
     peers_half = [c for c in plan.configs if c.lr_log2 in (-9, -7)]  # the half `balance` gives a worker
     ours = [plan.key(c) for c in plan.configs if c not in peers_half]

@@ -111,26 +111,23 @@ def _kill_a_worker_mid_task(deadline: float) -> int:
     raise AssertionError("no Ray worker was seen mid-task")
 
 
+def _sweep_in_thread(plan, store: Store, fuse: int) -> tuple[threading.Thread, SweepSummary, dict[int, list[int]]]:
+    """A Ray sweep started in a thread (the test kills a worker meanwhile): the thread, the summary it
+    fills, and the attempts of each task (worker pids)."""
+    summary, attempts = SweepSummary(total=len(plan.configs)), {}
+    thread = threading.Thread(target=ray_backend.run_on_ray, args=(
+        plan, store, summary, lambda e: summary.record(e[2], e[3], e[4]) if e[0] == "done" else None, fuse, False,
+        None, attempts))
+    thread.start()
+    return thread, summary, attempts
+
+
 def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster, tmp_path, capsys):
     grid = load_grid(_slow_grid(tmp_path, tokens=4 * 32768))  # a few seconds per task even on a free core
     store = Store(tmp_path / "store")
-    attempts: dict[int, list[int]] = {}
-    done: dict[str, object] = {}
-
-    def sweep():
-        plan = plan_grid(grid)
-        from mupcheck.sweep.progress import SweepSummary
-
-        summary = SweepSummary(total=len(plan.configs))
-        ray_backend.run_on_ray(plan, store, summary, lambda e: summary.record(e[2], e[3], e[4])
-                               if e[0] == "done" else None, 1, False, None, attempts)
-        done["summary"] = summary
-
-    thread = threading.Thread(target=sweep)
-    thread.start()
+    thread, summary, attempts = _sweep_in_thread(plan_grid(grid), store, fuse=1)
     victim = _kill_a_worker_mid_task(deadline=time.time() + 120)
     thread.join(timeout=300)
-    summary = done["summary"]
     assert summary.trained == 4 and not summary.failed
     assert len(list(store.runs_dir.glob("*.json"))) == 4  # every run once
     assert sum(len(p) for p in attempts.values()) == 5  # four tasks, one retried
@@ -145,14 +142,8 @@ def test_a_retried_group_trains_only_the_runs_it_had_not_finished(cluster, tmp_p
     path = _slow_grid(tmp_path)
     path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16]")
                     .replace("tokens = [32768]", f"tokens = [2048, {4 * 32768}]"))
-    grid, store = load_grid(path), Store(tmp_path / "store")
-    attempts: dict[int, list[int]] = {}
-    plan = plan_grid(grid)
-    summary = SweepSummary(total=len(plan.configs))
-    thread = threading.Thread(target=ray_backend.run_on_ray, args=(
-        plan, store, summary, lambda e: summary.record(e[2], e[3], e[4]) if e[0] == "done" else None, 8, False,
-        None, attempts))
-    thread.start()
+    plan, store = plan_grid(load_grid(path)), Store(tmp_path / "store")
+    thread, summary, attempts = _sweep_in_thread(plan, store, fuse=8)
     deadline = time.time() + 120
     while len(list(store.runs_dir.glob("*.json"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
@@ -177,8 +168,6 @@ def test_a_task_that_fails_is_recorded_with_its_error_and_the_sweep_goes_on(clus
     import json
 
     import numpy as np
-
-    from mupcheck.sweep.progress import SweepSummary
 
     data = tmp_path / "tokens"
     data.mkdir()
