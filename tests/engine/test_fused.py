@@ -121,6 +121,23 @@ def test_compiled_fused_members_match_solo_runs(base, step_losses):
     assert counters["stats"]["unique_graphs"] == 2  # the forward/backward and the update, once each
 
 
+def test_later_widths_reuse_the_compiled_graphs(base, monkeypatch):
+    """A process compiles each function twice across widths: static graphs for the first width, dynamic
+    ones at the second, which later widths reuse. With duck sizing, parameter views whose storage offsets
+    happened to be equal at one width (8192 here) recompiled the forward at every later width. Dynamo's
+    guards are the same with its eager backend, which skips inductor's ~20 s per graph."""
+    real = torch.compile
+    monkeypatch.setattr(fused.torch, "compile", lambda fn: real(fn, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    data = load_data("synthetic")
+    for width in (16, 32, 64):
+        group = [dataclasses.replace(base, width=width, lr_log2=lr, tokens=2 * base.tokens_per_step)
+                 for lr in (-8, -7, -6)]
+        assert all(r.status == "ok" for r in train_fused(group, data, compile=True))
+    assert counters["stats"]["unique_graphs"] == 4  # forward/backward and update, each static then dynamic
+
+
 def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):
     grid = dataclasses.replace(load_grid(tiny_grid), seeds=(0, 1), tokens=(1024, 2048))
     configs = run_configs(grid)  # 2 par x 2 widths x 2 tokens x 2 lr x 2 seeds
