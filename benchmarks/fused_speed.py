@@ -55,6 +55,7 @@ from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import flops_per_token, plan_grid
 from mupcheck.provenance import git_commit, utc_now
+from mupcheck.result import RunResult
 from mupcheck.spec import Grid, RunConfig, load_grid, run_configs
 from mupcheck.store import Store
 from mupcheck.sweep.local import fuse_size, run_grid
@@ -290,11 +291,14 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         # Tokens actually trained: a diverged run stops early, and its budget must not count as work.
         trained = {c: r.result.steps_trained * c.tokens_per_step for c, r in records.items() if r is not None}
         tokens = sum(trained.values())
+        widths = width_summary({c: r.result for c, r in records.items() if r is not None})
+        for line in widths:
+            print(_format_width(line), flush=True)
         if summary.interrupted:
             return _row("fused" if fuse > 1 else "solo", None, fuse, tokens / wall, 0.0, device, peak,
                         compiled=grid.compile, grid=Path(grid.path).name, runs=summary.total,
                         runs_done=len(trained), tokens_planned=sum(c.tokens for c in plan.configs),
-                        wall_time_s=wall, interrupted=True, report=None)
+                        wall_time_s=wall, interrupted=True, report=None, widths=widths)
         flops = sum(n * flops_per_token(c, plan.data.vocab_size) for c, n in trained.items())
         command = " ".join(["python benchmarks/fused_speed.py", *args.argv])
         reports = Path(args.reports)
@@ -309,7 +313,37 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
     return _row("fused" if fuse > 1 else "solo", None, fuse, tokens / wall, flops / wall / peak, device, peak,
                 compiled=grid.compile,
                 grid=str(Path(grid.path).name), runs=summary.total,
-                wall_time_s=wall, report=str(path))
+                wall_time_s=wall, report=str(path), widths=widths)
+
+
+def width_summary(results: dict[RunConfig, RunResult]) -> list[dict[str, Any]]:
+    """Per width of a trained grid, from its run records: the time its runs took (training and
+    evaluation, the batched groups' time shared out among their members), the first step of its
+    groups (where torch.compile compiles, when it has to), the canary's largest difference, and how
+    many runs diverged or were trained one at a time."""
+    by_width: dict[int, list[RunResult]] = {}
+    for cfg, result in results.items():
+        by_width.setdefault(cfg.width, []).append(result)
+    rows = []
+    for width, group in sorted(by_width.items()):
+        infos = [r.fused for r in group if r.fused is not None]
+        canary = [i.canary["max_rel_diff"] for i in infos if i.canary]
+        rows.append({
+            "width": width, "runs": len(group), "diverged": sum(r.status == "diverged" for r in group),
+            "solo": len(group) - len(infos), "group_sizes": sorted({i.members for i in infos}),
+            "compiled": sorted({i.compiled for i in infos}),
+            "wall_time_s": sum(r.wall_time_s for r in group),
+            "first_step_s": sorted({i.first_step_s for i in infos if i.first_step_s is not None}),
+            "canary_max_rel_diff": max(canary) if canary else None,
+        })
+    return rows
+
+
+def _format_width(row: dict[str, Any]) -> str:
+    firsts = ", ".join(f"{s:.1f} s" for s in row["first_step_s"]) or "-"
+    canary = f"{row['canary_max_rel_diff']:.1e}" if row["canary_max_rel_diff"] is not None else "-"
+    return (f"  width {row['width']:>5}: {row['runs']} runs ({row['diverged']} diverged, {row['solo']} solo), "
+            f"groups of {row['group_sizes']}, {row['wall_time_s']:.1f} s, first step {firsts}, canary {canary}")
 
 
 def _row(mode: str, width: int | None, models: int, tokens_per_s: float, mfu: float, device: torch.device,

@@ -46,6 +46,9 @@ class FusedInfo:
     batched: str = "vmap"
     # The run-time canary: what it compared and how far apart the losses were (None: not run).
     canary: dict[str, Any] | None = None
+    # The group's first training step, in seconds: where torch.compile compiles, when it has to (the
+    # first group of a process, and the second width, whose graphs are compiled with dynamic sizes).
+    first_step_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ def test_benchmark_writes_rows_and_the_reference_report(tmp_path):
     assert grid_row["runs"] == 8 and grid_row["wall_time_s"] > 0
     # Throughput over the tokens the grid's 8 runs trained (none diverge here: their whole budgets).
     assert grid_row["tokens_per_s"] == pytest.approx(8 * 2048 / grid_row["wall_time_s"])
+    # Per width, from the run records: muP and SP groups of 2 (so up to two first steps), none solo.
+    widths = grid_row["widths"]
+    assert [(w["width"], w["runs"], w["group_sizes"], w["solo"], w["diverged"]) for w in widths] == [
+        (16, 4, [2], 0, 0), (32, 4, [2], 0, 0)]
+    for w in widths:
+        assert 0 < w["wall_time_s"] < grid_row["wall_time_s"] and w["canary_max_rel_diff"] < 0.01
+        assert 1 <= len(w["first_step_s"]) <= 2 and min(w["first_step_s"]) > 0
     report = (tmp_path / "reports" / "tiny.md").read_text()
     assert "python benchmarks/fused_speed.py --device cpu" in report and "fused x2: 8 runs" in report
 

@@ -331,6 +331,7 @@ class _FusedRun:
         cfg = self.cfg
         evals = eval_batches(self.data, cfg.eval_tokens, cfg.seq_len, EVAL_BATCH)
         self.group_time = 0.0
+        self.first_step_s: float | None = None
         t0 = time.perf_counter()
         canary = Canary.measure(self.configs, self.data, self.device, self.dtype)
         canary_time = time.perf_counter() - t0
@@ -340,7 +341,10 @@ class _FusedRun:
                 # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
             for step in range(self.steps):
+                t_step = time.perf_counter()
                 self._train_step(step)
+                if step == 0:
+                    self.first_step_s = time.perf_counter() - t_step
                 if self.canary is None and (step + 1 == canary.steps or not self.active):
                     # Also when every member stopped early: a batched NaN at step 1 must not pass unseen.
                     self.canary = {**canary.check(self.logs[canary.member].losses, self.engine_name),
@@ -402,7 +406,7 @@ class _FusedRun:
             trained_tokens = sum(len(log.losses) * log.cfg.tokens_per_step for log in self.logs)
             info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
                              group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
-                             batched=self.engine_name, canary=self.canary)
+                             batched=self.engine_name, canary=self.canary, first_step_s=self.first_step_s)
             result = dataclasses.replace(self.logs[m].result(self.data, self.device_label), engine="fused", fused=info)
             self.results[m] = result
             if self.on_result is not None:

@@ -64,7 +64,7 @@ def _compare(group, data, step_losses, compile=False, engine=None):
             assert a.val_loss == pytest.approx(b.val_loss, rel=TOL)
             assert a.train_loss == pytest.approx(b.train_loss, rel=TOL)
         assert f.engine == "fused" and f.fused.members == len(group)
-        assert f.fused.compiled == compile
+        assert f.fused.compiled == compile and f.fused.first_step_s > 0
         assert f.fused.batched == engine or (engine is None and f.fused.batched == (
             "native" if cfg.model in ("gpt", "mlp") else "vmap"))
         assert f.fused.canary["max_rel_diff"] <= TOL and f.fused.canary["tolerance"] == CANARY_FLOOR
