@@ -1,7 +1,8 @@
 """Where a result came from: package versions, the git commit of the code, host and date.
 
 Torch-free on purpose (versions are read from package metadata), so that the store and the reports
-can say how a run was produced without importing the engine.
+can say how a run was produced without importing the engine. Where torch is already loaded (the process
+that trained the run), its own version string is used: it names the build.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import mupcheck
 
-__all__ = ["engine_source_hash", "git_commit", "package_version", "run_provenance", "utc_now"]
+__all__ = ["engine_source_hash", "git_commit", "package_version", "run_provenance", "torch_version", "utc_now"]
 
 _PACKAGE_DIR = Path(mupcheck.__file__).resolve().parent
 
@@ -34,6 +36,13 @@ def package_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "unknown"
+
+
+def torch_version() -> str:
+    """torch's version with its build where torch is loaded: '2.11.0+cu130'. The metadata of torch's CUDA
+    wheels on PyPI says only '2.11.0', which does not tell a CUDA build from a CPU one."""
+    loaded = sys.modules.get("torch")
+    return str(getattr(loaded, "__version__", "")) or package_version("torch")
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,7 +81,7 @@ def run_provenance() -> dict[str, Any]:
         "date": utc_now(),
         "host": platform.node(),
         "python": platform.python_version(),
-        "torch": package_version("torch"),
+        "torch": torch_version(),
         "mup": package_version("mup"),
         "mupcheck": mupcheck.__version__,
         "mupcheck_commit": git_commit() or None,

@@ -15,6 +15,7 @@ import torch
 from helpers import fake_result, write_grid
 
 from mupcheck.plan import RunContext, plan_grid
+from mupcheck.provenance import run_provenance
 from mupcheck.spec import load_grid, run_configs
 from mupcheck.store import CorruptRecordWarning, Store
 from mupcheck.sweep.local import run_grid
@@ -57,6 +58,12 @@ def test_save_is_atomic_and_readable(tmp_path, tiny_grid):
     on_disk = json.loads(store.path(record.key).read_text())
     assert on_disk["key_material"]["config"]["lr_log2"] == cfg.lr_log2
     assert on_disk["provenance"]["torch"] == torch.__version__
+
+
+def test_records_name_the_loaded_torch_build(monkeypatch):
+    """torch's CUDA wheels on PyPI say '2.11.0' in their metadata; the loaded module says '2.11.0+cu130'."""
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    assert run_provenance()["torch"] == "2.11.0+cu130"
 
 
 @pytest.mark.parametrize("damage", ["{not json", "[]", '{"key": "wrong"}', "\xff\xfe"])

@@ -107,6 +107,8 @@ def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losse
     _compare(group, load_data("synthetic"), step_losses)
 
 
+@pytest.mark.skipif(torch.__version__ < "2.13", reason="inductor's CPU backward of causal attention fails in "
+                    "float64 (pytorch/pytorch#185539): seen in torch 2.11, passes in 2.13")
 def test_compiled_fused_members_match_solo_runs(base, step_losses):
     # torch.compile (inductor's C++ backend on CPU) takes ~20 s here: one group covers it, with a
     # member diverging and one leaving at the end of its budget: the batch shrinks from 4 to 2
