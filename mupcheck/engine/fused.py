@@ -444,6 +444,8 @@ def _functional_template(model: nn.Module) -> nn.Module:
     return model
 
 
+# --- torch.compile ---------------------------------------------------------------------------------
+
 def _compiled(fn: Callable) -> Callable:
     """`torch.compile(fn)`, whose graphs are compiled without duck sizing.
 
