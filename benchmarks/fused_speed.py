@@ -325,14 +325,14 @@ def width_summary(results: dict[RunConfig, RunResult]) -> list[dict[str, Any]]:
     for cfg, result in results.items():
         by_width.setdefault(cfg.width, []).append(result)
     rows = []
-    for width, group in sorted(by_width.items()):
-        infos = [r.fused for r in group if r.fused is not None]
+    for width, runs in sorted(by_width.items()):
+        infos = [r.fused for r in runs if r.fused is not None]
         canary = [i.canary["max_rel_diff"] for i in infos if i.canary]
         rows.append({
-            "width": width, "runs": len(group), "diverged": sum(r.status == "diverged" for r in group),
-            "solo": len(group) - len(infos), "group_sizes": sorted({i.members for i in infos}),
+            "width": width, "runs": len(runs), "diverged": sum(r.status == "diverged" for r in runs),
+            "solo": len(runs) - len(infos), "group_sizes": sorted({i.members for i in infos}),
             "compiled": sorted({i.compiled for i in infos}),
-            "wall_time_s": sum(r.wall_time_s for r in group),
+            "wall_time_s": sum(r.wall_time_s for r in runs),
             "first_step_s": sorted({i.first_step_s for i in infos if i.first_step_s is not None}),
             "canary_max_rel_diff": max(canary) if canary else None,
         })
