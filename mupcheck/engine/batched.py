@@ -71,17 +71,27 @@ def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: 
     return y * weight.view(shape) + bias.view(shape)
 
 
-def _readout(x: torch.Tensor, weight: torch.Tensor, output_mult: float, width_mult: float) -> torch.Tensor:
-    # MuReadout computes linear(output_mult * x / width_mult); the same operations in the same order.
-    if output_mult != 1.0 or width_mult != 1.0:
-        x = output_mult * x / width_mult
-    return _linear(x, weight)
+def _readout(x: torch.Tensor, weight: torch.Tensor, mu: tuple[float, int] | None) -> torch.Tensor:
+    """The readout: a plain linear (`mu` None: SP), or MuReadout's linear(output_mult * x / width_mult),
+    the same operations in the same order, with mup's width_mult = fan_in / base fan-in, `mu` =
+    (output_mult, base fan-in). The multiplier is read off x's shape rather than stored: a graph compiled
+    with the width dynamic then serves every width, where a stored float is a constant torch.compile guards.
+    """
+    if mu is None:
+        return _linear(x, weight)
+    output_mult, base_fan_in = mu
+    return _linear(output_mult * x / (x.shape[-1] / base_fan_in), weight)
 
 
-def _readout_factors(readout: nn.Module) -> tuple[float, float]:
-    if isinstance(readout, MuReadout):
-        return float(readout.output_mult), float(readout.width_mult())
-    return 1.0, 1.0
+def _readout_factors(readout: nn.Module) -> tuple[float, int] | None:
+    """A MuReadout's (output_mult, base fan-in); None for a plain linear readout."""
+    if not isinstance(readout, MuReadout):
+        return None
+    infshape = getattr(readout.weight, "infshape", None)
+    fan_in = infshape.main if infshape is not None else None
+    if fan_in is None or fan_in.dim != readout.weight.shape[-1]:  # build_model sets base shapes under muP
+        raise ValueError("MuReadout without base shapes on its fan-in; call mup.set_base_shapes on the model")
+    return float(readout.output_mult), int(fan_in.base_dim)
 
 
 # --- the models ----------------------------------------------------------------------------------
@@ -94,7 +104,7 @@ class _BatchedGPT:
     head_dim: int
     attn_scale: float
     eps: tuple[float, ...]  # ln1, ln2 of each block, then ln_f
-    readout_mult: tuple[float, float]  # (output_mult, width_mult) of the readout
+    readout_mu: tuple[float, int] | None  # MuReadout's (output_mult, base fan-in); None: a plain linear
 
     @classmethod
     def from_model(cls, model: GPT) -> _BatchedGPT:
@@ -116,7 +126,7 @@ class _BatchedGPT:
             h = _layer_norm(x, p[pre + "ln2.weight"], p[pre + "ln2.bias"], self.eps[2 * i + 1])
             x = x + _linear(F.gelu(_linear(h, p[pre + "fc.weight"])), p[pre + "fc_out.weight"])
         x = _layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], self.eps[-1])
-        return _readout(x, p["readout.weight"], *self.readout_mult)  # (M, B, T, V)
+        return _readout(x, p["readout.weight"], self.readout_mu)  # (M, B, T, V)
 
     def _attention(self, x: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tensor:
         M, B, T, C = x.shape
@@ -135,7 +145,7 @@ class _BatchedMLP:
     depth: int
     context: int
     vocab_size: int
-    readout_mult: tuple[float, float]
+    readout_mu: tuple[float, int] | None  # MuReadout's (output_mult, base fan-in); None: a plain linear
 
     @classmethod
     def from_model(cls, model: MLP) -> _BatchedMLP:
@@ -151,4 +161,4 @@ class _BatchedMLP:
         x = _embedding(ids, p["embed.weight"]).sum(dim=3) / math.sqrt(ctx)  # (M, B, T, C)
         for i in range(self.depth):
             x = F.relu(_linear(x, p[f"hidden.{i}.weight"]))
-        return _readout(x, p["readout.weight"], *self.readout_mult)  # (M, B, T, V)
+        return _readout(x, p["readout.weight"], self.readout_mu)  # (M, B, T, V)

@@ -61,7 +61,7 @@ from mupcheck.engine.fused_update import (
     schedule_tables,
     sgd_step,
 )
-from mupcheck.engine.models import build_model, logits_of
+from mupcheck.engine.models import build_model, logits_of, width_dims
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
@@ -183,10 +183,14 @@ class _FusedRun:
         self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
         self.train_losses, self.adamw, self.sgd = self._losses, adamw_step, sgd_step
         self.compiled = compile
+        # Parameter dims that scale with width, made dynamic in the first compile: then one graph serves
+        # every width a process trains. A user model (vmap) keeps mup's width multiplier as a constant
+        # of its readout, so each width is compiled anyway.
+        self.width_dims = width_dims(self.cfg, data.vocab_size) if compile and self.native is not None else {}
         if compile:
             # One graph for the batched forward (its backward compiled with it) and one for the
-            # update, each compiled once per group: the member axis is dynamic from the first call
-            # (`_members_dynamic`), so members leaving the batch do not recompile them.
+            # update: the member axis and the width are dynamic from the first call (`_mark_dynamic`),
+            # so neither members leaving the batch nor the next width recompile them.
             self.train_losses = _compiled(self._losses)
             self.adamw, self.sgd = _compiled(adamw_step), _compiled(sgd_step)
 
@@ -244,8 +248,10 @@ class _FusedRun:
     def _step(self, step: int) -> None:
         x, y = self._batch(step)
         first = step == 0
-        if self.compiled and first:  # the graphs compiled now serve every later batch size
+        if self.compiled and first:  # the graphs compiled now serve every later batch size and width
             _members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
+            for name, dims in self.width_dims.items():
+                _mark_dynamic(self.flat.params[name], [1 + d for d in dims])  # after the member axis
         try:
             losses = self.train_losses(self.flat.params, self.buffers, x, y)
             values = losses.tolist()
@@ -284,6 +290,10 @@ class _FusedRun:
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
         if self.compiled and step == 0:
             _members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
+            for g, names in enumerate(self.flat.names):
+                if any(self.width_dims.get(name) for name in names):  # the group's storage (M, N) grows with width
+                    for t in (self.flat.storage[g], grads[g], *(states[g] for states in self.state)):
+                        _mark_dynamic(t, [1])
         if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
             self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step],
@@ -449,13 +459,13 @@ def _functional_template(model: nn.Module) -> nn.Module:
 def _compiled(fn: Callable) -> Callable:
     """`torch.compile(fn)`, whose graphs are compiled without duck sizing.
 
-    Every parameter is a view into its group's storage tensor, so once sizes are dynamic (from the
-    second width a process trains) the views' storage offsets are symbols too. Duck sizing gives sizes
+    Every parameter is a view into its group's storage tensor, so with sizes dynamic (the width, from
+    the first compile) the views' storage offsets are symbols too. Duck sizing gives sizes
     that happen to be equal one symbol, and guards that they stay equal: offsets of unrelated parameters
     that coincide at one width (`fc_out.weight`'s offset and `pos_emb.weight`'s, at 8192) no longer do at
     the next, and the forward recompiled at every width. On a CPU (muP GPT, widths 16-128, 3 members, 12
-    steps, inductor's caches off) the groups of widths 64 and 128 took 21 s each; without duck sizing they
-    reuse the graph of width 32, and widths 64-256 take 0.2-0.9 s.
+    steps, inductor's caches off) the groups of widths 64 and 128 took 21 s each; a group that reuses the
+    process's graph takes 0.2-0.9 s (widths 64-256).
     """
     compiled = torch.compile(fn)
 
@@ -473,6 +483,12 @@ def _no_duck_sizing() -> contextlib.AbstractContextManager:
     return fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]  # added at import by torch
 
 
+def _mark_dynamic(t: torch.Tensor, dims: list[int]) -> None:
+    """Compile `t`'s `dims` as dynamic sizes (where torch.compile can; else it specializes them)."""
+    for d in dims:
+        torch._dynamo.maybe_mark_dynamic(t, d)
+
+
 def _members_dynamic(*tensors: torch.Tensor) -> None:
     """Tell torch.compile that dim 0 of these tensors, the member axis, changes size. Needed at the first
     call only: the graphs then compiled take any later batch size of two or more members.
@@ -485,4 +501,4 @@ def _members_dynamic(*tensors: torch.Tensor) -> None:
     the size vmap maps over.
     """
     for t in tensors:
-        torch._dynamo.maybe_mark_dynamic(t, 0)
+        _mark_dynamic(t, [0])

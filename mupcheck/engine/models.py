@@ -35,7 +35,8 @@ from torch import nn
 from mupcheck.errors import ModelError
 from mupcheck.spec import BUILTIN_MODELS, RunConfig, import_factory
 
-__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "logits_of", "model_factory", "set_mup_base_shapes"]
+__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "logits_of", "model_factory", "set_mup_base_shapes",
+           "width_dims"]
 
 Factory = Callable[[int], nn.Module]
 
@@ -225,6 +226,16 @@ def build_model(cfg: RunConfig, vocab_size: int) -> nn.Module:
             set_base_shapes(model, None)
     # "custom": the model applies muP itself; nothing is added to it.
     return model
+
+
+def width_dims(cfg: RunConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """The dims of each parameter whose size changes with width, found by comparing the model's shapes
+    at the run's width and at twice that (shape-only builds, on the meta device where the factory allows)."""
+    factory = model_factory(cfg, vocab_size)
+    here = dict(_shape_model(factory, cfg.width, cfg.model).named_parameters())
+    wider = dict(_shape_model(factory, 2 * cfg.width, cfg.model).named_parameters())
+    return {name: tuple(d for d, (a, b) in enumerate(zip(p.shape, wider[name].shape)) if a != b)
+            for name, p in here.items() if name in wider and p.ndim == wider[name].ndim}
 
 
 def set_mup_base_shapes(model: nn.Module, factory: Factory, base_width: int, name: str = "model") -> nn.Module:

@@ -123,21 +123,23 @@ def test_compiled_fused_members_match_solo_runs(base, step_losses):
     assert counters["stats"]["unique_graphs"] == 2  # the forward/backward and the update, once each
 
 
-def test_later_widths_reuse_the_compiled_graphs(base, monkeypatch):
-    """A process compiles each function twice across widths: static graphs for the first width, dynamic
-    ones at the second, which later widths reuse. With duck sizing, parameter views whose storage offsets
-    happened to be equal at one width (8192 here) recompiled the forward at every later width. Dynamo's
-    guards are the same with its eager backend, which skips inductor's ~20 s per graph."""
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+def test_later_widths_reuse_the_compiled_graphs(base, monkeypatch, parametrization):
+    """A process compiles each function once across widths: the width dims are dynamic from the first
+    compile, and muP's width multiplier is read off the activations' shape, not guarded as a constant.
+    Before, the second width recompiled with dynamic sizes; and with duck sizing, parameter views whose
+    storage offsets happened to be equal at one width (8192 here) recompiled the forward at every width.
+    Dynamo's guards are the same with its eager backend, which skips inductor's ~20 s per graph."""
     real = torch.compile
     monkeypatch.setattr(fused.torch, "compile", lambda fn: real(fn, backend="eager"))
     torch._dynamo.reset()
     counters.clear()
     data = load_data("synthetic")
     for width in (16, 32, 64):
-        group = [dataclasses.replace(base, width=width, lr_log2=lr, tokens=2 * base.tokens_per_step)
-                 for lr in (-8, -7, -6)]
+        group = [dataclasses.replace(base, width=width, lr_log2=lr, tokens=2 * base.tokens_per_step,
+                                     parametrization=parametrization) for lr in (-8, -7, -6)]
         assert all(r.status == "ok" for r in train_fused(group, data, compile=True))
-    assert counters["stats"]["unique_graphs"] == 4  # forward/backward and update, each static then dynamic
+    assert counters["stats"]["unique_graphs"] == 2  # the forward/backward and the update, once each
 
 
 def test_fusion_groups_share_everything_but_lr_seed_and_tokens(tiny_grid):

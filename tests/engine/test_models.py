@@ -9,7 +9,7 @@ import torch
 from helpers import write_grid
 from mup import MuReadout
 
-from mupcheck.engine.models import GPT, build_model, has_base_shapes
+from mupcheck.engine.models import GPT, build_model, has_base_shapes, width_dims
 from mupcheck.engine.optim import build_optimizer
 from mupcheck.errors import ModelError
 from mupcheck.spec import load_grid, run_configs
@@ -36,6 +36,16 @@ def test_mup_sets_infshapes_from_base_width(tmp_path, model):
     assert isinstance(readout, MuReadout) and readout.width_mult() == 4.0
     hidden = [p for p in net.parameters() if p.infshape.ninf() == 2]
     assert hidden and all(p.infshape.width_mult() == 4.0 for p in hidden)
+
+
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+def test_width_dims_are_the_dims_that_scale_with_width(tmp_path, parametrization):
+    # width 32 with vocab 64 and seq_len 32: sizes that equal the width by chance are not width dims
+    dims = width_dims(_cfg(tmp_path, width=32, parametrization=parametrization), vocab_size=64)
+    assert dims["tok_emb.weight"] == (1,) and dims["pos_emb.weight"] == (1,)  # (vocab, C), (seq_len, C)
+    assert dims["blocks.0.attn.qkv.weight"] == (0, 1) and dims["blocks.0.ln1.weight"] == (0,)
+    assert dims["readout.weight"] == (1,)  # (vocab, C)
+    assert all(dims.values())  # every parameter of the GPT has a width dim
 
 
 def test_sp_has_plain_readout(tmp_path):
