@@ -288,10 +288,11 @@ def grid_row(grid: Grid, args: argparse.Namespace, device: torch.device, peak: f
         plan = plan_grid(grid, str(device))
         fuse = fuse_size(grid, device, args.fuse)
         records = {c: store.load(plan.key(c)) for c in plan.configs}
+        results = {c: r.result for c, r in records.items() if r is not None}
         # Tokens actually trained: a diverged run stops early, and its budget must not count as work.
-        trained = {c: r.result.steps_trained * c.tokens_per_step for c, r in records.items() if r is not None}
+        trained = {c: result.steps_trained * c.tokens_per_step for c, result in results.items()}
         tokens = sum(trained.values())
-        widths = width_summary({c: r.result for c, r in records.items() if r is not None})
+        widths = width_summary(results)
         for line in widths:
             print(_format_width(line), flush=True)
         if summary.interrupted:

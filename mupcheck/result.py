@@ -47,7 +47,7 @@ class FusedInfo:
     # The run-time canary: what it compared and how far apart the losses were (None: not run).
     canary: dict[str, Any] | None = None
     # The group's first training step, in seconds: where torch.compile compiles, when it has to (the
-    # first group of a process, and the second width, whose graphs are compiled with dynamic sizes).
+    # first compiled group of a process; a later group only if its graphs did not fit it).
     first_step_s: float | None = None
 
 
