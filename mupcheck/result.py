@@ -18,8 +18,21 @@ from typing import Any, Literal
 
 __all__ = ["Checkpoint", "FusedInfo", "RunRecord", "RunResult", "Status"]
 
-Status = Literal["ok", "diverged"]
-STATUSES: tuple[Status, ...] = ("ok", "diverged")
+# "unstable": the run ended with a finite loss, but its training loss spiked or it ended no lower than it
+# started (see RunResult.judged_status); "diverged": non-finite, or far above its first loss (the engine
+# stops it).
+Status = Literal["ok", "unstable", "diverged"]
+STATUSES: tuple[Status, ...] = ("ok", "unstable", "diverged")
+# A checkpoint whose training loss gives back more than this fraction of what the run had learned (its
+# first loss minus its lowest loss before that checkpoint) is a spike. Relative to the progress, not to
+# the loss: a checkpoint's training loss averages a tenth of the steps so far, which is a step or two in
+# a short run, and such noise moved tiny runs' checkpoints by 10% without any instability.
+SPIKE_GIVEBACK = 0.5
+# A run whose final training loss is at or above this fraction of its first loss ended where it started (or
+# worse). Not lower: a run at a rate far below the optimum also learns little, slowly, and is not unstable;
+# above the optimum, a run that ends near its start is far past the stability boundary's loss rise anyway
+# (mupcheck.analysis.stability).
+NO_PROGRESS = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +105,8 @@ class RunResult:
         if status not in STATUSES:
             raise ValueError(f"`result.status` is {status!r}, not one of {STATUSES}")
         loss = d.get("loss")
-        if status == "ok" and (not isinstance(loss, (int, float)) or not math.isfinite(loss)):
-            raise ValueError(f"`result.loss` is {loss!r} for a run with status ok")
+        if status != "diverged" and (not isinstance(loss, (int, float)) or not math.isfinite(loss)):
+            raise ValueError(f"`result.loss` is {loss!r} for a run with status {status}")
         try:
             fused = d.get("fused")
             return cls(
@@ -109,6 +122,24 @@ class RunResult:
             raise ValueError(f"`result.{e.args[0]}` is missing") from None
         except (TypeError, ValueError) as e:
             raise ValueError(f"`result` has a malformed field: {e}") from None
+
+    def judged_status(self) -> Status:
+        """The engine's status, or "unstable" for an "ok" run whose training loss spiked (a checkpoint gave
+        back more than SPIKE_GIVEBACK of the progress made before it) or ended above NO_PROGRESS of its first
+        loss. Judged from the record, so records written before this status existed are judged alike."""
+        if self.status != "ok":
+            return self.status
+        train = [c.train_loss for c in self.checkpoints if math.isfinite(c.train_loss)]
+        first = self.initial_loss
+        if first is not None and math.isfinite(first):
+            for k in range(1, len(train)):
+                best = min(train[:k])
+                if best < first and train[k] - best > SPIKE_GIVEBACK * (first - best):
+                    return "unstable"
+        final = self.train_loss if self.train_loss is not None else (train[-1] if train else None)
+        if final is not None and self.initial_loss and final >= NO_PROGRESS * self.initial_loss:
+            return "unstable"
+        return "ok"
 
     @property
     def engine_label(self) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "LintSettings",
     "RefineSettings",
     "RunSettings",
+    "StabilitySettings",
     "TransferSettings",
     "coord_widths",
     "import_factory",
@@ -99,6 +100,21 @@ class TransferSettings:
     lr_rule: Literal["none", "power"] = _key("choice", "none", choices=("none", "power"))
     lr_rule_beta: float | None = _key("number", None)
     lr_rule_fit_tokens: tuple[int, ...] = _key("int_list", (), minimum=1)
+
+
+@dataclass(frozen=True)
+class StabilitySettings:
+    """The `[stability]` table: where training stops being usable, and how far below it a transferred rate
+    must stay (mupcheck.analysis.stability)."""
+
+    # A seed's stability boundary is the lowest rate above its optimum whose final loss exceeds its best by
+    # this fraction (or that diverged, or whose training was unstable). 10% is twenty times the default
+    # regret band (0.5%): a run that far off is not a slightly worse choice, it is a failed run.
+    boundary_rise: float = _key("number", 0.10, minimum=0.0, below=10.0)
+    # The `stability[...]` items fail when the transferred rate lies less than this (log2) below the other
+    # cell's boundary. Half an octave is about two seed-to-seed SDs of the boundary and of the optimum on
+    # the committed CPU records (0.1-0.3 log2 each): a rate that close to the wall crosses it for some seed.
+    min_margin_log2: float = _key("number", 0.5, minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -251,6 +267,7 @@ class Grid(RunSettings):
     compile: bool = _key("boolean", False)
     backend: str = _key("choice", "local", choices=BACKENDS)  # where runs train (BACKENDS)
     transfer: TransferSettings = _table("transfer", TransferSettings)
+    stability: StabilitySettings = _table("stability", StabilitySettings)
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")
     lint: LintSettings | None = _table("lint")
@@ -500,6 +517,9 @@ class _Validator:
 
     def transfer(self, key: str) -> TransferSettings:
         return TransferSettings(**self._subtable(key, TransferSettings).fields(TransferSettings))
+
+    def stability(self, key: str) -> StabilitySettings:
+        return StabilitySettings(**self._subtable(key, StabilitySettings).fields(StabilitySettings))
 
     def coord_check(self, key: str) -> CoordCheckConfig:
         return CoordCheckConfig(**self._subtable(key, CoordCheckConfig).fields(CoordCheckConfig))

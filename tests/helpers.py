@@ -49,7 +49,7 @@ def two_budget_grid(directory: Path, lr_log2: str) -> Path:
 
 def fake_result(loss: float | None = 1.0, status: str = "ok", **fields: Any) -> RunResult:
     """A run result with the given loss, for tests that need records without training."""
-    base: dict[str, Any] = dict(status=status, loss=loss, train_loss=loss, initial_loss=5.0, diverged_step=None,
+    base: dict[str, Any] = dict(status=status, loss=loss, train_loss=loss, initial_loss=8.0, diverged_step=None,
                                 steps=10, steps_trained=10, checkpoints=(), wall_time_s=1.0, tokens_per_s=1000.0,
                                 device="cpu: test", data_repeats=0.01, weight_decay=0.0, tau_steps=None,
                                 tau_frac_of_run=None)

@@ -3,19 +3,22 @@
     df = collect(plan, store)                     # one row per run; a missing run is an error
     optima = find_optima(df)                      # {(parametrization, width, tokens): CellOptimum}
 
-A cell is one (parametrization, width, tokens). Its optimum is fitted on each seed's curve and on the
-seed-mean curve (`mupcheck.analysis.curves`: an asymmetric parabola over >= 5 points around the
-argmin). With two or more seeds the cell's optimum is the mean of the per-seed optima, with a 95%
-Student-t interval over seeds; with one seed there is no interval. A learning rate at which any seed
-diverged counts as worse than every finite loss: it is never silently dropped. An optimum on the edge
-of the measured rates is censored (it lies beyond), never used as if exact. Each cell carries flags:
-censored, too few converged points, diverged runs. When the grid has a `[refine]` table, `collect`
-also gathers the extra rates around each cell's coarse argmin (`mupcheck.analysis.refine`).
+A cell is one (parametrization, width, tokens). Its optimum is fitted on each seed's curve
+(`mupcheck.analysis.curves`: a local cubic within about an octave of the argmin, which the wall above
+the optimum cannot pull). The cell's optimum is the mean of the seeds' own optima, with a 95% Student-t
+interval over the same seeds; with one seed there is no interval. A seed whose optimum is censored (on
+the edge of the measured rates) or pinned (its fit's minimum outside the points it used) is left out of
+both, and the cell says so. A run that diverged or was unstable is not usable: it counts as worse than
+every usable rate and is never silently dropped. Each cell also carries its stability boundary per seed
+(`mupcheck.analysis.stability`) and flags: censored, too few usable points, diverged or unstable runs.
+When the grid has a `[refine]` table, `collect` also gathers the extra rates around each cell's coarse
+argmin (`mupcheck.analysis.refine`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.curves import FIT_WINDOW, CurveFit, fit_minimum, t_interval
+from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_minimum, fit_shape, t_interval
 from mupcheck.analysis.refine import refinement_configs
+from mupcheck.analysis.stability import Boundary, seed_boundary
 from mupcheck.errors import StoreError
 from mupcheck.fmt import format_tokens
 from mupcheck.result import RunRecord
@@ -35,8 +39,8 @@ from mupcheck.store import Store
 if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its configs and keys
     from mupcheck.plan import Plan
 
-__all__ = ["CELL", "COLUMNS", "CellOptimum", "MissingRunsError", "collect", "collect_coarse", "find_optima",
-           "records_frame"]
+__all__ = ["CELL", "COLUMNS", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError", "collect", "collect_coarse",
+           "find_optima", "records_frame"]
 
 CELL = ("parametrization", "width", "tokens")
 COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "status", "train_loss",
@@ -44,6 +48,9 @@ COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "sta
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 # A run this close (log2) to a rate counts as measured there (refined grids step by 0.25).
 MEASURED_WITHIN = 0.125
+# Between two runs at most this far apart (log2), a loss is interpolated per seed.
+INTERPOLATE_WITHIN = 0.5
+DEFAULT_BOUNDARY_RISE = 0.10  # the [stability] table's boundary_rise
 
 
 class MissingRunsError(StoreError):
@@ -86,8 +93,9 @@ def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict
 def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     result = record.result
     row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
-    row.update({k: getattr(result, k) for k in ("loss", "status", "train_loss", "diverged_step", "data_repeats",
+    row.update({k: getattr(result, k) for k in ("loss", "train_loss", "diverged_step", "data_repeats",
                                                 "wall_time_s", "tokens_per_s", "device")})
+    row["status"] = result.judged_status()
     row["engine"] = result.engine_label
     row["key"] = record.key
     row.update({k: record.provenance.get(k) for k in ("date", "torch", "mup", "mupcheck", "mupcheck_commit")})
@@ -106,16 +114,18 @@ def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class CellOptimum:
-    """The optimal learning rate of one cell: the curves it was read from and the fits."""
+    """The optimal learning rate of one cell, the stability boundary above it, and the curves behind them."""
 
     parametrization: str
     width: int
     tokens: int
     lrs: tuple[float, ...]  # the curve: every lr_log2 measured in the cell ...
     losses: tuple[float, ...]  # ... and the seed-mean loss (inf where any seed diverged)
-    fit: CurveFit  # of the seed-mean curve
-    seed_optima: tuple[tuple[int, float], ...]  # (seed, its own optimum; NaN when censored or diverged)
-    seed_losses: tuple[tuple[int, tuple[float, ...]], ...]  # (seed, its curve over lrs)
+    fit: CurveFit  # of the seed-mean curve: whether the cell's optimum is censored
+    seed_fits: tuple[tuple[int, CurveFit], ...]  # each seed's own fit
+    seed_losses: tuple[tuple[int, tuple[float, ...]], ...]  # (seed, its curve over lrs; inf: diverged)
+    seed_usable: tuple[tuple[int, tuple[bool, ...]], ...]  # (seed, False where the run diverged or was unstable)
+    seed_boundaries: tuple[tuple[int, Boundary], ...]  # (seed, its stability boundary)
     flags: tuple[str, ...] = field(default=())
 
     @property
@@ -124,12 +134,24 @@ class CellOptimum:
 
     @property
     def n_seeds(self) -> int:
-        return len(self.seed_optima)
+        return len(self.seed_fits)
+
+    @property
+    def seed_optima(self) -> tuple[tuple[int, float], ...]:
+        """(seed, its own optimum; NaN when censored, pinned or every rate diverged)."""
+        return tuple((s, f.x0 if f.found else math.nan) for s, f in self.seed_fits)
+
+    @property
+    def found_optima(self) -> list[float]:
+        return [x for _, x in self.seed_optima if math.isfinite(x)]
 
     @property
     def found(self) -> bool:
-        """An optimum inside the measured rates, with at least 3 converged rates to locate it."""
-        return self.fit.found and int(np.isfinite(self.losses).sum()) >= 3
+        """An optimum inside the measured rates, with at least 3 usable rates to locate it, found for at least
+        half of the seeds."""
+        usable = int(np.isfinite(self.losses).sum())
+        return (self.fit.censored is None and math.isfinite(self.fit.x0) and usable >= 3
+                and 2 * len(self.found_optima) >= self.n_seeds)
 
     @property
     def censored(self) -> str | None:
@@ -137,24 +159,64 @@ class CellOptimum:
 
     @property
     def lr_log2(self) -> float:
-        """The optimum: the mean of the per-seed optima with two or more seeds, else the fit's (the edge
+        """The optimum: the mean of the seeds' own optima (those found), else the seed-mean curve's (the edge
         rate when censored; NaN when every rate diverged)."""
-        per_seed = [x for _, x in self.seed_optima]
-        if len(per_seed) >= 2 and self.found and all(math.isfinite(x) for x in per_seed):
-            return float(np.mean(per_seed))
-        return self.fit.x0
+        found = self.found_optima
+        return float(np.mean(found)) if self.found and found else self.fit.x0
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """95% interval over seeds (None with one seed, or when a seed's optimum is censored)."""
-        return t_interval([x for _, x in self.seed_optima]) if self.found else None
+        """95% interval over the seeds whose optimum was found (the same seeds as `lr_log2`); None with fewer
+        than two."""
+        return t_interval(self.found_optima) if self.found else None
 
     @property
     def seed_sd(self) -> float:
-        """Seed-to-seed standard deviation of the optimum, log2 (NaN with fewer than two seeds)."""
-        per_seed = [x for _, x in self.seed_optima]
-        return float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 and all(map(math.isfinite, per_seed)) \
-            else math.nan
+        """Seed-to-seed standard deviation of the optimum, log2 (NaN with fewer than two found)."""
+        found = self.found_optima
+        return float(np.std(found, ddof=1)) if len(found) >= 2 else math.nan
+
+    @functools.cached_property
+    def shape(self) -> CurveShape:
+        """The seed-mean curve's curvature on each side of the cell's optimum (x0 held at `lr_log2`)."""
+        return fit_shape(self.lrs, self.losses, self.lr_log2)
+
+    # --- the stability boundary and the margin -----------------------------------------------------
+
+    @property
+    def boundary(self) -> float:
+        """Mean of the seeds' boundaries, log2 (a lower bound when `boundary_censored`)."""
+        xs = [b.x for _, b in self.seed_boundaries if math.isfinite(b.x)]
+        return float(np.mean(xs)) if xs else math.nan
+
+    @property
+    def boundary_censored(self) -> bool:
+        """Some seed had no unusable rate above its optimum: the boundary lies above the measured rates."""
+        return any(b.censored for _, b in self.seed_boundaries)
+
+    @property
+    def boundary_interval(self) -> tuple[float, float] | None:
+        if self.boundary_censored:
+            return None
+        return t_interval([b.x for _, b in self.seed_boundaries])
+
+    @property
+    def seed_margins(self) -> list[float]:
+        """Each seed's boundary minus its own optimum (seeds with both)."""
+        bounds = dict(self.seed_boundaries)
+        return [bounds[s].x - x for s, x in self.seed_optima if math.isfinite(x) and math.isfinite(bounds[s].x)]
+
+    @property
+    def margin(self) -> float:
+        """Boundary minus optimum, log2, mean over the seeds with both (a lower bound when censored)."""
+        margins = self.seed_margins
+        return float(np.mean(margins)) if self.found and margins else math.nan
+
+    @property
+    def margin_interval(self) -> tuple[float, float] | None:
+        return None if self.boundary_censored or not self.found else t_interval(self.seed_margins)
+
+    # --- losses -----------------------------------------------------------------------------------------
 
     @property
     def grid_lr_log2(self) -> float:
@@ -171,17 +233,16 @@ class CellOptimum:
 
     def loss_at(self, x: float) -> tuple[float, str]:
         """The cell's seed-mean loss at lr 2^x and where it comes from: a run within MEASURED_WITHIN
-        log2 ("measured"), the fitted curve inside the measured range ("fitted"), or nothing beyond it
-        (NaN, "outside the measured rates")."""
+        log2 ("measured"), the fitted shape near the optimum ("fitted"), between two runs ("interpolated"),
+        or nothing beyond the measured rates (NaN, "outside the measured rates")."""
         lrs = np.asarray(self.lrs)
         j = int(np.argmin(np.abs(lrs - x)))
         if abs(lrs[j] - x) <= MEASURED_WITHIN:
             return float(self.losses[j]), "measured"
         if not lrs[0] <= x <= lrs[-1]:
             return math.nan, "outside the measured rates"
-        if self.fit.fitted and abs(x - self.fit.x0) <= FIT_WINDOW:
-            return self.fit.loss_at(x), "fitted"
-        # Far from the minimum: between the two measured neighbours (inf if either diverged).
+        if self.shape.fitted and abs(x - self.shape.x0) <= SHAPE_WINDOW:
+            return self.shape.loss_at(x), "fitted"
         k = int(np.searchsorted(lrs, x))
         lo, hi = self.losses[k - 1], self.losses[k]
         if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -189,53 +250,95 @@ class CellOptimum:
         w = (x - lrs[k - 1]) / (lrs[k] - lrs[k - 1])
         return float(lo + w * (hi - lo)), "interpolated"
 
+    def seed_losses_at(self, x: float) -> tuple[dict[int, float], str]:
+        """Each seed's own loss at lr 2^x: its run within MEASURED_WITHIN ("measured"), or linear between its
+        two runs around x when they are at most INTERPOLATE_WITHIN apart ("interpolated"); ({}, why) else.
+        inf where a run diverged."""
+        lrs = np.asarray(self.lrs)
+        j = int(np.argmin(np.abs(lrs - x)))
+        if abs(lrs[j] - x) <= MEASURED_WITHIN:
+            return {s: float(curve[j]) for s, curve in self.seed_losses}, "measured"
+        if not lrs[0] <= x <= lrs[-1]:
+            return {}, "outside the measured rates"
+        k = int(np.searchsorted(lrs, x))
+        if lrs[k] - lrs[k - 1] > INTERPOLATE_WITHIN:
+            return {}, f"no runs within {INTERPOLATE_WITHIN:g} log2 on both sides"
+        w = (x - lrs[k - 1]) / (lrs[k] - lrs[k - 1])
+        out = {}
+        for s, curve in self.seed_losses:
+            lo, hi = curve[k - 1], curve[k]
+            out[s] = float(lo + w * (hi - lo)) if math.isfinite(lo) and math.isfinite(hi) else math.inf
+        return out, "interpolated"
+
     def describe(self) -> str:
         if not np.isfinite(self.losses).any():
             return "no optimum (every learning rate diverged)"
         if self.censored:
             side = "below" if self.censored == "low" else "above"
             return f"lr* {side} the measured rates (at or {side} 2^{self.fit.x0:g}: censored)"
+        if not self.found:
+            return f"lr* not located (fewer than half of {self.n_seeds} seeds' optima found)"
         text = f"lr* = 2^{self.lr_log2:.2f}"
+        n = len(self.found_optima)
         if self.interval:
-            text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}] over {self.n_seeds} seeds"
+            text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}] over {n} seeds"
+            if n < self.n_seeds:
+                text += f" (of {self.n_seeds})"
         else:
-            text += f" ({self.n_seeds} seed: no interval)" if self.n_seeds == 1 else ""
+            text += f" ({self.n_seeds} seed: no interval)" if self.n_seeds == 1 else f" ({n} seed found: no interval)"
         return text
 
 
-def find_optima(df: pd.DataFrame) -> dict[tuple[str, int, int], CellOptimum]:
-    """The optimum of every (parametrization, width, tokens) cell of a collected frame."""
+def find_optima(df: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE
+                ) -> dict[tuple[str, int, int], CellOptimum]:
+    """The optimum of every (parametrization, width, tokens) cell of a collected frame; `boundary_rise` sets
+    where each seed's stability boundary lies (the grid's `[stability] boundary_rise`)."""
     out = {}
     for (par, width, tokens), group in df.groupby(list(CELL), sort=True):
         cell = (str(par), int(width), int(tokens))  # type: ignore[call-overload]  # pandas types keys as Hashable
-        out[cell] = cell_optimum(cell, group)
+        out[cell] = cell_optimum(cell, group, boundary_rise)
     return out
 
 
-def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lrs, seeds, losses[lr, seed]) with +inf for diverged runs."""
-    values = group.assign(loss=np.where(group["status"] == "diverged", np.inf, group["loss"]))
-    table = values.pivot_table(index="lr_log2", columns="seed", values="loss", aggfunc="first", dropna=False)
-    return table.index.to_numpy(float), table.columns.to_numpy(), table.to_numpy(float)
+def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lrs, seeds, losses[lr, seed], usable[lr, seed]): inf for diverged runs, NaN for a missing pair; usable
+    False where a run diverged or was unstable. (With numpy, not pivot_table: a cell is a few dozen rows,
+    and the estimator tests build thousands of cells.)"""
+    status = group["status"].to_numpy()
+    lr_values, seed_values = group["lr_log2"].to_numpy(float), group["seed"].to_numpy()
+    lrs, i = np.unique(lr_values, return_inverse=True)
+    seeds, j = np.unique(seed_values, return_inverse=True)
+    losses = np.full((len(lrs), len(seeds)), np.nan)
+    usable = np.zeros((len(lrs), len(seeds)), dtype=bool)
+    # The first row of a (lr, seed) pair wins, as pivot_table's "first" did: reversed, so it is written last.
+    values = np.where(status == "diverged", np.inf, group["loss"].to_numpy(float))
+    losses[i[::-1], j[::-1]] = values[::-1]
+    usable[i[::-1], j[::-1]] = (status == "ok")[::-1]
+    return lrs, seeds, losses, usable
 
 
-def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame) -> CellOptimum:
+def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame,
+                 boundary_rise: float = DEFAULT_BOUNDARY_RISE) -> CellOptimum:
     """The optimum of one cell from its rows (any number of seeds)."""
-    lrs, seeds, matrix = _loss_matrix(group)
+    lrs, seeds, matrix, usable = _loss_matrix(group)
     if np.isnan(matrix).any():
         raise StoreError(f"cell {cell}: some (lr, seed) pairs have no loss; every run of a cell is needed")
-    curve = matrix.mean(axis=1)  # inf wherever any seed diverged
-    fits = [fit_minimum(lrs, matrix[:, k]) for k in range(len(seeds))]
-    opt = CellOptimum(cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(curve), fit_minimum(lrs, curve),
-                      tuple((int(s), f.x0 if f.found else math.nan) for s, f in zip(seeds, fits)),
-                      tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)))
+    fit_matrix = np.where(usable, matrix, np.inf)  # the optimum is read off usable runs only
+    curve = fit_matrix.mean(axis=1)  # inf wherever any seed's run is not usable
+    opt = CellOptimum(
+        cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(np.where(np.isinf(curve), matrix.mean(axis=1), curve)),
+        fit_minimum(lrs, curve),
+        tuple((int(s), fit_minimum(lrs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
+        tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)),
+        tuple((int(s), tuple(bool(u) for u in usable[:, k])) for k, s in enumerate(seeds)),
+        tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)))
     return dataclasses.replace(opt, flags=_flags(opt, group))
 
 
 def _flags(opt: CellOptimum, group: pd.DataFrame) -> tuple[str, ...]:
     flags = []
     where = f"{opt.parametrization} width={opt.width} tokens={format_tokens(opt.tokens)}"
-    finite = int(np.isfinite(opt.losses).sum())
+    usable = int(np.isfinite(opt.losses).sum())
     if not np.isfinite(opt.losses).any():
         flags.append(f"{where}: every learning rate diverged; extend lr_log2 toward lower values")
     elif opt.censored == "low":
@@ -244,12 +347,24 @@ def _flags(opt: CellOptimum, group: pd.DataFrame) -> tuple[str, ...]:
     elif opt.censored == "high":
         flags.append(f"{where}: optimum on the upper edge of lr_log2 (2^{opt.lrs[-1]:g}): censored, the true "
                      "optimum lies above; extend lr_log2 toward higher values")
-    elif opt.n_seeds >= 2 and opt.interval is None:
-        flags.append(f"{where}: some seeds' own optima are censored or diverged; no interval over seeds")
-    if finite and not opt.censored and finite < 3:
-        flags.append(f"{where}: only {finite} learning rate(s) converged; too few to locate the optimum")
-    diverged = group[group["status"] == "diverged"]
-    if len(diverged):
-        lrs = ", ".join(f"2^{x:g}" for x in sorted(set(diverged["lr_log2"])))
-        flags.append(f"{where}: {len(diverged)} run(s) diverged (at lr {lrs}); counted as worse than any finite loss")
+    else:
+        lost = [(s, f) for s, f in opt.seed_fits if not f.found]
+        if lost:
+            why = ", ".join(f"seed {s} {'censored' if f.censored else 'pinned'} "
+                            f"{'low' if (f.censored or f.pinned) == 'low' else 'high'}" for s, f in lost)
+            flags.append(f"{where}: {len(lost)} of {opt.n_seeds} seeds' own optima not located ({why}): left out "
+                         "of the optimum and its interval alike" + ("" if opt.found else "; too few left to locate "
+                                                                     "the cell's optimum") +
+                         "; refine the rates around the optimum")
+    if not opt.censored and any(f.coarse for _, f in opt.seed_fits):
+        flags.append(f"{where}: rates an octave apart near the optimum: it is read off a fit over +-2 octaves, which "
+                     "a stability wall within that range pulls toward itself; add a [refine] table")
+    if usable and not opt.censored and usable < 3:
+        flags.append(f"{where}: only {usable} learning rate(s) usable; too few to locate the optimum")
+    for status, what in (("diverged", "diverged"), ("unstable", "unstable (the training loss spiked, or ended "
+                                                                "no lower than it started)")):
+        bad = group[group["status"] == status]
+        if len(bad):
+            lrs = ", ".join(f"2^{x:g}" for x in sorted(set(bad["lr_log2"])))
+            flags.append(f"{where}: {len(bad)} run(s) {what} (at lr {lrs}); counted as worse than any usable rate")
     return tuple(flags)

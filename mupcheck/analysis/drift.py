@@ -1,16 +1,24 @@
-"""How the optimal learning rate moves with the token budget and with width, with intervals over seeds.
+"""How the optimal learning rate, and the stability margin above it, move with the token budget and width.
 
     fit = fit_drift(df, "mup")                     # log2 lr*(T) = a_width - beta * log2 T
     fit.beta, fit.interval                         # "each doubling of tokens moves the optimum by -beta log2"
+    fit.lack_of_fit                                # a curvature in log2 T that one beta cannot describe
     law = width_law(df, "mup")                     # log2 lr*(w) = a_tokens + slope * log2 w
+    margin = margin_law(optima, "mup", "tokens")   # the margin (boundary - optimum) against log2 T
     pred = predict(fit, width=4096, tokens=100e9)  # uses the width slope; interval over seeds
 
 Fits are least squares with a shared slope and one intercept per group (per width along tokens, per
 token budget along width), over the cells whose optimum was found: a censored optimum (on the edge of
-the measured rates) is left out, never fitted as if exact. Intervals come from refitting on each seed's
-own optima and taking a Student-t interval over seeds: a seed fixes init and data order in every cell,
-so this keeps the correlation between cells that a bootstrap over cells would ignore. With one seed
-there is no interval, and the text says so.
+the measured rates) is left out, never fitted as if exact. The law is fitted on each seed's own optima
+and averaged, with a Student-t interval over seeds: a seed fixes init and data order in every cell, so
+this keeps the correlation between cells that a bootstrap over cells would ignore. Only seeds whose
+optimum was found in every cell the law uses take part, in the point estimate and the interval alike
+(for such seeds the mean of their slopes is the slope of their mean optima). With fewer than two such
+seeds the law is fitted on the cells' optima and has no interval, and the text says so.
+
+Before the drift law is used it is checked: a curvature term q (log2 T - mean)^2 is fitted the same way,
+per seed, with its interval. When that interval excludes 0, one beta does not describe the data (the
+optimum bends along tokens), the report says so beside the residuals, and `predict` warns.
 
 Published values to set beside it: the optimal LR falls as a power of the token horizon (Bjorck et al.
 2024, arXiv 2409.19913); eta ~ T^b with b near -0.5 under WSD (Power Scheduler, arXiv 2408.13359), i.e.
@@ -20,7 +28,9 @@ beta near 0.5. Under muP the width slope is about 0; under SP with Adam about -1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,17 +39,19 @@ from mupcheck.analysis.collect import CellOptimum, find_optima
 from mupcheck.analysis.curves import t_interval, t_quantile
 from mupcheck.fmt import format_tokens
 
-__all__ = ["PUBLISHED", "DriftFit", "Prediction", "WidthLaw", "fit_drift", "predict", "width_law"]
+__all__ = ["PUBLISHED", "DriftFit", "MarginLaw", "Prediction", "WidthLaw", "drift_law", "fit_drift", "margin_law",
+           "predict", "width_law"]
 
 PUBLISHED = ("published: the optimal LR falls as a power of the token horizon (Bjorck et al. 2024, "
              "arXiv 2409.19913); eta ~ T^b with b near -0.5 under WSD (Power Scheduler, arXiv 2408.13359), "
              "i.e. beta near 0.5")
 
 Optima = dict[tuple[str, int, int], CellOptimum]
-Cell = tuple[int, int, float]  # (width, tokens, optimal lr_log2)
+Cell = tuple[int, int, float]  # (width, tokens, value)
+Point = tuple[int, float, float]  # (group, x, y)
 
 
-def _shared_slope(points: list[tuple[int, float, float]]) -> tuple[float, dict[int, float]] | None:
+def _shared_slope(points: list[Point]) -> tuple[float, dict[int, float]] | None:
     """Least squares y = intercept[group] + slope * x over (group, x, y); None without two x in a group."""
     groups: dict[int, list[tuple[float, float]]] = {}
     for g, x, y in points:
@@ -55,11 +67,24 @@ def _shared_slope(points: list[tuple[int, float, float]]) -> tuple[float, dict[i
     return slope, {g: float(np.mean([y - slope * x for x, y in pts])) for g, pts in groups.items()}
 
 
-def _line(points: list[tuple[float, float, float]]) -> tuple[float, float, float] | None:
-    """Least squares y = a + b * u + c * v over (u, v, y); None when it is not determined."""
-    if len(points) < 3:
+def _curvature(points: list[Point]) -> float | None:
+    """The q of y = intercept[group] + slope * x + q * (x - mean_x[group])^2; None without three x in a group."""
+    groups = sorted({g for g, _, _ in points})
+    if not any(len({x for gg, x, _ in points if gg == g}) >= 3 for g in groups):
         return None
-    u, v, y = np.array(points).T
+    means = {g: float(np.mean([x for gg, x, _ in points if gg == g])) for g in groups}
+    design = np.array([[float(g == h) for h in groups] + [x, (x - means[g]) ** 2] for g, x, _ in points])
+    y = np.array([y for _, _, y in points])
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return None
+    return float(np.linalg.lstsq(design, y, rcond=None)[0][-1])
+
+
+def _plane(cells: list[Cell]) -> tuple[float, float, float] | None:
+    """Least squares y = a + b log2 w + c log2 T; None when it is not determined."""
+    if len(cells) < 3:
+        return None
+    u, v, y = np.array([(math.log2(w), math.log2(t), y) for w, t, y in cells]).T
     design = np.stack([np.ones_like(u), u, v], axis=1)
     if np.linalg.matrix_rank(design) < 3:
         return None
@@ -67,83 +92,157 @@ def _line(points: list[tuple[float, float, float]]) -> tuple[float, float, float
     return float(a), float(b), float(c)
 
 
-def _cells(optima: Optima, parametrization: str, tokens: set[int] | None = None) -> list[Cell]:
-    return sorted((w, t, o.lr_log2) for (p, w, t), o in optima.items()
-                  if p == parametrization and o.found and (tokens is None or t in tokens))
+@dataclass(frozen=True)
+class _Table:
+    """One quantity per cell (mean over seeds) and per seed, restricted to the seeds complete in every cell."""
+
+    cells: list[Cell]  # (width, tokens, cell value) of the cells the law uses
+    seeds: dict[int, list[Cell]]  # complete seeds only: their own value in every one of those cells
+    n_seeds: int  # seeds in the grid
+    left_out: tuple[tuple[int, int], ...]  # (width, tokens) cells without a value (censored, not found)
+
+    def fit(self, to_points: Callable[[list[Cell]], list[Point]],
+            estimator: Callable[[list[Point]], float | None]) -> tuple[float | None, tuple[float, float] | None]:
+        """The estimator on each complete seed, averaged, with its 95% interval; on the cells' values
+        without an interval when fewer than two seeds are complete."""
+        per_seed = [estimator(to_points(c)) for c in self.seeds.values()]
+        values = [v for v in per_seed if v is not None]
+        if len(self.seeds) >= 2 and len(values) == len(per_seed):
+            return float(np.mean(values)), t_interval(values)
+        return estimator(to_points(self.cells)), None
 
 
-def _seed_cells(optima: Optima, parametrization: str, tokens: set[int] | None = None) -> dict[int, list[Cell]]:
-    """Each seed's own optima, cell by cell (found cells only)."""
-    out: dict[int, list[Cell]] = {}
-    for (p, w, t), o in optima.items():
-        if p != parametrization or not o.found or (tokens is not None and t not in tokens):
-            continue
-        for seed, x in o.seed_optima:
-            if math.isfinite(x):
-                out.setdefault(seed, []).append((w, t, x))
-    return out
+def _optimum_table(optima: Optima, parametrization: str, tokens: set[int] | None = None) -> _Table:
+    chosen = {k: o for k, o in optima.items() if k[0] == parametrization and (tokens is None or k[2] in tokens)}
+    used = {(w, t): o for (_, w, t), o in chosen.items() if o.found}
+    cells = sorted((w, t, o.lr_log2) for (w, t), o in used.items())
+    all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
+    seeds = {}
+    for s in all_seeds:
+        own = [(w, t, dict(o.seed_optima).get(s, math.nan)) for (w, t), o in sorted(used.items())]
+        if own and all(math.isfinite(y) for _, _, y in own):
+            seeds[s] = own
+    left_out = tuple(sorted((w, t) for (_, w, t), o in chosen.items() if not o.found))
+    return _Table(cells, seeds, len(all_seeds), left_out)
+
+
+def _along_tokens(cells: list[Cell]) -> list[Point]:
+    return [(w, math.log2(t), y) for w, t, y in cells]
+
+
+def _along_width(cells: list[Cell]) -> list[Point]:
+    return [(t, math.log2(w), y) for w, t, y in cells]
+
+
+def _slope(points: list[Point]) -> float | None:
+    fit = _shared_slope(points)
+    return None if fit is None else fit[0]
 
 
 @dataclass(frozen=True)
 class DriftFit:
-    """log2 lr*(T) = a[width] - beta * log2(T), jointly over widths, with per-width fits beside it; and,
-    for predictions, one plane log2 lr* = a + width_slope * log2 w - beta * log2 T."""
+    """log2 lr*(T) = a[width] - beta * log2(T), jointly over widths, with per-width fits beside it; the
+    curvature check of that law; and, for predictions, one plane log2 lr* = a + width_slope * log2 w -
+    beta * log2 T."""
 
     parametrization: str
     beta: float
     intercepts: dict[int, float]
-    interval: tuple[float, float] | None  # 95% over seeds
-    per_width: dict[int, tuple[float, float]]  # width -> (a, beta) of that width alone
+    interval: tuple[float, float] | None  # 95% over the complete seeds
+    per_width: dict[int, tuple[float, float]]  # width -> (a, beta) of that width alone (cells' optima)
     cells: tuple[Cell, ...]  # the found optima the fit rests on
-    censored: tuple[tuple[int, int], ...]  # (width, tokens) cells left out
-    plane: tuple[float, float, float] | None  # (a, width_slope, -beta) over all cells; None with one width
-    seed_planes: tuple[tuple[float, float, float], ...]  # the same plane fitted on each seed's optima
-    n_seeds: int
+    censored: tuple[tuple[int, int], ...]  # (width, tokens) cells left out (censored or not located)
+    plane: tuple[float, float, float] | None  # (a, width_slope, -beta); None with one width
+    seed_planes: tuple[tuple[float, float, float], ...]  # the same plane fitted on each complete seed
+    n_seeds: int  # seeds in the grid
+    seeds_used: int = 0  # seeds complete in every cell (0: the law rests on the cells' optima, no interval)
+    curvature: float | None = None  # q of the curvature check (None: fewer than 3 budgets)
+    curvature_interval: tuple[float, float] | None = None
+    residuals: tuple[Cell, ...] = ()  # (width, tokens, cell optimum - law)
+
+    @property
+    def lack_of_fit(self) -> bool:
+        """The curvature's 95% interval excludes 0: one beta does not describe how the optimum moves."""
+        iv = self.curvature_interval
+        return iv is not None and (iv[0] > 0 or iv[1] < 0)
 
     def sentence(self) -> str:
         # The optimum moves by -beta per doubling; 0.0 - x keeps a zero from printing as "-0.00".
         moves = None if self.interval is None else (0.0 - self.interval[1], 0.0 - self.interval[0])
-        return _doubling_sentence("tokens", 0.0 - self.beta, moves, self.n_seeds,
-                                  "no interval: a seed's optima are censored")
+        return _doubling_sentence("tokens", "the optimum", 0.0 - self.beta, moves, self.n_seeds,
+                                  _why_no_interval(self.n_seeds, self.seeds_used))
+
+    def fit_sentence(self) -> str:
+        """Whether one beta describes the data: the curvature check, in words."""
+        if self.curvature is None:
+            return "curvature not checked: fewer than 3 token budgets at one width"
+        iv = self.curvature_interval
+        text = f"curvature q = {self.curvature:+.3f} per log2(T)^2"
+        if iv is None:
+            return text + " (no interval: " + _why_no_interval(self.n_seeds, self.seeds_used) + ")"
+        text += f" (95% interval {iv[0]:+.3f} .. {iv[1]:+.3f})"
+        if self.lack_of_fit:
+            way = "steepens" if self.curvature < 0 else "flattens"
+            return (text + f": ONE BETA DOES NOT DESCRIBE THE DATA: the optimum's fall {way} with the budget, so "
+                    "beta depends on which budgets it is fitted on and a power rule extrapolates poorly")
+        return text + ": consistent with one beta"
 
 
-def _doubling_sentence(axis: str, slope: float, interval: tuple[float, float] | None, n_seeds: int,
+def _why_no_interval(n_seeds: int, seeds_used: int) -> str:
+    if n_seeds < 2:
+        return "one seed: no interval"
+    return f"no interval: fewer than two seeds have an optimum in every cell ({seeds_used} of {n_seeds})"
+
+
+def _doubling_sentence(axis: str, what: str, slope: float, interval: tuple[float, float] | None, n_seeds: int,
                        why_no_interval: str) -> str:
-    """'each doubling of <axis> moves the optimum by <slope> log2 (95% interval ..)', the laws' one reading."""
-    text = f"each doubling of {axis} moves the optimum by {slope:+.2f} log2"
+    """'each doubling of <axis> moves <what> by <slope> log2 (95% interval ..)', the laws' one reading."""
+    text = f"each doubling of {axis} moves {what} by {slope:+.2f} log2"
     if interval:
         return text + f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} over seeds)"
     return text + (" (one seed: no interval)" if n_seeds < 2 else f" ({why_no_interval})")
 
 
 def fit_drift(df: pd.DataFrame, parametrization: str = "mup", tokens: set[int] | None = None) -> DriftFit | None:
-    """Fit the drift law on a collected frame (optionally on a subset of token budgets); None if no width
-    has two found optima at different budgets."""
-    sub = df[df["parametrization"] == parametrization]
-    optima = find_optima(sub)
-    cells = _cells(optima, parametrization, tokens)
-    fit = _shared_slope([(w, math.log2(t), y) for w, t, y in cells])
-    if fit is None:
+    """The drift law of a collected frame (see `drift_law`)."""
+    return drift_law(find_optima(df[df["parametrization"] == parametrization]), parametrization, tokens)
+
+
+def drift_law(optima: Optima, parametrization: str = "mup", tokens: set[int] | None = None) -> DriftFit | None:
+    """Fit the drift law on a cell's optima (optionally on a subset of token budgets); None if no width has
+    two found optima at different budgets."""
+    table = _optimum_table(optima, parametrization, tokens)
+    slope, interval = table.fit(_along_tokens, _slope)
+    if slope is None:
         return None
-    slope, intercepts = fit
+    complete = len(table.seeds) >= 2
+    intercepts = _intercepts(table, _along_tokens, slope)
     per_width = {}
-    for w in sorted({c[0] for c in cells}):
-        one = _shared_slope([(w, math.log2(t), y) for ww, t, y in cells if ww == w])
+    for w in sorted({c[0] for c in table.cells}):
+        one = _shared_slope([(w, math.log2(t), y) for ww, t, y in table.cells if ww == w])
         if one is not None:
             per_width[w] = (one[1][w], -one[0])
-    seeds = _seed_cells(optima, parametrization, tokens)
-    seed_betas = [s for s in (_shared_slope([(w, math.log2(t), y) for w, t, y in c]) for c in seeds.values())
-                  if s is not None]
-    interval = t_interval([-b for b, _ in seed_betas]) if len(seed_betas) == len(seeds) else None
-    seed_planes = [p for p in (_plane_of(c) for c in seeds.values()) if p is not None]
-    censored = tuple(sorted((w, t) for (p, w, t), o in optima.items()
-                            if p == parametrization and not o.found and (tokens is None or t in tokens)))
-    return DriftFit(parametrization, -slope, intercepts, interval, per_width, tuple(cells), censored,
-                    _plane_of(cells), tuple(seed_planes) if len(seed_planes) == len(seeds) else (), len(seeds))
+    curvature, curvature_iv = table.fit(_along_tokens, _curvature)
+    residuals = tuple((w, t, y - (intercepts[w] + slope * math.log2(t))) for w, t, y in table.cells)
+    planes = [_plane(c) for c in table.seeds.values()] if complete else []
+    seed_planes = tuple(p for p in planes if p is not None) if planes and None not in planes else ()
+    plane = (_mean_plane(seed_planes) if seed_planes else _plane(table.cells))
+    return DriftFit(parametrization, -slope, intercepts, None if interval is None else (-interval[1], -interval[0]),
+                    per_width, tuple(table.cells), table.left_out, plane, seed_planes, table.n_seeds,
+                    len(table.seeds) if complete else 0, curvature, curvature_iv, residuals)
 
 
-def _plane_of(cells: list[Cell]) -> tuple[float, float, float] | None:
-    return _line([(math.log2(w), math.log2(t), y) for w, t, y in cells])
+def _mean_plane(planes: tuple[tuple[float, float, float], ...]) -> tuple[float, float, float]:
+    a, b, c = np.mean(np.array(planes), axis=0)
+    return float(a), float(b), float(c)
+
+
+def _intercepts(table: _Table, to_points: Callable[[list[Cell]], list[Point]], slope: float) -> dict[int, float]:
+    """Each group's intercept, given the slope: the mean of its cells' values minus slope * x."""
+    groups: dict[int, list[float]] = {}
+    for g, x, y in to_points(table.cells):
+        groups.setdefault(g, []).append(y - slope * x)
+    return {g: float(np.mean(v)) for g, v in groups.items()}
 
 
 @dataclass(frozen=True)
@@ -152,26 +251,73 @@ class WidthLaw:
 
     parametrization: str
     slope: float
-    interval: tuple[float, float] | None  # 95% over seeds
+    interval: tuple[float, float] | None  # 95% over the complete seeds
     n_seeds: int
     cells: int
+    seeds_used: int = 0
 
     def sentence(self) -> str:
-        return _doubling_sentence("width", self.slope, self.interval, self.n_seeds, "no interval")
+        return _doubling_sentence("width", "the optimum", self.slope, self.interval, self.n_seeds,
+                                  _why_no_interval(self.n_seeds, self.seeds_used))
 
 
-def width_law(df: pd.DataFrame, parametrization: str = "mup") -> WidthLaw | None:
-    """The slope of the optimum against width (shared over token budgets); None with one width."""
-    optima = find_optima(df[df["parametrization"] == parametrization])
-    cells = _cells(optima, parametrization)
-    fit = _shared_slope([(t, math.log2(w), y) for w, t, y in cells])
-    if fit is None:
+def width_law(df: pd.DataFrame | Optima, parametrization: str = "mup") -> WidthLaw | None:
+    """The slope of the optimum against width (shared over token budgets); None with one width. Takes a
+    collected frame or its optima."""
+    optima = df if isinstance(df, dict) else find_optima(df[df["parametrization"] == parametrization])
+    table = _optimum_table(optima, parametrization)
+    slope, interval = table.fit(_along_width, _slope)
+    if slope is None:
         return None
-    seeds = _seed_cells(optima, parametrization)
-    slopes = [s for s in (_shared_slope([(t, math.log2(w), y) for w, t, y in c]) for c in seeds.values())
-              if s is not None]
-    interval = t_interval([s for s, _ in slopes]) if len(slopes) == len(seeds) else None
-    return WidthLaw(parametrization, fit[0], interval, len(seeds), len(cells))
+    return WidthLaw(parametrization, slope, interval, table.n_seeds, len(table.cells),
+                    len(table.seeds) if len(table.seeds) >= 2 else 0)
+
+
+@dataclass(frozen=True)
+class MarginLaw:
+    """margin(x) = a[group] + slope * log2(x) along tokens or width, where margin = boundary - optimum."""
+
+    parametrization: str
+    axis: Literal["tokens", "width"]
+    slope: float
+    interval: tuple[float, float] | None
+    n_seeds: int
+    cells: tuple[Cell, ...]  # (width, tokens, margin) of the cells it rests on
+    left_out: tuple[tuple[int, int], ...]  # cells without a measured margin (boundary beyond the rates, ...)
+    seeds_used: int = 0
+
+    def sentence(self) -> str:
+        return _doubling_sentence(self.axis, "the stability margin", self.slope, self.interval, self.n_seeds,
+                                  _why_no_interval(self.n_seeds, self.seeds_used))
+
+
+def _margin_table(optima: Optima, parametrization: str) -> _Table:
+    chosen = {k: o for k, o in optima.items() if k[0] == parametrization}
+    used = {(w, t): o for (_, w, t), o in chosen.items() if math.isfinite(o.margin) and not o.boundary_censored}
+    cells = sorted((w, t, o.margin) for (w, t), o in used.items())
+    all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
+    seeds = {}
+    for s in all_seeds:
+        own = []
+        for (w, t), o in sorted(used.items()):
+            x, b = dict(o.seed_optima).get(s, math.nan), dict(o.seed_boundaries).get(s)
+            own.append((w, t, b.x - x if b is not None and math.isfinite(x) else math.nan))
+        if own and all(math.isfinite(y) for _, _, y in own):
+            seeds[s] = own
+    left_out = tuple(sorted((w, t) for (_, w, t) in chosen if (w, t) not in used))
+    return _Table(cells, seeds, len(all_seeds), left_out)
+
+
+def margin_law(optima: Optima, parametrization: str, axis: Literal["tokens", "width"]) -> MarginLaw | None:
+    """How the stability margin moves along `axis` (a shared slope, one intercept per value of the other
+    axis), over the cells whose boundary and optimum were both measured; None with fewer than two."""
+    table = _margin_table(optima, parametrization)
+    to_points = _along_tokens if axis == "tokens" else _along_width
+    slope, interval = table.fit(to_points, _slope)
+    if slope is None:
+        return None
+    return MarginLaw(parametrization, axis, slope, interval, table.n_seeds, tuple(table.cells), table.left_out,
+                     len(table.seeds) if len(table.seeds) >= 2 else 0)
 
 
 @dataclass(frozen=True)
@@ -194,13 +340,14 @@ class Prediction:
                  f"tokens={format_tokens(int(self.tokens))}: 2^{self.lr_log2:.2f} = {2 ** self.lr_log2:.3g}"]
         if self.interval:
             lo, hi = self.interval
-            lines.append(f"  95% interval over {f.n_seeds} seeds: 2^{lo:.2f} .. 2^{hi:.2f} "
+            lines.append(f"  95% interval over {len(f.seed_planes)} seeds: 2^{lo:.2f} .. 2^{hi:.2f} "
                          f"({2 ** lo:.3g} .. {2 ** hi:.3g}); it covers the seeds' spread of the fit, not whether "
                          "the law holds out there")
         else:
             lines.append(f"  no interval: {self.note}")
         lines.append(f"  law: log2 lr* = a {self.width_slope:+.3f} * log2(width) - {f.beta:.3f} * log2(tokens); "
                      f"{f.sentence()}")
+        lines.append(f"  check of the law: {f.fit_sentence()}")
         spread = max(f.intercepts.values()) - min(f.intercepts.values())
         lines.append(f"  width: intercepts a per width {', '.join(f'{w}: {f.intercepts[w]:.2f}' for w in widths)} "
                      f"(spread {spread:.2f} log2; muP's promise is that it does not depend on width)")
@@ -208,10 +355,14 @@ class Prediction:
             f"w{w}/{format_tokens(t)}: {y:.2f}" for w, t, y in f.cells))
         if f.censored:
             left_out = ", ".join(f"w{w}/{format_tokens(t)}" for w, t in f.censored)
-            lines.append(f"  left out (censored optima): {left_out}")
+            lines.append(f"  left out (optimum censored or not located): {left_out}")
         lines.append(f"  extrapolation: {beyond_t:+.1f} octaves of tokens beyond the largest measured budget "
                      f"({format_tokens(measured[-1])}), {beyond_w:+.1f} octaves of width beyond the widest "
                      f"measured ({widths[-1]})")
+        if f.lack_of_fit:
+            lines.append(f"  warning: one beta does not describe the measured budgets (the curvature check above); "
+                         f"this prediction carries that law {max(beyond_t, 0.0):.1f} octaves of tokens past the data, "
+                         "where the bend grows: treat it as a guess, and measure a budget nearer the target")
         if beyond_t > 3 or beyond_w > 3:
             lines.append("  warning: far outside the measured range")
         return "\n".join(lines)
@@ -240,5 +391,6 @@ def predict(fit: DriftFit, width: int, tokens: float) -> Prediction:
         half = t_quantile(len(per_seed) - 1) * float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
         interval = (value - half, value + half)
     if interval is None:
-        note += "one seed: add seeds for an interval" if fit.n_seeds < 2 else "a seed's optima are censored"
+        note += ("one seed: add seeds for an interval" if fit.n_seeds < 2
+                 else "a seed's optima are censored or not located in some cells")
     return Prediction(value, interval, width, tokens, fit, b, note)

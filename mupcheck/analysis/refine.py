@@ -41,7 +41,7 @@ def refinement_configs(grid: Grid, coarse_df: pd.DataFrame) -> list[RunConfig]:
     for (par, width, tokens), template in by_cell.items():
         cell = coarse_df[(coarse_df["parametrization"] == par) & (coarse_df["width"] == width)
                          & (coarse_df["tokens"] == tokens) & coarse_df["lr_log2"].isin(coarse)]
-        losses = cell.assign(loss=np.where(cell["status"] == "diverged", np.inf, cell["loss"]))
+        losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))  # diverged or unstable
         curve = losses.groupby("lr_log2")["loss"].mean()
         if not np.isfinite(curve.to_numpy()).any():
             continue

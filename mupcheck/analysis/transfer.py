@@ -8,12 +8,19 @@
 
 Along width, each width is compared with the reference width (`[transfer] reference_width`, else the
 base width if the grid has it, else the smallest) at the same token count; along tokens, each budget
-with the shortest at the same width. The shift of the optimum has a 95% interval over the seeds both
-cells share (paired). The band is the set of shifts that cost at most `max_regret` of loss in the other
-cell, from its fitted curvature on each side (or +-`tolerance_log2` when the grid fixes it). The
-comparison transfers when the interval lies inside the band, breaks when it lies outside, and is
-inconclusive otherwise, with one seed, or with a censored cell. The regret at the transferred rate is
-reported from a real run where the other cell has one.
+with the shortest at the same width. Two pieces of evidence decide:
+
+- the **shift** of the optimum, paired over the seeds whose optimum was found in both cells (a seed
+  fixes init and data order in both), with its 95% interval, against the **band**: the shifts that cost
+  at most `max_regret` of loss in the other cell, from its curvature on each side of its optimum (or
+  +-`tolerance_log2` when the grid fixes it);
+- the **measured regret**: where the other cell has runs at (or on both sides of) the transferred rate,
+  each seed's loss there over its loss at the other cell's optimum, minus 1, with its 95% interval.
+
+A comparison **breaks** when the regret's interval lies above `max_regret` (whatever the shift says; with
+one seed, when its regret is more than 10x `max_regret`), or the shift's interval lies outside the band.
+It **transfers** when the shift's interval lies inside the band and no measured regret reaches past
+`max_regret`. Anything else is **inconclusive**, with the reason that stopped it.
 """
 
 from __future__ import annotations
@@ -25,15 +32,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import CellOptimum, find_optima
+from mupcheck.analysis.collect import MEASURED_WITHIN, CellOptimum, find_optima
 from mupcheck.analysis.curves import t_interval
 from mupcheck.analysis.drift import fit_drift
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import AXES, Grid, TransferSettings
 
-__all__ = ["Comparison", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
+__all__ = ["Comparison", "Regret", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
            "TransferError", "is_expected_break", "WiderVerdict", "wider_is_better", "reference_value",
-           "rule_beta", "rule_comparisons"]
+           "rule_beta", "rule_comparisons", "paired_regret", "drift_of"]
 
 
 class TransferError(AssertionError):
@@ -118,29 +125,93 @@ RULE_FIT_BUDGETS = 3
 MAX_BAND_LOG2 = 3.0
 
 
+# A measured regret this many times max_regret breaks a comparison even with one seed: seed noise in the
+# loss at a fixed rate is about 0.5% (the committed records' noise floor), far below 10 x 0.5%.
+ONE_SEED_BREAK = 10.0
+
+
+@dataclass(frozen=True)
+class Regret:
+    """The relative extra loss, in the other cell, of using the transferred rate instead of its optimum."""
+
+    value: float  # mean over seeds (may be negative: noise, or a fitted optimum off the best run); inf: diverged
+    interval: tuple[float, float] | None  # 95% over seeds, paired (measured or interpolated only)
+    per_seed: tuple[float, ...]
+    source: str  # "measured", "interpolated", "fitted", or why it is unknown
+    at: float  # the rate it was read at (log2)
+
+    @property
+    def from_runs(self) -> bool:
+        """Read off real runs (every seed's own), not a fitted curve."""
+        return self.source in ("measured", "interpolated")
+
+    def text(self) -> str:
+        if self.value == math.inf:
+            bad = sum(math.isinf(r) for r in self.per_seed)
+            return f"diverged ({bad} of {len(self.per_seed)} seeds, {self.source})"
+        if not math.isfinite(self.value):
+            return f"unknown ({self.source})"
+        iv = f" [{100 * self.interval[0]:.2f}, {100 * self.interval[1]:.2f}]" if self.interval else ""
+        return f"{100 * self.value:.2f}%{iv} ({self.source})"
+
+
+def paired_regret(other: CellOptimum, x: float) -> Regret:
+    """Regret of lr 2^x in the `other` cell. Per seed, from its own runs: its loss at x over its loss at the
+    cell's optimum, minus 1; both from the same seed, so the seed's level cancels, and no minimum over noisy
+    losses (biased low) serves as the floor. Needs runs at (or on both sides of) x, and a run within
+    MEASURED_WITHIN of the optimum (a refined grid has one). Otherwise the fitted shape's rise above its own
+    minimum, with no interval."""
+    at, source = other.seed_losses_at(x)
+    nearest = min(other.lrs, key=lambda v: abs(v - other.lr_log2))
+    floor = other.seed_losses_at(nearest)[0] if abs(nearest - other.lr_log2) <= MEASURED_WITHIN else {}
+    if at and floor:
+        per_seed = tuple((at[s] / floor[s] - 1) if math.isfinite(at[s]) else math.inf
+                         for s in sorted(at) if s in floor and math.isfinite(floor[s]))
+        if per_seed:
+            value = math.inf if any(map(math.isinf, per_seed)) else float(np.mean(per_seed))
+            return Regret(value, t_interval(per_seed) if math.isfinite(value) else None, per_seed, source, x)
+    if at and not floor:
+        source = "fitted"
+    fitted = other.shape.loss_at(x) if other.shape.fitted else math.nan
+    if math.isfinite(fitted) and other.lrs[0] <= x <= other.lrs[-1]:
+        return Regret(fitted / other.shape.c - 1, None, (), "fitted", x)
+    return Regret(math.nan, None, (), source, x)
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """One comparison, decided from its noise: the shift of the optimum with its interval over seeds,
-    against the band of shifts that cost at most `max_regret` in the other cell."""
+    """One comparison, decided from its noise: the shift of the optimum with its interval over seeds
+    against the band of shifts that cost at most `max_regret` in the other cell, and the measured regret."""
 
     comparison: Comparison
     ref: CellOptimum
     other: CellOptimum
-    shift: float  # other optimum - transferred optimum, log2 (NaN if either is missing)
-    interval: tuple[float, float] | None  # 95% interval of the shift, paired over shared seeds
+    shift: float  # other optimum - transferred optimum, log2, mean over the paired seeds (NaN if none)
+    interval: tuple[float, float] | None  # 95% interval of the shift, over the same seeds
     band: tuple[float, float]  # shifts whose regret stays within max_regret: (-delta_right, +delta_left)
     band_source: str  # "regret" (from the other cell's curvature) or "fixed" (tolerance_log2)
-    regret: float  # relative extra loss in the other cell at the transferred lr (NaN: unknown)
-    regret_source: str  # "measured", "fitted", "interpolated" or why it is unknown
+    regret_at: Regret  # in the other cell at the transferred rate
     max_regret: float
     outcome: Outcome
     reason: str  # why this outcome, in a phrase
     beta: float = 0.0  # drift rule along tokens: transferred = ref - beta * log2(T_other / T_ref)
 
     @property
+    def regret(self) -> float:
+        return self.regret_at.value
+
+    @property
+    def regret_source(self) -> str:
+        return self.regret_at.source
+
+    @property
+    def regret_interval(self) -> tuple[float, float] | None:
+        return self.regret_at.interval
+
+    @property
     def transferred(self) -> float:
         """The learning rate (log2) carried over from the reference cell, rule applied."""
-        return self.ref.lr_log2 - _drift(self.comparison, self.beta)
+        return self.ref.lr_log2 - drift_of(self.comparison, self.beta)
 
     @property
     def passed(self) -> bool:
@@ -158,10 +229,9 @@ class Verdict:
         else:
             shift = "no optimum to compare"
         why = (f"at most {100 * self.max_regret:g}% regret" if self.band_source == "regret" else "tolerance_log2")
-        band = f"allowed {self.band[0]:+.2f} .. {self.band[1]:+.2f} log2 ({why})"
-        regret = (f"regret {100 * self.regret:.2f}% ({self.regret_source})" if math.isfinite(self.regret)
-                  else f"regret unknown ({self.regret_source})")
-        return f"{c.title()}: {self.outcome.upper()}: {shift}; {band}; {regret}; {self.reason}"
+        band = (f"allowed {self.band[0]:+.2f} .. {self.band[1]:+.2f} log2 ({why})" if all(map(math.isfinite, self.band))
+                else "no band")
+        return f"{c.title()}: {self.outcome.upper()}: {shift}; {band}; regret {self.regret_at.text()}; {self.reason}"
 
     def message(self) -> str:
         """Both cells, both optima with intervals, the shift, the band, the regret, and the curves behind them."""
@@ -188,65 +258,62 @@ def _loss_str(x: float | None) -> str:
     return "diverged" if math.isinf(x) else f"{x:.4f}"
 
 
-def _drift(comp: Comparison, beta: float) -> float:
+def drift_of(comp: Comparison, beta: float) -> float:
+    """How far (log2) a rule with this beta moves the transferred rate down along tokens."""
     return beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" and beta else 0.0
 
 
 def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[float, float], str]:
     """The shifts (other optimum - transferred lr) that cost at most `max_regret` in the other cell: a
     positive shift puts the transferred lr below the optimum, on the curve's left side, so its limit is
-    sqrt(max_regret * L* / a_left); or +-tolerance_log2 when the grid fixes it."""
+    sqrt(max_regret * c / a_left), from the curvature fitted around the cell's optimum with x0 held there
+    (so the band and the shift are measured from the same optimum); or +-tolerance_log2 when the grid
+    fixes it."""
     if settings.tolerance_log2 is not None:
         return (-settings.tolerance_log2, settings.tolerance_log2), "fixed"
-    fit = other.fit
+    shape = other.shape
 
     def limit(a: float) -> float:
         if not math.isfinite(a):
             return math.nan
-        return MAX_BAND_LOG2 if a <= 0 else min(MAX_BAND_LOG2, math.sqrt(settings.max_regret * other.loss / a))
+        return MAX_BAND_LOG2 if a <= 0 else min(MAX_BAND_LOG2, math.sqrt(settings.max_regret * shape.c / a))
 
-    return (-limit(fit.a_right), limit(fit.a_left)), "regret"
+    return (-limit(shape.a_right), limit(shape.a_left)), "regret"
 
 
 def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
           settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
-    """Compare the two cells of `comp`: transfers if the shift's interval lies inside the regret band,
-    breaks if it lies outside, inconclusive otherwise (or without an interval, or with a censored cell).
+    """Compare the two cells of `comp` (see the module docstring for the rule).
 
     With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref).
     """
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     band, band_source = regret_band(other, settings)
-    drift = _drift(comp, beta)
-    shift, interval, regret, regret_source = math.nan, None, math.nan, "no optimum"
+    drift = drift_of(comp, beta)
+    shift, interval = math.nan, None
+    regret = Regret(math.nan, None, (), "no optimum", math.nan)
     if ref.found and other.found:
-        transferred = ref.lr_log2 - drift
-        # Rounded: fits leave 1e-15 noise, which would print as "-0.00".
-        shift = round(other.lr_log2 - transferred, 9) + 0.0
-        interval = _paired_interval(ref, other, drift)
-        at, regret_source = other.loss_at(transferred)
-        # A fitted loss is read against the curve's own minimum (the band's yardstick), a run's against
-        # the best run: a fit lying above the best run would otherwise add its misfit to the regret.
-        floor = other.fit.loss if regret_source == "fitted" else other.loss
-        if math.isfinite(at):
-            regret = max(0.0, (at - floor) / other.loss)
-        elif at == math.inf:
-            regret = math.inf
-    outcome, reason = _decide(ref, other, interval, band)
-    return Verdict(comp, ref, other, shift, interval, band, band_source, regret, regret_source,
-                   settings.max_regret, outcome, reason, beta)
+        shift, interval = _paired_shift(ref, other, drift)
+        regret = paired_regret(other, ref.lr_log2 - drift)
+    outcome, reason = _decide(ref, other, interval, band, regret, settings.max_regret)
+    return Verdict(comp, ref, other, shift, interval, band, band_source, regret, settings.max_regret, outcome,
+                   reason, beta)
 
 
-def _paired_interval(ref: CellOptimum, other: CellOptimum, drift: float) -> tuple[float, float] | None:
-    """95% interval of the shift over the seeds both cells share: seed s fixes init and data order in both,
-    so its two optima are paired and their difference is what varies from seed to seed."""
+def _paired_shift(ref: CellOptimum, other: CellOptimum, drift: float) -> tuple[float, tuple[float, float] | None]:
+    """Mean and 95% interval of the shift over the seeds whose optimum was found in both cells: seed s fixes
+    init and data order in both, so its two optima are paired and their difference is what varies from seed
+    to seed. Point and interval rest on the same seeds."""
     a, b = dict(ref.seed_optima), dict(other.seed_optima)
-    diffs = [b[s] - (a[s] - drift) for s in sorted(set(a) & set(b))]
-    return t_interval(diffs)
+    diffs = [b[s] - (a[s] - drift) for s in sorted(set(a) & set(b)) if math.isfinite(a[s]) and math.isfinite(b[s])]
+    if not diffs:
+        return math.nan, None
+    # Rounded: fits leave 1e-15 noise, which would print as "-0.00".
+    return round(float(np.mean(diffs)), 9) + 0.0, t_interval(diffs)
 
 
 def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] | None,
-            band: tuple[float, float]) -> tuple[Outcome, str]:
+            band: tuple[float, float], regret: Regret, max_regret: float) -> tuple[Outcome, str]:
     for name, cell in (("reference", ref), ("other", other)):
         if not np.isfinite(cell.losses).any():
             return "inconclusive", f"every learning rate of the {name} cell diverged: extend lr_log2 lower"
@@ -254,19 +321,45 @@ def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] 
             side = "lower" if cell.censored == "low" else "upper"
             return "inconclusive", f"the {name} cell's optimum is censored on the {side} edge: extend lr_log2"
         if not cell.found:
-            return "inconclusive", f"too few converged rates in the {name} cell to locate its optimum"
-    if not all(math.isfinite(x) for x in band):
-        return "inconclusive", "the other cell's curve has no curvature to set the band (a diverged neighbour)"
+            return "inconclusive", (f"the {name} cell's optimum is not located: fewer than half of its seeds' "
+                                    "optima were found (pinned or censored); refine the rates near it")
+    measured = regret.from_runs and regret.per_seed
+    if measured:
+        bad = sum(math.isinf(r) for r in regret.per_seed)
+        if bad == len(regret.per_seed):
+            return "breaks", "the transferred rate diverged in every seed of the other cell"
+        if regret.interval and regret.interval[0] > max_regret:
+            return "breaks", "the measured regret's interval lies above max_regret"
+        if len(regret.per_seed) == 1 and regret.value > ONE_SEED_BREAK * max_regret:
+            return "breaks", (f"one seed, but its measured regret is more than {ONE_SEED_BREAK:g}x max_regret "
+                              "(seed noise is far smaller)")
     if interval is None:
-        n = min(ref.n_seeds, other.n_seeds)
-        why = "one seed: the shift's noise is unknown" if n < 2 else "a seed's own optimum is censored"
+        found = min(len(ref.found_optima), len(other.found_optima))
+        why = ("one seed: the shift's noise is unknown" if min(ref.n_seeds, other.n_seeds) < 2
+               else f"only {found} seed(s) with an optimum found in both cells")
         return "inconclusive", f"{why}; add seeds"
+    if not all(math.isfinite(x) for x in band):
+        return "inconclusive", ("the other cell's curve has too few usable rates on one side of its optimum to "
+                                "set the band; refine the rates there")
     lo, hi = interval
+    reaches = measured and (regret.interval is None or regret.interval[1] > max_regret)
     if band[0] <= lo and hi <= band[1]:
-        return "transfers", "the shift's interval lies inside the band"
+        if reaches:
+            what = (f"the transferred rate diverged or was unusable in {sum(map(math.isinf, regret.per_seed))} "
+                    "seed(s)" if regret.interval is None else
+                    f"the measured regret's interval reaches {100 * regret.interval[1]:.2f}%, past max_regret")
+            return "inconclusive", f"the shift's interval lies inside the band, but {what}; add seeds"
+        return "transfers", "the shift's interval lies inside the band" + (
+            " and the measured regret's interval stays within max_regret" if measured else "")
     if hi < band[0] or lo > band[1]:
+        if measured and not reaches:
+            return "inconclusive", ("the shift's interval lies outside the band read off the fitted curvature, but "
+                                    "the measured regret's interval stays within max_regret: the curve is flatter "
+                                    "there than its fit; refine the rates")
         return "breaks", "the shift's interval lies outside the band"
-    return "inconclusive", "the shift's interval straddles the band's edge; add seeds (or refine the rates)"
+    edge = band[0] if lo < band[0] else band[1]
+    return "inconclusive", (f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at {edge:+.2f}: "
+                            "add seeds (or refine the rates)")
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",
@@ -298,44 +391,65 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
     return verdicts
 
 
+WiderOutcome = Literal["pass", "fail", "inconclusive"]
+
+
 @dataclass(frozen=True)
 class WiderVerdict:
-    """'Wider is better': at one learning rate, the loss must not rise with width beyond a tolerance."""
+    """'Wider is better': at one learning rate, the loss must not rise from one width to the next by more than
+    a tolerance. Each rise is paired over seeds (a seed fixes init and data order at every width), with its
+    95% interval: it passes when every rise's interval stays within the tolerance, fails when one lies above
+    it, and is inconclusive otherwise, with one seed, or without a located reference optimum."""
 
     parametrization: str
     tokens: int
     lr_log2: float
     widths: tuple[int, ...]
-    losses: tuple[float, ...]
+    losses: tuple[float, ...]  # seed-mean loss at lr_log2, per width
     tolerance: float
+    rises: tuple[tuple[float, tuple[float, float] | None], ...] = ()  # per widening: mean rise, 95% interval
+    why_unknown: str = ""  # set when there is no rate to read every width at
 
     @property
     def worst_rise(self) -> float:
-        """Largest relative rise of the loss from one width to the next (inf if a wider run diverged)."""
-        rises = [(b - a) / a if math.isfinite(b) else math.inf
-                 for a, b in zip(self.losses, self.losses[1:]) if math.isfinite(a)]
-        return max(rises, default=0.0)
+        """Largest mean relative rise of the loss from one width to the next (inf if a wider run diverged)."""
+        return max((r for r, _ in self.rises), default=math.nan)
+
+    @property
+    def outcome(self) -> WiderOutcome:
+        if self.why_unknown or not self.rises:
+            return "inconclusive"
+        if any(r == math.inf or (iv is not None and iv[0] > self.tolerance) for r, iv in self.rises):
+            return "fail"
+        if all(iv is not None and iv[1] <= self.tolerance for _, iv in self.rises):
+            return "pass"
+        return "inconclusive"
 
     @property
     def passed(self) -> bool:
-        return self.worst_rise <= self.tolerance
+        return self.outcome == "pass"
 
     @property
     def test_id(self) -> str:
         return f"wider[{self.parametrization} tokens={format_tokens(self.tokens)}]"
 
     def message(self) -> str:
-        status = "wider is better" if self.passed else "WIDER IS WORSE"
-        if not math.isfinite(self.worst_rise):
+        head = f"{self.parametrization} tokens={format_tokens(self.tokens)}"
+        if self.why_unknown:
+            return f"{head}: INCONCLUSIVE: {self.why_unknown}"
+        status = {"pass": "wider is better", "fail": "WIDER IS WORSE", "inconclusive": "INCONCLUSIVE"}[self.outcome]
+        worst = max(range(len(self.rises)), key=lambda k: self.rises[k][0])
+        rise, iv = self.rises[worst]
+        if rise == math.inf:
             change = "a wider run diverged"
-        elif self.worst_rise <= 0:
-            change = f"the loss falls at every widening (the smallest fall {100 * -self.worst_rise:.2f}%)"
         else:
-            change = f"largest rise of the loss from one width to the next {100 * self.worst_rise:+.2f}%"
-        lines = [f"{self.parametrization} tokens={format_tokens(self.tokens)} at lr 2^{self.lr_log2:g}: {status}: "
-                 f"{change} (tolerance {100 * self.tolerance:g}%)"]
+            change = (f"largest rise of the loss from one width to the next {100 * rise:+.2f}% (width "
+                      f"{self.widths[worst]} -> {self.widths[worst + 1]}"
+                      + (f", 95% interval {100 * iv[0]:+.2f} .. {100 * iv[1]:+.2f}%)" if iv else "; one seed: no "
+                         "interval)"))
+        lines = [f"{head} at lr 2^{self.lr_log2:g}: {status}: {change} (tolerance {100 * self.tolerance:g}%)"]
         lines += [f"  width {w:>6}: loss {_loss_str(x)}" for w, x in zip(self.widths, self.losses)]
-        if not self.passed and self.parametrization == "mup":
+        if self.outcome == "fail" and self.parametrization in ("mup", "custom"):
             lines.append("  hint: under muP a wider model trained with the same hyperparameters should not be worse; "
                          "run `mupcheck coord-check` on this model")
         return "\n".join(lines)
@@ -343,18 +457,34 @@ class WiderVerdict:
 
 def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str, tokens: int,
                     widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01) -> WiderVerdict:
-    """Seed-mean losses across widths at the reference width's best learning rate among those every width
-    measured (refinement adds different rates to different cells)."""
+    """Losses across widths at the reference width's best learning rate among those every width measured
+    (refinement adds different rates to different cells), with each widening's rise paired over seeds."""
     ref = optima[(parametrization, reference_width, tokens)]
     cells = [optima[(parametrization, w, tokens)] for w in widths]
     shared = sorted(set.intersection(*(set(c.lrs) for c in cells)))
-    curves = [dict(zip(c.lrs, c.losses)) for c in cells]
     ref_curve = dict(zip(ref.lrs, ref.losses))
-    if not ref.found or not shared or not any(math.isfinite(ref_curve[x]) for x in shared):
-        return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.inf for _ in widths),
-                            tolerance)
+
+    def unknown(why: str) -> WiderVerdict:
+        return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.nan for _ in widths),
+                            tolerance, why_unknown=why)
+
+    if not ref.found:
+        return unknown(f"the reference width {reference_width}'s optimum is not located ({ref.describe()}); "
+                       "the rate to compare widths at is unknown")
+    if not shared or not any(math.isfinite(ref_curve[x]) for x in shared):
+        return unknown("no learning rate was measured at every width")
     x = min(shared, key=lambda lr: ref_curve[lr])
-    return WiderVerdict(parametrization, tokens, x, tuple(widths), tuple(c[x] for c in curves), tolerance)
+    at = [c.seed_losses_at(x)[0] for c in cells]
+    rises: list[tuple[float, tuple[float, float] | None]] = []
+    for a, b in zip(at, at[1:]):
+        per_seed = [(b[s] / a[s] - 1) if math.isfinite(b[s]) else math.inf
+                    for s in sorted(set(a) & set(b)) if math.isfinite(a[s])]
+        if any(map(math.isinf, per_seed)):
+            rises.append((math.inf, None))
+        else:
+            rises.append((float(np.mean(per_seed)) if per_seed else math.nan, t_interval(per_seed)))
+    losses = tuple(dict(zip(c.lrs, c.losses))[x] for c in cells)
+    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance, tuple(rises))
 
 
 def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:

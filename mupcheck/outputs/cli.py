@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(report)
     report.add_argument("--out", metavar="DIR", default="reports", help="report directory (default: reports)")
     report.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    report.add_argument("--changes", metavar="FILE", default=None,
+                        help="a markdown file whose text becomes the report's 'What changed' section (for a report "
+                             "regenerated after a change of method)")
     report.set_defaults(func=_cmd_report)
 
     coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
@@ -134,7 +137,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         "command": "`" + " ".join(["mupcheck", *args.argv]) + "` (from the store; no training)",
         "report written": utc_now(),
     }
-    path = write_report(GridSuite(plan, Store.open(args.store)), out, extra)
+    changes = ""
+    if args.changes:
+        try:
+            changes = Path(args.changes).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise MupcheckError(f"--changes {args.changes}: cannot read it: {e}") from None
+    path = write_report(GridSuite(plan, Store.open(args.store)), out, extra, changes)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     return 0
 

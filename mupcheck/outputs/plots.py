@@ -71,7 +71,8 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
 def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
     """Optimal log2(lr) against width and against tokens, parametrizations side by side: one line per value
     of the other axis, error bars from the 95% interval over seeds, censored optima as triangles on the edge
-    they lie beyond."""
+    they lie beyond; above them, dashed, the stability boundary (open squares; a boundary beyond the measured
+    rates as an open triangle at its lower bound). The gap between the two lines is the margin."""
     paths = []
     for axis, values, series, series_axis in (("width", grid.widths, grid.tokens, "tokens"),
                                               ("tokens", grid.tokens, grid.widths, "width")):
@@ -93,14 +94,23 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                 for v, c in zip(values, cells):
                     if c.censored:
                         ax.plot([v], [c.fit.x0], "v" if c.censored == "low" else "^", color=color, ms=9, mfc="none")
+                bounds = [(v, c) for v, c in zip(values, cells) if math.isfinite(c.boundary)]
+                ax.plot([v for v, _ in bounds], [c.boundary for _, c in bounds], "--", color=color, lw=1)
+                for v, c in bounds:
+                    iv = c.boundary_interval
+                    ax.plot([v], [c.boundary], "^" if c.boundary_censored else "s", color=color, ms=7, mfc="none")
+                    if iv:
+                        ax.errorbar([v], [c.boundary], yerr=[[c.boundary - iv[0]], [iv[1] - c.boundary]], fmt="none",
+                                    color=color, capsize=2, lw=0.8)
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(values), [format_tokens(v) if axis == "tokens" else str(v) for v in values])
             ax.minorticks_off()
             ax.set_title(f"{par}: optimum vs {axis}")
             ax.set_xlabel(axis)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8, title="bars: 95% over seeds; triangles: censored", title_fontsize=7)
-        axes[0][0].set_ylabel("optimal log2(learning rate)")
+            ax.legend(fontsize=8, title="bars: 95% over seeds; triangles: censored;\ndashed, squares: stability "
+                      "boundary", title_fontsize=7)
+        axes[0][0].set_ylabel("optimal log2(learning rate); boundary (dashed)")
         paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
     return paths
 

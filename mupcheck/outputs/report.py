@@ -4,9 +4,11 @@
 
 The report renders a `GridSuite` (`mupcheck.outputs.verdicts`): the same outcomes the pytest items
 show, computed once, from the store alone (no training). Sections: the outcomes and how they are
-decided, the noise floor, the verdicts with their intervals, the optimal learning rates, the laws
-along width and tokens, the muP implementation checks, plots, warnings, provenance (how it was
-produced). `render_report` is a pure function of the suite, the provenance and the plot paths.
+decided (with what that means for a family of decisions), the noise floor, the verdicts with their
+intervals, the optimal learning rates, the stability boundary and margin, the laws along width and
+tokens with their checks, the muP implementation checks, plots, warnings, what changed (when given),
+provenance (how it was produced). `render_report` is a pure function of the suite, the provenance,
+the plot paths and the changes text.
 """
 
 from __future__ import annotations
@@ -56,17 +58,39 @@ def _cell_text(opt: CellOptimum) -> str:
 def _how_decided(suite: GridSuite) -> str:
     t = suite.grid.transfer
     band = (f"the band of shifts that cost at most {100 * t.max_regret:g}% loss in the other cell (read off its "
-            "fitted curvature, so a flat optimum allows a wider shift)" if t.tolerance_log2 is None
+            "curvature on each side of its optimum, so a flat optimum allows a wider shift)" if t.tolerance_log2 is None
             else f"the fixed band +-{t.tolerance_log2:g} log2 (`tolerance_log2`)")
-    return ("A comparison **transfers** when the 95% interval of the optimum's shift (over seeds, paired: a "
-            f"seed fixes init and data order in both cells) lies inside {band}; it **breaks** when the interval "
-            "lies outside; otherwise, or with one seed, or with an optimum censored on the edge of `lr_log2`, it "
-            "is **inconclusive** (not a pass: pytest skips it with the reason, or fails it under "
-            "`--mupcheck-inconclusive=fail`).")
+    return ("A comparison **breaks** when the *measured regret* (each seed's loss at the transferred rate over its "
+            "loss at the other cell's optimum, from real runs, with a 95% interval over seeds) lies above "
+            f"{100 * t.max_regret:g}%, or when the 95% interval of the optimum's shift (over seeds, paired: a seed "
+            f"fixes init and data order in both cells) lies outside {band}; it **transfers** when the shift's "
+            "interval lies inside the band and no measured regret reaches past it; otherwise, or with one seed, or "
+            "with an optimum censored on the edge of `lr_log2`, it is **inconclusive**, with the cause (not a pass: "
+            "pytest skips it with the reason, or fails it under `--mupcheck-inconclusive=fail`).")
 
 
-def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]) -> str:
-    """The report's markdown text (plots are given as paths relative to the report)."""
+def _family_statement(suite: GridSuite, outcomes: list[Outcome]) -> str:
+    """What a grid's many decisions mean together. Each is made at 95% on its own: correcting them (Holm,
+    Bonferroni) would widen every interval by the number of comparisons, and the comparisons share their
+    reference cell, so they are far from independent. The report states the bound instead."""
+    decided = [o for o in outcomes if o.check.kind in ("transfer", "rule", "stability")
+               and o.outcome != "inconclusive"]
+    k = len([o for o in outcomes if o.check.kind in ("transfer", "rule", "stability")])
+    if not k:
+        return ""
+    bound = min(1.0, 0.025 * k)
+    return (f"**Many decisions at once.** This grid makes {k} interval decisions ({len(decided)} of them reached "
+            "*transfers*, *breaks*, *pass* or *fail*). Each is a one-sided test at 2.5%: if every comparison sat "
+            "exactly on its band's edge, the chance that at least one of them is decided wrongly is at most "
+            f"{100 * bound:.0f}% (Bonferroni: {k} x 2.5%), not 2.5%. The outcomes are not adjusted for this, "
+            "because the comparisons share their reference cell and are strongly correlated (an adjustment for "
+            "independent tests would cost power for nothing); read a single surprising outcome among many with "
+            "that in mind, and a pattern across comparisons as the stronger evidence.")
+
+
+def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str], changes: str = "") -> str:
+    """The report's markdown text (plots are given as paths relative to the report); `changes`, when given,
+    is a "What changed" section (markdown) for a report regenerated after a change of method."""
     grid, df, optima = suite.grid, suite.df, suite.optima
     outcomes = suite.outcomes()
     counts: Counter[str] = Counter(o.outcome for o in outcomes)
@@ -80,6 +104,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             f"{grid.schedule} schedule. {len(df)} runs.", ""]
     out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
             "checks.", "", _how_decided(suite), ""]
+    family = _family_statement(suite, outcomes)
+    out += [family, ""] if family else []
     out += [f"- {line}" for line in _summary(suite)] + [""]
     out += ["## Noise floor", ""] + [f"- {suite.noise_floor(p).sentence()}" for p in grid.parametrization] + [""]
 
@@ -89,12 +115,15 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             "The grid varies neither width nor tokens: nothing to compare.", ""]
 
     out += ["## Optimal learning rates", "",
-            "log2 of the optimal learning rate per cell: the mean of the seeds' own optima, fitted as an asymmetric "
-            "parabola over >= 5 points around the argmin, with its 95% interval over seeds; *censored*: on the "
-            "edge of `lr_log2`, so the optimum lies beyond.", ""]
+            "log2 of the optimal learning rate per cell: the mean of the seeds' own optima, each read off a local "
+            "cubic within 0.75 octave of its argmin (the wall above the optimum cannot pull it), with its 95% "
+            "interval over the same seeds; a seed whose optimum is pinned or censored is left out of both (the "
+            "warnings list them); *censored*: on the edge of `lr_log2`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
         rows = [[str(w)] + [_cell_text(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
         out += [f"**{par}**", "", _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+
+    out += ["## Stability boundary and margin", ""] + _stability_section(suite, outcomes) + [""]
 
     drift = _drift_section(suite, [o for o in outcomes if o.check.kind == "rule"])
     if drift:
@@ -114,6 +143,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
 
     warnings = _warnings(df, optima)
     out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
+    if changes:
+        out += ["## What changed", "", changes.strip(), ""]
     out += ["## Provenance", "", _table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
     return "\n".join(out)
 
@@ -125,9 +156,63 @@ def _shift_text(v: Verdict) -> str:
 
 
 def _regret_text(v: Verdict) -> str:
-    if math.isfinite(v.regret):
-        return f"{100 * v.regret:.2f}% ({v.regret_source})"
-    return "diverged" if v.regret == math.inf else f"unknown ({v.regret_source})"
+    return v.regret_at.text()
+
+
+def _interval_text(value: float, interval: tuple[float, float] | None, censored: bool = False) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    if censored:
+        return f">= {value:.2f} (beyond the rates)"
+    return f"{value:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
+def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
+    """Per cell: the boundary and the margin; their laws; the stability items."""
+    grid, optima = suite.grid, suite.optima
+    rise = grid.stability.boundary_rise
+    lines = [f"The **boundary** is the lowest rate above a seed's optimum where training stops being usable: the "
+             f"final loss exceeds the seed's best by more than {100 * rise:g}% (`[stability] boundary_rise`), or "
+             "the run diverged or was unstable (its training loss spiked, or it ended no lower than it started). It is "
+             "read between the last usable rate and the first unusable one (log-linear in the loss rise), so "
+             "its resolution is the rate grid's there. The **margin** is boundary minus optimum, per seed. Both "
+             "log2, mean over seeds with a 95% interval; *beyond the rates*: some seed had no unusable rate "
+             "measured above its optimum, so the value is a lower bound.", ""]
+    for par in grid.parametrization:
+        rows = []
+        for w in grid.widths:
+            for t in grid.tokens:
+                cell = optima[(par, w, t)]
+                rows.append([str(w), format_tokens(t), _cell_text(cell),
+                             _interval_text(cell.boundary, cell.boundary_interval, cell.boundary_censored),
+                             _interval_text(cell.margin, cell.margin_interval, cell.boundary_censored)])
+        lines += [f"**{par}**", "", _table(["width", "tokens", "optimum", "boundary", "margin"], rows), ""]
+        for axis in ("tokens", "width"):
+            law = suite.margin_law(par, axis)
+            if law is not None:
+                lines.append(f"- {par}, margin along {axis}: {law.sentence()}; over {len(law.cells)} cells"
+                             + (f" (left out, boundary beyond the rates or optimum not located: "
+                                f"{', '.join(f'w{w}/{format_tokens(t)}' for w, t in law.left_out)})"
+                                if law.left_out else "") + ".")
+        lines.append("")
+    items = [o for o in outcomes if o.check.kind == "stability"]
+    if items:
+        lines += [f"**Stability of the transferred rate** (`stability_...` items): the transferred rate must lie "
+                  f"at least {grid.stability.min_margin_log2:g} log2 (`[stability] min_margin_log2`) below the "
+                  "other cell's boundary, paired over seeds (each seed's reference optimum against its own "
+                  "boundary in the other cell).", ""]
+        rows = []
+        for o in items:
+            v = suite.stability[o.check.id]
+            margin = (_interval_text(v.margin, v.interval, False) if math.isfinite(v.margin) else "n/a")
+            if v.boundary_censored and math.isfinite(v.margin):
+                margin = ">= " + margin
+            rows.append([v.comparison.parametrization, v.comparison.label, f"{v.transferred:.2f}",
+                         _interval_text(v.boundary, None, v.boundary_censored), margin,
+                         SHOWN[o.outcome] + ("" if o.outcome == "pass" else f": {v.reason}")])
+        lines.append(_table(["param.", "comparison", "transferred lr", "other boundary", "margin below it [95%]",
+                             "outcome"], rows))
+    return lines
 
 
 def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
@@ -165,12 +250,21 @@ def _summary(suite: GridSuite) -> list[str]:
 
 
 def _warnings(df: pd.DataFrame, optima: dict[tuple[str, int, int], CellOptimum]) -> list[str]:
-    flags = list(OrderedDict.fromkeys(f for opt in optima.values() for f in opt.flags))
+    flags = _grouped(list(OrderedDict.fromkeys(f for opt in optima.values() for f in opt.flags)))
     repeats = df["data_repeats"].astype(float)
     if (repeats > 1).any():
         flags.append(f"{int((repeats > 1).sum())} run(s) saw their training data more than once "
                      f"(up to {repeats.max():.2f} times): repeated data changes the experiment")
     return flags
+
+
+def _grouped(flags: list[str]) -> list[str]:
+    """Flags that say the same of several cells ("<cell>: <text>"), as one line naming the cells."""
+    cells: OrderedDict[str, list[str]] = OrderedDict()
+    for flag in flags:
+        where, sep, text = flag.partition(": ")
+        cells.setdefault(text if sep else flag, []).append(where if sep else "")
+    return [f"{'; '.join(w for w in where if w)}: {text}" if any(where) else text for text, where in cells.items()]
 
 
 def _unique(values: Any) -> str:
@@ -233,6 +327,14 @@ def _drift_section(suite: GridSuite, rules: list[Outcome]) -> list[str]:
         rows += [[par, str(w), f"{b:.3f}", "", f"a = {fit.intercepts[w]:.2f} (joint fit); {a:.2f} alone"]
                  for w, (a, b) in fit.per_width.items()]
     lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*", ""]
+    for par in grid.parametrization:
+        fit = suite.drift(par)
+        if fit is None:
+            continue
+        resid = ", ".join(f"w{w}/{format_tokens(t)}: {r:+.2f}" for w, t, r in fit.residuals)
+        lines += [f"- **Is one beta enough?** {par}: {fit.fit_sentence()}. Residuals (cell optimum minus the "
+                  f"law, log2): {resid}."]
+    lines += [""]
     lines += _rules_compared(suite)
     if rules:
         rule_rows = []
@@ -271,18 +373,18 @@ def _rules_compared(suite: GridSuite) -> list[str]:
     return lines
 
 
-def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str]) -> Path:
+def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str], changes: str = "") -> Path:
     """Write `<out_dir>/<grid>.md` with its plots, from the suite (the store's runs; no training)."""
     grid = suite.grid
     plot_dir = out_dir / grid.name
     try:
-        return _write(suite, out_dir, plot_dir, provenance_extra)
+        return _write(suite, out_dir, plot_dir, provenance_extra, changes)
     except OSError as e:
         raise ReportError(f"cannot write the report of {grid.name} to {out_dir}: {e.strerror or e}; choose a "
                           "writable folder (mupcheck report --out DIR, pytest --mupcheck-reports DIR)") from None
 
 
-def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: dict[str, str]) -> Path:
+def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: dict[str, str], changes: str) -> Path:
     grid = suite.grid
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_loss_curves(suite.df, suite.optima, grid, plot_dir) + plot_optima(suite.optima, grid, plot_dir)
@@ -291,7 +393,7 @@ def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: di
         plot_coords(suite.coord(par).data, path, title=par)
         plots.append(path)
     rel = [p.relative_to(out_dir).as_posix() for p in plots]
-    text = render_report(suite, provenance_for(suite.plan, suite.df, provenance_extra), rel)
+    text = render_report(suite, provenance_for(suite.plan, suite.df, provenance_extra), rel, changes)
     path = out_dir / f"{grid.name}.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from mupcheck.analysis.collect import CellOptimum, collect, find_optima
-from mupcheck.analysis.drift import DriftFit, WidthLaw, fit_drift, width_law
+from mupcheck.analysis.drift import DriftFit, MarginLaw, WidthLaw, drift_law, margin_law, width_law
+from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import (
     Comparison,
     Verdict,
@@ -47,7 +48,7 @@ from mupcheck.store import Store
 
 __all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "planned_checks"]
 
-Kind = Literal["lint", "coord", "transfer", "rule", "wider"]
+Kind = Literal["lint", "coord", "transfer", "rule", "stability", "wider"]
 OutcomeName = Literal["pass", "fail", "xfail", "xpass", "inconclusive"]
 
 
@@ -64,7 +65,7 @@ class PlannedCheck:
 
     @property
     def needs_runs(self) -> bool:
-        return self.kind in ("transfer", "rule", "wider")
+        return self.kind in ("transfer", "rule", "stability", "wider")
 
 
 def planned_checks(grid: Grid) -> list[PlannedCheck]:
@@ -80,6 +81,11 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         checks.append(PlannedCheck(comp.test_id, "transfer", comp, expected_break=expected))
     for comp in rule_comparisons(grid):
         checks.append(PlannedCheck(f"rule_{comp.test_id}", "rule", comp))
+    # The stability margin of every comparison that is expected to transfer: an SP control is expected to
+    # move its optimum, and where its transferred rate lands against the wall is not a promise of SP's.
+    for comp in plan_comparisons(grid):
+        if not is_expected_break(comp, grid.transfer):
+            checks.append(PlannedCheck(f"stability_{comp.test_id}", "stability", comp))
     if arm is not None and len(grid.widths) > 1:
         checks += [PlannedCheck(f"wider[{arm} tokens={format_tokens(t)}]", "wider", parametrization=arm, tokens=t)
                    for t in grid.tokens]
@@ -156,7 +162,7 @@ class GridSuite:
 
     @functools.cached_property
     def optima(self) -> dict[tuple[str, int, int], CellOptimum]:
-        return find_optima(self.df)
+        return find_optima(self.df, self.grid.stability.boundary_rise)
 
     @functools.cached_property
     def lint_findings(self) -> list[LintFinding]:
@@ -169,11 +175,16 @@ class GridSuite:
 
     @functools.cache  # noqa: B019  # one suite per grid and session: the cache lives as long as it should
     def drift(self, parametrization: str) -> DriftFit | None:
-        return fit_drift(self.df, parametrization) if len(self.grid.tokens) >= 2 else None
+        return drift_law(self.optima, parametrization) if len(self.grid.tokens) >= 2 else None
 
     @functools.cache  # noqa: B019
     def width_law(self, parametrization: str) -> WidthLaw | None:
-        return width_law(self.df, parametrization) if len(self.grid.widths) >= 2 else None
+        return width_law(self.optima, parametrization) if len(self.grid.widths) >= 2 else None
+
+    @functools.cache  # noqa: B019
+    def margin_law(self, parametrization: str, axis: Literal["tokens", "width"]) -> MarginLaw | None:
+        values = self.grid.tokens if axis == "tokens" else self.grid.widths
+        return margin_law(self.optima, parametrization, axis) if len(values) >= 2 else None
 
     @functools.cache  # noqa: B019
     def rule(self, parametrization: str) -> tuple[float, str]:
@@ -192,6 +203,12 @@ class GridSuite:
                 beta = self.rule(check.comparison.parametrization)[0] if check.kind == "rule" else 0.0
                 out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta)
         return out
+
+    @functools.cached_property
+    def stability(self) -> dict[str, StabilityVerdict]:
+        """The stability margin of each planned `stability_...` check, by check id."""
+        return {c.id: judge_stability(c.comparison, self.optima, self.grid.stability)
+                for c in self.planned.values() if c.kind == "stability" and c.comparison is not None}
 
     def wider(self, tokens: int) -> WiderVerdict:
         return wider_is_better(self.optima, self.grid.mup_arm or "mup", tokens, self.grid.widths,
@@ -218,7 +235,10 @@ class GridSuite:
         if check.kind == "wider":
             assert check.tokens is not None
             v = self.wider(check.tokens)
-            return Outcome(check, "pass" if v.passed else "fail", v.message().splitlines()[0], v.message())
+            return Outcome(check, v.outcome, v.message().splitlines()[0], v.message())
+        if check.kind == "stability":
+            sv = self.stability[check_id]
+            return Outcome(check, sv.outcome, sv.summary(), sv.summary())
         verdict = self.verdicts[check_id]
         return Outcome(check, _transfer_outcome(verdict, check.expected_break), verdict.summary(), verdict.message())
 

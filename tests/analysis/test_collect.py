@@ -9,7 +9,7 @@ import pytest
 from helpers import LRS, curve_frame, fake_result
 
 from mupcheck.analysis.collect import MissingRunsError, collect, find_optima, records_frame
-from mupcheck.analysis.curves import fit_minimum, t_interval
+from mupcheck.analysis.curves import _kinked_parabola, fit_minimum, t_interval
 from mupcheck.plan import plan_grid
 from mupcheck.result import RunRecord
 from mupcheck.spec import load_grid
@@ -34,9 +34,10 @@ def asymmetric(x0, a_left=0.05, a_right=0.05, c=3.0):
     return lambda x: c + (a_left if x < x0 else a_right) * (x - x0) ** 2
 
 
-def test_asymmetric_curve_is_fitted_without_the_parabola_bias():
-    """A wall 4x steeper above the optimum: the 3-point parabola of the first version missed by -0.18 to
-    -0.34 log2 (issue 13); the asymmetric fit over >= 5 points recovers it."""
+def test_a_coarse_grid_is_fitted_without_the_parabola_bias_and_says_it_is_coarse():
+    """A wall 4x steeper above the optimum, rates an octave apart: the 3-point parabola of the first version
+    missed by -0.18 to -0.34 log2 (issue 13); the coarse fallback (a kinked parabola over +-2 octaves)
+    recovers it, and flags that a wall within those octaves could pull it."""
     curve = asymmetric(-7.3, a_left=0.05, a_right=0.2)
     xs = np.array(LRS)
     y = np.array([curve(x) for x in xs])
@@ -45,14 +46,28 @@ def test_asymmetric_curve_is_fitted_without_the_parabola_bias():
     assert -b / (2 * a) - (-7.3) < -0.15  # what the old estimate did
     opt = find_optima(frame(curve))[CELL]
     assert opt.lr_log2 == pytest.approx(-7.3, abs=0.02)
-    assert (opt.fit.a_left, opt.fit.a_right) == (pytest.approx(0.05, rel=0.05), pytest.approx(0.2, rel=0.05))
-    assert opt.fit.n_points >= 5
+    assert opt.fit.coarse and dict(opt.seed_fits)[0].coarse and opt.fit.n_points >= 5
+    assert any("an octave apart" in f for f in opt.flags)
+    assert (opt.shape.a_left, opt.shape.a_right) == (pytest.approx(0.05, rel=0.05), pytest.approx(0.2, rel=0.05))
 
 
-def test_refined_rates_sharpen_the_fit():
+def test_refined_rates_get_the_local_fit():
+    """A kink (curvature 6x steeper above the optimum) on refined rates: the local kinked parabola recovers
+    it; a smooth curve with a wall, the local cubic."""
     refined = tuple(sorted(set(LRS) | {-7.75, -7.5, -7.25, -6.75, -6.5, -6.25}))
     opt = find_optima(frame(asymmetric(-6.9, 0.05, 0.3), lrs=refined))[CELL]
-    assert opt.lr_log2 == pytest.approx(-6.9, abs=0.02) and opt.fit.n_points > 5
+    assert opt.lr_log2 == pytest.approx(-6.9, abs=0.02) and not opt.fit.coarse and opt.fit.n_points >= 5
+    assert not any("an octave apart" in f for f in opt.flags)
+    def walled(x):
+        return 3.0 + 0.03 * (x + 6.8) ** 2 + 0.3 * math.exp((x + 5.8) / 0.25)  # +10% one octave up
+
+    truth = min(np.arange(-8, -6, 1e-4), key=walled)
+    estimate = find_optima(frame(walled, lrs=refined))[CELL].lr_log2
+    assert estimate == pytest.approx(truth, abs=0.05)
+    # The fit of the first versions (a kinked parabola over +-2 octaves) lets the wall pull it much further.
+    xs = np.array([x for x in refined if abs(x - (-7.0)) <= 2.0])
+    old, *_ = _kinked_parabola(xs, np.array([walled(x) for x in xs]), -7.25, -6.75)
+    assert abs(old - truth) > 3 * abs(estimate - truth)
 
 
 def test_edge_optimum_is_censored_not_fitted():
@@ -81,7 +96,7 @@ def test_loss_beyond_the_measured_rates_is_unknown_not_the_edge_loss():
 def test_diverged_runs_count_as_worse_than_any_finite_loss():
     opt = find_optima(frame(asymmetric(-5.0), diverged={(-5.0, 0), (-4.0, 0)}))[CELL]
     assert opt.grid_lr_log2 == -6.0 and math.isinf(opt.losses[LRS.index(-5.0)])
-    assert not opt.fit.fitted  # a diverged neighbour: no bracket to fit
+    assert opt.fit.pinned == "high" and not opt.found  # a diverged neighbour: the optimum lies toward it
     assert any("2 run(s) diverged (at lr 2^-5, 2^-4)" in f for f in opt.flags)
 
 

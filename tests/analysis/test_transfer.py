@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from helpers import curve_frame, write_grid
 
@@ -108,21 +109,67 @@ def test_regret_is_measured_at_the_transferred_rate_where_a_run_exists():
 
 
 def test_a_fitted_regret_reads_the_curve_against_its_own_minimum():
-    """Between runs the regret is the fitted curve's rise above its own minimum, the quantity the band is
-    read from: a shift inside the 0.5% band then never shows more than 0.5% regret. (The smoke grid once
-    showed a shift inside its band with 1.16% regret: the fitted loss minus a measured minimum that lay
-    below the curve.)"""
+    """Between runs (more than half an octave from any), the regret is the fitted shape's rise above its own
+    minimum, the quantity the band is read from: a shift inside the 0.5% band then never shows more than
+    0.5% regret. It has no interval: it is not measured."""
+    lrs = (-10.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0)
     df = curve_frame(lambda w, t: -7.5 if w == 32 else -7.0, seed_sd=0.0, a_left=0.05, a_right=0.05,
-                     noise=0.004, rng_seed=3)
+                     noise=0.004, rng_seed=3, lrs=lrs)
     optima = find_optima(df)
     other = optima[("mup", 256, 2**20)]
+    transferred = optima[("mup", 32, 2**20)].lr_log2
+    assert min(abs(x - transferred) for x in lrs) > 0.4  # no run near it: neither measured nor interpolated
     verdict = judge(COMP, optima, TransferSettings())
-    assert verdict.regret_source == "fitted"  # about -7.5: half an octave from every run of the other cell
-    assert other.fit.loss != pytest.approx(other.loss, rel=1e-4)  # the fit's minimum is not a run's loss
-    expected = (other.fit.loss_at(optima[("mup", 32, 2**20)].lr_log2) - other.fit.loss) / other.loss
+    assert verdict.regret_source == "fitted" and verdict.regret_interval is None
+    expected = other.shape.loss_at(transferred) / other.shape.c - 1
     assert verdict.regret == pytest.approx(expected, rel=1e-9)
     low, high = verdict.band
     assert (low <= verdict.shift <= high) == (verdict.regret <= 0.005 + 1e-12)
+
+
+def test_measured_regret_is_paired_per_seed_with_its_interval():
+    """Each seed's loss at the transferred rate over its own loss at the other cell's optimum: a seed's level
+    cancels. Seeds at very different levels (1% apart) still give a tight interval."""
+    df = curve_frame(lambda w, t: -7.0 if w == 32 else -6.0, seeds=(0, 1, 2, 3), seed_sd=0.0)
+    df["loss"] *= 1 + 0.01 * df["seed"]
+    verdict = judge(COMP, find_optima(df), TransferSettings())
+    other = find_optima(df)[("mup", 256, 2**20)]
+    assert verdict.regret_source == "measured"
+    per_seed = [(3.0 - 0.008 + 0.05) / (3.0 - 0.008) - 1] * 4  # one octave at curvature 0.05
+    assert verdict.regret_at.per_seed == pytest.approx(per_seed, rel=1e-6)
+    lo, hi = verdict.regret_interval
+    assert lo == pytest.approx(hi, abs=1e-9) and other.n_seeds == 4
+
+
+def test_a_measured_regret_above_max_regret_breaks_whatever_the_shift_says():
+    """Issue 23: cpu_horizon_constant 128K -> 2M measured 1.73% regret [1.04, 2.41] and was inconclusive,
+    because only the shift's interval counted. Here the shift's interval straddles the band's edge (seeds
+    move the optimum and the runs are noisy) while the seeds' measured regrets lie above 0.5%."""
+    df = curve_frame(lambda w, t: -7.0 if w == 32 else -6.3, seeds=(0, 1, 2, 3, 4), seed_sd=0.2, a_left=0.05,
+                     a_right=0.05, noise=0.006, rng_seed=4, lrs=tuple(np.arange(-10.0, -3.9, 0.25)))
+    verdict = judge(COMP, find_optima(df), TransferSettings())
+    lo, hi = verdict.interval
+    assert lo < verdict.band[1] < hi  # the shift alone would be inconclusive
+    assert verdict.regret_interval[0] > 0.005
+    assert verdict.outcome == "breaks" and "measured regret" in verdict.reason
+
+
+def test_one_seed_breaks_when_its_regret_is_ten_times_max_regret_and_says_so():
+    df = curve_frame(lambda w, t: -7.0 if w == 32 else -5.0, seeds=(0,), a_left=0.1, a_right=0.1)
+    verdict = judge(COMP, find_optima(df), TransferSettings())
+    assert verdict.regret > 0.05 and verdict.outcome == "breaks" and "one seed" in verdict.reason
+    mild = curve_frame(lambda w, t: -7.0 if w == 32 else -6.0, seeds=(0,), a_left=0.05, a_right=0.05)
+    verdict = judge(COMP, find_optima(mild), TransferSettings())
+    assert 0.005 < verdict.regret < 0.05 and verdict.outcome == "inconclusive" and "one seed" in verdict.reason
+
+
+def test_a_shift_inside_the_band_cannot_transfer_while_the_measured_regret_reaches_past_it():
+    df = curve_frame(lambda w, t: -7.0 if w == 32 else -6.8, seeds=(0, 1, 2), seed_sd=0.05, noise=0.01, rng_seed=6,
+                     a_left=0.03, a_right=0.03, lrs=tuple(np.arange(-10.0, -3.9, 0.25)))
+    verdict = judge(COMP, find_optima(df), TransferSettings())
+    assert verdict.band[0] <= verdict.interval[0] and verdict.interval[1] <= verdict.band[1]
+    assert verdict.regret_interval[1] > 0.005
+    assert verdict.outcome == "inconclusive" and "measured regret's interval reaches" in verdict.reason
 
 
 def test_plan_comparisons_and_ids(tmp_path):

@@ -51,8 +51,11 @@ def test_items_read_like_findings_and_verdicts_follow_the_data(pytester):
     _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
     result = pytester.runpytest("grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-reports", "out", "-p", "no:cacheprovider")
+    # The SP control's transferred rate also lands past the wider model's stability boundary.
     assert _outcomes(result) == {"lint[mup]": "PASSED", "width[mup tokens=2K 16->32]": "PASSED",
-                                 "width[sp tokens=2K 16->32]": "FAILED", "wider[mup tokens=2K]": "PASSED"}
+                                 "width[sp tokens=2K 16->32]": "FAILED", "wider[mup tokens=2K]": "PASSED",
+                                 "stability_width[mup tokens=2K 16->32]": "PASSED",
+                                 "stability_width[sp tokens=2K 16->32]": "FAILED"}
     out = result.stdout.str()
     assert "width 16 -> 32 at tokens 2K (sp): BREAKS: optimum moved -1.98 log2 (95% interval" in out
     assert "Traceback" not in out
@@ -99,11 +102,12 @@ def test_expected_break_is_a_strict_xfail(pytester):
     args = ["grids/tiny.toml", "-v", "--mupcheck-store", "store", "--mupcheck-no-report", "-p", "no:cacheprovider"]
     result = pytester.runpytest(*args)
     assert _outcomes(result)["width[sp tokens=2K 16->32]"] == "XFAIL"
-    result.assert_outcomes(passed=3, xfailed=1)
+    result.assert_outcomes(passed=4, xfailed=1)  # lint, width, wider and stability of muP
+    assert "stability_width[sp" not in result.stdout.str()  # an expected break has no stability item
     # Now SP transfers too: the expected break did not happen, and the strict xfail fails.
     _fill_store(grid, store, lambda par, w, t: -7.0)
     result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     assert "XPASS(strict)" in result.stdout.str()
 
 
@@ -124,7 +128,7 @@ def test_no_train_skips_and_lists_missing_runs(pytester):
     _grid(pytester)
     result = pytester.runpytest("grids/tiny.toml", "-rs", "--mupcheck-store", "store", "--mupcheck-no-train",
                                 "--mupcheck-no-report", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, skipped=3)  # lint needs no runs
+    result.assert_outcomes(passed=1, skipped=5)  # lint needs no runs
     assert "24 run(s) missing from the store" in result.stdout.str()
     assert "gpt mup width=16 tokens=2K lr=2^-8 seed=0" in result.stdout.str()
 
@@ -213,7 +217,7 @@ def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, 
     path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
     result = pytester.runpytest_inprocess("grids/tiny.toml", "-rs", "--mupcheck-store", "store",
                                           "-p", "no:cacheprovider")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=6)
     assert "tiny.toml trains on 'cuda', and torch sees no CUDA device here" in result.stdout.str()
     runs = pytester.path / "store" / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # nothing trained
