@@ -159,6 +159,7 @@ class DriftFit:
     curvature: float | None = None  # q of the curvature check (None: fewer than 3 budgets)
     curvature_interval: tuple[float, float] | None = None
     residuals: tuple[Cell, ...] = ()  # (width, tokens, cell optimum - law)
+    seed_lines: tuple[tuple[float, float], ...] = ()  # one width: each complete seed's (intercept, slope)
 
     @property
     def lack_of_fit(self) -> bool:
@@ -227,9 +228,12 @@ def drift_law(optima: Optima, parametrization: str = "mup", tokens: set[int] | N
     planes = [_plane(c) for c in table.seeds.values()] if complete else []
     seed_planes = tuple(p for p in planes if p is not None) if planes and None not in planes else ()
     plane = (_mean_plane(seed_planes) if seed_planes else _plane(table.cells))
+    lines = [_shared_slope(_along_tokens(c)) for c in table.seeds.values()] if complete else []
+    seed_lines = (tuple((next(iter(fit[1].values())), fit[0]) for fit in lines if fit is not None)
+                  if len(per_width) == 1 and lines and None not in lines else ())
     return DriftFit(parametrization, -slope, intercepts, None if interval is None else (-interval[1], -interval[0]),
                     per_width, tuple(table.cells), table.left_out, plane, seed_planes, table.n_seeds,
-                    len(table.seeds) if complete else 0, curvature, curvature_iv, residuals)
+                    len(table.seeds) if complete else 0, curvature, curvature_iv, residuals, seed_lines)
 
 
 def _mean_plane(planes: tuple[tuple[float, float, float], ...]) -> tuple[float, float, float]:
@@ -340,7 +344,8 @@ class Prediction:
                  f"tokens={format_tokens(int(self.tokens))}: 2^{self.lr_log2:.2f} = {2 ** self.lr_log2:.3g}"]
         if self.interval:
             lo, hi = self.interval
-            lines.append(f"  95% interval over {len(f.seed_planes)} seeds: 2^{lo:.2f} .. 2^{hi:.2f} "
+            n = len(f.seed_planes) or len(f.seed_lines)
+            lines.append(f"  95% interval over {n} seeds: 2^{lo:.2f} .. 2^{hi:.2f} "
                          f"({2 ** lo:.3g} .. {2 ** hi:.3g}); it covers the seeds' spread of the fit, not whether "
                          "the law holds out there")
         else:
@@ -383,7 +388,7 @@ def predict(fit: DriftFit, width: int, tokens: float) -> Prediction:
         w0 = next(iter(fit.intercepts))
         a, b, c = fit.intercepts[w0], 0.0, -fit.beta
         note = "one width measured: muP's promise of a width-free optimum is assumed; "
-        per_seed = []
+        per_seed = [sa + sc * lt for sa, sc in fit.seed_lines]
     value = a + b * lw + c * lt
     interval = None
     if len(per_seed) >= 2:

@@ -358,8 +358,12 @@ def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] 
                                     "there than its fit; refine the rates")
         return "breaks", "the shift's interval lies outside the band"
     edge = band[0] if lo < band[0] else band[1]
-    return "inconclusive", (f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at {edge:+.2f}: "
-                            "add seeds (or refine the rates)")
+    also = ""
+    if measured and regret.interval is not None:
+        also = (f"; the measured regret ({100 * regret.interval[0]:.2f} .. {100 * regret.interval[1]:.2f}%) "
+                f"straddles max_regret too")
+    return "inconclusive", (f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at {edge:+.2f}"
+                            f"{also}: add seeds (or refine the rates)")
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",

@@ -120,3 +120,35 @@ def test_cli_predict_from_a_real_store(tmp_path, capsys):
         return
     assert "predicted optimal learning rate for mup width=1024 tokens=1G" in out
     assert "no interval: " in out and "one seed" in out
+
+
+def test_the_curvature_check_finds_a_bent_law_and_passes_a_straight_one():
+    """Issue 23: under cosine the committed records bend (q = -0.05 per log2(T)^2); nothing checked it."""
+    tokens = (2**17, 2**18, 2**19, 2**20, 2**21)
+    straight = fit_drift(curve_frame(drifting(0.3, a=-1.0), tokens=tokens, seeds=(0, 1, 2, 3, 4), seed_sd=0.1,
+                                     lrs=WIDE_LRS, rng_seed=2), "mup")
+    assert straight.curvature_interval[0] <= 0 <= straight.curvature_interval[1] and not straight.lack_of_fit
+    assert "consistent with one beta" in straight.fit_sentence()
+
+    def bent(w, t):  # flat, then falling: beta grows with the budget
+        u = math.log2(t) - 19
+        return -5.0 - 0.1 * u - 0.15 * u * u
+
+    fit = fit_drift(curve_frame(bent, tokens=tokens, seeds=(0, 1, 2, 3, 4), seed_sd=0.1, lrs=WIDE_LRS), "mup")
+    assert fit.lack_of_fit and fit.curvature == pytest.approx(-0.15, abs=0.05)
+    assert "ONE BETA DOES NOT DESCRIBE THE DATA" in fit.fit_sentence()
+    assert len(fit.residuals) == 10
+    text = predict(fit, 256, 2**25).describe()
+    assert "warning: one beta does not describe the measured budgets" in text and "4.0 octaves" in text
+
+
+def test_a_seed_censored_in_one_cell_leaves_the_law_point_and_interval_on_the_same_seeds():
+    """Issue 23: with a censored seed the point estimate used every cell's mean and the interval only the
+    complete seeds (a synthetic case gave beta 0.556 with the interval -0.50 .. -0.50)."""
+    df = curve_frame(drifting(0.5, a=1.5), tokens=TOKENS, seeds=(0, 1, 2), seed_sd=0.05, lrs=WIDE_LRS)
+    longest = (df["tokens"] == TOKENS[-1]) & (df["seed"] == 2) & (df["width"] == 32)
+    df.loc[longest, "loss"] = 3.0 + 0.05 * (df.loc[longest, "lr_log2"] - WIDE_LRS[0]) ** 2  # its argmin on the edge
+    fit = fit_drift(df, "mup")
+    lo, hi = fit.interval
+    assert fit.seeds_used == 2 and lo <= fit.beta <= hi
+    assert fit.beta == pytest.approx(0.5, abs=0.05)

@@ -202,6 +202,21 @@ def test_wider_is_worse_fails_with_the_losses():
     assert "WIDER IS WORSE" in msg and "width    256: loss" in msg and "coord-check" in msg
 
 
+def test_wider_is_better_weighs_its_noise_and_needs_a_located_optimum():
+    """A rise of 0.5% +- 2% between seeds is no evidence either way; a censored reference has no rate to
+    compare at (issue 23: it used to pass on a grid whose optima were censored)."""
+    df = grid_frame(lambda w, t: -7.0, widths=(32, 64), seeds=(0, 1, 2), seed_sd=0.02)
+    noise = np.random.default_rng(3).normal(0, 0.02, size=3)
+    for seed, eps in enumerate(noise):
+        df.loc[(df["width"] == 64) & (df["seed"] == seed), "loss"] *= 1.005 + eps
+    verdict = wider_is_better(find_optima(df), "mup", 2**20, (32, 64), 32, tolerance=0.01)
+    lo, hi = verdict.rises[0][1]
+    assert lo < 0.01 < hi and verdict.outcome == "inconclusive" and "95% interval" in verdict.message()
+    censored = grid_frame(lambda w, t: -3.0, widths=(32, 64))
+    verdict = wider_is_better(find_optima(censored), "mup", 2**20, (32, 64), 32)
+    assert verdict.outcome == "inconclusive" and "not located" in verdict.message()
+
+
 def test_reference_width_setting(tmp_path):
     path = write_grid(tmp_path, extra="[transfer]\nreference_width = 32\n")
     path.write_text(path.read_text().replace("widths = [16, 32]", "widths = [16, 32, 64]"))
