@@ -36,6 +36,7 @@ __all__ = [
     "RunConfig",
     "LintSettings",
     "RefineSettings",
+    "ResultsSettings",
     "RunSettings",
     "StabilitySettings",
     "TransferSettings",
@@ -100,6 +101,27 @@ class TransferSettings:
     lr_rule: Literal["none", "power"] = _key("choice", "none", choices=("none", "power"))
     lr_rule_beta: float | None = _key("number", None)
     lr_rule_fit_tokens: tuple[int, ...] = _key("int_list", (), minimum=1)
+
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    """`results = "runs.csv"`, or a `[results]` table: runs trained elsewhere, judged instead of trained
+    (mupcheck.external)."""
+
+    path: str = _key("string")  # a file or a glob, from the grid file's folder
+    # Two rows of one run: an error, or "mean" (GPU reruns of one seed differ: averaging is a choice).
+    duplicates: Literal["error", "mean"] = _key("choice", "error", choices=("error", "mean"))
+    columns: tuple[tuple[str, str], ...] = _key("column_map", ())  # [results.columns]: our name = "their name"
+    # Not keys: what the grid file itself set, which the results must match (settings picked, axes listed).
+    picked: tuple[tuple[str, Any], ...] = ()
+    listed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+
+# What a [results.columns] table may map to: the run's coordinates and outcome, its curve, and any setting.
+RESULT_COLUMNS = ("width", "tokens", "lr", "lr_log2", "seed", "loss", "parametrization", "status", "initial_loss",
+                  "curve")
+# The model of a results grid: nothing is built or trained.
+IMPORTED_MODEL = "(results)"
 
 
 @dataclass(frozen=True)
@@ -271,12 +293,18 @@ class Grid(RunSettings):
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")
     lint: LintSettings | None = _table("lint")
+    results: ResultsSettings | None = _table("results")
     sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
     path: str = ""  # the file it came from, for messages and provenance (not a TOML key)
 
     @property
     def grid_dir(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
+
+    @property
+    def imported(self) -> bool:
+        """The grid judges results trained elsewhere (`results = ...`) instead of training a model."""
+        return self.results is not None
 
     @property
     def mup_arm(self) -> Parametrization | None:
@@ -367,6 +395,8 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
         raise GridError(path, unknown[0], f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+    if "results" in raw:
+        return _parse_results_grid(raw, path)
     for required in _REQUIRED:
         if required not in raw:
             raise GridError(path, required, "required key is missing")
@@ -375,6 +405,38 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
     values.setdefault("base_width", min(values["widths"]))
     grid = Grid(path=path, sp_model=sp_model, **values)
     _check_combinations(grid, raw)
+    return grid
+
+
+# The axes a results grid may list (else they are read off its results) and the settings its rows are picked by.
+_RESULT_AXES = ("widths", "tokens", "lr_log2", "seeds", "parametrization")
+
+
+def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
+    """A grid of results trained elsewhere: `name` and `results` are required; the axes it does not list are
+    read off the results (mupcheck.external reads them, which imports pandas: only for such grids)."""
+    from mupcheck import external  # here, not at the top: pandas costs 0.8 s at every pytest collection
+
+    if "name" not in raw:
+        raise GridError(path, "name", "required key is missing")
+    if "model" in raw:
+        raise GridError(path, "model", "a grid trains a model or reads `results` trained elsewhere, not both")
+    for key in ("coord_check", "lint"):
+        if key in raw:
+            raise GridError(path, key, "needs a model to check; a results grid has none")
+    values = _Validator(path, raw).fields(Grid)
+    settings: ResultsSettings = values.pop("results")
+    picked = tuple(sorted((k, raw[k]) for k in (f.name for f in dataclasses.fields(RunSettings)) if k in raw))
+    listed = tuple((k, values[k]) for k in _RESULT_AXES if k in values)
+    settings = dataclasses.replace(settings, picked=picked, listed=listed)
+    found = external.read_results(settings.path, Path(path).parent, path, dict(settings.columns),
+                                  settings.duplicates, dict(picked), dict(listed))
+    derived = external.derived_axes(found.frame)
+    for axis in _RESULT_AXES:
+        values.setdefault(axis, derived[axis])
+    values.setdefault("base_width", min(values["widths"]))
+    grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, **values)
+    _check_transfer(grid)
     return grid
 
 
@@ -537,6 +599,32 @@ class _Validator:
                 raise self.fail(f"{key}.{code}", f"unknown finding; one of {', '.join(LINT_CODES)}")
             if not isinstance(reason, str) or not reason.strip():
                 raise self.fail(f"{key}.{code}", "needs the reason it is silenced, as a non-empty string")
+        return tuple(sorted(val.items()))
+
+    def results(self, key: str) -> ResultsSettings:
+        val = self.raw[key]
+        if isinstance(val, str):
+            return ResultsSettings(path=self.string(key))
+        if not isinstance(val, dict):
+            raise self.fail(key, 'must be the path of a results file (results = "runs.csv") or a [results] table '
+                                 "with `path`")
+        table = self._subtable(key, ResultsSettings)
+        if "path" not in val:
+            raise self.fail(f"{key}.path", "required key is missing: the results file (or a glob), from the grid "
+                                           "file's folder")
+        return ResultsSettings(**table.fields(ResultsSettings))
+
+    def column_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        val = self.raw[key]
+        if not isinstance(val, dict):
+            raise self.fail(key, 'must be a table of our name = "their column", e.g. lr = "config.lr"')
+        allowed = set(RESULT_COLUMNS) | {f.name for f in dataclasses.fields(RunSettings)}
+        for ours, theirs in val.items():
+            if ours not in allowed:
+                raise self.fail(f"{key}.{ours}", f"not a column mupcheck reads; one of {', '.join(RESULT_COLUMNS)}, "
+                                                 "or a grid setting (schedule, depth, ...)")
+            if not isinstance(theirs, str) or not theirs:
+                raise self.fail(f"{key}.{ours}", f"must be the name of a column in the results, got {theirs!r}")
         return tuple(sorted(val.items()))
 
     def refine(self, key: str) -> RefineSettings:

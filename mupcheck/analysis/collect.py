@@ -31,16 +31,17 @@ from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_min
 from mupcheck.analysis.refine import refinement_configs
 from mupcheck.analysis.stability import Boundary, seed_boundary
 from mupcheck.errors import StoreError
+from mupcheck.external import read_results
 from mupcheck.fmt import format_tokens
 from mupcheck.result import RunRecord
-from mupcheck.spec import RunConfig
+from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
 
 if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its configs and keys
     from mupcheck.plan import Plan
 
 __all__ = ["CELL", "COLUMNS", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError", "collect", "collect_coarse",
-           "find_optima", "records_frame"]
+           "collect_results", "find_optima", "frame_of", "records_frame"]
 
 CELL = ("parametrization", "width", "tokens")
 COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "status", "train_loss",
@@ -69,6 +70,23 @@ def collect(plan: Plan, store: Store) -> pd.DataFrame:
     rows = _gather(plan, store, plan.configs)
     extra = refinement_configs(plan.grid, records_frame(rows))
     return records_frame(rows + _gather(plan, store, extra)) if extra else records_frame(rows)
+
+
+def collect_results(grid: Grid) -> pd.DataFrame:
+    """The runs of a results grid (`results = ...`: trained elsewhere, read by mupcheck.external), as the
+    collector's frame. Errors name the file, the row and the column."""
+    s = grid.results
+    if s is None:
+        raise ValueError(f"{grid.path} trains its runs; collect them from the store")
+    found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
+                         dict(s.listed))
+    return records_frame([{str(k): v for k, v in row.items()} for row in found.frame.to_dict("records")])
+
+
+def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """The collector's frame of the given records, whatever grid they belong to (no plan, no store lookup):
+    for records read from a store's folder directly."""
+    return records_frame([_row(r.config, r) for r in records])
 
 
 def collect_coarse(plan: Plan, store: Store) -> pd.DataFrame:
@@ -253,11 +271,11 @@ class CellOptimum:
     def seed_losses_at(self, x: float) -> tuple[dict[int, float], str]:
         """Each seed's own loss at lr 2^x: its run within MEASURED_WITHIN ("measured"), or linear between its
         two runs around x when they are at most INTERPOLATE_WITHIN apart ("interpolated"); ({}, why) else.
-        inf where a run diverged."""
+        inf where a run diverged; a seed with no run there (an imported sweep) is left out."""
         lrs = np.asarray(self.lrs)
         j = int(np.argmin(np.abs(lrs - x)))
         if abs(lrs[j] - x) <= MEASURED_WITHIN:
-            return {s: float(curve[j]) for s, curve in self.seed_losses}, "measured"
+            return {s: float(curve[j]) for s, curve in self.seed_losses if not math.isnan(curve[j])}, "measured"
         if not lrs[0] <= x <= lrs[-1]:
             return {}, "outside the measured rates"
         k = int(np.searchsorted(lrs, x))
@@ -267,6 +285,8 @@ class CellOptimum:
         out = {}
         for s, curve in self.seed_losses:
             lo, hi = curve[k - 1], curve[k]
+            if math.isnan(lo) or math.isnan(hi):
+                continue  # this seed did not run both neighbours (an imported sweep)
             out[s] = float(lo + w * (hi - lo)) if math.isfinite(lo) and math.isfinite(hi) else math.inf
         return out, "interpolated"
 
@@ -321,18 +341,32 @@ def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame,
                  boundary_rise: float = DEFAULT_BOUNDARY_RISE) -> CellOptimum:
     """The optimum of one cell from its rows (any number of seeds)."""
     lrs, seeds, matrix, usable = _loss_matrix(group)
-    if np.isnan(matrix).any():
-        raise StoreError(f"cell {cell}: some (lr, seed) pairs have no loss; every run of a cell is needed")
-    fit_matrix = np.where(usable, matrix, np.inf)  # the optimum is read off usable runs only
-    curve = fit_matrix.mean(axis=1)  # inf wherever any seed's run is not usable
+    present = ~np.isnan(matrix)  # a grid this package trains has every pair; an imported sweep may not
+    fit_matrix = np.where(present & ~usable, np.inf, matrix)  # the optimum is read off usable runs only
+    with np.errstate(invalid="ignore"):
+        curve = _mean_present(fit_matrix)  # inf wherever a seed's run is not usable; NaN where no seed ran
+        shown = np.where(np.isinf(curve), _mean_present(matrix), curve)  # an unstable run's loss is shown
     opt = CellOptimum(
-        cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(np.where(np.isinf(curve), matrix.mean(axis=1), curve)),
-        fit_minimum(lrs, curve),
+        cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(shown),
+        fit_minimum(lrs, _complete(curve, present)),
         tuple((int(s), fit_minimum(lrs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(bool(u) for u in usable[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)))
     return dataclasses.replace(opt, flags=_flags(opt, group))
+
+
+def _mean_present(matrix: np.ndarray) -> np.ndarray:
+    """Mean over the seeds that ran each rate (NaN where none did; inf where one diverged)."""
+    counts = (~np.isnan(matrix)).sum(axis=1)
+    sums = np.where(np.isnan(matrix), 0.0, matrix).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _complete(curve: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The seed-mean curve at the rates every seed ran (NaN elsewhere): a mean over fewer seeds would mix
+    their levels into the curve's shape."""
+    return np.where(present.all(axis=1), curve, np.nan)
 
 
 def _flags(opt: CellOptimum, group: pd.DataFrame) -> tuple[str, ...]:

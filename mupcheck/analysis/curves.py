@@ -111,9 +111,11 @@ def fit_minimum(xs: ArrayLike, ys: ArrayLike) -> CurveFit:
 
 
 def _sorted(xs: ArrayLike, ys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The points by rate; NaN marks a rate with no run (results imported from a ragged sweep): left out."""
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    order = np.argsort(x)
-    return x[order], np.where(np.isnan(y[order]), np.inf, y[order])
+    keep = ~np.isnan(y)
+    order = np.argsort(x[keep])
+    return x[keep][order], y[keep][order]
 
 
 def _basin(x: np.ndarray, y: np.ndarray, i: int) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 
     extra = refinement_configs(grid, coarse_df)    # RunConfigs to train after the coarse sweep
 
+    advice = refinement_advice(grid, df)         # a results grid: the rates to run next, as lines
+
 A coarse sweep steps lr by an octave, about the size of the seed noise of an optimum. With a `[refine]`
 table the suite adds rates at `step_log2` spacing within `span_log2` of the argmin of each cell's
 seed-mean coarse curve, for every seed, as ordinary runs in the store: the fit of the minimum then rests
@@ -17,9 +19,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from mupcheck.fmt import format_tokens
 from mupcheck.spec import Grid, RunConfig, run_configs
 
-__all__ = ["refinement_configs", "refinement_rates"]
+__all__ = ["refinement_advice", "refinement_configs", "refinement_rates"]
 
 
 def refinement_rates(coarse: list[float], argmin: float, step: float, span: float) -> list[float]:
@@ -51,3 +54,36 @@ def refinement_configs(grid: Grid, coarse_df: pd.DataFrame) -> list[RunConfig]:
         for x in refinement_rates(coarse, argmin, grid.refine.step_log2, grid.refine.span_log2):
             extra += [dataclasses.replace(template, lr_log2=x, seed=s) for s in grid.seeds]
     return extra
+
+
+def refinement_advice(grid: Grid, df: pd.DataFrame) -> list[str]:
+    """For a grid of results trained elsewhere (nothing is trained here): per cell, the rates a `[refine]`
+    table asks for around the seed-mean argmin that some seed has not run, as lines to act on; [] without
+    a `[refine]` table or when nothing is missing."""
+    if grid.refine is None:
+        return []
+    lines = []
+    for key, cell in df.groupby(["parametrization", "width", "tokens"], sort=True):
+        par, width, tokens = (str(key[0]), int(key[1]), int(key[2]))  # type: ignore[call-overload]  # pandas: Hashable
+        losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))
+        curve = losses.groupby("lr_log2")["loss"].mean()
+        if not np.isfinite(curve.to_numpy()).any():
+            continue
+        measured = sorted(float(x) for x in curve.index)
+        argmin = float(measured[int(np.argmin(curve.to_numpy()))])
+        if argmin in (measured[0], measured[-1]):
+            side = "below" if argmin == measured[0] else "above"
+            lines.append(f"{par} width={width} tokens={format_tokens(tokens)}: the optimum lies {side} the "
+                         f"measured rates (2^{argmin:g}): run rates {side} it first")
+            continue
+        n = int(round(grid.refine.span_log2 / grid.refine.step_log2))
+        wanted = [round(argmin + k * grid.refine.step_log2, 6) for k in range(-n, n + 1)]
+        seeds = sorted(set(cell["seed"]))
+        ran = {(round(float(x), 6), s) for x, s in zip(cell["lr_log2"], cell["seed"])}
+        missing = [x for x in wanted if any((x, s) not in ran for s in seeds)]
+        if missing:
+            lines.append(f"{par} width={width} tokens={format_tokens(tokens)}: run lr_log2 "
+                         f"{', '.join(f'{x:g}' for x in missing)} for seeds {', '.join(map(str, seeds))} "
+                         f"(every {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of the argmin "
+                         f"2^{argmin:g})")
+    return lines

@@ -47,11 +47,12 @@ class Boundary:
 
 def seed_boundary(xs: ArrayLike, losses: ArrayLike, usable: ArrayLike, rise: float) -> Boundary:
     """The boundary of one seed's curve: `losses` (inf: diverged) over `xs`, `usable` False for runs whose
-    status is not "ok". The best loss is the lowest usable one."""
+    status is not "ok"; NaN: no run there. The best loss is the lowest usable one."""
     x, y = np.asarray(xs, dtype=float), np.asarray(losses, dtype=float)
     ok = np.asarray(usable, dtype=bool) & np.isfinite(y)
-    order = np.argsort(x)
-    x, y, ok = x[order], y[order], ok[order]
+    present = ~np.isnan(y)  # NaN: no run at that rate (a ragged imported sweep)
+    order = np.argsort(x[present])
+    x, y, ok = x[present][order], y[present][order], ok[present][order]
     if not ok.any():
         return Boundary(math.nan, False, math.nan)
     best_i = int(np.argmin(np.where(ok, y, np.inf)))

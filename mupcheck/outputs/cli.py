@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 import mupcheck
-from mupcheck.analysis.collect import collect
+from mupcheck.analysis.collect import collect, collect_results
 from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
+from mupcheck.analysis.refine import refinement_advice
 from mupcheck.checks.coord import check_model, slope_table
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
+from mupcheck.external import runs_table, write_results
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(report)
     report.add_argument("--out", metavar="DIR", default="reports", help="report directory (default: reports)")
     report.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    report.add_argument("--json", action="store_true", help="also write reports/<grid>.json (the schema: README)")
     report.add_argument("--changes", metavar="FILE", default=None,
                         help="a markdown file whose text becomes the report's 'What changed' section (for a report "
                              "regenerated after a change of method)")
@@ -99,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default reports/coord_check/<model>-<parametrization>.png)")
     coord.set_defaults(func=_cmd_coord_check)
 
+    export = sub.add_parser("export", help="write a grid's runs as a results table (CSV, JSONL, Parquet) that "
+                                           "another grid can read with `results = ...`")
+    export.add_argument("grid", help="grid file whose runs are in the store")
+    _add_store(export)
+    export.add_argument("--out", metavar="FILE", required=True, help="runs.csv, runs.jsonl or runs.parquet")
+    export.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
+    export.set_defaults(func=_cmd_export)
+
     pred = sub.add_parser("predict", help="predict the optimal learning rate at a width and token budget")
     pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store)")
     pred.add_argument("--width", type=int, required=True)
@@ -117,6 +128,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.fuse is not None and args.fuse < 1:
         raise MupcheckError(f"--fuse must be >= 1, got {args.fuse}")
     grid = load_grid(args.grid)
+    if grid.results is not None:
+        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.path}): nothing to train; "
+                            "judge them with `mupcheck report` or `pytest`")
     store = Store.open(args.store)
     print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
     summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
@@ -131,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
-    plan = plan_grid(load_grid(args.grid), args.device)
+    grid = load_grid(args.grid)
     out = Path(args.out)
     extra = {
         "command": "`" + " ".join(["mupcheck", *args.argv]) + "` (from the store; no training)",
@@ -143,8 +157,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
             changes = Path(args.changes).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise MupcheckError(f"--changes {args.changes}: cannot read it: {e}") from None
-    path = write_report(GridSuite(plan, Store.open(args.store)), out, extra, changes)
-    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    if grid.imported:
+        extra["command"] = "`" + " ".join(["mupcheck", *args.argv]) + "` (from the results files)"
+        suite = GridSuite(grid)
+    else:
+        suite = GridSuite(plan_grid(grid, args.device), Store.open(args.store))
+    path = write_report(suite, out, extra, changes, as_json=args.json)
+    written = f"{path} and {path.with_suffix('.json')}" if args.json else str(path)
+    print(f"wrote {written} in {time.perf_counter() - start:.1f} s")
+    for line in refinement_advice(grid, suite.df) if grid.imported else []:
+        print(f"run next: {line}", file=sys.stderr)
     return 0
 
 
@@ -193,6 +215,21 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    grid = load_grid(args.grid)
+    if grid.imported:
+        raise MupcheckError(f"{args.grid} reads results already; copy its files instead")
+    store = Store.open(args.store)
+    df = collect(plan_grid(grid, args.device), store)  # every run of the grid, refinement runs included
+    records = [store.load(key) for key in df["key"]]
+    try:
+        path = write_results(runs_table([r for r in records if r is not None]), args.out)
+    except OSError as e:
+        raise MupcheckError(f"cannot write {args.out}: {e.strerror or e}") from None
+    print(f"wrote {len(df)} runs to {path}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.width < 1 or args.tokens < 1:
@@ -203,7 +240,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                             f"(parametrization = {grid.parametrization})")
     if len(grid.tokens) < 2:
         raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
-    df = collect(plan_grid(grid, args.device), Store.open(args.store))
+    df = collect_results(grid) if grid.imported else collect(plan_grid(grid, args.device), Store.open(args.store))
     fit = fit_drift(df, args.parametrization)
     if fit is None:
         raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")

@@ -14,6 +14,7 @@ the plot paths and the changes text.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -21,15 +22,20 @@ from typing import Any
 
 import pandas as pd
 
+import mupcheck
 from mupcheck.analysis.collect import CellOptimum
 from mupcheck.analysis.drift import PUBLISHED
+from mupcheck.analysis.refine import refinement_advice
 from mupcheck.analysis.transfer import Verdict, judge
 from mupcheck.errors import ReportError
+from mupcheck.external import result_files
 from mupcheck.fmt import format_tokens
+from mupcheck.outputs.json_report import suite_json
 from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
 from mupcheck.outputs.verdicts import GridSuite, Outcome
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
+from mupcheck.spec import Grid
 
 __all__ = ["render_report", "write_report"]
 
@@ -95,7 +101,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     outcomes = suite.outcomes()
     counts: Counter[str] = Counter(o.outcome for o in outcomes)
     out = [f"# mupcheck report: `{grid.name}`", ""]
-    out += [f"Model `{grid.model}`, parametrizations {', '.join(grid.parametrization)}; widths "
+    model = "Results trained elsewhere (see Provenance)" if grid.imported else f"Model `{grid.model}`"
+    out += [f"{model}, parametrizations {', '.join(grid.parametrization)}; widths "
             f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
             f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {grid.lr_log2[0]:g} .. "
             f"{grid.lr_log2[-1]:g} ({len(grid.lr_log2)} values"
@@ -141,6 +148,12 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
 
+    advice = refinement_advice(grid, df) if grid.imported else []
+    if advice:
+        out += ["## Rates to run next", "",
+                "These results were trained elsewhere, so mupcheck trains nothing; the `[refine]` table asks for "
+                "these rates around each cell's argmin, which the results lack:", ""]
+        out += [f"- {line}" for line in advice] + [""]
     warnings = _warnings(df, optima)
     out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
     if changes:
@@ -278,20 +291,49 @@ def _engine_summary(engines: pd.Series) -> str:
     return "; ".join(f"{engine}: {n} runs" for engine, n in sorted(counts.items()))
 
 
-def provenance_for(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
-    """How the report was produced: command, grid hash, device, versions, dates, times (from the
-    collected frame, which carries each run's provenance)."""
+def _shown_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def provenance_for(suite: GridSuite, extra: dict[str, str]) -> dict[str, str]:
+    """How the report was produced: for a grid this package trained, from each run's record; for a results
+    grid, the files it read and their hashes."""
+    if suite.grid.imported:
+        return _results_provenance(suite.grid, suite.df, extra)
+    assert suite.plan is not None
+    return _trained_provenance(suite.plan, suite.df, extra)
+
+
+def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
+    grid_path = Path(grid.path)
+    files = result_files(grid)
+    averaged = int(df["key"].astype(str).str.contains(" + ", regex=False).sum())
+    info = {
+        "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
+        "results": "; ".join(f"`{_shown_path(Path(f.path))}` (sha256 {f.sha256}, {f.rows} rows)" for f in files),
+        "runs": f"{len(df)} runs read, trained elsewhere (nothing was trained by mupcheck)"
+                + (f"; {averaged} of them averaged over reruns (duplicates = \"mean\")" if averaged else ""),
+        "mupcheck": f"{mupcheck.__version__}"
+                    + (f"; report written at the grid repository's commit {git_commit(grid_path)}"
+                       if git_commit(grid_path) else ""),
+    }
+    info.update(extra)
+    return info
+
+
+def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
+    """Command, grid hash, device, versions, dates, times, from the collected frame, which carries each
+    run's provenance."""
     grid_path = Path(plan.grid.path)
     ends = pd.to_datetime(df["date"])  # a record is dated when its run finished
     starts = ends - pd.to_timedelta(df["wall_time_s"].fillna(0.0), unit="s")
     span = (ends.max() - starts.min()).total_seconds()
-    try:
-        shown = grid_path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = grid_path
     commits = _unique(df["mupcheck_commit"])
     info = {
-        "grid file": f"`{shown.as_posix()}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
+        "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
         "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
         "device": _unique(df["device"]),
         "engine": _engine_summary(df["engine"]),
@@ -373,18 +415,21 @@ def _rules_compared(suite: GridSuite) -> list[str]:
     return lines
 
 
-def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str], changes: str = "") -> Path:
-    """Write `<out_dir>/<grid>.md` with its plots, from the suite (the store's runs; no training)."""
+def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str], changes: str = "",
+                 as_json: bool = False) -> Path:
+    """Write `<out_dir>/<grid>.md` with its plots, from the suite (its runs; no training), and with `as_json`
+    `<out_dir>/<grid>.json` (mupcheck.outputs.json_report) beside it."""
     grid = suite.grid
     plot_dir = out_dir / grid.name
     try:
-        return _write(suite, out_dir, plot_dir, provenance_extra, changes)
+        return _write(suite, out_dir, plot_dir, provenance_extra, changes, as_json)
     except OSError as e:
         raise ReportError(f"cannot write the report of {grid.name} to {out_dir}: {e.strerror or e}; choose a "
                           "writable folder (mupcheck report --out DIR, pytest --mupcheck-reports DIR)") from None
 
 
-def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: dict[str, str], changes: str) -> Path:
+def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: dict[str, str], changes: str,
+           as_json: bool) -> Path:
     grid = suite.grid
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_loss_curves(suite.df, suite.optima, grid, plot_dir) + plot_optima(suite.optima, grid, plot_dir)
@@ -393,7 +438,11 @@ def _write(suite: GridSuite, out_dir: Path, plot_dir: Path, provenance_extra: di
         plot_coords(suite.coord(par).data, path, title=par)
         plots.append(path)
     rel = [p.relative_to(out_dir).as_posix() for p in plots]
-    text = render_report(suite, provenance_for(suite.plan, suite.df, provenance_extra), rel, changes)
+    provenance = provenance_for(suite, provenance_extra)
+    text = render_report(suite, provenance, rel, changes)
     path = out_dir / f"{grid.name}.md"
     path.write_text(text, encoding="utf-8")
+    if as_json:
+        data = suite_json(suite, provenance)
+        (out_dir / f"{grid.name}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mupcheck.analysis.collect import MissingRunsError, collect_coarse
-from mupcheck.analysis.refine import refinement_configs
+from mupcheck.analysis.refine import refinement_advice, refinement_configs
 from mupcheck.analysis.transfer import TransferError
 from mupcheck.engine.models import build_model
 from mupcheck.errors import MupcheckError
@@ -105,7 +105,7 @@ class State:
         """The grid's checks and their evidence, shared by its items and its report."""
         path = Path(grid.path)
         if path not in self.suites:
-            self.suites[path] = GridSuite(self.plan(grid), self.store)
+            self.suites[path] = GridSuite(grid) if grid.imported else GridSuite(self.plan(grid), self.store)
         return self.suites[path]
 
 
@@ -116,8 +116,8 @@ class GridFile(pytest.File):
     def collect(self):
         grid = load_grid(self.path)
         self.grid = grid
-        reason = _missing_gpu(grid, self.config.getoption("mupcheck_device"))
-        if reason is None:
+        reason = None if grid.imported else _missing_gpu(grid, self.config.getoption("mupcheck_device"))
+        if reason is None and not grid.imported:
             # Data and model problems are one collection error here, not the same failure in every item.
             state = self.config.stash[STATE]
             plan = state.plan(grid)
@@ -211,7 +211,8 @@ class StoreProgress(threading.Thread):
     def run(self) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         try:
-            plans = [self.state.plan(load_grid(p)) for p in grid_files(self.config)]
+            grids = [load_grid(p) for p in grid_files(self.config)]
+            plans = [self.state.plan(g) for g in grids if not g.imported]  # a results grid trains nothing
         except MupcheckError:
             return  # the workers report the problem
         costs = {plan.grid.name: plan.costs() for plan in plans}  # key -> (FLOPs, steps), in plan order
@@ -276,6 +277,10 @@ class SuiteHooks:
         capture = config.pluginmanager.getplugin("capturemanager")
         for grid_file in grids.values():
             grid = grid_file.grid
+            if grid.imported:
+                if not in_worker:
+                    self._advise(grid_file)
+                continue  # trained elsewhere: nothing to train
             if _missing_gpu(grid, state.device):
                 continue  # its items are skipped, with the reason
             try:
@@ -296,6 +301,18 @@ class SuiteHooks:
                 # exit 2, as `mupcheck run` gives; finished runs are already in the store.
                 pytest.exit(f"mupcheck: {grid_file.path.name}: {e}", returncode=2)
         return None
+
+    def _advise(self, grid_file: GridFile) -> None:
+        """A results grid trains nothing: where a trained grid would add refinement runs, say what to run."""
+        try:
+            lines = refinement_advice(grid_file.grid, self.state.suite(grid_file.grid).df)
+        except MupcheckError:
+            return  # its items report the problem
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\nmupcheck: {grid_file.path.name}: results trained elsewhere; nothing to train", file=sys.stderr)
+            for line in lines:
+                print(f"mupcheck: {grid_file.path.name}: run next: {line}", file=sys.stderr)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # On the xdist controller this sees the workers' items too.
@@ -318,10 +335,11 @@ class SuiteHooks:
                     "command": "`" + " ".join(["pytest", *config.invocation_params.args]) + "`",
                     "report written": utc_now(),
                     "wall time": f"{elapsed / 60:.1f} min (the whole pytest session)",
-                    "runs this session": _trained_since(suite.df, state.store, state.started),
                 }
+                if not suite.grid.imported:
+                    extra["runs this session"] = _trained_since(suite.df, state.store, state.started)
                 # Under xdist the controller has no suite of its own: it reads the store (checks rerun here).
-                written = write_report(suite, state.reports_dir, extra)
+                written = write_report(suite, state.reports_dir, extra, as_json=True)
                 state.written.append(str(written))
             except MupcheckError as e:
                 state.written.append(f"not written for {file_part}: {str(e).splitlines()[0]}")

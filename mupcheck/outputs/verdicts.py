@@ -2,6 +2,7 @@
 
     checks = planned_checks(grid)              # known from the grid file alone (pytest collects these)
     suite = GridSuite(plan, store)             # the evidence, gathered lazily and once
+    suite = GridSuite(grid)                    # a results grid: its runs are read from its results files
     suite.outcome("width[mup tokens=1M 32->256]")   # -> Outcome(outcome, summary, detail)
     suite.outcomes()                           # every check, in order: what the report renders
 
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import CellOptimum, collect, find_optima
+from mupcheck.analysis.collect import CellOptimum, collect, collect_results, find_optima
 from mupcheck.analysis.drift import DriftFit, MarginLaw, WidthLaw, drift_law, margin_law, width_law
 from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import (
@@ -72,7 +73,7 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
     """Every check of a grid, in the order items and report rows appear."""
     checks: list[PlannedCheck] = []
     arm = grid.mup_arm
-    if arm is not None:
+    if arm is not None and not grid.imported:  # a results grid has no model to lint
         checks.append(PlannedCheck(f"lint[{arm}]", "lint", parametrization=arm))
     for par in grid.coord_check.parametrization if grid.coord_check else ():
         checks.append(PlannedCheck(f"coord[{par}]", "coord", parametrization=par))
@@ -142,10 +143,13 @@ def _noise_floor(optima: dict[tuple[str, int, int], CellOptimum], parametrizatio
 class GridSuite:
     """The evidence of one grid's checks, gathered on first use and kept."""
 
-    def __init__(self, plan: Plan, store: Store | None, frame: pd.DataFrame | None = None):
-        """`frame` stands in for the store's runs (a collected frame): for tests and saved frames."""
-        self.plan, self.store = plan, store
-        self.grid = plan.grid
+    def __init__(self, source: Plan | Grid, store: Store | None = None, frame: pd.DataFrame | None = None):
+        """`source`: the plan of a grid this package trains (its runs are read from `store`), or a results
+        grid (its runs are read from its results files). `frame` stands in for the runs (a collected frame):
+        for tests and saved frames."""
+        self.plan = source if isinstance(source, Plan) else None
+        self.store = store
+        self.grid = source.grid if isinstance(source, Plan) else source
         self._coord: dict[Parametrization, CoordResult] = {}
         self.planned = {c.id: c for c in planned_checks(self.grid)}
         if frame is not None:
@@ -156,8 +160,10 @@ class GridSuite:
     @functools.cached_property
     def df(self) -> pd.DataFrame:
         """Every run of the grid (MissingRunsError names any that is absent)."""
-        if self.store is None:
-            raise ValueError("a GridSuite without a store needs its frame")
+        if self.grid.imported:
+            return collect_results(self.grid)
+        if self.store is None or self.plan is None:
+            raise ValueError("a GridSuite of a trained grid needs its plan and store, or its frame")
         return collect(self.plan, self.store)
 
     @functools.cached_property
@@ -166,10 +172,12 @@ class GridSuite:
 
     @functools.cached_property
     def lint_findings(self) -> list[LintFinding]:
+        assert self.plan is not None, "a results grid has no model to lint"
         return lint_grid(self.grid, self.plan.data)
 
     def coord(self, parametrization: Parametrization) -> CoordResult:
         if parametrization not in self._coord:
+            assert self.plan is not None, "a results grid has no model to check"
             self._coord[parametrization] = check_model(self.grid, parametrization, self.plan.data)
         return self._coord[parametrization]
 

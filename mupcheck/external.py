@@ -1,0 +1,433 @@
+"""Results trained elsewhere: a sweep's table read as runs, so the suite can judge it without training.
+
+    rows = read_results(settings, grid_dir="grids", grid_path="grids/theirs.toml", pick={"schedule": "cosine"})
+    rows.frame        # one row per run: parametrization, width, tokens, lr_log2, seed, loss, status, ...
+    rows.files        # (path, sha256, rows) of every file read: the report's provenance
+    write_results(runs_table(records), "runs.csv")   # the other way: a store's records as such a table
+
+A grid names its results instead of a model (`results = "runs.csv"`, or a `[results]` table with a
+`[results.columns]` mapping). The files are CSV, JSONL or Parquet (Parquet through pandas and pyarrow, an
+optional extra), or a glob of several. Columns, after mapping: `width`, `tokens`, `lr` or `lr_log2`,
+`seed`, `loss`; optional `parametrization` (default `mup`), `status` (`ok`, `diverged`, `unstable`; a
+non-finite or empty loss means diverged), `initial_loss`, a training curve (`curve`: an inline JSON list
+of losses, or the path of a CSV with `step` and `loss` columns or of a JSON list, relative to the results
+file; or columns `train_loss@<step>`), and any setting a grid can hold (`schedule`, `depth`, ...), which
+the grid picks one value of. A curve lets the suite judge a run *unstable* as it judges its own runs
+(`mupcheck.result.RunResult.judged_status`).
+
+Every problem is one line naming the file, the row (1-based, as a spreadsheet counts data rows) and the
+column: a missing column, an unparsable or out-of-range number, an unknown status, two rows of the same
+run (unless `duplicates = "mean"`: GPU reruns of one seed differ by 0.2-3.7% on an H100, so averaging is
+a choice the grid must make), an empty file.
+
+pandas is imported when a grid reads results, not when a grid file is parsed: the pytest plugin parses
+grids at every collection, and importing pandas costs 0.8 s there (`python -X importtime`, the project's
+2-core CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mupcheck.errors import GridError
+from mupcheck.result import Checkpoint, RunRecord, RunResult
+from mupcheck.spec import Grid, RunSettings  # spec imports this module only when it parses a results grid
+
+__all__ = ["REQUIRED", "ResultFile", "Results", "derived_axes", "read_results", "result_files", "runs_table",
+           "write_results"]
+
+REQUIRED = ("width", "tokens", "seed", "loss")  # and `lr` or `lr_log2`
+RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
+STATUSES = ("ok", "unstable", "diverged")
+PARAMETRIZATIONS = ("mup", "sp", "custom")
+_CURVE_PREFIX = "train_loss@"
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Results:
+    """The runs of a results grid and where they came from."""
+
+    frame: pd.DataFrame  # parametrization, width, tokens, lr_log2, seed, loss (NaN: diverged), status, key, ...
+    files: tuple[ResultFile, ...]
+    combined: int  # rows merged into others by duplicates = "mean"
+
+
+class _Where:
+    """Names a place in the input for messages: the grid's `results` key, a file, a row, a column."""
+
+    def __init__(self, grid_path: str):
+        self.grid_path = grid_path
+
+    def grid(self, message: str, key: str = "results") -> GridError:
+        return GridError(self.grid_path, key, message)
+
+    def file(self, path: str, message: str) -> GridError:
+        return GridError(path, None, message)
+
+    def cell(self, path: str, row: int, column: str, message: str) -> GridError:
+        return GridError(f"{path}: row {row}", column, message)
+
+
+def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
+                 duplicates: str = "error", pick: dict[str, Any] | None = None,
+                 axes: dict[str, tuple[Any, ...]] | None = None) -> Results:
+    """Read, map, validate and combine the runs of a results grid.
+
+    `columns` maps our names to theirs; `pick` holds grid settings the user set (a results column of the same
+    name keeps the rows that match it); `axes` holds axes the grid lists (widths, tokens, lr_log2, seeds,
+    parametrization), which keep only those values and must each be found."""
+    where = _Where(grid_path)
+    files = _files(path_pattern, Path(grid_dir), where)
+    frames, infos = [], []
+    for f in files:
+        raw = _read(f, where)
+        infos.append(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], len(raw)))
+        frames.append(_runs(raw, str(f), columns or {}, where))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = _pick(frame, pick or {}, where)
+    frame = _select(frame, axes or {}, where)
+    frame, combined = _combine(frame, duplicates, where)
+    return Results(frame.sort_values(list(RUN_KEY), ignore_index=True), tuple(infos), combined)
+
+
+def result_files(grid: Grid) -> tuple[ResultFile, ...]:
+    """The files a results grid reads, with their hashes and row counts (for provenance)."""
+    assert grid.results is not None
+    files = _files(grid.results.path, grid.grid_dir, _Where(grid.path))
+    return tuple(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], _count_rows(f)) for f in files)
+
+
+def _count_rows(path: Path) -> int:
+    return len(_read(path, _Where(str(path))))
+
+
+def _files(pattern: str, grid_dir: Path, where: _Where) -> list[Path]:
+    full = pattern if Path(pattern).is_absolute() else str(grid_dir / pattern)
+    if any(c in pattern for c in "*?["):
+        found = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
+        if not found:
+            raise where.grid(f"no file matches {pattern!r} (globs are taken from the grid file's folder)")
+        return found
+    path = Path(full)
+    if not path.is_file():
+        raise where.grid(f"no such results file {pattern!r} (paths are taken from the grid file's folder: {path})")
+    return [path]
+
+
+def _read(path: Path, where: _Where) -> pd.DataFrame:
+    """The file as a table of strings and numbers, by its suffix."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            raw = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            raw = pd.read_json(path, lines=True, dtype=False)
+        elif suffix == ".parquet":
+            raw = pd.read_parquet(path)
+        else:
+            raise where.file(str(path), "unknown format: results are .csv, .tsv, .jsonl (.ndjson) or .parquet")
+    except ImportError as e:
+        raise where.file(str(path), f"reading Parquet needs pyarrow: pip install 'mupcheck[parquet]' ({e})") from None
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise where.file(str(path), f"cannot be read as {suffix[1:]}: {str(e).splitlines()[0]}") from None
+    if raw.empty:
+        raise where.file(str(path), "has no rows")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _runs(raw: pd.DataFrame, path: str, mapping: dict[str, str], where: _Where) -> pd.DataFrame:
+    """Map the columns, parse every value, and judge each run's status."""
+    for ours, theirs in mapping.items():
+        if theirs not in raw.columns:
+            raise where.file(path, f"no column {theirs!r} (mapped to `{ours}` by [results.columns]); its columns: "
+                                   f"{', '.join(map(repr, raw.columns))}")
+    mapped = {theirs: ours for ours, theirs in mapping.items()}
+    raw = raw.rename(columns=mapped)
+    for name in REQUIRED:
+        if name not in raw.columns:
+            raise where.file(path, f"no column `{name}`; its columns: {', '.join(map(repr, raw.columns))} (map one "
+                                   f"in the grid: [results.columns] {name} = \"their name\")")
+    if "lr" not in raw.columns and "lr_log2" not in raw.columns:
+        raise where.file(path, "no column `lr` or `lr_log2` (map one in the grid: [results.columns] lr = \"...\")")
+    out = pd.DataFrame({"_file": path, "_row": np.arange(1, len(raw) + 1)})
+    out["width"] = _integers(raw, "width", path, where, minimum=1)
+    out["tokens"] = _integers(raw, "tokens", path, where, minimum=1)
+    out["seed"] = _integers(raw, "seed", path, where, minimum=0)
+    out["lr_log2"] = _rates(raw, path, where)
+    out["parametrization"] = _choices(raw, "parametrization", PARAMETRIZATIONS, "mup", path, where)
+    loss = _numbers(raw, "loss", path, where, empty_is_nan=True)
+    status = _choices(raw, "status", STATUSES, "ok", path, where)
+    # A run whose loss is not finite diverged, whatever its status says.
+    status = np.where(np.isfinite(loss), status, "diverged")
+    initial = _numbers(raw, "initial_loss", path, where, empty_is_nan=True) if "initial_loss" in raw else None
+    curves = _curves(raw, path, where)
+    judged = []
+    for k in range(len(raw)):
+        curve = curves[k] if curves else ()
+        first = float(initial[k]) if initial is not None and math.isfinite(initial[k]) else (
+            curve[0].train_loss if curve else None)
+        judged.append(_judge(str(status[k]), float(loss[k]), first, curve))
+    out["status"] = judged
+    out["loss"] = np.where(np.array(judged) == "diverged", np.nan, loss)
+    for extra in raw.columns:
+        if extra not in out.columns and extra not in ("lr", "curve", "initial_loss") \
+                and not extra.startswith(_CURVE_PREFIX):
+            out[extra] = raw[extra].to_numpy()
+    out["key"] = [f"{path}:{r}" for r in out["_row"]]
+    return out
+
+
+def _judge(status: str, loss: float, first: float | None, curve: tuple[Checkpoint, ...]) -> str:
+    """The run's status as mupcheck judges its own runs (a spike or no progress makes it unstable)."""
+    if status != "ok" or not curve:
+        return status
+    result = RunResult(status="ok", loss=loss, train_loss=curve[-1].train_loss, initial_loss=first, diverged_step=None,
+                       steps=curve[-1].step, steps_trained=curve[-1].step, checkpoints=curve, wall_time_s=0.0,
+                       tokens_per_s=None, device="imported", data_repeats=math.nan, weight_decay=0.0, tau_steps=None,
+                       tau_frac_of_run=None)
+    return result.judged_status()
+
+
+def _parse_number(value: Any) -> float | None:
+    """A float from a cell (None when it cannot be one); empty and 'nan'-like cells give NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    text = str(value).strip()
+    if text == "" or text.lower() in ("nan", "none", "null", "na", "n/a"):
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _numbers(raw: pd.DataFrame, column: str, path: str, where: _Where, empty_is_nan: bool = False) -> np.ndarray:
+    values = []
+    for k, value in enumerate(raw[column].tolist()):
+        x = _parse_number(value)
+        if x is None or (math.isnan(x) and not empty_is_nan):
+            raise where.cell(path, k + 1, column, f"{value!r} is not a number")
+        values.append(x)
+    return np.array(values, dtype=float)
+
+
+def _integers(raw: pd.DataFrame, column: str, path: str, where: _Where, minimum: int) -> np.ndarray:
+    values = _numbers(raw, column, path, where)
+    for k, x in enumerate(values):
+        if not math.isfinite(x) or x != round(x) or x < minimum:
+            raise where.cell(path, k + 1, column, f"must be an integer >= {minimum}, got {raw[column].iloc[k]!r}")
+    return values.astype(np.int64)
+
+
+def _rates(raw: pd.DataFrame, path: str, where: _Where) -> np.ndarray:
+    """log2 of the learning rate, from `lr_log2` or `lr` (rounded to 1e-6, so that a rate written the same in
+    every cell is one rate); both columns must then agree."""
+    out = None
+    if "lr_log2" in raw.columns:
+        out = _numbers(raw, "lr_log2", path, where)
+        bad = np.flatnonzero(~np.isfinite(out) | (np.abs(out) > 64))
+        if len(bad):
+            raise where.cell(path, int(bad[0]) + 1, "lr_log2", f"must be a finite log2 of a rate (|x| <= 64), got "
+                                                               f"{raw['lr_log2'].iloc[bad[0]]!r}")
+    if "lr" in raw.columns:
+        lr = _numbers(raw, "lr", path, where)
+        bad = np.flatnonzero(~np.isfinite(lr) | (lr <= 0))
+        if len(bad):
+            raise where.cell(path, int(bad[0]) + 1, "lr", f"must be a positive learning rate, got "
+                                                           f"{raw['lr'].iloc[bad[0]]!r}")
+        from_lr = np.log2(lr)
+        if out is not None:
+            off = np.flatnonzero(np.abs(from_lr - out) > 1e-3)
+            if len(off):
+                raise where.cell(path, int(off[0]) + 1, "lr", f"log2 of {lr[off[0]]:g} is {from_lr[off[0]]:.4f}, but "
+                                                               f"`lr_log2` says {out[off[0]]:g}; keep one of them")
+        out = from_lr if out is None else out
+    assert out is not None
+    return np.round(out, 6)
+
+
+def _choices(raw: pd.DataFrame, column: str, allowed: tuple[str, ...], default: str, path: str,
+             where: _Where) -> np.ndarray:
+    if column not in raw.columns:
+        return np.full(len(raw), default, dtype=object)
+    values = [str(v).strip().lower() if str(v).strip() else default for v in raw[column].tolist()]
+    for k, v in enumerate(values):
+        if v not in allowed:
+            raise where.cell(path, k + 1, column, f"{raw[column].iloc[k]!r} is not one of {', '.join(allowed)}")
+    return np.array(values, dtype=object)
+
+
+def _curves(raw: pd.DataFrame, path: str, where: _Where) -> list[tuple[Checkpoint, ...]] | None:
+    """Each run's training curve, from `curve` (inline JSON list, or a file) or `train_loss@<step>` columns."""
+    stepped = sorted((c for c in raw.columns if c.startswith(_CURVE_PREFIX)), key=lambda c: _step_of(c, path, where))
+    if "curve" not in raw.columns and not stepped:
+        return None
+    out = []
+    for k in range(len(raw)):
+        if stepped:
+            points = [(_step_of(c, path, where), _parse_number(raw[c].iloc[k])) for c in stepped]
+            for (_, v), c in zip(points, stepped):
+                if v is None:
+                    raise where.cell(path, k + 1, c, f"{raw[c].iloc[k]!r} is not a number")
+            curve = [(s, float(v)) for s, v in points if v is not None and math.isfinite(v)]
+        else:
+            curve = _curve_cell(raw["curve"].iloc[k], Path(path).parent, path, k + 1, where)
+        out.append(tuple(Checkpoint(step=int(s), tokens=0, train_loss=v, val_loss=v) for s, v in curve))
+    return out
+
+
+def _step_of(column: str, path: str, where: _Where) -> int:
+    step = _parse_number(column[len(_CURVE_PREFIX):])
+    if step is None or not math.isfinite(step) or step < 0:
+        raise where.file(path, f"column {column!r}: the part after '@' must be a step number")
+    return int(step)
+
+
+def _curve_cell(value: Any, base: Path, path: str, row: int, where: _Where) -> list[tuple[int, float]]:
+    """An inline JSON list of losses (evenly spaced steps), or a file: CSV with `step` and `loss`, or JSON."""
+    text = "" if value is None else str(value).strip()
+    if not text or text.lower() == "nan":
+        return []
+    try:
+        if text.startswith("["):
+            losses = json.loads(text)
+            return [(k + 1, float(v)) for k, v in enumerate(losses)]
+        file = base / text
+        if file.suffix.lower() == ".json":
+            losses = json.loads(file.read_text(encoding="utf-8"))
+            return [(k + 1, float(v)) for k, v in enumerate(losses)]
+        table = pd.read_csv(file)
+        if not {"step", "loss"} <= set(table.columns):
+            raise where.cell(path, row, "curve", f"{file} needs columns `step` and `loss`, has "
+                                                 f"{', '.join(map(str, table.columns))}")
+        return [(int(s), float(v)) for s, v in zip(table["step"], table["loss"])]
+    except (OSError, ValueError, TypeError, pd.errors.ParserError) as e:
+        raise where.cell(path, row, "curve", f"cannot read the curve {text[:60]!r}: {str(e).splitlines()[0]}") from None
+
+
+def _pick(frame: pd.DataFrame, pick: dict[str, Any], where: _Where) -> pd.DataFrame:
+    """Grid settings that are also result columns: keep the rows that match the grid; a column with several
+    values and no grid setting to pick one is an error (two schedules are two experiments)."""
+    for column in [c for c in frame.columns if not c.startswith("_") and c not in (*RUN_KEY, "loss", "status", "key")]:
+        values = frame[column].astype(str).str.strip()
+        if column in pick:
+            keep = values == str(pick[column])
+            if not keep.any():
+                raise where.grid(f"no result has {column} = {pick[column]!r} (the results have "
+                                 f"{', '.join(sorted(set(values)))})", key=column)
+            frame = frame[keep.to_numpy()]
+        elif values.nunique() > 1 and column in _settings_keys():
+            raise where.grid(f"the results have several `{column}` values ({', '.join(sorted(set(values))[:6])}): "
+                             f"set {column} = ... in the grid to judge one of them", key=column)
+    return frame
+
+
+def _settings_keys() -> set[str]:
+    return {f.name for f in dataclasses.fields(RunSettings)}
+
+
+def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], where: _Where) -> pd.DataFrame:
+    """Keep the values of the axes the grid lists; each listed value must have rows."""
+    column_of = {"widths": "width", "tokens": "tokens", "lr_log2": "lr_log2", "seeds": "seed",
+                 "parametrization": "parametrization"}
+    for key, values in axes.items():
+        column = column_of[key]
+        have = set(frame[column].tolist())
+        missing = [v for v in values if v not in have]
+        if missing:
+            raise where.grid(f"{missing[0]!r} is listed, but no result has {column} = {missing[0]!r}", key=key)
+        frame = frame[frame[column].isin(values)]
+    return frame
+
+
+def _combine(frame: pd.DataFrame, duplicates: str, where: _Where) -> tuple[pd.DataFrame, int]:
+    """One row per run. Two rows of one run are an error, unless duplicates = "mean": their mean loss, and the
+    worst status (a rerun that diverged makes the rate unreliable)."""
+    dup = frame.duplicated(list(RUN_KEY), keep=False)
+    if not dup.any():
+        return frame, 0
+    if duplicates != "mean":
+        first = frame[dup].iloc[0]
+        same = frame[dup & (frame[list(RUN_KEY)] == first[list(RUN_KEY)]).all(axis=1)]
+        rows = " and ".join(f"{f}: row {r}" for f, r in zip(same["_file"], same["_row"]))
+        losses = ", ".join("diverged" if not math.isfinite(x) else f"{x:g}" for x in same["loss"])
+        run = (f"{first['parametrization']} width={first['width']} tokens={first['tokens']} "
+               f"lr=2^{first['lr_log2']:g} seed={first['seed']}")
+        raise where.grid(f"{rows} are the same run ({run}) with losses {losses}; set duplicates = \"mean\" in "
+                         "[results] to average reruns, or remove one", key="results")
+    rank = {s: k for k, s in enumerate(STATUSES)}
+    merged = []
+    for _, group in frame.groupby(list(RUN_KEY), sort=False):
+        row = group.iloc[0].copy()
+        if len(group) > 1:
+            row["status"] = max(group["status"], key=lambda s: rank[s])
+            finite = group["loss"][np.isfinite(group["loss"])]
+            row["loss"] = float(finite.mean()) if row["status"] != "diverged" and len(finite) else math.nan
+            row["key"] = " + ".join(group["key"])
+        merged.append(row)
+    return pd.DataFrame(merged).reset_index(drop=True), int(dup.sum() - len(frame[dup].groupby(list(RUN_KEY))))
+
+
+def derived_axes(frame: pd.DataFrame) -> dict[str, tuple[Any, ...]]:
+    """The grid's axes as the results have them."""
+    pars = sorted(set(frame["parametrization"]), key=lambda p: PARAMETRIZATIONS.index(p))
+    return {"widths": tuple(sorted(int(w) for w in set(frame["width"]))),
+            "tokens": tuple(sorted(int(t) for t in set(frame["tokens"]))),
+            "lr_log2": tuple(sorted(float(x) for x in set(frame["lr_log2"]))),
+            "seeds": tuple(sorted(int(s) for s in set(frame["seed"]))),
+            "parametrization": tuple(pars)}
+
+
+def runs_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Run records (a store's) as a results table that `read_results` reads back to the same runs: the
+    coordinates, the loss, the engine's status, the first loss and the checkpoints' training losses (so
+    that a run is judged unstable alike), and every setting the run was trained with."""
+    rows = []
+    for record in records:
+        config, result = record.config, record.result
+        row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
+        row["lr"] = 2.0 ** float(config["lr_log2"])
+        row["loss"] = result.loss if result.status != "diverged" else math.nan
+        row["status"] = result.status
+        row["initial_loss"] = result.initial_loss
+        row["curve"] = json.dumps([c.train_loss for c in result.checkpoints])
+        row.update({k: v for k, v in config.items() if k not in row and k in _settings_keys()})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(list(RUN_KEY), ignore_index=True)
+
+
+def write_results(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a results table by the file's suffix (.csv, .tsv, .jsonl, .parquet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        table.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    elif suffix in (".jsonl", ".ndjson"):
+        table.to_json(path, orient="records", lines=True, double_precision=15)  # pandas keeps 10 digits by default
+    elif suffix == ".parquet":
+        table.to_parquet(path, index=False)
+    else:
+        raise GridError(str(path), None, "unknown format: write .csv, .tsv, .jsonl or .parquet")
+    return path

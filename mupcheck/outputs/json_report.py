@@ -1,0 +1,115 @@
+"""The suite as JSON: `reports/<grid>.json`, for other tools and CI dashboards.
+
+    data = suite_json(suite, provenance)       # a dict of plain values (JSON has no NaN: unknown is null)
+    json.dumps(data)
+
+The same `GridSuite` the markdown report and the pytest items render: the numbers cannot disagree.
+The schema is versioned (`schema`); fields are only ever added within a version. Floats are log2 of the
+learning rate unless named otherwise; regrets are fractions (0.005 = 0.5%); intervals are 95%, `[lo, hi]`
+or null.
+
+    schema       "mupcheck.report/1"
+    grid         {name, path, imported}
+    counts       {pass, fail, xfail, xpass, inconclusive}
+    outcomes     [{id, kind, outcome, summary}]                 every check, as pytest shows it
+    cells        [{parametrization, width, tokens, lr_log2, interval, censored, n_seeds, n_found,
+                   loss, stability_log2, stability_interval, stability_censored, margin_log2,
+                   margin_interval, flags}]
+    comparisons  [{id, kind, axis, parametrization, fixed, ref, other, outcome, verdict, transferred,
+                   shift, interval, band, band_source, regret, regret_interval, regret_source,
+                   regret_diverged, reason, beta}]
+    stability    [{id, axis, parametrization, fixed, ref, other, outcome, transferred, boundary,
+                   boundary_censored, margin, interval, min_margin, reason}]
+    laws         {<parametrization>: {width: {slope, interval, n_seeds} | null,
+                   tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds} | null,
+                   margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null}}
+    provenance   {<label>: <text>}                              as in the markdown report
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mupcheck.analysis.collect import CellOptimum
+from mupcheck.analysis.drift import MarginLaw
+from mupcheck.outputs.verdicts import GridSuite
+
+__all__ = ["SCHEMA", "suite_json"]
+
+SCHEMA = "mupcheck.report/1"
+
+
+def _num(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _pair(iv: tuple[float, float] | None) -> list[float | None] | None:
+    return None if iv is None else [_num(iv[0]), _num(iv[1])]
+
+
+def _cell(o: CellOptimum) -> dict[str, Any]:
+    return {
+        "parametrization": o.parametrization, "width": o.width, "tokens": o.tokens,
+        "lr_log2": _num(o.lr_log2) if o.found else None, "interval": _pair(o.interval),
+        "censored": o.censored, "n_seeds": o.n_seeds, "n_found": len(o.found_optima), "loss": _num(o.loss),
+        "stability_log2": _num(o.boundary), "stability_interval": _pair(o.boundary_interval),
+        "stability_censored": o.boundary_censored, "margin_log2": _num(o.margin),
+        "margin_interval": _pair(o.margin_interval), "flags": list(o.flags),
+    }
+
+
+def _margin(law: MarginLaw | None) -> dict[str, Any] | None:
+    return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval)}
+
+
+def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
+    """Every outcome of the suite and the numbers behind it, as plain JSON values."""
+    outcomes = suite.outcomes()
+    counts = {k: sum(o.outcome == k for o in outcomes) for k in ("pass", "fail", "xfail", "xpass", "inconclusive")}
+    by_id = {o.check.id: o.outcome for o in outcomes}
+    comparisons = []
+    for check_id, v in suite.verdicts.items():
+        c = v.comparison
+        comparisons.append({
+            "id": check_id, "kind": suite.planned[check_id].kind, "axis": c.axis, "parametrization": c.parametrization,
+            "fixed": c.fixed, "ref": c.ref, "other": c.other, "outcome": v.outcome, "verdict": by_id[check_id],
+            "transferred": _num(v.transferred), "shift": _num(v.shift), "interval": _pair(v.interval),
+            "band": _pair(v.band), "band_source": v.band_source, "regret": _num(v.regret),
+            "regret_interval": _pair(v.regret_interval), "regret_source": v.regret_source,
+            "regret_diverged": v.regret == math.inf, "reason": v.reason, "beta": v.beta,
+        })
+    stability = []
+    for check_id, sv in suite.stability.items():
+        c = sv.comparison
+        stability.append({
+            "id": check_id, "axis": c.axis, "parametrization": c.parametrization, "fixed": c.fixed, "ref": c.ref,
+            "other": c.other, "outcome": sv.outcome, "transferred": _num(sv.transferred),
+            "boundary": _num(sv.boundary), "boundary_censored": sv.boundary_censored, "margin": _num(sv.margin),
+            "interval": _pair(sv.interval), "min_margin": sv.min_margin, "reason": sv.reason,
+        })
+    laws: dict[str, Any] = {}
+    for par in suite.grid.parametrization:
+        width, drift = suite.width_law(par), suite.drift(par)
+        laws[par] = {
+            "width": None if width is None else {"slope": _num(width.slope), "interval": _pair(width.interval),
+                                                 "n_seeds": width.n_seeds},
+            "tokens": None if drift is None else {
+                "beta": _num(drift.beta), "interval": _pair(drift.interval), "curvature": _num(drift.curvature),
+                "curvature_interval": _pair(drift.curvature_interval), "lack_of_fit": drift.lack_of_fit,
+                "n_seeds": drift.n_seeds},
+            "margin_tokens": _margin(suite.margin_law(par, "tokens")),
+            "margin_width": _margin(suite.margin_law(par, "width")),
+        }
+    return {
+        "schema": SCHEMA,
+        "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported},
+        "counts": counts,
+        "outcomes": [{"id": o.check.id, "kind": o.check.kind, "outcome": o.outcome, "summary": o.summary}
+                     for o in outcomes],
+        "cells": [_cell(o) for o in suite.optima.values()],
+        "comparisons": comparisons,
+        "stability": stability,
+        "laws": laws,
+        "provenance": dict(provenance),
+    }
