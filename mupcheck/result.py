@@ -171,6 +171,10 @@ class RunRecord:
             raise ValueError("not a JSON object")
         if d.get("key") != key:
             raise ValueError(f"its key {d.get('key')!r} does not match its file name")
-        if not isinstance(d.get("key_material", {}).get("config"), dict):
+        material = d.get("key_material")
+        if not isinstance(material, dict) or not isinstance(material.get("config"), dict):
             raise ValueError("no `key_material.config` object")
-        return cls(key, d["key_material"], RunResult.from_dict(d.get("result")), d.get("provenance") or {})
+        provenance = d.get("provenance") or {}
+        if not isinstance(provenance, dict):
+            raise ValueError("`provenance` is not an object")
+        return cls(key, material, RunResult.from_dict(d.get("result")), provenance)

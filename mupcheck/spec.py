@@ -60,6 +60,9 @@ BUILTIN_OPTIMIZERS = ("adamw", "sgd")
 BACKENDS = ("local", "ray")
 # The muP lint's findings (mupcheck.checks.lint), which a grid's `[lint] ignore` may name.
 LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optimizer", "base-width-mismatch")
+# log2 learning rates a grid may list: 2^-64 is below float32's resolution of any weight, 2^16 far above any
+# rate that trains; outside, the arithmetic overflows (2^1000 raised OverflowError in training).
+LR_LOG2_RANGE = (-64.0, 16.0)
 # Axes a grid can vary along; the transfer suite compares optima along each of them.
 AXES = ("width", "tokens")
 # An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
@@ -148,7 +151,7 @@ class CoordCheckConfig:
     # 3 seeds at lr 2^-9: correct muP (mup's, and written by hand) passes with margin and the SP twins still fail
     # (tests/checks/test_user_mup.py); one seed at 2^-6 flagged a correct hand-written GPT's settling sizes.
     seeds: int = _key("integer", 3, minimum=1)
-    lr_log2: float = _key("number", -9.0)
+    lr_log2: float = _key("number", -9.0, minimum=-64.0, maximum=16.0)
     parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup",), choices=PARAMETRIZATIONS)
     # Largest slope of log2(size) per doubling of width after step 0.
     max_growth: float = _key("number", 0.2, minimum=0.0)
@@ -277,7 +280,7 @@ class Grid(RunSettings):
     name: str = _key("string", pattern=r"^[\w.-]+$", allowed="letters, digits, '_', '-', '.'")
     widths: tuple[int, ...] = _key("int_list", minimum=1)
     tokens: tuple[int, ...] = _key("int_list", minimum=1)
-    lr_log2: tuple[float, ...] = _key("float_list")
+    lr_log2: tuple[float, ...] = _key("float_list", minimum=LR_LOG2_RANGE[0], maximum=LR_LOG2_RANGE[1])
     parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup", "sp"), choices=PARAMETRIZATIONS)
     seeds: tuple[int, ...] = _key("int_list", (0,), minimum=0)
     device: str = _key("string", "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
@@ -536,11 +539,15 @@ class _Validator:
         self._sorted(key, vals)
         return tuple(vals)
 
-    def float_list(self, key: str) -> tuple[float, ...]:
+    def float_list(self, key: str, minimum: float = -math.inf, maximum: float = math.inf) -> tuple[float, ...]:
         vals = self._list(key, "numbers")
         bad = [x for x in vals if not _is_number(x) or not math.isfinite(x)]
         if bad:
             raise self.fail(key, f"must hold finite numbers (log2 of the learning rate), got {bad[0]!r}")
+        far = [x for x in vals if not minimum <= x <= maximum]
+        if far:
+            raise self.fail(key, f"must hold log2 learning rates between {minimum:g} and {maximum:g} (2^{minimum:g} .. "
+                                 f"2^{maximum:g}), got {far[0]!r}")
         self._sorted(key, vals)
         return tuple(float(x) for x in vals)
 

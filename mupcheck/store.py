@@ -7,6 +7,9 @@
 
 Layout under the root: `runs/<key>.json` (the records) and `locks/<key>.lock` (advisory locks).
 The caller computes keys (`mupcheck.plan`); the store knows nothing of training and imports no torch.
+Opening a store creates nothing: reading it (a report, a prediction, a sweep with nothing missing) works
+on a read-only copy, such as committed records on a read-only checkout. Folders are created, and locks
+taken, only when a run must be written.
 Writes go to a temporary file and are renamed into place, so a record is whole or absent. A run is
 trained under an exclusive `flock` on its lock file: other processes skip it and come back later, and
 the kernel drops the lock when its holder dies (even by kill -9), so an interrupted run is simply
@@ -64,11 +67,17 @@ class Store:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.locks_dir = self.root / "locks"
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the result store {self.root} is a file, not a folder; choose a folder (--store DIR, "
+                             f"--mupcheck-store DIR or ${STORE_ENV})")
+
+    def _folder(self, folder: Path) -> Path:
+        """`folder`, created if it is not there yet: only a writer needs it."""
         try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self.locks_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the result store at {self.root}: {e}") from None
+            raise self._unwritable(folder, e) from None
+        return folder
 
     @classmethod
     def open(cls, explicit: str | os.PathLike | None = None) -> Store:
@@ -81,7 +90,7 @@ class Store:
         """Raise StoreError now, before anything trains, if runs or locks cannot be written here."""
         for folder in (self.runs_dir, self.locks_dir):
             try:
-                with tempfile.TemporaryFile(dir=folder):
+                with tempfile.TemporaryFile(dir=self._folder(folder)):
                     pass
             except OSError as e:
                 raise self._unwritable(folder, e) from None
@@ -123,6 +132,8 @@ class Store:
 
     def records(self) -> Iterator[RunRecord]:
         """Every readable record in the store (corrupt ones are reported and skipped)."""
+        if not self.runs_dir.is_dir():
+            return
         for path in sorted(self.runs_dir.glob("*.json")):
             record = self.load(path.stem)
             if record is not None:
@@ -134,7 +145,7 @@ class Store:
         """Write a record atomically: a reader sees the old file, the new file, or none."""
         path = self.path(record.key)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.runs_dir, prefix=f".{record.key}.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self._folder(self.runs_dir), prefix=f".{record.key}.", suffix=".tmp")
         except OSError as e:
             raise self._unwritable(self.runs_dir, e) from None
         try:
@@ -145,6 +156,9 @@ class Store:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be read by people
             os.replace(tmp, path)
+        except OSError as e:  # a full disk, a quota: no partial record is left, and the message says why
+            Path(tmp).unlink(missing_ok=True)
+            raise self._unwritable(self.runs_dir, e) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -173,7 +187,7 @@ class Store:
     def claim(self, key: str, block: bool) -> Iterator[bool]:
         """Hold the run's lock while inside; yields False when another process holds it (block=False)."""
         try:
-            lock = open(self.locks_dir / f"{key}.lock", "a+")  # noqa: SIM115  # closed by the with below
+            lock = open(self._folder(self.locks_dir) / f"{key}.lock", "a+")  # noqa: SIM115  # closed below
         except OSError as e:
             raise self._unwritable(self.locks_dir, e) from None
         with lock as f:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,14 @@ def curve_frame(optimum: Any, widths: tuple[int, ...] = (32, 256), tokens: tuple
                     rows.append(dict(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, loss=loss,
                                      status="ok", data_repeats=0.5))
     return records_frame(rows)
+
+
+def wait_until(condition: Callable[[], bool], alive: Callable[[], bool], poll: float = 0.02) -> bool:
+    """Poll `condition` until it holds, or until `alive()` turns False (the process or thread that would make
+    it hold has ended); return whether it holds. Never a wall-clock deadline: CI shares a 2-core machine
+    that can be many times slower than a developer's (a 120 s wait once failed there)."""
+    while not condition():
+        if not alive():
+            return condition()
+        time.sleep(poll)
+    return True

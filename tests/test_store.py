@@ -8,11 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from helpers import fake_result, write_grid
+from helpers import fake_result, wait_until, write_grid
 
 from mupcheck.plan import RunContext, plan_grid
 from mupcheck.provenance import run_provenance
@@ -128,7 +127,7 @@ def test_two_concurrent_sweeps_train_each_run_once(tmp_path):
     grid.write_text(_slow_grid(tmp_path))
     store = str(tmp_path / "store")
     procs = [_cli([str(grid), "--store", store]) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate() for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum(_trained(out) for out, _ in outs) == 8
     assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 8
@@ -136,7 +135,7 @@ def test_two_concurrent_sweeps_train_each_run_once(tmp_path):
 
 def test_workers_option_shares_the_sweep(tmp_path, tiny_grid):
     proc = _cli([str(tiny_grid), "--store", str(tmp_path / "s"), "--workers", "2"])
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "8/8 runs (8 trained, 0 reused, 0 diverged)" in out
 
@@ -146,15 +145,14 @@ def test_kill_9_then_rerun_redoes_only_unfinished_runs(tmp_path):
     grid.write_text(_slow_grid(tmp_path))
     runs = tmp_path / "store" / "runs"
     proc = _cli([str(grid), "--store", str(tmp_path / "store")])
-    deadline = time.time() + 120
-    while len(list(runs.glob("*.json"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
+    # Killed once two records are in: an event, however long the machine takes to get there.
+    assert wait_until(lambda: len(list(runs.glob("*.json"))) >= 2, alive=lambda: proc.poll() is None)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     finished = {p: p.stat().st_mtime_ns for p in runs.glob("*.json")}
     assert 2 <= len(finished) < 8
     rerun = _cli([str(grid), "--store", str(tmp_path / "store")])
-    out, err = rerun.communicate(timeout=300)
+    out, err = rerun.communicate()
     assert rerun.returncode == 0, err
     assert _trained(out) == 8 - len(finished)
     assert all(p.stat().st_mtime_ns == m for p, m in finished.items())  # finished runs untouched

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mupcheck
 from mupcheck.analysis.collect import collect, collect_results
@@ -259,15 +260,49 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for provenance
+    stdout = sys.stdout
+    sys.stdout = _PipeSafe(stdout)
     try:
         return args.func(args)
     except MupcheckError as e:
         print(f"mupcheck: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # `mupcheck predict ... | head`: the reader left; say nothing more (and let Python's exit flush nothing).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    finally:
+        sys.stdout = stdout
+
+
+class _PipeSafe:
+    """stdout that survives its reader leaving (`mupcheck coord-check ... | head -1`): the rest of the output
+    is dropped, and the command still returns its own status, so a failing check stays non-zero under
+    `set -o pipefail` (it used to exit 0 there)."""
+
+    def __init__(self, stream: Any):
+        self.stream, self.closed_by_reader = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.closed_by_reader = True
+        try:  # Python flushes stdout at exit, which would raise again: point the descriptor at /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -260,7 +261,15 @@ class SuiteHooks:
         """Before any item runs: train the missing runs of every grid that has selected items."""
         config = session.config
         state = self.state
-        if state.no_train or config.option.collectonly:
+        if config.option.collectonly:
+            return None
+        if state.write_reports and not hasattr(config, "workerinput"):
+            # Before any training: a report folder nobody can write would otherwise be found at the end.
+            problem = _unwritable(state.reports_dir)
+            if problem:
+                pytest.exit(f"mupcheck: cannot write reports to {state.reports_dir}: {problem}; choose a writable "
+                            "folder (--mupcheck-reports DIR) or --mupcheck-no-report", returncode=2)
+        if state.no_train:
             return None
         if _is_xdist_controller(config):
             # The workers train and show nothing; the controller reports how far the store has come.
@@ -348,6 +357,18 @@ class SuiteHooks:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.state.written:
             terminalreporter.write_line(f"mupcheck report: {line}")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in `folder` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mupcheck-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def _trained_since(df: pd.DataFrame, store: Store, started: float) -> str:

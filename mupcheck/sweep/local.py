@@ -97,7 +97,6 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     plan = plan_grid(grid, device, worker)
     # Groups are split for the devices that the sweep's processes use together (`balance`).
     share = _Share(worker or 0, peers, local_slots(resolve_device(device or grid.device), max(workers, peers)))
-    store.check_writable()
     engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address)
     if show_progress:
         print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)
@@ -146,7 +145,8 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
     bar.refresh()
     missing = [c for c in plan.configs if keys[c] not in summary.outcomes]
     if not missing:
-        return
+        return  # nothing to write: a complete store may be read-only
+    store.check_writable()  # before anything trains, not after the first run
     if engine.backend == "ray":
         run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address)
         return

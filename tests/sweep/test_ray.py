@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_grid
+from helpers import wait_until, write_grid
 
 from mupcheck.errors import MupcheckError
 from mupcheck.outputs.verdicts import GridSuite
@@ -94,21 +94,22 @@ def _training(pid: int) -> bool:
         return False
 
 
-def _kill_a_worker_mid_task(deadline: float) -> int:
+def _kill_a_worker_mid_task(sweep: threading.Thread) -> int:
     """SIGKILL a Ray worker that has trained for a CPU-second and is still in its task; its pid. Checked just
     before the kill: on a loaded machine a task can finish while we wait, and killing an idle worker would
-    retry nothing (CI once saw exactly that with a fixed wait)."""
-    while time.time() < deadline:
+    retry nothing (CI once saw exactly that with a fixed wait). Waits on the worker's CPU time, not on the
+    clock, for as long as the sweep runs."""
+    while sweep.is_alive():
         for pid in map(int, subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True,
                                            text=True).stdout.split()):
             start = _cpu_seconds(pid)
-            while _training(pid) and _cpu_seconds(pid) < start + 1.0 and time.time() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda pid=pid, start=start: not _training(pid) or _cpu_seconds(pid) >= start + 1.0,
+                       alive=sweep.is_alive)
             if _training(pid):
                 os.kill(pid, signal.SIGKILL)
                 return pid
         time.sleep(0.1)
-    raise AssertionError("no Ray worker was seen mid-task")
+    raise AssertionError("the sweep ended before a Ray worker was seen mid-task")
 
 
 def _sweep_in_thread(plan, store: Store, fuse: int) -> tuple[threading.Thread, SweepSummary, dict[int, list[int]]]:
@@ -126,8 +127,8 @@ def test_a_killed_worker_is_retried_and_no_run_is_lost_or_trained_twice(cluster,
     grid = load_grid(_slow_grid(tmp_path, tokens=4 * 32768))  # a few seconds per task even on a free core
     store = Store(tmp_path / "store")
     thread, summary, attempts = _sweep_in_thread(plan_grid(grid), store, fuse=1)
-    victim = _kill_a_worker_mid_task(deadline=time.time() + 120)
-    thread.join(timeout=300)
+    victim = _kill_a_worker_mid_task(thread)
+    thread.join()
     assert summary.trained == 4 and not summary.failed
     assert len(list(store.runs_dir.glob("*.json"))) == 4  # every run once
     assert sum(len(p) for p in attempts.values()) == 5  # four tasks, one retried
@@ -144,12 +145,10 @@ def test_a_retried_group_trains_only_the_runs_it_had_not_finished(cluster, tmp_p
                     .replace("tokens = [32768]", f"tokens = [2048, {4 * 32768}]"))
     plan, store = plan_grid(load_grid(path)), Store(tmp_path / "store")
     thread, summary, attempts = _sweep_in_thread(plan, store, fuse=8)
-    deadline = time.time() + 120
-    while len(list(store.runs_dir.glob("*.json"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
+    assert wait_until(lambda: len(list(store.runs_dir.glob("*.json"))) >= 2, alive=thread.is_alive)
     short = {p: p.stat().st_mtime_ns for p in store.runs_dir.glob("*.json")}
-    victim = _kill_a_worker_mid_task(deadline=time.time() + 120)
-    thread.join(timeout=300)
+    victim = _kill_a_worker_mid_task(thread)
+    thread.join()
     assert summary.trained == 4 and not summary.failed
     assert len(short) == 2 and all(p.stat().st_mtime_ns == t for p, t in short.items())  # not trained again
     assert sorted(len(pids) for pids in attempts.values()) == [1, 2]
@@ -195,14 +194,12 @@ def test_a_killed_driver_resumes_where_it_stopped(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
     proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runs = store / "runs"
-    deadline = time.time() + 240
-    while len(list(runs.glob("*.json"))) < 1 and time.time() < deadline:
-        time.sleep(0.2)
+    assert wait_until(lambda: len(list(runs.glob("*.json"))) >= 1, alive=lambda: proc.poll() is None)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
     proc.communicate()
     finished = len(list(runs.glob("*.json")))
     assert 1 <= finished < 4
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
     assert f"({4 - finished} trained, {finished} reused" in again.stdout
     assert len(list(runs.glob("*.json"))) == 4
