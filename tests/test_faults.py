@@ -92,7 +92,7 @@ def test_a_full_disk_ends_in_one_line_and_keeps_every_finished_run(tmp_path, cap
         return real_fsync(fd)
 
     monkeypatch.setattr(store_module.os, "fsync", fsync)
-    assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 2
+    assert main(["run", str(grid), "--store", str(store), "--no-progress", "--workers", "1"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "No space left on device" in line and "result store" in line
     files = sorted(p.name for p in (store / "runs").iterdir())
@@ -100,6 +100,38 @@ def test_a_full_disk_ends_in_one_line_and_keeps_every_finished_run(tmp_path, cap
     monkeypatch.setattr(store_module.os, "fsync", real_fsync)
     assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 0
     assert "(5 trained, 3 reused" in capsys.readouterr().out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 KB tmpfs (a few records fill it), where this machine lets us mount one; skipped elsewhere."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(where)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_real_full_disk_under_two_workers_is_one_line_and_loses_nothing(tmp_path, small_disk):
+    """The store on a tmpfs that fills after a few records, trained by two worker processes (the default on
+    this 2-core machine): exit 2 with one line; every record on the disk is whole, no temporary file is left;
+    on a disk with room, the same command trains only the rest."""
+    grid = write_grid(tmp_path)
+    grid.write_text(grid.read_text().replace("seeds = [0]", "seeds = [0, 1, 2, 3, 4]"))  # 40 runs
+    store = small_disk / "store"
+    done = subprocess.run([sys.executable, "-m", "mupcheck", "run", str(grid), "--store", str(store),
+                           "--no-progress", "--workers", "2"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "No space left on device" in _one_line(done.stderr)
+    kept = list((store / "runs").iterdir())
+    assert all(p.suffix == ".json" and json.loads(p.read_text())["result"] for p in kept)
+    bigger = tmp_path / "store"
+    subprocess.run(["cp", "-r", str(store), str(bigger)], check=True)
+    again = subprocess.run([sys.executable, "-m", "mupcheck", "run", str(grid), "--store", str(bigger),
+                            "--no-progress"], capture_output=True, text=True)
+    assert again.returncode == 0 and f"({40 - len(kept)} trained, {len(kept)} reused" in again.stdout
 
 
 def test_an_unwritable_report_folder_stops_pytest_before_training(tmp_path, pytester):

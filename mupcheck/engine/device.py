@@ -1,7 +1,12 @@
 """Devices: which one a run trains on, what it is called in records, and its precision.
 
-On CUDA the forward pass runs under bf16 autocast; on CPU it is float32 and deterministic for a
-given seed and thread count.
+On CUDA the forward pass runs under bf16 autocast; on CPU it is float32, on CPU_THREADS threads, and
+deterministic for a given seed. Everything that changes a run's numbers is in its key or pinned here: the
+device type is in the key; the precision and the CPU thread count are fixed by this module, so a run trained
+by `mupcheck run`, a pytest-xdist worker or a Ray task gives the same numbers under the same key (issue 28:
+Ray tasks trained with one thread and local runs with two, and 111 of the smoke grid's 144 losses differed,
+by up to 0.099, under the same keys). GPU kernels are not bit-reproducible (0.2-3.7% between reruns of one
+seed on an H100); deterministic-algorithms mode is not used, and the records say so by their device.
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ import torch
 
 from mupcheck.errors import ModelError
 
-__all__ = ["autocast", "device_name", "pin_device", "resolve_device", "select_gpu", "synchronize"]
+__all__ = ["CPU_THREADS", "autocast", "device_name", "pin_device", "pin_threads", "resolve_device", "select_gpu",
+           "synchronize"]
+
+# Intra-op threads of a run on CPU. One: a CPU sweep runs one process per core instead (on this project's
+# 2-core machine the smoke grid took 47 s as two one-thread processes, 62 s as one two-thread process).
+CPU_THREADS = 1
 
 # Batched groups allocate tensors of many sizes, and free rows as members leave. With torch's default
 # CUDA allocator 32 members of the gpu_reference GPT at width 1024 ran out of memory on an H100 with
@@ -38,6 +48,12 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {torch.get_num_threads()} thread(s)"
+
+
+def pin_threads(device: torch.device) -> None:
+    """Train on CPU_THREADS threads when the device is the CPU (every training process calls this first)."""
+    if device.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train every run of a grid that the store does not hold yet")
     run.add_argument("grid", help="grid file, e.g. grids/smoke.toml")
     _add_store(run)
-    run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="parallel training processes (default 1; on CPU, one per core is fastest)")
+    run.add_argument("--workers", type=int, default=0, metavar="N",
+                     help="parallel training processes (default 0: one per core on CPU, where each run trains "
+                          "on one thread; one on CUDA)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the grid's `device`)")
     run.add_argument("--fuse", type=int, default=None, metavar="N",
                      help="train up to N runs that differ only in lr, seed and tokens as one batched model "
@@ -124,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
 
-    if args.workers < 1:
-        raise MupcheckError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers < 0:
+        raise MupcheckError(f"--workers must be >= 0 (0: automatic), got {args.workers}")
     if args.fuse is not None and args.fuse < 1:
         raise MupcheckError(f"--fuse must be >= 1, got {args.fuse}")
     grid = load_grid(args.grid)

@@ -63,10 +63,6 @@ def activate(config: pytest.Config) -> State:
         inconclusive=config.getoption("mupcheck_inconclusive"),
     )
     config.pluginmanager.register(SuiteHooks(config, state), "mupcheck-suite")
-    worker = getattr(config, "workerinput", None)
-    if worker is not None:
-        # Share the cores among xdist workers: one-thread processes beat one multi-thread process here.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker["workercount"])))
     return state
 
 

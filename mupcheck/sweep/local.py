@@ -34,8 +34,9 @@ import torch
 from mupcheck.analysis.collect import collect_coarse
 from mupcheck.analysis.refine import refinement_configs
 from mupcheck.checks.lint import lint_grid
-from mupcheck.engine.device import resolve_device, select_gpu
+from mupcheck.engine.device import pin_threads, resolve_device, select_gpu
 from mupcheck.engine.fused import fusion_groups
+from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan, plan_grid, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
@@ -90,11 +91,16 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
              peers: int = 1) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
 
-    `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's index) pins
-    the sweep to that worker's GPU, and `peers` says how many such processes share the sweep.
+    `workers`: training processes (0: automatic, one per CPU core for a CPU sweep that is the only process
+    training it, else one). `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's
+    index) pins the sweep to that worker's GPU, and `peers` says how many such processes share the sweep.
     """
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
+    if workers <= 0:
+        # A CPU run trains on one thread (engine.device.CPU_THREADS): the cores are used by processes.
+        workers = (os.cpu_count() or 1) if plan.device.type == "cpu" and peers == 1 and worker is None else 1
+        workers = min(workers, max(1, len(plan.configs)))
     # Groups are split for the devices that the sweep's processes use together (`balance`).
     share = _Share(worker or 0, peers, local_slots(resolve_device(device or grid.device), max(workers, peers)))
     engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address)
@@ -170,6 +176,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
     """Train every run of `groups` this process can claim (each group batched when it has several
     runs); then wait for, or take over, the runs other processes held."""
     store = Store(store_root)
+    pin_threads(plan.device)
     shift = worker * len(groups) // max(1, n_workers)
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
     select_gpu(plan.device)
@@ -182,9 +189,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
 
 
 def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker: int, n_workers: int,
-                 engine: Engine, threads: int, events: Any, parent: int, groups: list[list[RunConfig]]) -> None:
-    torch.set_num_threads(threads)
-
+                 engine: Engine, events: Any, parent: int, groups: list[list[RunConfig]]) -> None:
     def emit(event: Event) -> None:
         # A parent killed with SIGKILL cannot stop its children; they notice here and stop too.
         if os.getppid() != parent:
@@ -198,6 +203,10 @@ def _worker_main(grid: Grid, device: str | None, store_root: os.PathLike, worker
         _work(plan, store_root, worker, emit, groups, n_workers, engine)
     except KeyboardInterrupt:
         pass  # the parent reports the interruption; finished runs are already stored
+    except MupcheckError as e:
+        # A full disk, a model that cannot be built: the parent stops the sweep with this one line (the other
+        # workers would only meet it again); finished runs are already stored.
+        events.put(("error", worker, str(e)))
     finally:
         events.put(("exit", worker))
 
@@ -207,9 +216,8 @@ def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, worker
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state.
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=_worker_main, daemon=True,
-                         args=(grid, device, store_root, i, workers, engine, threads, events, os.getpid(),
+                         args=(grid, device, store_root, i, workers, engine, events, os.getpid(),
                                groups))
              for i in range(workers)]
     for p in procs:
@@ -225,6 +233,8 @@ def _run_workers(grid: Grid, device: str | None, store_root: os.PathLike, worker
                 continue
             if event[0] == "exit":
                 running.discard(event[1])
+            elif event[0] == "error":
+                raise MupcheckError(event[2])
             else:
                 handle(event)
     finally:

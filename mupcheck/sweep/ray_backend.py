@@ -13,6 +13,11 @@ before the group ends) to a mailbox actor; the driver takes them from there and 
 So no shared filesystem is needed, and the store's guarantees hold: atomic records, nothing trained twice,
 and a driver killed and restarted resumes, training only what is not in the store.
 
+Nothing the sweep needs lives only on a worker node: the mailbox is pinned to the driver's own node (Ray
+would place it on any node, and a sweep whose mailbox sat on a node that died crashed with
+ActorUnavailableError, losing the results in it: issue 28). A worker node that dies takes its tasks with
+it; Ray retries them elsewhere, and the retries train what the mailbox does not hold.
+
 Placement: a task asks for one GPU when the grid trains on CUDA (Ray sets its CUDA_VISIBLE_DEVICES) and for
 one CPU otherwise; when the cluster has more of those than the grid has fusion groups, the costliest groups
 are split so that none idles (`mupcheck.sweep.balance`). Fault tolerance: a task whose worker or node dies
@@ -32,6 +37,7 @@ from typing import Any
 
 import torch
 
+from mupcheck.engine.device import pin_threads
 from mupcheck.engine.fused import fusion_groups
 from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan, plan_grid
@@ -83,9 +89,8 @@ def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool
     ray = import_ray()
     # Recorded before any work, and waited for: a killed attempt still counts.
     finished = set(ray.get(mailbox.begin.remote(group_id, os.getpid())))
-    if device == "cpu":
-        torch.set_num_threads(1)  # one CPU per task, as the task asked Ray for
     plan = plan_grid(grid, device)
+    pin_threads(plan.device)  # one thread, as every CPU run trains: the same numbers as a local sweep
     index = {cfg: i for i, cfg in enumerate(configs)}
 
     def send(cfg: RunConfig, result: RunResult) -> None:
@@ -141,6 +146,13 @@ def run_on_ray(plan: Plan, store: Store, summary: SweepSummary, handle: Callable
             handle(("done", 0, waited.key, False, waited.result.status))
 
 
+def _on_this_node(ray: Any) -> Any:
+    """A scheduling strategy that keeps an actor on the driver's node: it dies only with the driver."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def _slots(ray: Any, device: torch.device) -> int:
     """Tasks the cluster runs at once: its GPUs for a CUDA grid (one each), else its CPUs."""
     resources = ray.cluster_resources()
@@ -152,7 +164,7 @@ def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]
     cuda = plan.device.type == "cuda"
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_train_task).options(
         num_gpus=1 if cuda else 0, num_cpus=1)
-    mailbox = ray.remote(_Mailbox).options(num_cpus=0).remote()
+    mailbox = ray.remote(_Mailbox).options(num_cpus=0, scheduling_strategy=_on_this_node(ray)).remote()
     device = "cuda" if cuda else str(plan.device)
     pending = {task.remote(plan.grid, group, device, compile, mailbox, i): i for i, group in enumerate(groups)}
     stored: dict[int, set[int]] = {i: set() for i in range(len(groups))}  # group -> its runs in the store
