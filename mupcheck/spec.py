@@ -298,11 +298,23 @@ class Grid(RunSettings):
     lint: LintSettings | None = _table("lint")
     results: ResultsSettings | None = _table("results")
     sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
+    # Per-arm rates and optimizers (lr_log2 = {mup = [...], sp = [...]}, optimizer = {...}); not keys themselves:
+    # `lr_log2` then holds the union of the arms' rates and `optimizer` the muP arm's.
+    arm_lr_log2: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    arm_optimizer: tuple[tuple[str, str], ...] = ()
     path: str = ""  # the file it came from, for messages and provenance (not a TOML key)
 
     @property
     def grid_dir(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
+
+    def rates_of(self, arm: str) -> tuple[float, ...]:
+        """The learning rates (log2) the arm sweeps: its own list, or the grid's."""
+        return dict(self.arm_lr_log2).get(arm, self.lr_log2)
+
+    def optimizer_of(self, arm: str) -> str:
+        """The optimizer the arm trains with: its own, or the grid's."""
+        return dict(self.arm_optimizer).get(arm, self.optimizer)
 
     @property
     def imported(self) -> bool:
@@ -325,9 +337,11 @@ def run_configs(grid: Grid) -> list[RunConfig]:
     shared = {f.name: getattr(grid, f.name) for f in dataclasses.fields(RunSettings)}
     out = []
     for par in grid.parametrization:
-        arm = {**shared, "model": grid.sp_model} if par == "sp" and grid.sp_model else shared
+        arm = {**shared, "optimizer": grid.optimizer_of(par)}
+        if par == "sp" and grid.sp_model:
+            arm["model"] = grid.sp_model
         out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **arm)
-                for w in grid.widths for t in grid.tokens for lr in grid.lr_log2 for s in grid.seeds]
+                for w in grid.widths for t in grid.tokens for lr in grid.rates_of(par) for s in grid.seeds]
     return out
 
 
@@ -404,9 +418,11 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         if required not in raw:
             raise GridError(path, required, "required key is missing")
     raw, sp_model = _split_model_table(raw, path)
+    raw, arm_rates = _split_arm_table(raw, path, "lr_log2")
+    raw, arm_optimizers = _split_arm_table(raw, path, "optimizer")
     values = _Validator(path, raw).fields(Grid)
     values.setdefault("base_width", min(values["widths"]))
-    grid = Grid(path=path, sp_model=sp_model, **values)
+    grid = Grid(path=path, sp_model=sp_model, arm_lr_log2=arm_rates, arm_optimizer=arm_optimizers, **values)
     _check_combinations(grid, raw)
     return grid
 
@@ -443,6 +459,27 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
     return grid
 
 
+def _split_arm_table(raw: dict[str, Any], path: str, key: str) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """`lr_log2 = {mup = [...], sp = [...]}` or `optimizer = {custom = "pkg:opt", sp = "adamw"}`: one value per
+    arm, each checked as the plain key would be. The plain key then holds the union of the rates (what the
+    report and the plots span) or the muP arm's optimizer. Issue 26: u-muP's optimum lies 7-8 octaves above
+    its SP twin's, and its optimizer refuses the SP model, so one list and one optimizer cannot serve both."""
+    table = raw.get(key)
+    if not isinstance(table, dict):
+        return raw, ()
+    pars = raw.get("parametrization", ["mup", "sp"])
+    if not isinstance(pars, list) or set(table) != set(pars):
+        raise GridError(path, key, f"a table gives one value per arm of `parametrization` ({pars}), got arms "
+                                   f"{sorted(table)}")
+    checked = {arm: _Validator(path, {f"{key}.{arm}": value}).fields_of(f"{key}.{arm}", key) for arm, value in
+               table.items()}
+    if key == "lr_log2":
+        union = sorted({x for values in checked.values() for x in values})
+        return {**raw, key: union}, tuple((arm, tuple(checked[arm])) for arm in pars)
+    main_arm = next((arm for arm in pars if arm in MUP_ARMS), pars[0])
+    return {**raw, key: table[main_arm]}, tuple((arm, checked[arm]) for arm in pars)
+
+
 def _split_model_table(raw: dict[str, Any], path: str) -> tuple[dict[str, Any], str | None]:
     """`model = {mup = "pkg:build", sp = "pkg:build_sp"}` (or custom instead of mup): the muP arm's factory
     as `model`, and the SP arm's own factory."""
@@ -476,6 +513,12 @@ class _Validator:
             if value is not None:
                 out[name] = value
         return out
+
+    def fields_of(self, key: str, field_name: str) -> Any:
+        """The value under `key` checked as the Grid field `field_name` is (for per-arm tables)."""
+        f = _toml_fields(Grid)[field_name]
+        rule = {k: v for k, v in f.metadata.items() if k != "kind"}
+        return getattr(self, f.metadata["kind"])(key, **rule)
 
     def fail(self, key: str, message: str) -> GridError:
         return GridError(self.path, self.prefix + key, message)
@@ -680,7 +723,8 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
             raise GridError(p, "coord_check.widths", f"must span at least {g.coord_check.min_range:g}x "
                                                      f"(got {widths[0]}..{widths[-1]}); set [coord_check] widths")
         _check_heads_divide(g, widths, key="coord_check.widths")
-    for key, spec in (("model", g.model), ("model.sp", g.sp_model), ("optimizer", g.optimizer)):
+    optimizers = [(f"optimizer.{arm}", spec) for arm, spec in g.arm_optimizer] or [("optimizer", g.optimizer)]
+    for key, spec in (("model", g.model), ("model.sp", g.sp_model), *optimizers):
         if spec is None or spec in BUILTIN_MODELS + BUILTIN_OPTIMIZERS:
             continue
         try:

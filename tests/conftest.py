@@ -56,6 +56,23 @@ def step_losses(monkeypatch: pytest.MonkeyPatch) -> dict[tuple, float]:
     return seen
 
 
+@pytest.fixture
+def one_ray_test_at_a_time():
+    """An exclusive lock across xdist workers, held for the test: Ray tests start clusters and kill their
+    workers on cue, and two of them at once on a 2-core machine starve each other. (pytest-xdist's
+    `xdist_group` would keep them on one worker, but under pytest 9 it groups nothing: its node-id suffix is
+    ignored.) The lock is released by the kernel if the worker dies."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "mupcheck-ray-tests.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # Tests compare numbers across processes; a fixed thread count keeps CPU reductions identical.

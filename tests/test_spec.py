@@ -142,3 +142,22 @@ def test_extends_overrides_key_by_key_and_table_by_table(tmp_path):
     orphan.write_text('extends = "nowhere.toml"\n')
     with pytest.raises(GridError, match="orphan.toml: `extends`: no grid file nowhere.toml"):
         load_grid(orphan)
+
+
+def test_each_arm_may_sweep_its_own_rates_and_use_its_own_optimizer(tmp_path):
+    """Issue 26: u-muP's optimum lies 7-8 octaves above its SP twin's; one lr_log2 list left both censored."""
+    path = write_grid(tmp_path, extra="")
+    path.write_text(path.read_text().replace("lr_log2 = [-8, -6]", "lr_log2 = {mup = [-3, -1], sp = [-10, -8]}")
+                    + 'optimizer = {mup = "adamw", sp = "sgd"}\n')
+    grid = load_grid(path)
+    assert grid.lr_log2 == (-10.0, -8.0, -3.0, -1.0)  # the union, for reports and plots
+    configs = run_configs(grid)
+    assert {c.lr_log2 for c in configs if c.parametrization == "mup"} == {-3.0, -1.0}
+    assert {(c.parametrization, c.optimizer) for c in configs} == {("mup", "adamw"), ("sp", "sgd")}
+    assert len(configs) == 8
+    path.write_text(path.read_text().replace("lr_log2 = {mup = [-3, -1], sp = [-10, -8]}", "lr_log2 = {mup = [-3]}"))
+    with pytest.raises(GridError, match=r"`lr_log2`: a table gives one value per arm"):
+        load_grid(path)
+    path.write_text(path.read_text().replace("lr_log2 = {mup = [-3]}", "lr_log2 = {mup = [-3, 99], sp = [-8]}"))
+    with pytest.raises(GridError, match=r"`lr_log2.mup`: must hold log2 learning rates between"):
+        load_grid(path)

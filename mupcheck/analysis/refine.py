@@ -36,12 +36,12 @@ def refinement_configs(grid: Grid, coarse_df: pd.DataFrame) -> list[RunConfig]:
     """The refinement runs of `grid`, given its collected coarse runs; [] without a `[refine]` table."""
     if grid.refine is None:
         return []
-    coarse = sorted(grid.lr_log2)
     by_cell: dict[tuple, RunConfig] = {}
     for cfg in run_configs(grid):
         by_cell.setdefault((cfg.parametrization, cfg.width, cfg.tokens), cfg)
     extra = []
     for (par, width, tokens), template in by_cell.items():
+        coarse = sorted(grid.rates_of(par))
         cell = coarse_df[(coarse_df["parametrization"] == par) & (coarse_df["width"] == width)
                          & (coarse_df["tokens"] == tokens) & coarse_df["lr_log2"].isin(coarse)]
         losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))  # diverged or unstable

@@ -27,7 +27,7 @@ from torch import nn
 
 from mupcheck.checks.lint import LintFinding, apply_ignores, lint
 from mupcheck.engine.data import TokenData, train_batch
-from mupcheck.engine.models import build_model, logits_of
+from mupcheck.engine.models import build_model, model_logits
 from mupcheck.engine.optim import build_optimizer
 from mupcheck.spec import MUP_ARMS, CoordCheckConfig, Grid, Parametrization, RunConfig, coord_widths, run_configs
 
@@ -79,11 +79,22 @@ class _Recorder:
         centred = (out - out.mean(dim=-1, keepdim=True)).abs().mean().item() if out.ndim else math.nan
         self.rows.append({"module": name, "type": kind, "step": self.step,
                           "out": out.abs().mean().item(), "centred": centred, "delta": delta,
-                          "numel": out.numel(), "last_dim": out.shape[-1] if out.ndim else 0})
+                          "numel": out.numel(), "last_dim": out.shape[-1] if out.ndim else 0,
+                          "probabilities": _probabilities(out)})
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def _probabilities(out: torch.Tensor) -> bool:
+    """Whether an output holds probabilities (non-negative, summing to about 1 over its last dim): attention
+    probabilities, and their dropout (which keeps the sum's expectation at 1). They keep their size at any
+    width by construction, so they are not judged as logits, whatever module computes them (issue 26:
+    mutransformers' GPT-2 with a fixed head count failed on its attention-probability Dropout modules)."""
+    if out.ndim == 0 or out.shape[-1] < 2 or bool((out < 0).any()):
+        return False
+    return abs(float(out.sum(dim=-1).mean()) - 1.0) < 0.25
 
 
 def _probe_attention(model: nn.Module) -> None:
@@ -111,7 +122,7 @@ def coord_data(build: Callable[[int, int], nn.Module], make_optimizer: Callable[
             try:
                 for step in range(steps + 1):
                     recorder.step = step
-                    logits = logits_of(model(x))  # (B, T, V)
+                    logits = model_logits(model, x, y)  # (B, T, V)
                     # What the loss sees: a hand-written muP may scale its head's output after the head.
                     recorder.record(LOGITS, "model output", logits)
                     if step == steps:
@@ -130,24 +141,29 @@ def coord_data(build: Callable[[int, int], nn.Module], make_optimizer: Callable[
     keys = ["width", "seed", "step", "module", "type"]
     return df.groupby(keys, as_index=False, sort=False).agg(out=("out", "mean"), centred=("centred", "mean"),
                                                             delta=("delta", "mean"), numel=("numel", "first"),
-                                                            last_dim=("last_dim", "first"))
+                                                            last_dim=("last_dim", "first"),
+                                                            probabilities=("probabilities", "all"))
 
 
 def fit_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """Per (module, step, quantity): the least-squares slope of log2(size) against log2(width) over all widths
     (`slope`) and over the wider half of them (`upper_slope`: what the size does as width grows, after
     finite-width effects that settle)."""
+    if "probabilities" not in df:
+        df = df.assign(probabilities=False)  # frames recorded before this column existed
     mean = df.groupby(["module", "type", "step", "width"], sort=False).agg(
         out=("out", "mean"), centred=("centred", "mean"), delta=("delta", "mean"),
-        numel=("numel", "first"), last_dim=("last_dim", "first")).reset_index()
+        numel=("numel", "first"), last_dim=("last_dim", "first"), probabilities=("probabilities", "all")
+    ).reset_index()
     vocab = mean.loc[mean["module"] == LOGITS, "last_dim"].max() if (mean["module"] == LOGITS).any() else -1
     rows = []
     for (module, mtype, step), g in mean.groupby(["module", "type", "step"], sort=False):
         step = int(step)  # type: ignore[call-overload]  # pandas types group keys as Hashable
         g = g.sort_values("width")
         # An output whose size does not change with width contracts a width dimension into a finite
-        # one: a readout's logits, or attention logits when the number of heads is fixed.
-        output_like = g["numel"].nunique() == 1
+        # one: a readout's logits, or attention logits when the number of heads is fixed. Not probabilities:
+        # a softmax's output (and its dropout) is normalised, so its size is fixed whatever the logits do.
+        output_like = g["numel"].nunique() == 1 and not bool(g["probabilities"].all())
         # A layer with the logits' shape that is not the logits (a head scaled afterwards, a log-softmax): the
         # model's output row judges the readout, so that muP written by hand is not taken for SP.
         before_logits = output_like and module != LOGITS and g["last_dim"].iloc[0] == vocab
@@ -171,14 +187,18 @@ def _slope(widths: np.ndarray, sizes: np.ndarray) -> float:
 
 LOGITS = "<logits>"  # the model's output, recorded beside its modules
 
+# In muP's own terms, not mup's classes: a model under "custom" applies muP itself (issue 26: the hints
+# said MuReadout and MuAdamW to people who had written neither).
 _HINTS = {
-    "grow": "activations or updates that grow with width usually mean a readout without MuReadout, a torch "
-            "optimizer instead of mup's (MuAdamW/MuSGD), base shapes never set, or attention scaled by "
-            "1/sqrt(d_head) where head_dim grows with width (muP needs 1/d_head)",
-    "init": "logits that keep their size at init mean a readout without MuReadout's 1/width multiplier, or "
-            "attention logits scaled by 1/sqrt(d_head) where muP needs 1/d_head",
-    "vanish": "updates that vanish with width usually mean a learning rate scaled down twice (mup's optimizer "
-              "plus a manual 1/width factor) or a readout multiplier applied twice",
+    "grow": "activations or updates that grow with width usually mean a readout without a 1/width output "
+            "multiplier, hidden-layer learning rates not divided by the width multiplier (mup's MuAdamW/MuSGD "
+            "do it; torch's optimizers do not), base shapes never set, or attention scaled by 1/sqrt(d_head) "
+            "where head_dim grows with width (muP needs 1/d_head)",
+    "init": "logits that keep their size at init mean a readout without a 1/width output multiplier (mup's "
+            "MuReadout, or a hand-written division in forward), or attention logits scaled by 1/sqrt(d_head) "
+            "where muP needs 1/d_head",
+    "vanish": "updates that vanish with width usually mean a learning rate scaled down twice (muP's per-layer "
+              "scaling plus a manual 1/width factor) or a readout multiplier applied twice",
 }
 
 

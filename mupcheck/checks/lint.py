@@ -28,7 +28,7 @@ from mup import MuReadout
 from torch import nn
 
 from mupcheck.engine.data import TokenData, train_batch
-from mupcheck.engine.models import build_model, logits_of
+from mupcheck.engine.models import build_model, model_logits
 from mupcheck.engine.optim import build_optimizer
 from mupcheck.spec import Grid, LintSettings, run_configs
 
@@ -168,13 +168,22 @@ def _flat_readouts(models: Mapping[int, nn.Module], batch: torch.Tensor) -> list
     slope = float(np.polyfit(np.log2(widths), np.log2(sizes), 1)[0])
     if slope <= READOUT_INIT_SLOPE:
         return []
+    measured = (f"the model's logits keep their size at init as width grows (slope {slope:+.2f} per doubling "
+                f"over widths {', '.join(map(str, widths))}); muP makes them shrink (about -0.5) with a 1/width "
+                "readout multiplier")
+    if any(isinstance(m, MuReadout) for m in models[widths[-1]].modules()):
+        # The head is mup's already: its weights are what keeps the logits' size (issue 26: mutransformers'
+        # GPT-2 must re-initialise after set_base_shapes, and said "use mup.MuReadout" of a MuReadout).
+        return [LintFinding(
+            "plain-readout", measured + "; the readout is already a MuReadout, so its weights are initialised as "
+                                        "in standard parametrization",
+            "re-initialise the model after set_base_shapes (mup's init functions read the width multipliers set "
+            "there; mutransformers: call model.apply(model._init_weights) after set_base_shapes), and make the "
+            "factory do it, since mupcheck sets base shapes but never re-initialises")]
     return [LintFinding(
-        "plain-readout",
-        f"the model's logits keep their size at init as width grows (slope {slope:+.2f} per doubling over "
-        f"widths {', '.join(map(str, widths))}); muP makes them shrink (about -0.5) with a 1/width readout "
-        "multiplier",
-        "use mup.MuReadout (or MuSharedReadout for tied embeddings), or multiply the readout's output by "
-        "base_width / width in forward")]
+        "plain-readout", measured,
+        "divide the readout's output by the width multiplier (width / base_width): mup.MuReadout (or "
+        "MuSharedReadout for tied embeddings) does it, or a hand-written head can in forward")]
 
 
 @torch.no_grad()
@@ -183,7 +192,7 @@ def _logit_size(model: nn.Module, batch: torch.Tensor) -> float:
     training = model.training
     model.eval()
     try:
-        logits = logits_of(model(batch)).float()
+        logits = model_logits(model, batch, torch.roll(batch, -1, dims=-1)).float()
     finally:
         model.train(training)
     return float((logits - logits.mean(dim=-1, keepdim=True)).abs().mean())

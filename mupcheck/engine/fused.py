@@ -61,7 +61,7 @@ from mupcheck.engine.fused_update import (
     schedule_tables,
     sgd_step,
 )
-from mupcheck.engine.models import build_model, logits_of, width_dims
+from mupcheck.engine.models import build_model, check_logits, logits_of, takes_targets, width_dims
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
@@ -179,8 +179,9 @@ class _FusedRun:
         self._index_seeds()
         self.native = native_forward(self.template)
         self.engine_name = "native" if self.native is not None else "vmap"
-        self.batched = vmap(self._member_logits, in_dims=(0, 0, 0))
-        self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None))
+        self.takes_targets = takes_targets(self.template)  # nanoGPT-style forward(idx, targets=None)
+        self.batched = vmap(self._member_logits, in_dims=(0, 0, 0, 0))
+        self.batched_shared_input = vmap(self._member_logits, in_dims=(0, 0, None, None))
         self.train_losses, self.adamw, self.sgd = self._losses, adamw_step, sgd_step
         self.compiled = compile
         # Parameter dims that scale with width, made dynamic in the first compile: then one graph serves
@@ -203,8 +204,11 @@ class _FusedRun:
         self.seed_index = torch.tensor(seeds, device=self.device)
 
     def _member_logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                       x: torch.Tensor) -> torch.Tensor:
-        return logits_of(functional_call(self.template, (params, buffers), (x,)), self.cfg.model)
+                       x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        kwargs = {"targets": y} if self.takes_targets else {}
+        logits = logits_of(functional_call(self.template, (params, buffers), (x,), kwargs), self.cfg.model)
+        check_logits(logits, x, self.cfg.model)
+        return logits
 
     # --- one step ----------------------------------------------------------------------------
 
@@ -217,25 +221,26 @@ class _FusedRun:
         return x, y
 
     def _logits(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-                shared_input: bool) -> torch.Tensor:
-        """Every member's logits (n, B, T, V) for its own inputs (n, B, T), or for shared ones (B, T)."""
+                y: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        """Every member's logits (n, B, T, V) for its own inputs (n, B, T), or for shared ones (B, T); the
+        targets go to a user model whose forward takes them."""
         n = next(iter(params.values())).shape[0]
         if self.native is not None:
             return self.native(params, x.expand(n, *x.shape) if shared_input else x)
         fn = self.batched_shared_input if shared_input else self.batched
         if self.device.type != "cuda":
-            return fn(params, buffers, x)
+            return fn(params, buffers, x, y)
         # vmap over CUDA's fused attention kernels trains wrong models (pytorch/pytorch#133964); the
         # math kernel is right under vmap. A user model without attention is not slowed by this.
         with sdpa_kernel(SDPBackend.MATH):
-            return fn(params, buffers, x)
+            return fn(params, buffers, x, y)
 
     def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
                 y: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
         """Mean cross-entropy of every active member, shape (n,)."""
         n = next(iter(params.values())).shape[0]
         with autocast(self.device):
-            logits = self._logits(params, buffers, x, shared_input)  # (n, B, T, V)
+            logits = self._logits(params, buffers, x, y, shared_input)  # (n, B, T, V)
         B, T = x.shape[-2:]
         if logits.ndim != 4 or logits.shape[:3] != (n, B, T):
             raise ModelError(f"model output has shape {tuple(logits.shape[1:])} per member; expected "

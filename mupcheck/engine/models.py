@@ -23,6 +23,7 @@ parameter already carries `infshape`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -35,7 +36,8 @@ from torch import nn
 from mupcheck.errors import ModelError
 from mupcheck.spec import BUILTIN_MODELS, RunConfig, import_factory
 
-__all__ = ["GPT", "MLP", "build_model", "has_base_shapes", "logits_of", "model_factory", "set_mup_base_shapes",
+__all__ = ["GPT", "MLP", "build_model", "check_logits", "has_base_shapes", "logits_of", "model_logits",
+           "takes_targets", "model_factory", "set_mup_base_shapes",
            "width_dims"]
 
 Factory = Callable[[int], nn.Module]
@@ -198,6 +200,39 @@ def logits_of(output: Any, model: str = "model") -> torch.Tensor:
         return output.logits
     raise ModelError(f"model {model!r}: forward returned {type(output).__name__}; expected logits (B, T, V), a "
                      "tuple whose first element is the logits, or a dict/object with `logits`")
+
+
+def takes_targets(model: nn.Module) -> bool:
+    """Whether the model's forward accepts `targets`: nanoGPT's `forward(idx, targets=None)` returns logits for
+    the last position only without them, and for every position with them."""
+    try:
+        return "targets" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def model_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
+                 name: str = "model") -> torch.Tensor:
+    """The model's logits (B, T, V) for token ids x (B, T). A forward that accepts `targets` gets them (the
+    loss is computed by mupcheck from the logits all the same, so that every model is scored alike)."""
+    output = model(x, targets=y) if y is not None and takes_targets(model) else model(x)
+    logits = logits_of(output, name)
+    check_logits(logits, x, name)
+    return logits
+
+
+def check_logits(logits: torch.Tensor, x: torch.Tensor, name: str = "model") -> None:
+    """ModelError, naming the shapes and the fix, unless logits are (B, T, V) for token ids x (B, T)."""
+    if logits.ndim == 3 and tuple(logits.shape[:2]) == tuple(x.shape[-2:]):
+        return
+    shape, want = tuple(logits.shape), f"({x.shape[-2]}, {x.shape[-1]}, vocab)"
+    if logits.ndim == 3 and logits.shape[0] == x.shape[-2] and logits.shape[1] < x.shape[-1]:
+        raise ModelError(f"model {name!r}: forward returned logits for {logits.shape[1]} of {x.shape[-1]} positions "
+                         f"(shape {shape}, expected {want}); mupcheck scores every position: return logits for all of "
+                         "them (nanoGPT does when its forward gets `targets`, which mupcheck passes to a forward "
+                         "that accepts them)")
+    raise ModelError(f"model {name!r}: forward returned logits of shape {shape}; expected {want} for token ids of "
+                     f"shape {tuple(x.shape[-2:])}")
 
 
 def has_base_shapes(model: nn.Module) -> bool:

@@ -21,10 +21,9 @@ from torch import nn
 
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
-from mupcheck.engine.models import build_model, logits_of
+from mupcheck.engine.models import build_model, model_logits
 from mupcheck.engine.optim import build_optimizer, set_step_lr
 from mupcheck.engine.runlog import RunLog
-from mupcheck.errors import ModelError
 from mupcheck.result import RunResult
 from mupcheck.spec import RunConfig
 
@@ -38,10 +37,7 @@ Progress = Callable[[int, int], None]
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, name: str = "model"
           ) -> torch.Tensor:
     with autocast(device):
-        logits = logits_of(model(x), name)  # (B, T, V)
-    if logits.shape[:2] != x.shape or logits.ndim != 3:
-        raise ModelError(f"model output has shape {tuple(logits.shape)}; expected (B, T, V) = "
-                         f"({x.shape[0]}, {x.shape[1]}, vocab) for token ids of shape {tuple(x.shape)}")
+        logits = model_logits(model, x, y, name)  # (B, T, V)
     # Half-precision logits are scored in float32; float64 (equivalence tests) stays float64.
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())

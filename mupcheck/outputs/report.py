@@ -61,6 +61,12 @@ def _cell_text(opt: CellOptimum) -> str:
     return text
 
 
+def _rates_text(grid: Grid) -> str:
+    if not grid.arm_lr_log2:
+        return f"{grid.lr_log2[0]:g} .. {grid.lr_log2[-1]:g}"
+    return ", ".join(f"{arm} {rates[0]:g} .. {rates[-1]:g}" for arm, rates in grid.arm_lr_log2)
+
+
 def _how_decided(suite: GridSuite) -> str:
     t = suite.grid.transfer
     band = (f"the band of shifts that cost at most {100 * t.max_regret:g}% loss in the other cell (read off its "
@@ -104,8 +110,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     model = "Results trained elsewhere (see Provenance)" if grid.imported else f"Model `{grid.model}`"
     out += [f"{model}, parametrizations {', '.join(grid.parametrization)}; widths "
             f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
-            f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {grid.lr_log2[0]:g} .. "
-            f"{grid.lr_log2[-1]:g} ({len(grid.lr_log2)} values"
+            f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {_rates_text(grid)} ("
+            f"{len(grid.lr_log2)} values"
             + (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
                if grid.refine else "") + f"); seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
             f"{grid.schedule} schedule. {len(df)} runs.", ""]
@@ -316,9 +322,9 @@ def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> 
         "results": "; ".join(f"`{_shown_path(Path(f.path))}` (sha256 {f.sha256}, {f.rows} rows)" for f in files),
         "runs": f"{len(df)} runs read, trained elsewhere (nothing was trained by mupcheck)"
                 + (f"; {averaged} of them averaged over reruns (duplicates = \"mean\")" if averaged else ""),
-        "mupcheck": f"{mupcheck.__version__}"
-                    + (f"; report written at the grid repository's commit {git_commit(grid_path)}"
-                       if git_commit(grid_path) else ""),
+        "mupcheck": mupcheck.__version__,
+        "grid repository": (f"commit {git_commit(grid_path)} when the report was written" if git_commit(grid_path)
+                            else "not a git repository"),
     }
     info.update(extra)
     return info
@@ -340,8 +346,9 @@ def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> 
         "torch": _unique(df["torch"]),
         "mup": _unique(df["mup"]),
         "mupcheck": _unique(df["mupcheck"])
-        + (f"; runs trained at commit {commits}" if commits != "unknown" else "")
-        + (f"; report written at commit {git_commit(grid_path)}" if git_commit(grid_path) else ""),
+        + (f"; runs trained by mupcheck at commit {commits}" if commits != "unknown" else ""),
+        "grid repository": (f"commit {git_commit(grid_path)} when the report was written" if git_commit(grid_path)
+                            else "not a git repository"),
         "runs trained": f"{df['date'].min()} .. {df['date'].max()} (finished)",
         "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
         # A fused run's wall_time_s is its share of its group's time, so the sum is the device time.

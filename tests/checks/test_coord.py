@@ -211,3 +211,76 @@ def test_cli_coord_check_user_factory_with_plain_readout(tmp_path, monkeypatch, 
 def test_cli_coord_check_bad_model_is_a_clean_error(capsys):
     assert main(["coord-check", "--model", "no_such_module:build", *COMMON]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+GPT2_STYLE = """
+    import torch
+    import torch.nn.functional as F
+    from mup import MuReadout
+    from torch import nn
+
+    class Attention(nn.Module):
+        def __init__(self, width, heads):
+            super().__init__()
+            self.heads = heads
+            self.c_attn = nn.Linear(width, 3 * width)
+            self.c_proj = nn.Linear(width, width)
+            self.attn_dropout = nn.Dropout(0.1)   # on the attention probabilities, as GPT-2 has it
+            self.resid_dropout = nn.Dropout(0.1)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.c_attn(x).split(C, 2))
+            att = (q @ k.transpose(-2, -1)) / k.size(-1)   # muP: 1/d_head
+            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
+            return self.resid_dropout(self.c_proj((att @ v).transpose(1, 2).reshape(B, T, C)))
+
+    class Net(nn.Module):
+        def __init__(self, width, heads):
+            super().__init__()
+            self.wte = nn.Embedding(256, width)
+            self.ln = nn.LayerNorm(width)
+            self.attn = Attention(width, heads)
+            self.head = MuReadout(width, 256)
+
+        def forward(self, idx):
+            x = self.wte(idx)
+            return self.head(self.ln(x + self.attn(x)))
+
+    def build_fixed_heads(width):
+        return Net(width, heads=2)
+
+    def build_growing_heads(width):
+        return Net(width, heads=width // 8)
+"""
+
+
+@pytest.mark.parametrize("factory", ["build_fixed_heads", "build_growing_heads"])
+def test_attention_probabilities_and_their_dropout_are_not_judged_as_logits(tmp_path, user_module, capsys, factory):
+    """Issue 26: microsoft/mutransformers' muP GPT-2 at a fixed head count failed coord-check: its attention
+    probability Dropout modules were taken for logits that do not shrink with width. Probabilities keep their
+    size by construction; the check now reads that off what a module outputs, not where it sits."""
+    user_module("gpt2style", GPT2_STYLE)
+    code = main(["coord-check", "--model", f"gpt2style:{factory}", *COMMON, "--plot", str(tmp_path / "g.png")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "coordinate check passed" in out and "do not shrink" not in out
+
+
+def test_a_mureadout_whose_weights_were_not_reinitialised_is_told_to_reinitialise(cfg, batch):
+    """Issue 26: mutransformers must re-initialise after set_base_shapes; when its factory left that out, the
+    lint said 'use mup.MuReadout' of a head that already was one. Simulated here: the built-in GPT's MuReadout
+    with its weights grown by the width multiplier, so that its logits keep their size at init."""
+    from mup import MuReadout
+
+    def sp_like_init(model, width):
+        for m in model.modules():
+            if isinstance(m, MuReadout):
+                with torch.no_grad():
+                    m.weight.mul_(m.weight.infshape.width_mult())
+
+    models = {w: _builder(cfg, sp_like_init)(w, 0) for w in WIDTHS}
+    (finding,) = [f for f in lint(models, batch=batch[0]) if f.code == "plain-readout"]
+    assert "already a MuReadout" in str(finding) and "re-initialise the model after set_base_shapes" in str(finding)
+    assert "use mup.MuReadout" not in str(finding)

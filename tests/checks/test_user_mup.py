@@ -19,7 +19,9 @@ from mupcheck.outputs.cli import main
 from mupcheck.spec import load_grid, run_configs
 
 # nanoGPT style: the model applies muP itself (1/width_mult on the logits, hidden learning rates / width_mult
-# in its own optimizer) and returns (logits, loss).
+# in its own optimizer) and returns (logits, loss); like nanoGPT, without targets it returns the logits of the
+# last position only (issue 26: EleutherAI's nanoGPT-mup under coord-check raised "Expected input batch_size
+# (8) to match target batch_size (512)"). mupcheck passes targets to a forward that takes them.
 HAND_MUP = """
 import math
 import torch
@@ -46,6 +48,8 @@ class Net(nn.Module):
         x = self.emb(idx)
         x = F.relu(self.h1(x)) / math.sqrt(2)
         x = F.relu(self.h2(x)) / math.sqrt(2)
+        if targets is None:
+            x = x[:, [-1], :]  # inference: the last position only, as nanoGPT does
         logits = self.lm_head(x)
         if self.output_mult:
             logits = logits / self.width_mult
@@ -227,3 +231,17 @@ def test_grid_items_pass_for_the_hand_written_model_and_fail_for_its_broken_vari
     out = result.stdout.str()
     assert "grids/good.toml::lint[custom] PASSED" in out
     assert "grids/broken.toml::lint[custom] FAILED" in out and "[plain-readout]" in out
+
+
+def test_logits_for_fewer_positions_than_the_input_is_one_line_naming_the_shapes(user_module, tmp_path):
+    """A forward without `targets` that returns the last position's logits: the shapes and the fix, once."""
+    user_module("lastpos", "import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n"
+                           "    def __init__(self, w):\n        super().__init__()\n"
+                           "        self.e = nn.Embedding(256, w)\n        self.h = nn.Linear(w, 256)\n"
+                           "    def forward(self, idx):\n        return self.h(self.e(idx))[:, -1:, :]\n\n"
+                           "def build(w):\n    return Net(w)\n")
+    cfg = run_configs(load_grid(write_grid(tmp_path, model="lastpos:build")))[0]
+    with pytest.raises(ModelError, match=r"model 'lastpos:build': forward returned logits for 1 of 32 positions "
+                                         r"\(shape \(4, 1, 256\), expected \(4, 32, vocab\)\)"):
+        train_run(cfg, load_data("synthetic"))
+    assert _coord(tmp_path, "--model", "lastpos:build") == 2  # the CLI: the same line, exit 2

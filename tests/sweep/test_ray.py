@@ -24,7 +24,7 @@ from mupcheck.sweep.local import run_grid
 from mupcheck.sweep.progress import SweepSummary
 
 ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_ray_test_at_a_time")]
 
 TESTS = str(Path(__file__).resolve().parents[1])
 
