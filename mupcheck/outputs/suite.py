@@ -293,7 +293,9 @@ class SuiteHooks:
                     if not in_worker:
                         print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
                               file=sys.stderr)
+                    # Without xdist, as `mupcheck run` does: a process per core for a CPU grid worth it.
                     summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
+                                       workers=1 if in_worker else 0,
                                        fuse=state.fuse, compile=state.compile, worker=worker,
                                        backend=state.backend, ray_address=state.ray_address,
                                        peers=int(workerinput["workercount"]) if workerinput is not None else 1)
