@@ -64,6 +64,44 @@ def test_reading_a_store_writes_nothing_in_it(trained, tmp_path, capsys, pyteste
     assert _tree(store) == before and not (store / "locks").exists()
 
 
+@pytest.fixture
+def read_only_copy(trained, tmp_path):
+    """The trained store, bind-mounted read-only (a committed store on a read-only checkout): the kernel
+    refuses every write, even root's. Skipped where this process cannot mount."""
+    import shutil
+
+    grid, store = trained
+    shutil.rmtree(store / "locks")
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", str(store), str(mounted)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        yield grid, mounted
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
+
+
+def test_every_read_command_works_on_a_read_only_mount(read_only_copy, tmp_path, capsys, pytester):
+    grid, store = read_only_copy
+    with pytest.raises(OSError):
+        (store / "probe").write_text("")  # the mount is really read-only
+    capsys.readouterr()
+    assert main(["report", str(grid), "--store", str(store), "--out", str(tmp_path / "out")]) == 0
+    assert main(["predict", str(grid), "--store", str(store), "--width", "64", "--tokens", "1e6"]) == 0
+    assert main(["export", str(grid), "--store", str(store), "--out", str(tmp_path / "runs.csv")]) == 0
+    assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 0
+    assert "(0 trained, 24 reused" in capsys.readouterr().out
+    result = pytester.runpytest(str(grid), "--mupcheck-store", str(store), "--mupcheck-no-train",
+                                "--mupcheck-reports", str(tmp_path / "out2"), "-p", "no:cacheprovider")
+    assert result.ret == 0 and "failed" not in result.stdout.str().splitlines()[-1]
+    result = pytester.runpytest(str(grid), "--mupcheck-store", str(store), "--mupcheck-reports",
+                                str(tmp_path / "out3"), "-p", "no:cacheprovider")  # nothing missing: nothing written
+    assert result.ret == 0
+
+
 def test_an_unwritable_store_is_one_line_before_anything_trains(tmp_path, capsys, pytester):
     """A store under a file (unwritable even for root): `mupcheck run` and pytest each say so once, exit 2."""
     grid = write_grid(tmp_path)
@@ -77,12 +115,10 @@ def test_an_unwritable_store_is_one_line_before_anything_trains(tmp_path, capsys
     assert "cannot write to the result store" in result.stdout.str() + result.stderr.str()
 
 
-def test_a_full_disk_ends_in_one_line_and_keeps_every_finished_run(tmp_path, capsys, monkeypatch):
-    """The disk fills up while the fourth record is written: exit 2 naming the cause; the three finished
-    records stay, no partial record or temporary file is left, and the rerun trains the other five."""
+def _fill_disk_at_the_fourth_record(monkeypatch):
+    """The store's fsync raises ENOSPC at the fourth record, as a full disk does; returns the real fsync."""
     import mupcheck.store as store_module
 
-    grid, store = write_grid(tmp_path), tmp_path / "store"
     real_fsync, calls = os.fsync, []
 
     def fsync(fd):
@@ -92,11 +128,21 @@ def test_a_full_disk_ends_in_one_line_and_keeps_every_finished_run(tmp_path, cap
         return real_fsync(fd)
 
     monkeypatch.setattr(store_module.os, "fsync", fsync)
+    return real_fsync
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_every_finished_run(tmp_path, capsys, monkeypatch):
+    """The disk fills up while the fourth record is written: exit 2 naming the cause; the three finished
+    records stay, no partial record or temporary file is left, and the rerun trains the other five."""
+    grid, store = write_grid(tmp_path), tmp_path / "store"
+    real_fsync = _fill_disk_at_the_fourth_record(monkeypatch)
     assert main(["run", str(grid), "--store", str(store), "--no-progress", "--workers", "1"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "No space left on device" in line and "result store" in line
     files = sorted(p.name for p in (store / "runs").iterdir())
     assert len(files) == 3 and all(f.endswith(".json") for f in files)
+    import mupcheck.store as store_module
+
     monkeypatch.setattr(store_module.os, "fsync", real_fsync)
     assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 0
     assert "(5 trained, 3 reused" in capsys.readouterr().out
@@ -132,6 +178,29 @@ def test_a_real_full_disk_under_two_workers_is_one_line_and_loses_nothing(tmp_pa
     again = subprocess.run([sys.executable, "-m", "mupcheck", "run", str(grid), "--store", str(bigger),
                             "--no-progress"], capture_output=True, text=True)
     assert again.returncode == 0 and f"({40 - len(kept)} trained, {len(kept)} reused" in again.stdout
+
+
+def test_a_full_disk_under_pytest_is_one_line_and_keeps_every_finished_run(tmp_path, pytester, monkeypatch):
+    grid, store = write_grid(tmp_path), tmp_path / "store"
+    _fill_disk_at_the_fourth_record(monkeypatch)  # pytester runs in this process: the plugin trains here
+    result = pytester.runpytest(str(grid), "--mupcheck-store", str(store), "--mupcheck-no-report",
+                                "-p", "no:cacheprovider")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 2 and "No space left on device" in out and "Traceback" not in out
+    assert len(list((store / "runs").iterdir())) == 3
+
+
+def test_a_corrupt_record_under_pytest_is_set_aside_and_retrained(tmp_path, pytester):
+    grid, store = write_grid(tmp_path), tmp_path / "store"
+    assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 0
+    plan = plan_grid(load_grid(grid))
+    path = Store(store).path(plan.key(plan.configs[0]))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "key_material": None}))
+    result = pytester.runpytest(str(grid), "--mupcheck-store", str(store), "--mupcheck-no-report",
+                                "-p", "no:cacheprovider", "-W", "default")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret in (0, 5) and "corrupt run record" in out and "Traceback" not in out
+    assert len(list((store / "runs").glob("*.json"))) == 8 and path.with_name(path.name + ".corrupt").exists()
 
 
 def test_an_unwritable_report_folder_stops_pytest_before_training(tmp_path, pytester):

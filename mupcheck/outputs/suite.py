@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +35,7 @@ from mupcheck.outputs.verdicts import GridSuite, PlannedCheck, planned_checks
 from mupcheck.plan import Plan, plan_grid
 from mupcheck.provenance import utc_now
 from mupcheck.spec import Grid, load_grid
-from mupcheck.store import Store
+from mupcheck.store import CorruptRecordWarning, Store
 from mupcheck.sweep.local import run_grid
 from mupcheck.sweep.progress import WorkMeter
 
@@ -294,11 +295,19 @@ class SuiteHooks:
                         print(f"\nmupcheck: {grid_file.path.name}: training missing runs into {state.store.root}",
                               file=sys.stderr)
                     # Without xdist, as `mupcheck run` does: a process per core for a CPU grid worth it.
-                    summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
-                                       workers=1 if in_worker else 0,
-                                       fuse=state.fuse, compile=state.compile, worker=worker,
-                                       backend=state.backend, ray_address=state.ray_address,
-                                       peers=int(workerinput["workercount"]) if workerinput is not None else 1)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", CorruptRecordWarning)
+                        summary = run_grid(grid, state.store, device=state.device, show_progress=not in_worker,
+                                           workers=1 if in_worker else 0,
+                                           fuse=state.fuse, compile=state.compile, worker=worker,
+                                           backend=state.backend, ray_address=state.ray_address,
+                                           peers=int(workerinput["workercount"]) if workerinput else 1)
+                    # pytest shows warnings raised by tests, not by this hook: say each corrupt record here.
+                    for w in caught:
+                        if issubclass(w.category, CorruptRecordWarning):
+                            print(f"mupcheck: {grid_file.path.name}: {w.message}", file=sys.stderr)
+                        else:
+                            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                     if not in_worker:
                         print(f"mupcheck: {grid_file.path.name}: {summary.line()}", file=sys.stderr)
                 if summary.interrupted:
