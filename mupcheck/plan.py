@@ -27,7 +27,8 @@ from mupcheck.engine.device import pin_device, resolve_device
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import BUILTIN_MODELS, Grid, RunConfig, run_configs
 
-__all__ = ["Plan", "RunContext", "flops_per_token", "model_source_hash", "plan_grid", "repeated_data_warning"]
+__all__ = ["Plan", "RunContext", "flops_per_token", "key_config", "model_source_hash", "plan_grid",
+           "repeated_data_warning"]
 
 def model_source_hash(model: str) -> str:
     """What identifies a model's code in a key: the engine's version for the built-in models (part of the
@@ -40,6 +41,24 @@ def model_source_hash(model: str) -> str:
     except (OSError, TypeError):
         source = model  # no source available (compiled module): the name is the best we have
     return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+# Settings added after records were first stored, and the value at which they change nothing: a run with that
+# value leaves them out of its key, so that every record stored before them stays valid.
+_INERT = {"depth_alpha": 0.0, "mlp_residual": False}
+_NEEDS = {"base_depth": "depth_alpha"}  # meaningful only when the other setting is not inert
+
+
+def key_config(cfg: RunConfig) -> dict[str, Any]:
+    """The run's config as its key hashes it: settings that change nothing in this run are left out."""
+    config = cfg.to_dict()
+    for name, inert in _INERT.items():
+        if config.get(name) == inert:
+            del config[name]
+    for name, needs in _NEEDS.items():
+        if needs not in config:
+            config.pop(name, None)
+    return config
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class RunContext:
                    device.type, mupcheck.__version__)
 
     def key_material(self, cfg: RunConfig) -> dict[str, Any]:
-        return {"config": cfg.to_dict(), **asdict(self)}
+        return {"config": key_config(cfg), **asdict(self)}
 
     def key(self, cfg: RunConfig) -> str:
         blob = json.dumps(self.key_material(cfg), sort_keys=True, separators=(",", ":"))

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import math
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mupcheck.errors import GridError, ModelError
 from mupcheck.fmt import format_tokens
@@ -29,6 +30,9 @@ __all__ = [
     "AXES",
     "BACKENDS",
     "BUILTIN_MODELS",
+    "Cell",
+    "LR_BATCH_RULES",
+    "factory_takes",
     "CoordCheckConfig",
     "Grid",
     "LINT_CODES",
@@ -63,8 +67,32 @@ LINT_CODES = ("no-infshape", "unit-multipliers", "plain-readout", "not-mup-optim
 # log2 learning rates a grid may list: 2^-64 is below float32's resolution of any weight, 2^16 far above any
 # rate that trains; outside, the arithmetic overflows (2^1000 raised OverflowError in training).
 LR_LOG2_RANGE = (-64.0, 16.0)
-# Axes a grid can vary along; the transfer suite compares optima along each of them.
-AXES = ("width", "tokens")
+# Axes a grid can vary along; the transfer suite compares optima along each of them. A cell is one value of
+# each (and a parametrization); `depths` and `batch_sizes` default to the scalar `depth` and `batch_size`.
+AXES = ("width", "tokens", "depth", "batch_size")
+# How the optimal rate is expected to move with the batch size: lr*(B) = lr*(B_ref) * (B / B_ref)^exponent.
+# "sqrt" (Adam, Malladi et al., arXiv 2205.10287), "linear" (SGD, Goyal et al., arXiv 1706.02677), "fit":
+# the exponent fitted on the two smallest batch sizes and checked on the others.
+LR_BATCH_RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0, "fit": math.nan}
+class Cell(NamedTuple):
+    """One cell of a grid: a parametrization and one value of each axis (AXES). Depth and batch size are 0 in a
+    frame that does not record them (a user's own frame given to `assert_transfer`)."""
+
+    parametrization: str
+    width: int
+    tokens: int
+    depth: int = 0
+    batch_size: int = 0
+
+    def where(self, shown: tuple[str, ...] = ("depth", "batch_size")) -> str:
+        """'mup width=64 tokens=1M', with depth and batch size when recorded and `shown` (a grid that varies
+        neither need not repeat them in every line)."""
+        text = f"{self.parametrization} width={self.width} tokens={format_tokens(self.tokens)}"
+        return text + (f" depth={self.depth}" if self.depth and "depth" in shown else "") + (
+            f" batch={self.batch_size}" if self.batch_size and "batch_size" in shown else "")
+
+
+
 # An expected break names an axis, or a parametrization and an axis ("sp:width": the SP control).
 EXPECT_BREAK_CHOICES = AXES + tuple(f"{p}:{a}" for p in PARAMETRIZATIONS for a in AXES)
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -104,6 +132,11 @@ class TransferSettings:
     lr_rule: Literal["none", "power"] = _key("choice", "none", choices=("none", "power"))
     lr_rule_beta: float | None = _key("number", None)
     lr_rule_fit_tokens: tuple[int, ...] = _key("int_list", (), minimum=1)
+    # A transfer rule along batch size (LR_BATCH_RULES); with a rule other than "none", batch comparisons
+    # also carry over lr*(B_ref) * (B / B_ref)^exponent as `rule_batch_size[...]` items.
+    lr_batch_rule: Literal["none", "sqrt", "linear", "fit"] = _key("choice", "none", choices=tuple(LR_BATCH_RULES))
+    # The depth every other depth is compared with; None: base_depth if the grid has it, else the smallest.
+    reference_depth: int | None = _key("integer", None, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -189,6 +222,11 @@ class RunSettings:
     model: str = _key("model")
     base_width: int = _key("integer", 0, minimum=1)  # 0 until resolved: defaults to the smallest width
     depth: int = _key("integer", 2, minimum=1)
+    # Residual branches scaled by (depth / base_depth)^-depth_alpha, with the learning rate and Adam epsilon of
+    # the hidden (block) parameters adjusted to match: CompleteP's Table 1 (Dey et al., arXiv 2505.01618).
+    # 0: no depth rule (muP alone); 0.5: depth-muP; 1: CompleteP. Built-in models only.
+    depth_alpha: float = _key("number", 0.0, minimum=0.0, maximum=1.0)
+    base_depth: int = _key("integer", 0, minimum=1)  # 0 until resolved: defaults to the smallest depth
     head_dim: int = _key("integer", 16, minimum=1)
     # 0: head_dim is fixed and heads grow with width; else heads are fixed and head_dim grows.
     n_heads: int = _key("integer", 0, minimum=0)
@@ -218,6 +256,8 @@ class RunSettings:
     readout_zero_init: bool = _key("boolean", False)
     query_zero_init: bool = _key("boolean", False)
     mlp_context: int = _key("integer", 8, minimum=1)
+    # The MLP's hidden layers as residual branches (x + relu(layer(x))): what a depth rule scales.
+    mlp_residual: bool = _key("boolean", False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,8 +305,13 @@ class RunConfig(RunSettings):
 
     def label(self) -> str:
         """Short human-readable name, for progress bars and messages."""
-        return (f"{self.model} {self.parametrization} width={self.width} "
-                f"tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g} seed={self.seed}")
+        return (f"{self.model} {self.parametrization} width={self.width} depth={self.depth} "
+                f"batch={self.batch_size} tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g} seed={self.seed}")
+
+    @property
+    def depth_multiplier(self) -> float:
+        """depth / base_depth: what CompleteP's rules are powers of (1 without a depth rule)."""
+        return self.depth / self.base_depth if self.depth_alpha and self.base_depth else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -280,6 +325,9 @@ class Grid(RunSettings):
     name: str = _key("string", pattern=r"^[\w.-]+$", allowed="letters, digits, '_', '-', '.'")
     widths: tuple[int, ...] = _key("int_list", minimum=1)
     tokens: tuple[int, ...] = _key("int_list", minimum=1)
+    # Axes beside width and tokens; () means the scalar `depth` / `batch_size` alone.
+    depths: tuple[int, ...] = _key("int_list", (), minimum=1)
+    batch_sizes: tuple[int, ...] = _key("int_list", (), minimum=1)
     lr_log2: tuple[float, ...] = _key("float_list", minimum=LR_LOG2_RANGE[0], maximum=LR_LOG2_RANGE[1])
     parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup", "sp"), choices=PARAMETRIZATIONS)
     seeds: tuple[int, ...] = _key("int_list", (0,), minimum=0)
@@ -308,6 +356,16 @@ class Grid(RunSettings):
     def grid_dir(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
 
+    def values(self, axis: str) -> tuple[int, ...]:
+        """The values the grid takes along an axis of AXES."""
+        return {"width": self.widths, "tokens": self.tokens, "depth": self.depths or (self.depth,),
+                "batch_size": self.batch_sizes or (self.batch_size,)}[axis]
+
+    @property
+    def varied_axes(self) -> tuple[str, ...]:
+        """The axes with more than one value, in AXES order."""
+        return tuple(a for a in AXES if len(self.values(a)) > 1)
+
     def rates_of(self, arm: str) -> tuple[float, ...]:
         """The learning rates (log2) the arm sweeps: its own list, or the grid's."""
         return dict(self.arm_lr_log2).get(arm, self.lr_log2)
@@ -333,15 +391,18 @@ class Grid(RunSettings):
 
 
 def run_configs(grid: Grid) -> list[RunConfig]:
-    """Expand a grid into its runs, ordered by parametrization, width, tokens, lr, seed."""
+    """Expand a grid into its runs, ordered by parametrization, depth, batch size, width, tokens, lr, seed."""
     shared = {f.name: getattr(grid, f.name) for f in dataclasses.fields(RunSettings)}
     out = []
     for par in grid.parametrization:
         arm = {**shared, "optimizer": grid.optimizer_of(par)}
         if par == "sp" and grid.sp_model:
             arm["model"] = grid.sp_model
-        out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **arm)
-                for w in grid.widths for t in grid.tokens for lr in grid.rates_of(par) for s in grid.seeds]
+        for d in grid.values("depth"):
+            for b in grid.values("batch_size"):
+                slice_ = {**arm, "depth": d, "batch_size": b}
+                out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **slice_)
+                        for w in grid.widths for t in grid.tokens for lr in grid.rates_of(par) for s in grid.seeds]
     return out
 
 
@@ -422,9 +483,25 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
     raw, arm_optimizers = _split_arm_table(raw, path, "optimizer")
     values = _Validator(path, raw).fields(Grid)
     values.setdefault("base_width", min(values["widths"]))
+    if "depth" not in raw and "depths" not in raw:
+        values["depth"] = _factory_depth(values["model"])
+    _resolve_axis(values, raw, path, "depths", "depth")
+    _resolve_axis(values, raw, path, "batch_sizes", "batch_size")
+    values.setdefault("base_depth", min(values["depths"]))
     grid = Grid(path=path, sp_model=sp_model, arm_lr_log2=arm_rates, arm_optimizer=arm_optimizers, **values)
     _check_combinations(grid, raw)
     return grid
+
+
+def _resolve_axis(values: dict[str, Any], raw: dict[str, Any], path: str, axis: str, scalar: str) -> None:
+    """`depths = [...]` or the scalar `depth` (and so for batch sizes): one of them, never both. The scalar
+    then holds the smallest value (what a coordinate check and the lint build)."""
+    if axis in raw and scalar in raw:
+        raise GridError(path, axis, f"set either `{scalar}` (one value) or `{axis}` (an axis to sweep), not both")
+    if axis in values:
+        values[scalar] = values[axis][0]
+    else:
+        values[axis] = (values.get(scalar, RunSettings.__dataclass_fields__[scalar].default),)
 
 
 # The axes a results grid may list (else they are read off its results) and the settings its rows are picked by.
@@ -443,6 +520,10 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
     for key in ("coord_check", "lint"):
         if key in raw:
             raise GridError(path, key, "needs a model to check; a results grid has none")
+    for key in ("depths", "batch_sizes", "depth_alpha"):
+        if key in raw:
+            raise GridError(path, key, "a results grid judges one depth and one batch size (pick them with `depth` "
+                                       "and `batch_size`); sweeping them is for grids that train")
     values = _Validator(path, raw).fields(Grid)
     settings: ResultsSettings = values.pop("results")
     picked = tuple(sorted((k, raw[k]) for k in (f.name for f in dataclasses.fields(RunSettings)) if k in raw))
@@ -453,7 +534,13 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
     derived = external.derived_axes(found.frame)
     for axis in _RESULT_AXES:
         values.setdefault(axis, derived[axis])
+    for scalar in ("depth", "batch_size"):  # a setting the results record once: what the report shows
+        if scalar not in values and scalar in found.frame and found.frame[scalar].nunique() == 1:
+            values[scalar] = int(found.frame[scalar].iloc[0])
     values.setdefault("base_width", min(values["widths"]))
+    _resolve_axis(values, raw, path, "depths", "depth")
+    _resolve_axis(values, raw, path, "batch_sizes", "batch_size")
+    values.setdefault("base_depth", values["depths"][0])
     grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, **values)
     _check_transfer(grid)
     return grid
@@ -693,11 +780,13 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
     """Cross-key checks: things each valid alone but impossible together."""
     p = g.path
     _check_heads_divide(g, (*g.widths, g.base_width), key=None)
+    batch = max(g.values("batch_size"))
     for budget in g.tokens:
-        steps = budget // (g.batch_size * g.seq_len)
+        steps = budget // (batch * g.seq_len)
         if steps < 10:
             raise GridError(p, "tokens", f"budget {budget} gives {steps} steps of batch_size*seq_len="
-                                         f"{g.batch_size * g.seq_len} tokens; at least 10 steps are needed")
+                                         f"{batch * g.seq_len} tokens; at least 10 steps are needed")
+    _check_depth(g, raw)
     if g.warmup_tokens and "warmup" in raw:
         raise GridError(p, "warmup_tokens", "set either `warmup` (a fraction of the run) or `warmup_tokens`, not both")
     if g.warmup_tokens >= min(g.tokens):
@@ -734,6 +823,56 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
     _check_arms(g)
 
 
+def _check_depth(g: Grid, raw: dict[str, Any]) -> None:
+    """A depth rule needs the built-in models (a user's model applies its own), and a depth axis needs a
+    factory that takes `depth`."""
+    p = g.path
+    if g.depth_alpha and g.model not in BUILTIN_MODELS:
+        raise GridError(p, "depth_alpha", "applies to the built-in models; your own model scales its residual "
+                                          "branches itself (give its factory a `depth` parameter)")
+    if g.depth_alpha and g.model == "mlp" and not g.mlp_residual:
+        raise GridError(p, "depth_alpha", "scales residual branches, and the MLP has none by default: set "
+                                          "mlp_residual = true (and compare against depth_alpha = 0 with it too)")
+    if "base_depth" in raw and not g.depth_alpha:
+        raise GridError(p, "base_depth", "only matters with a depth rule (depth_alpha > 0)")
+    if len(g.values("depth")) > 1 and g.model not in BUILTIN_MODELS:
+        for spec in (g.model, g.sp_model):
+            if spec is not None and not factory_takes(import_factory(spec), "depth"):
+                raise GridError(p, "depths", f"the factory {spec} takes no `depth`: write it build(width, depth) "
+                                             "(mupcheck calls build(width, depth=d) for each depth)")
+    ref = g.transfer.reference_depth
+    if ref is not None and ref not in g.values("depth"):
+        raise GridError(p, "transfer.reference_depth", f"{ref} is not one of the grid's depths {g.values('depth')}")
+    if g.transfer.lr_batch_rule == "fit" and len(g.values("batch_size")) < 3:
+        raise GridError(p, "transfer.lr_batch_rule", "\"fit\" fits the exponent on the two smallest batch sizes and "
+                                                     "checks it on the others: it needs at least 3 batch_sizes")
+    if g.transfer.lr_batch_rule != "none" and len(g.values("batch_size")) < 2:
+        raise GridError(p, "transfer.lr_batch_rule", "needs a batch-size axis: batch_sizes = [...] with 2 or more")
+
+
+def _factory_depth(model: str) -> int:
+    """The depth a grid that sets none builds: the user's factory's own default for `depth` when it has one
+    (mupcheck passes `depth` to a factory that takes it, and must not override the factory's choice unasked),
+    else RunSettings' default."""
+    default: int = RunSettings.__dataclass_fields__["depth"].default  # type: ignore[assignment]  # an int field
+    if model in BUILTIN_MODELS:
+        return default
+    try:
+        param = inspect.signature(import_factory(model)).parameters.get("depth")
+    except (ModelError, TypeError, ValueError):
+        return default  # the checks below say what is wrong with the factory
+    return param.default if param is not None and _is_int(param.default) and param.default >= 1 else default
+
+
+def factory_takes(factory: Callable[..., Any], name: str) -> bool:
+    """Whether a model factory accepts the keyword `name` (or **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(q.name == name or q.kind is inspect.Parameter.VAR_KEYWORD for q in params)
+
+
 def _check_arms(g: Grid) -> None:
     """What each parametrization needs of the model."""
     p, user = g.path, g.model not in BUILTIN_MODELS
@@ -763,6 +902,10 @@ def _check_heads_divide(g: Grid, widths: tuple[int, ...], key: str | None) -> No
 
 def _check_transfer(g: Grid) -> None:
     t, p = g.transfer, g.path
+    for entry in t.expect_break:
+        axis = entry.rpartition(":")[2]
+        if len(g.values(axis)) < 2:
+            raise GridError(p, "transfer.expect_break", f"{entry!r}: the grid has one {axis} value; nothing to break")
     if t.reference_width is not None and t.reference_width not in g.widths:
         raise GridError(p, "transfer.reference_width",
                         f"{t.reference_width} is not one of the grid's widths {g.widths}")

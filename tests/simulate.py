@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mupcheck.analysis.collect import records_frame
+from mupcheck.spec import Cell as GridCell
 
 COARSE = tuple(float(x) for x in range(-9, -2))
 SD_OPTIMUM = 0.2  # log2, per seed
@@ -90,14 +91,16 @@ def _rates(argmin: float, step: float = 0.25, span: float = 1.0) -> list[float]:
     return sorted(set(COARSE) | {x for x in extra if COARSE[0] < x < COARSE[-1]})
 
 
-def simulate(rng: np.random.Generator, cells: dict[tuple[str, int, int], Cell], seeds: Iterable[int],
+def simulate(rng: np.random.Generator, cells: dict[tuple, Cell], seeds: Iterable[int],
              sd_optimum: float = SD_OPTIMUM, sd_level: float = SD_LEVEL, sd_point: float = SD_POINT,
              rho: float = 0.5, refine: bool = True) -> pd.DataFrame:
-    """A collected frame of simulated runs of every cell and seed (coarse rates, then refined ones)."""
+    """A collected frame of simulated runs of every cell and seed (coarse rates, then refined ones). A cell's key
+    is (parametrization, width, tokens), with depth and batch size after them when the test varies those."""
     seeds = list(seeds)
     shared = {s: rng.standard_normal() for s in seeds}  # what a seed does to every cell alike
     rows = []
-    for (par, width, tokens), cell in cells.items():
+    for key, cell in cells.items():
+        par, width, tokens, depth, batch_size = GridCell(*key)
         shift = {s: sd_optimum * (math.sqrt(rho) * shared[s] + math.sqrt(1 - rho) * rng.standard_normal())
                  for s in seeds}
         level = {s: cell.level * (1 + sd_level * rng.standard_normal()) for s in seeds}
@@ -113,7 +116,8 @@ def simulate(rng: np.random.Generator, cells: dict[tuple[str, int, int], Cell], 
             for s in seeds:
                 value = coarse[(x, s)] if (x, s) in coarse else loss(x, s)
                 diverged = value > DIVERGED_ABOVE * best
-                rows.append(dict(parametrization=par, width=width, tokens=tokens, lr_log2=x, seed=s,
+                rows.append(dict(parametrization=par, width=width, tokens=tokens, depth=depth, batch_size=batch_size,
+                                 lr_log2=x, seed=s,
                                  loss=None if diverged else value, status="diverged" if diverged else "ok",
                                  data_repeats=0.1))
     return records_frame(rows)

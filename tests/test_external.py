@@ -201,10 +201,11 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
     # The schema the README documents, key for key: a tool that reads it must not be surprised.
     assert set(data) == {"schema", "grid", "counts", "outcomes", "cells", "comparisons", "stability", "laws",
                          "provenance"}
-    assert set(data["cells"][0]) == {"parametrization", "width", "tokens", "lr_log2", "interval", "censored", "n_seeds",
-                                     "n_found", "loss", "stability_log2", "stability_interval", "stability_censored",
-                                     "margin_log2", "margin_interval", "flags"}
-    assert set(one) == {"id", "kind", "axis", "parametrization", "fixed", "ref", "other", "outcome", "verdict",
+    assert set(data["cells"][0]) == {"parametrization", "width", "tokens", "depth", "batch_size", "lr_log2",
+                                     "interval", "censored", "n_seeds", "n_found", "loss", "stability_log2",
+                                     "stability_interval", "stability_censored", "margin_log2", "margin_interval",
+                                     "flags"}
+    assert set(one) == {"id", "kind", "axis", "parametrization", "fixed", "at", "ref", "other", "outcome", "verdict",
                         "transferred", "shift", "interval", "band", "band_source", "regret", "regret_interval",
                         "regret_source", "regret_diverged", "reason", "beta"}
     assert set(data["stability"][0]) == {"id", "axis", "parametrization", "fixed", "ref", "other", "outcome",

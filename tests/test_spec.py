@@ -38,7 +38,35 @@ def _replace(key: str, value: str) -> str:
     return "\n".join([*lines, f"{key} = {value}"]) + "\n"
 
 
+def _swap(key: str, line: str, extra: str = "", model: str = "gpt") -> str:
+    """The tiny grid without `key`, with `line` (and `extra` tables) instead."""
+    lines = [x for x in TINY_GRID.format(model=model, extra="").splitlines() if not x.startswith(f"{key} =")]
+    return "\n".join([*lines, line]) + "\n" + extra
+
+
 BROKEN = [
+    # the axes beyond width and tokens (issue 27)
+    ("empty depths", _swap("depth", "depths = []"), "depths", "non-empty list"),
+    ("a depth of 0", _swap("depth", "depths = [0, 2]"), "depths", ">= 1"),
+    ("depth and depths", TINY_GRID.format(model="gpt", extra="depths = [1, 2]\n"), "depths", "not both"),
+    ("empty batch sizes", _swap("batch_size", "batch_sizes = []"), "batch_sizes", "non-empty list"),
+    ("unknown batch rule", _swap("batch_size", "batch_sizes = [2, 4]", '[transfer]\nlr_batch_rule = "cubic"\n'),
+     "transfer.lr_batch_rule", "must be one of 'none', 'sqrt', 'linear', 'fit'"),
+    ("batch rule without a batch axis", TINY_GRID.format(model="gpt", extra='[transfer]\nlr_batch_rule = "sqrt"\n'),
+     "transfer.lr_batch_rule", "needs a batch-size axis"),
+    ("fitted batch rule on two sizes",
+     _swap("batch_size", "batch_sizes = [2, 4]", '[transfer]\nlr_batch_rule = "fit"\n'), "transfer.lr_batch_rule",
+     "at least 3 batch_sizes"),
+    ("too few steps at the largest batch", _swap("batch_size", "batch_sizes = [4, 8, 16]"), "tokens",
+     "at least 10 steps"),
+    ("depth rule out of range", TINY_GRID.format(model="gpt", extra="depth_alpha = 2\n"), "depth_alpha", "<= 1.0"),
+    ("depth rule on an MLP without residual branches", TINY_GRID.format(model="mlp", extra="depth_alpha = 1\n"),
+     "depth_alpha", "mlp_residual = true"),
+    ("base_depth without a depth rule", TINY_GRID.format(model="gpt", extra="base_depth = 2\n"), "base_depth",
+     "only matters with a depth rule"),
+    ("reference depth not swept", _swap("depth", "depths = [1, 2]", "[transfer]\nreference_depth = 4\n"),
+     "transfer.reference_depth", "not one of the grid's depths"),
+
     # (what is broken, file text, key named, words in the message)
     ("unknown key", TINY_GRID.format(model="gpt", extra="lr = 0.1\n"), "lr", "unknown key"),
     ("wrong type", _replace("depth", '"two"'), "depth", "must be an integer"),
@@ -56,8 +84,11 @@ BROKEN = [
     ("warmup too big", TINY_GRID.format(model="gpt", extra="warmup = 1.5\n"), "warmup", "< 1.0"),
     ("transfer key", TINY_GRID.format(model="gpt", extra="[transfer]\ntolerance = 1\n"), "transfer.tolerance",
      "unknown key"),
-    ("expect_break axis", TINY_GRID.format(model="gpt", extra="[transfer]\nexpect_break = [\"depth\"]\n"),
+    ("expect_break axis", TINY_GRID.format(model="gpt", extra="[transfer]\nexpect_break = [\"heads\"]\n"),
      "transfer.expect_break", "'width', 'tokens'"),
+    ("expect_break on an axis the grid does not vary",
+     TINY_GRID.format(model="gpt", extra="[transfer]\nexpect_break = [\"depth\"]\n"), "transfer.expect_break",
+     "one depth value"),
     ("power rule without budgets to test", TINY_GRID.format(model="gpt", extra='[transfer]\nlr_rule = "power"\n'),
      "transfer.lr_rule_fit_tokens", "at least one budget left out"),
     ("reference width not in grid", TINY_GRID.format(model="gpt", extra="[transfer]\nreference_width = 64\n"),
@@ -161,3 +192,71 @@ def test_each_arm_may_sweep_its_own_rates_and_use_its_own_optimizer(tmp_path):
     path.write_text(path.read_text().replace("lr_log2 = {mup = [-3]}", "lr_log2 = {mup = [-3, 99], sp = [-8]}"))
     with pytest.raises(GridError, match=r"`lr_log2.mup`: must hold log2 learning rates between"):
         load_grid(path)
+
+
+def test_depths_and_batch_sizes_expand_into_runs_and_resolve_their_scalars(tmp_path):
+    path = tmp_path / "axes.toml"
+    path.write_text(_swap("depth", "depths = [1, 2, 4]\ndepth_alpha = 1.0").replace("batch_size = 4",
+                                                                                     "batch_sizes = [2, 4]"))
+    grid = load_grid(path)
+    assert grid.values("depth") == (1, 2, 4) and grid.depth == 1 and grid.base_depth == 1
+    assert grid.values("batch_size") == (2, 4) and grid.batch_size == 2
+    assert grid.varied_axes == ("width", "depth", "batch_size")
+    configs = run_configs(grid)
+    assert len(configs) == 2 * 3 * 2 * 2 * 1 * 2  # parametrization x depths x batches x widths x tokens x lr
+    assert {(c.depth, c.batch_size) for c in configs} == {(d, b) for d in (1, 2, 4) for b in (2, 4)}
+    deep = next(c for c in configs if c.depth == 4)
+    assert deep.depth_multiplier == 4.0 and "depth=4" in deep.label()
+    assert next(c for c in configs if c.batch_size == 4).steps == 2048 // (4 * 32)
+
+
+USER_MODEL = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width, depth):
+        super().__init__()
+        self.depth = depth
+        self.emb = nn.Embedding(64, width)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.out = nn.Linear(width, 64)
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.out(x)
+
+
+def build(width, depth=3):
+    return Net(width, depth)
+
+
+def build_flat(width):
+    return Net(width, 2)
+'''
+
+
+def test_a_users_factory_gets_each_depth_and_keeps_its_own_default(tmp_path, monkeypatch):
+    from mupcheck.engine.models import model_factory
+
+    (tmp_path / "deep_user_model.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    default = write_grid(tmp_path, "default.toml", model="deep_user_model:build")
+    text = default.read_text().replace("depth = 1\n", "")
+    default.write_text(text)
+    assert load_grid(default).depth == 3  # the factory's own default: mupcheck does not override it unasked
+    swept = tmp_path / "swept.toml"
+    swept.write_text(text + "depths = [1, 2]\n")
+    configs = run_configs(load_grid(swept))
+    assert {model_factory(c, 64)(16).depth for c in configs} == {1, 2}
+    flat = tmp_path / "flat.toml"
+    flat.write_text(text.replace("deep_user_model:build", "deep_user_model:build_flat") + "depths = [1, 2]\n")
+    with pytest.raises(GridError) as info:
+        load_grid(flat)
+    assert "`depths`" in str(info.value) and "takes no `depth`" in str(info.value)
+    rule = tmp_path / "rule.toml"
+    rule.write_text(text + "depth_alpha = 1\n")
+    with pytest.raises(GridError, match="applies to the built-in models"):
+        load_grid(rule)

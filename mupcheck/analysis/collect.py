@@ -1,18 +1,18 @@
 """Collector: run records -> a long-form DataFrame -> the optimal learning rate of each cell.
 
     df = collect(plan, store)                     # one row per run; a missing run is an error
-    optima = find_optima(df)                      # {(parametrization, width, tokens): CellOptimum}
+    optima = find_optima(df)                      # {Cell(parametrization, width, tokens, depth, batch_size): ...}
 
-A cell is one (parametrization, width, tokens). Its optimum is fitted on each seed's curve
-(`mupcheck.analysis.curves`: a local cubic within about an octave of the argmin, which the wall above
-the optimum cannot pull). The cell's optimum is the mean of the seeds' own optima, with a 95% Student-t
-interval over the same seeds; with one seed there is no interval. A seed whose optimum is censored (on
-the edge of the measured rates) or pinned (its fit's minimum outside the points it used) is left out of
-both, and the cell says so. A run that diverged or was unstable is not usable: it counts as worse than
-every usable rate and is never silently dropped. Each cell also carries its stability boundary per seed
-(`mupcheck.analysis.stability`) and flags: censored, too few usable points, diverged or unstable runs.
-When the grid has a `[refine]` table, `collect` also gathers the extra rates around each cell's coarse
-argmin (`mupcheck.analysis.refine`).
+A cell is one parametrization and one value of each axis (width, tokens, depth, batch size). Its optimum
+is fitted on each seed's curve (`mupcheck.analysis.curves`: a local cubic within about an octave of the
+argmin, which the wall above the optimum cannot pull). The cell's optimum is the mean of the seeds' own
+optima, with a 95% Student-t interval over the same seeds; with one seed there is no interval. A seed
+whose optimum is censored (on the edge of the measured rates) or pinned (its fit's minimum outside the
+points it used) is left out of both, and the cell says so. A run that diverged or was unstable is not
+usable: it counts as worse than every usable rate and is never silently dropped. Each cell also carries
+its stability boundary per seed (`mupcheck.analysis.stability`) and flags: censored, too few usable
+points, diverged or unstable runs. When the grid has a `[refine]` table, `collect` also gathers the
+extra rates around each cell's coarse argmin (`mupcheck.analysis.refine`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -32,19 +32,22 @@ from mupcheck.analysis.refine import refinement_configs
 from mupcheck.analysis.stability import Boundary, seed_boundary
 from mupcheck.errors import StoreError
 from mupcheck.external import read_results
-from mupcheck.fmt import format_tokens
 from mupcheck.result import RunRecord
-from mupcheck.spec import Grid, RunConfig
+from mupcheck.spec import Cell, Grid, RunConfig
 from mupcheck.store import Store
 
 if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its configs and keys
     from mupcheck.plan import Plan
 
-__all__ = ["CELL", "COLUMNS", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError", "collect", "collect_coarse",
+__all__ = ["CELL", "COLUMNS", "Cell", "Optima", "one_slice", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError",
+           "collect", "collect_coarse",
            "collect_results", "find_optima", "frame_of", "records_frame"]
 
-CELL = ("parametrization", "width", "tokens")
-COLUMNS = ["parametrization", "width", "tokens", "lr_log2", "seed", "loss", "status", "train_loss",
+
+
+CELL = Cell._fields
+COLUMNS = ["parametrization", "width", "tokens", "depth", "batch_size", "lr_log2", "seed", "loss", "status",
+           "train_loss",
            "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 # A run this close (log2) to a rate counts as measured there (refined grids step by 0.25).
@@ -80,7 +83,10 @@ def collect_results(grid: Grid) -> pd.DataFrame:
         raise ValueError(f"{grid.path} trains its runs; collect them from the store")
     found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
                          dict(s.listed))
-    return records_frame([{str(k): v for k, v in row.items()} for row in found.frame.to_dict("records")])
+    # One depth and one batch size per results grid (spec refuses axes of them): the grid's.
+    rows = [{**{str(k): v for k, v in row.items()}, "depth": grid.depth, "batch_size": grid.batch_size}
+            for row in found.frame.to_dict("records")]
+    return records_frame(rows)
 
 
 def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -111,6 +117,7 @@ def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict
 def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     result = record.result
     row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
+    row.update({k: config.get(k, 0) for k in ("depth", "batch_size")})
     row.update({k: getattr(result, k) for k in ("loss", "train_loss", "diverged_step", "data_repeats",
                                                 "wall_time_s", "tokens_per_s", "device")})
     row["status"] = result.judged_status()
@@ -125,18 +132,16 @@ def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for col in COLUMNS:
         if col not in df:
-            df[col] = np.nan
+            df[col] = 0 if col in ("depth", "batch_size") else np.nan  # 0: not recorded (see Cell)
     df["loss"] = df["loss"].astype(float)
-    return df[COLUMNS].sort_values(["parametrization", "width", "tokens", "lr_log2", "seed"], ignore_index=True)
+    return df[COLUMNS].sort_values([*CELL, "lr_log2", "seed"], ignore_index=True)
 
 
 @dataclass(frozen=True)
 class CellOptimum:
     """The optimal learning rate of one cell, the stability boundary above it, and the curves behind them."""
 
-    parametrization: str
-    width: int
-    tokens: int
+    key: Cell
     lrs: tuple[float, ...]  # the curve: every lr_log2 measured in the cell ...
     losses: tuple[float, ...]  # ... and the seed-mean loss (inf where any seed diverged)
     fit: CurveFit  # of the seed-mean curve: whether the cell's optimum is censored
@@ -147,8 +152,28 @@ class CellOptimum:
     flags: tuple[str, ...] = field(default=())
 
     @property
-    def cell(self) -> tuple[str, int, int]:
-        return (self.parametrization, self.width, self.tokens)
+    def cell(self) -> Cell:
+        return self.key
+
+    @property
+    def parametrization(self) -> str:
+        return self.key.parametrization
+
+    @property
+    def width(self) -> int:
+        return self.key.width
+
+    @property
+    def tokens(self) -> int:
+        return self.key.tokens
+
+    @property
+    def depth(self) -> int:
+        return self.key.depth
+
+    @property
+    def batch_size(self) -> int:
+        return self.key.batch_size
 
     @property
     def n_seeds(self) -> int:
@@ -309,15 +334,35 @@ class CellOptimum:
         return text
 
 
-def find_optima(df: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE
-                ) -> dict[tuple[str, int, int], CellOptimum]:
-    """The optimum of every (parametrization, width, tokens) cell of a collected frame; `boundary_rise` sets
-    where each seed's stability boundary lies (the grid's `[stability] boundary_rise`)."""
-    out = {}
-    for (par, width, tokens), group in df.groupby(list(CELL), sort=True):
-        cell = (str(par), int(width), int(tokens))  # type: ignore[call-overload]  # pandas types keys as Hashable
-        out[cell] = cell_optimum(cell, group, boundary_rise)
+class Optima(dict[Cell, CellOptimum]):
+    """The cells' optima, by Cell. A (parametrization, width, tokens) key also finds its cell when exactly one
+    depth and batch size has it: code written before depth and batch size were axes keeps working."""
+
+    def __missing__(self, key: Any) -> CellOptimum:
+        if isinstance(key, tuple) and len(key) == 3:
+            found = [o for k, o in self.items() if k[:3] == key]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise KeyError(f"{key}: {len(found)} cells (depths or batch sizes) have it; index by Cell(...)")
+        raise KeyError(key)
+
+
+def find_optima(df: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE) -> Optima:
+    """The optimum of every cell of a collected frame; `boundary_rise` sets where each seed's stability
+    boundary lies (the grid's `[stability] boundary_rise`)."""
+    out = Optima()
+    shown = tuple(a for a in ("depth", "batch_size") if df[a].nunique() > 1)  # named in flags where they vary
+    for key, group in df.groupby(list(CELL), sort=True):
+        par, *values = cast(tuple, key)  # pandas types group keys as Hashable
+        cell = Cell(str(par), *(int(v) for v in values))
+        out[cell] = cell_optimum(cell, group, boundary_rise, shown)
     return out
+
+
+def one_slice(optima: dict[Cell, CellOptimum], depth: int, batch_size: int) -> dict[Cell, CellOptimum]:
+    """The cells at one depth and batch size: what the laws along width and tokens are fitted on."""
+    return {k: o for k, o in optima.items() if k.depth == depth and k.batch_size == batch_size}
 
 
 def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -337,9 +382,11 @@ def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return lrs, seeds, losses, usable
 
 
-def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame,
-                 boundary_rise: float = DEFAULT_BOUNDARY_RISE) -> CellOptimum:
-    """The optimum of one cell from its rows (any number of seeds)."""
+def cell_optimum(cell: tuple, group: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE,
+                 named_axes: tuple[str, ...] = ("depth", "batch_size")) -> CellOptimum:
+    """The optimum of one cell (a Cell, or a (parametrization, width, tokens) tuple) from its rows (any number of
+    seeds); `named_axes`: the axes beyond width and tokens its flags name."""
+    cell = Cell(*cell)
     lrs, seeds, matrix, usable = _loss_matrix(group)
     present = ~np.isnan(matrix)  # a grid this package trains has every pair; an imported sweep may not
     fit_matrix = np.where(present & ~usable, np.inf, matrix)  # the optimum is read off usable runs only
@@ -347,13 +394,13 @@ def cell_optimum(cell: tuple[str, int, int], group: pd.DataFrame,
         curve = _mean_present(fit_matrix)  # inf wherever a seed's run is not usable; NaN where no seed ran
         shown = np.where(np.isinf(curve), _mean_present(matrix), curve)  # an unstable run's loss is shown
     opt = CellOptimum(
-        cell[0], int(cell[1]), int(cell[2]), tuple(lrs), tuple(shown),
+        cell, tuple(lrs), tuple(shown),
         fit_minimum(lrs, _complete(curve, present)),
         tuple((int(s), fit_minimum(lrs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(bool(u) for u in usable[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)))
-    return dataclasses.replace(opt, flags=_flags(opt, group))
+    return dataclasses.replace(opt, flags=_flags(opt, group, named_axes))
 
 
 def _mean_present(matrix: np.ndarray) -> np.ndarray:
@@ -369,9 +416,9 @@ def _complete(curve: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.where(present.all(axis=1), curve, np.nan)
 
 
-def _flags(opt: CellOptimum, group: pd.DataFrame) -> tuple[str, ...]:
+def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -> tuple[str, ...]:
     flags = []
-    where = f"{opt.parametrization} width={opt.width} tokens={format_tokens(opt.tokens)}"
+    where = opt.key.where(named_axes)
     usable = int(np.isfinite(opt.losses).sum())
     if not np.isfinite(opt.losses).any():
         flags.append(f"{where}: every learning rate diverged; extend lr_log2 toward lower values")

@@ -35,18 +35,20 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from mupcheck.analysis.collect import Cell as CellKey
 from mupcheck.analysis.collect import CellOptimum, find_optima
 from mupcheck.analysis.curves import t_interval, t_quantile
 from mupcheck.fmt import format_tokens
 
-__all__ = ["PUBLISHED", "DriftFit", "MarginLaw", "Prediction", "WidthLaw", "drift_law", "fit_drift", "margin_law",
+__all__ = ["PUBLISHED", "AxisLaw", "axis_law", "DriftFit", "MarginLaw", "Prediction", "WidthLaw", "drift_law",
+           "fit_drift", "margin_law",
            "predict", "width_law"]
 
 PUBLISHED = ("published: the optimal LR falls as a power of the token horizon (Bjorck et al. 2024, "
              "arXiv 2409.19913); eta ~ T^b with b near -0.5 under WSD (Power Scheduler, arXiv 2408.13359), "
              "i.e. beta near 0.5")
 
-Optima = dict[tuple[str, int, int], CellOptimum]
+Optima = dict[CellKey, CellOptimum]  # of one depth and batch size (collect.one_slice), except for axis_law
 Cell = tuple[int, int, float]  # (width, tokens, value)
 Point = tuple[int, float, float]  # (group, x, y)
 
@@ -114,7 +116,7 @@ class _Table:
 
 def _optimum_table(optima: Optima, parametrization: str, tokens: set[int] | None = None) -> _Table:
     chosen = {k: o for k, o in optima.items() if k[0] == parametrization and (tokens is None or k[2] in tokens)}
-    used = {(w, t): o for (_, w, t), o in chosen.items() if o.found}
+    used = {(k[1], k[2]): o for k, o in chosen.items() if o.found}
     cells = sorted((w, t, o.lr_log2) for (w, t), o in used.items())
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
     seeds = {}
@@ -122,7 +124,7 @@ def _optimum_table(optima: Optima, parametrization: str, tokens: set[int] | None
         own = [(w, t, dict(o.seed_optima).get(s, math.nan)) for (w, t), o in sorted(used.items())]
         if own and all(math.isfinite(y) for _, _, y in own):
             seeds[s] = own
-    left_out = tuple(sorted((w, t) for (_, w, t), o in chosen.items() if not o.found))
+    left_out = tuple(sorted((k[1], k[2]) for k, o in chosen.items() if not o.found))
     return _Table(cells, seeds, len(all_seeds), left_out)
 
 
@@ -278,6 +280,57 @@ def width_law(df: pd.DataFrame | Optima, parametrization: str = "mup") -> WidthL
 
 
 @dataclass(frozen=True)
+class AxisLaw:
+    """log2 lr*(x) = a[rest of the cell] + slope * log2(x) along depth or batch size: one slope shared by every
+    combination of the other axes, fitted on each complete seed's own optima, with a 95% interval over them.
+    Along depth, about 0 when the depth rule makes the optimum transfer; along batch size, the exponent of
+    lr* ~ B^slope (0.5: the square-root rule, 1: the linear rule)."""
+
+    parametrization: str
+    axis: str
+    slope: float
+    interval: tuple[float, float] | None
+    n_seeds: int
+    cells: int  # cells with a located optimum that the law rests on
+    left_out: int  # cells whose optimum was not located (censored, too few seeds)
+    seeds_used: int = 0
+
+    def sentence(self) -> str:
+        return _doubling_sentence(self.axis.replace("_", " "), "the optimum", self.slope, self.interval,
+                                  self.n_seeds, _why_no_interval(self.n_seeds, self.seeds_used))
+
+
+def axis_law(optima: dict[CellKey, CellOptimum], parametrization: str, axis: str,
+             values: set[int] | None = None) -> AxisLaw | None:
+    """The slope of log2 lr* against log2 of `axis` ("depth" or "batch_size"; optionally on some of its values
+    only), shared over the other axes' values; None unless some group has located optima at two values."""
+    chosen = {k: o for k, o in optima.items() if k.parametrization == parametrization
+              and (values is None or getattr(k, axis) in values)}
+    used = {k: o for k, o in chosen.items() if o.found}
+
+    def point(k: CellKey, y: float) -> Point:
+        rest = tuple(v for name, v in zip(CellKey._fields, k) if name not in ("parametrization", axis))
+        return (hash(rest), math.log2(getattr(k, axis)), y)
+
+    cells = [point(k, o.lr_log2) for k, o in sorted(used.items())]
+    if _slope(cells) is None:
+        return None
+    all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
+    per_seed = []
+    for s in all_seeds:
+        own = [point(k, dict(o.seed_optima).get(s, math.nan)) for k, o in sorted(used.items())]
+        if all(math.isfinite(y) for _, _, y in own):
+            per_seed.append(_slope(own))
+    complete = [v for v in per_seed if v is not None]
+    if len(complete) >= 2 and len(complete) == len(per_seed):
+        slope, interval, used_seeds = float(np.mean(complete)), t_interval(complete), len(complete)
+    else:
+        slope, interval, used_seeds = _slope(cells) or 0.0, None, 0
+    return AxisLaw(parametrization, axis, round(slope, 9) + 0.0, interval, len(all_seeds), len(used),
+                   len(chosen) - len(used), used_seeds)
+
+
+@dataclass(frozen=True)
 class MarginLaw:
     """margin(x) = a[group] + slope * log2(x) along tokens or width, where margin = boundary - optimum."""
 
@@ -297,7 +350,7 @@ class MarginLaw:
 
 def _margin_table(optima: Optima, parametrization: str) -> _Table:
     chosen = {k: o for k, o in optima.items() if k[0] == parametrization}
-    used = {(w, t): o for (_, w, t), o in chosen.items() if math.isfinite(o.margin) and not o.boundary_censored}
+    used = {(k[1], k[2]): o for k, o in chosen.items() if math.isfinite(o.margin) and not o.boundary_censored}
     cells = sorted((w, t, o.margin) for (w, t), o in used.items())
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
     seeds = {}
@@ -308,7 +361,7 @@ def _margin_table(optima: Optima, parametrization: str) -> _Table:
             own.append((w, t, b.x - x if b is not None and math.isfinite(x) else math.nan))
         if own and all(math.isfinite(y) for _, _, y in own):
             seeds[s] = own
-    left_out = tuple(sorted((w, t) for (_, w, t) in chosen if (w, t) not in used))
+    left_out = tuple(sorted((k[1], k[2]) for k in chosen if (k[1], k[2]) not in used))
     return _Table(cells, seeds, len(all_seeds), left_out)
 
 

@@ -15,12 +15,14 @@ records, so every process that asks computes the same ones, and the store trains
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
-from mupcheck.fmt import format_tokens
-from mupcheck.spec import Grid, RunConfig, run_configs
+from mupcheck.spec import Cell, Grid, RunConfig, run_configs
+
+CELL = Cell._fields
 
 __all__ = ["refinement_advice", "refinement_configs", "refinement_rates"]
 
@@ -38,12 +40,12 @@ def refinement_configs(grid: Grid, coarse_df: pd.DataFrame) -> list[RunConfig]:
         return []
     by_cell: dict[tuple, RunConfig] = {}
     for cfg in run_configs(grid):
-        by_cell.setdefault((cfg.parametrization, cfg.width, cfg.tokens), cfg)
+        by_cell.setdefault(tuple(getattr(cfg, k) for k in CELL), cfg)
     extra = []
-    for (par, width, tokens), template in by_cell.items():
-        coarse = sorted(grid.rates_of(par))
-        cell = coarse_df[(coarse_df["parametrization"] == par) & (coarse_df["width"] == width)
-                         & (coarse_df["tokens"] == tokens) & coarse_df["lr_log2"].isin(coarse)]
+    for key, template in by_cell.items():
+        coarse = sorted(grid.rates_of(template.parametrization))
+        mask = np.logical_and.reduce([coarse_df[k] == v for k, v in zip(CELL, key)])
+        cell = coarse_df[mask & coarse_df["lr_log2"].isin(coarse)]
         losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))  # diverged or unstable
         curve = losses.groupby("lr_log2")["loss"].mean()
         if not np.isfinite(curve.to_numpy()).any():
@@ -63,8 +65,10 @@ def refinement_advice(grid: Grid, df: pd.DataFrame) -> list[str]:
     if grid.refine is None:
         return []
     lines = []
-    for key, cell in df.groupby(["parametrization", "width", "tokens"], sort=True):
-        par, width, tokens = (str(key[0]), int(key[1]), int(key[2]))  # type: ignore[call-overload]  # pandas: Hashable
+    shown = tuple(a for a in ("depth", "batch_size") if df[a].nunique() > 1)
+    for key, cell in df.groupby(list(CELL), sort=True):
+        par, *values = cast(tuple, key)  # pandas types group keys as Hashable
+        where = Cell(str(par), *(int(v) for v in values)).where(shown)
         losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))
         curve = losses.groupby("lr_log2")["loss"].mean()
         if not np.isfinite(curve.to_numpy()).any():
@@ -73,7 +77,7 @@ def refinement_advice(grid: Grid, df: pd.DataFrame) -> list[str]:
         argmin = float(measured[int(np.argmin(curve.to_numpy()))])
         if argmin in (measured[0], measured[-1]):
             side = "below" if argmin == measured[0] else "above"
-            lines.append(f"{par} width={width} tokens={format_tokens(tokens)}: the optimum lies {side} the "
+            lines.append(f"{where}: the optimum lies {side} the "
                          f"measured rates (2^{argmin:g}): run rates {side} it first")
             continue
         n = int(round(grid.refine.span_log2 / grid.refine.step_log2))
@@ -82,7 +86,7 @@ def refinement_advice(grid: Grid, df: pd.DataFrame) -> list[str]:
         ran = {(round(float(x), 6), s) for x, s in zip(cell["lr_log2"], cell["seed"])}
         missing = [x for x in wanted if any((x, s) not in ran for s in seeds)]
         if missing:
-            lines.append(f"{par} width={width} tokens={format_tokens(tokens)}: run lr_log2 "
+            lines.append(f"{where}: run lr_log2 "
                          f"{', '.join(f'{x:g}' for x in missing)} for seeds {', '.join(map(str, seeds))} "
                          f"(every {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of the argmin "
                          f"2^{argmin:g})")

@@ -31,7 +31,7 @@ from mupcheck.analysis.curves import t_interval
 if TYPE_CHECKING:
     from mupcheck.analysis.collect import CellOptimum
     from mupcheck.analysis.transfer import Comparison
-    from mupcheck.spec import StabilitySettings
+    from mupcheck.spec import Cell, StabilitySettings
 
 __all__ = ["Boundary", "StabilityVerdict", "judge_stability", "seed_boundary"]
 
@@ -101,7 +101,7 @@ class StabilityVerdict:
                 f"(2^{bound}{self.boundary:.2f}); required at least {self.min_margin:g}; {self.reason}")
 
 
-def judge_stability(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
+def judge_stability(comp: Comparison, optima: dict[Cell, CellOptimum],
                     settings: StabilitySettings, beta: float = 0.0) -> StabilityVerdict:
     """Pass when the 95% interval of (other boundary - transferred rate) lies at or above min_margin_log2;
     fail when it lies below; inconclusive otherwise (or with fewer than two paired seeds)."""

@@ -25,6 +25,7 @@ It **transfers** when the shift's interval lies inside the band and no measured 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -32,15 +33,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import MEASURED_WITHIN, CellOptimum, find_optima
+from mupcheck.analysis.collect import MEASURED_WITHIN, Cell, CellOptimum, find_optima
 from mupcheck.analysis.curves import t_interval
-from mupcheck.analysis.drift import fit_drift
+from mupcheck.analysis.drift import axis_law, fit_drift
 from mupcheck.fmt import format_tokens
-from mupcheck.spec import AXES, Grid, TransferSettings
+from mupcheck.spec import AXES, LR_BATCH_RULES, Grid, TransferSettings
 
 __all__ = ["Comparison", "Regret", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
            "TransferError", "is_expected_break", "WiderVerdict", "wider_is_better", "reference_value",
-           "rule_beta", "rule_comparisons", "paired_regret", "drift_of"]
+           "rule_beta", "rule_comparisons", "paired_regret", "drift_of", "batch_rule_exponent", "batch_fit_sizes"]
 
 
 class TransferError(AssertionError):
@@ -53,33 +54,41 @@ def _fmt(axis: str, value: int) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Reference cell vs other cell along one axis, the other axis held fixed."""
+    """Reference cell vs other cell along one axis, every other axis held fixed: `fixed` is the value of
+    `fixed_axis` (tokens along width, width along the others), `at` the values of the remaining axes the grid
+    varies (named in the check's id), `held` those it does not (left out of the id)."""
 
-    axis: str  # "width" or "tokens": the axis that changes
+    axis: str  # the axis that changes (AXES)
     parametrization: str
-    fixed: int  # the value of the other axis
+    fixed: int  # the value of fixed_axis
     ref: int  # reference value along `axis`
     other: int
+    at: tuple[tuple[str, int], ...] = ()
+    held: tuple[tuple[str, int], ...] = ()
 
     @property
     def fixed_axis(self) -> str:
         return "tokens" if self.axis == "width" else "width"
 
-    def cell(self, value: int) -> tuple[str, int, int]:
-        width, tokens = (value, self.fixed) if self.axis == "width" else (self.fixed, value)
-        return (self.parametrization, width, tokens)
+    def cell(self, value: int) -> Cell:
+        coords = {**dict(self.held), **dict(self.at), self.fixed_axis: self.fixed, self.axis: value}
+        return Cell(self.parametrization, coords["width"], coords["tokens"], coords.get("depth", 0),
+                    coords.get("batch_size", 0))
+
+    def _where(self) -> str:
+        return " ".join(f"{a}={_fmt(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
 
     @property
     def test_id(self) -> str:
         """Reads like the finding: width[mup tokens=1M 32->256]."""
-        return (f"{self.axis}[{self.parametrization} {self.fixed_axis}={_fmt(self.fixed_axis, self.fixed)} "
+        return (f"{self.axis}[{self.parametrization} {self._where()} "
                 f"{_fmt(self.axis, self.ref)}->{_fmt(self.axis, self.other)}]")
 
     @property
     def label(self) -> str:
         """'width 32 -> 256 at tokens 1M', without the parametrization."""
-        return (f"{self.axis} {_fmt(self.axis, self.ref)} -> {_fmt(self.axis, self.other)} at "
-                f"{self.fixed_axis} {_fmt(self.fixed_axis, self.fixed)}")
+        where = ", ".join(f"{a} {_fmt(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
+        return f"{self.axis} {_fmt(self.axis, self.ref)} -> {_fmt(self.axis, self.other)} at {where}"
 
     def title(self) -> str:
         return f"{self.label} ({self.parametrization})"
@@ -87,28 +96,45 @@ class Comparison:
 
 def reference_value(grid: Grid, axis: str) -> int:
     """The reference cell's value along `axis`: `[transfer] reference_width`, else the base width if the
-    grid has it, else the smallest width; the shortest token budget."""
+    grid has it, else the smallest width; likewise for depth (reference_depth, base_depth); the shortest
+    token budget; the smallest batch size."""
+    t = grid.transfer
     if axis == "width":
-        if grid.transfer.reference_width is not None:
-            return grid.transfer.reference_width
+        if t.reference_width is not None:
+            return t.reference_width
         return grid.base_width if grid.base_width in grid.widths else grid.widths[0]
-    return grid.tokens[0]
+    if axis == "depth":
+        if t.reference_depth is not None:
+            return t.reference_depth
+        depths = grid.values("depth")
+        return grid.base_depth if grid.base_depth in depths else depths[0]
+    return grid.values(axis)[0]
 
 
 def comparisons_for(axis: str, parametrizations: tuple[str, ...], values: tuple[int, ...],
-                    fixed_values: tuple[int, ...], ref: int) -> list[Comparison]:
-    return [Comparison(axis, par, fixed, ref, v)
-            for par in parametrizations for fixed in fixed_values for v in values if v != ref]
+                    fixed_values: tuple[int, ...], ref: int,
+                    slices: tuple[tuple[tuple[str, int], ...], ...] = ((),),
+                    held: tuple[tuple[str, int], ...] = ()) -> list[Comparison]:
+    """Every value against `ref` along `axis`, at each value of the fixed axis and each slice (values of the
+    remaining varied axes)."""
+    return [Comparison(axis, par, fixed, ref, v, at, held)
+            for par in parametrizations for at in slices for fixed in fixed_values for v in values if v != ref]
 
 
 def plan_comparisons(grid: Grid) -> list[Comparison]:
     """Every comparison a grid asks for: along each axis it varies, for each parametrization."""
-    axes = {"width": (grid.widths, grid.tokens), "tokens": (grid.tokens, grid.widths)}
     out: list[Comparison] = []
     for axis in AXES:
-        values, fixed = axes[axis]
-        if len(values) > 1:
-            out += comparisons_for(axis, grid.parametrization, values, fixed, reference_value(grid, axis))
+        values = grid.values(axis)
+        if len(values) < 2:
+            continue
+        fixed_axis = "tokens" if axis == "width" else "width"
+        rest = [a for a in AXES if a not in (axis, fixed_axis)]
+        varied = [a for a in rest if len(grid.values(a)) > 1]
+        held = tuple((a, grid.values(a)[0]) for a in rest if a not in varied)
+        slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(grid.values(a) for a in varied)))
+        out += comparisons_for(axis, grid.parametrization, values, grid.values(fixed_axis),
+                               reference_value(grid, axis), slices, held)
     return out
 
 
@@ -194,7 +220,7 @@ class Verdict:
     max_regret: float
     outcome: Outcome
     reason: str  # why this outcome, in a phrase
-    beta: float = 0.0  # drift rule along tokens: transferred = ref - beta * log2(T_other / T_ref)
+    beta: float = 0.0  # a rule's exponent (see drift_of): along tokens, transferred = ref - beta * log2(T / T_ref)
 
     @property
     def regret(self) -> float:
@@ -222,8 +248,10 @@ class Verdict:
         if math.isfinite(self.shift):
             shift = f"optimum moved {self.shift:+.2f} log2"
             if self.beta:
-                shift = (f"with the power rule (beta {self.beta:.3f}: transferred lr 2^{self.transferred:.2f}) the "
-                         f"optimum is off by {self.shift:+.2f} log2")
+                rule = (f"the power rule (beta {self.beta:.3f}" if c.axis == "tokens" else
+                        f"the batch rule (exponent {self.beta:.3f}")
+                shift = (f"with {rule}: transferred lr 2^{self.transferred:.2f}) the optimum is off by "
+                         f"{self.shift:+.2f} log2")
             if self.interval:
                 shift += f" (95% interval {self.interval[0]:+.2f} .. {self.interval[1]:+.2f})"
         else:
@@ -259,8 +287,15 @@ def _loss_str(x: float | None) -> str:
 
 
 def drift_of(comp: Comparison, beta: float) -> float:
-    """How far (log2) a rule with this beta moves the transferred rate down along tokens."""
-    return beta * math.log2(comp.other / comp.ref) if comp.axis == "tokens" and beta else 0.0
+    """How far (log2) a rule with exponent `beta` moves the transferred rate down: along tokens lr* falls as
+    T^-beta; along batch size it grows as B^beta (beta 0.5: the square-root rule); nothing along the others."""
+    if not beta:
+        return 0.0
+    if comp.axis == "tokens":
+        return beta * math.log2(comp.other / comp.ref)
+    if comp.axis == "batch_size":
+        return -beta * math.log2(comp.other / comp.ref)
+    return 0.0
 
 
 def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[float, float], str]:
@@ -281,11 +316,12 @@ def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[f
     return (-limit(shape.a_right), limit(shape.a_left)), "regret"
 
 
-def judge(comp: Comparison, optima: dict[tuple[str, int, int], CellOptimum],
+def judge(comp: Comparison, optima: dict[Cell, CellOptimum],
           settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
     """Compare the two cells of `comp` (see the module docstring for the rule).
 
-    With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref).
+    With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref), a
+    batch-size comparison lr*(ref) * (B_other / B_ref)^beta.
     """
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     band, band_source = regret_band(other, settings)
@@ -359,7 +395,7 @@ def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] 
         return "breaks", "the shift's interval lies outside the band"
     edge = band[0] if lo < band[0] else band[1]
     also = ""
-    if measured and regret.interval is not None:
+    if measured and regret.interval is not None and regret.interval[0] <= max_regret < regret.interval[1]:
         also = (f"; the measured regret ({100 * regret.interval[0]:.2f} .. {100 * regret.interval[1]:.2f}%) "
                 f"straddles max_regret too")
     return "inconclusive", (f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at {edge:+.2f}"
@@ -376,16 +412,23 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
     """
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
-    fixed_axis = "tokens" if axis == "width" else "width"
     sub = df[df["parametrization"] == parametrization]
     if sub.empty:
         raise ValueError(f"no runs with parametrization {parametrization!r}")
-    values = tuple(sorted(int(v) for v in sub[axis].unique()))
-    ref = reference if reference is not None else values[0]
+
+    def values(a: str) -> tuple[int, ...]:
+        return tuple(sorted(int(v) for v in sub[a].unique())) if a in sub else (0,)
+
+    fixed_axis = "tokens" if axis == "width" else "width"
+    ref = reference if reference is not None else values(axis)[0]
+    rest = [a for a in AXES if a not in (axis, fixed_axis)]
+    varied = [a for a in rest if len(values(a)) > 1]
+    held = tuple((a, values(a)[0]) for a in rest if a not in varied)
+    slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(values(a) for a in varied)))
     settings = TransferSettings(tolerance_log2=tolerance_log2, max_regret=max_regret)
     optima = find_optima(sub)
-    fixed = tuple(sorted(int(v) for v in sub[fixed_axis].unique()))
-    verdicts = [judge(c, optima, settings) for c in comparisons_for(axis, (parametrization,), values, fixed, ref)]
+    comps = comparisons_for(axis, (parametrization,), values(axis), values(fixed_axis), ref, slices, held)
+    verdicts = [judge(c, optima, settings) for c in comps if c.cell(c.ref) in optima and c.cell(c.other) in optima]
     failed = [v for v in verdicts if not v.passed]
     if failed:
         counts = ", ".join(f"{sum(v.outcome == o for v in failed)} {o}" for o in ("breaks", "inconclusive")
@@ -413,6 +456,7 @@ class WiderVerdict:
     tolerance: float
     rises: tuple[tuple[float, tuple[float, float] | None], ...] = ()  # per widening: mean rise, 95% interval
     why_unknown: str = ""  # set when there is no rate to read every width at
+    at: tuple[tuple[str, int], ...] = ()  # the depth and batch size, where the grid varies them
 
     @property
     def worst_rise(self) -> float:
@@ -434,11 +478,16 @@ class WiderVerdict:
         return self.outcome == "pass"
 
     @property
+    def head(self) -> str:
+        return " ".join([f"{self.parametrization} tokens={format_tokens(self.tokens)}",
+                         *(f"{a}={v}" for a, v in self.at)])
+
+    @property
     def test_id(self) -> str:
-        return f"wider[{self.parametrization} tokens={format_tokens(self.tokens)}]"
+        return f"wider[{self.head}]"
 
     def message(self) -> str:
-        head = f"{self.parametrization} tokens={format_tokens(self.tokens)}"
+        head = self.head
         if self.why_unknown:
             return f"{head}: INCONCLUSIVE: {self.why_unknown}"
         status = {"pass": "wider is better", "fail": "WIDER IS WORSE", "inconclusive": "INCONCLUSIVE"}[self.outcome]
@@ -459,18 +508,25 @@ class WiderVerdict:
         return "\n".join(lines)
 
 
-def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str, tokens: int,
-                    widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01) -> WiderVerdict:
+def wider_is_better(optima: dict[Cell, CellOptimum], parametrization: str, tokens: int,
+                    widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01,
+                    at: tuple[tuple[str, int], ...] = (), held: tuple[tuple[str, int], ...] = ()) -> WiderVerdict:
     """Losses across widths at the reference width's best learning rate among those every width measured
-    (refinement adds different rates to different cells), with each widening's rise paired over seeds."""
-    ref = optima[(parametrization, reference_width, tokens)]
-    cells = [optima[(parametrization, w, tokens)] for w in widths]
+    (refinement adds different rates to different cells), with each widening's rise paired over seeds; at
+    one depth and batch size (`at`: named in the check, `held`: not)."""
+    coords = {**dict(held), **dict(at)}
+
+    def cell(w: int) -> Cell:
+        return Cell(parametrization, w, tokens, coords.get("depth", 0), coords.get("batch_size", 0))
+
+    ref = optima[cell(reference_width)]
+    cells = [optima[cell(w)] for w in widths]
     shared = sorted(set.intersection(*(set(c.lrs) for c in cells)))
     ref_curve = dict(zip(ref.lrs, ref.losses))
 
     def unknown(why: str) -> WiderVerdict:
         return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.nan for _ in widths),
-                            tolerance, why_unknown=why)
+                            tolerance, why_unknown=why, at=at)
 
     if not ref.found:
         return unknown(f"the reference width {reference_width}'s optimum is not located ({ref.describe()}); "
@@ -478,9 +534,9 @@ def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametriza
     if not shared or not any(math.isfinite(ref_curve[x]) for x in shared):
         return unknown("no learning rate was measured at every width")
     x = min(shared, key=lambda lr: ref_curve[lr])
-    at = [c.seed_losses_at(x)[0] for c in cells]
+    by_seed = [c.seed_losses_at(x)[0] for c in cells]
     rises: list[tuple[float, tuple[float, float] | None]] = []
-    for a, b in zip(at, at[1:]):
+    for a, b in zip(by_seed, by_seed[1:]):
         per_seed = [(b[s] / a[s] - 1) if math.isfinite(b[s]) else math.inf
                     for s in sorted(set(a) & set(b)) if math.isfinite(a[s])]
         if any(map(math.isinf, per_seed)):
@@ -488,26 +544,55 @@ def wider_is_better(optima: dict[tuple[str, int, int], CellOptimum], parametriza
         else:
             rises.append((float(np.mean(per_seed)) if per_seed else math.nan, t_interval(per_seed)))
     losses = tuple(dict(zip(c.lrs, c.losses))[x] for c in cells)
-    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance, tuple(rises))
+    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance, tuple(rises), at=at)
 
 
 def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:
-    """The power rule's beta (given, or fitted on the grid's fit budgets) and where it came from."""
+    """The power rule's beta (given, or fitted on the grid's fit budgets) and where it came from; at the
+    grid's reference depth and batch size."""
     t = grid.transfer
     if t.lr_rule_beta is not None:
         return t.lr_rule_beta, f"beta {t.lr_rule_beta:g} from the grid"
     fit_tokens = set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS])
-    fit = fit_drift(df, parametrization, tokens=fit_tokens)
+    # 0: a frame that does not record the axis (see Cell)
+    at_reference = df["depth"].isin([reference_value(grid, "depth"), 0]) & df["batch_size"].isin(
+        [reference_value(grid, "batch_size"), 0])
+    sub = df[at_reference]
+    fit = fit_drift(sub, parametrization, tokens=fit_tokens)
     if fit is None:
         raise ValueError("cannot fit beta: no width has two converged token budgets among lr_rule_fit_tokens")
     where = ", ".join(format_tokens(x) for x in sorted(fit_tokens))
     return fit.beta, f"beta {fit.beta:.3f} fitted on tokens {where}"
 
 
+def batch_fit_sizes(grid: Grid) -> tuple[int, ...]:
+    """The batch sizes a fitted batch rule is fitted on: the two smallest."""
+    return grid.values("batch_size")[:2] if grid.transfer.lr_batch_rule == "fit" else ()
+
+
+def batch_rule_exponent(optima: dict[Cell, CellOptimum], grid: Grid, parametrization: str) -> tuple[float, str]:
+    """The batch rule's exponent (sqrt: 0.5, linear: 1, or fitted on the two smallest batch sizes) and where
+    it came from."""
+    name = grid.transfer.lr_batch_rule
+    if name != "fit":
+        return LR_BATCH_RULES[name], f"the {name} rule: exponent {LR_BATCH_RULES[name]:g}"
+    sizes = batch_fit_sizes(grid)
+    law = axis_law(optima, parametrization, "batch_size", values=set(sizes))
+    if law is None:
+        raise ValueError(f"cannot fit the batch rule: no cell has located optima at batch sizes {sizes}")
+    return law.slope, f"exponent {law.slope:.3f} fitted on batch sizes {', '.join(map(str, sizes))}"
+
+
 def rule_comparisons(grid: Grid) -> list[Comparison]:
-    """Tokens comparisons the power rule is checked on: those whose other cell was not used to fit it."""
+    """Comparisons a transfer rule is checked on: along tokens with the power rule, along batch size with a
+    batch rule; those whose other cell was not used to fit it."""
     t = grid.transfer
-    if t.lr_rule != "power" or len(grid.tokens) < 2:
-        return []
-    fit_tokens = set() if t.lr_rule_beta is not None else set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS])
-    return [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]
+    out = []
+    if t.lr_rule == "power" and len(grid.tokens) >= 2:
+        fit_tokens = (set() if t.lr_rule_beta is not None
+                      else set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS]))
+        out += [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]
+    if t.lr_batch_rule != "none":
+        fit_sizes = set(batch_fit_sizes(grid))
+        out += [c for c in plan_comparisons(grid) if c.axis == "batch_size" and c.other not in fit_sizes]
+    return out

@@ -105,13 +105,15 @@ class _BatchedGPT:
     attn_scale: float
     eps: tuple[float, ...]  # ln1, ln2 of each block, then ln_f
     readout_mu: tuple[float, int] | None  # MuReadout's (output_mult, base fan-in); None: a plain linear
+    branch_scale: float = 1.0  # the depth rule's residual multiplier (models.Block)
 
     @classmethod
     def from_model(cls, model: GPT) -> _BatchedGPT:
         blocks = [cast(Block, b) for b in model.blocks]
         eps = tuple(e for b in blocks for e in (b.ln1.eps, b.ln2.eps)) + (model.ln_f.eps,)
         attn = blocks[0].attn
-        return cls(len(blocks), attn.head_dim, attn.scale, eps, _readout_factors(model.readout))
+        return cls(len(blocks), attn.head_dim, attn.scale, eps, _readout_factors(model.readout),
+                   blocks[0].branch_scale)
 
     def __call__(self, p: Params, idx: torch.Tensor) -> torch.Tensor:
         M, B, T = idx.shape
@@ -122,11 +124,14 @@ class _BatchedGPT:
         for i in range(self.depth):
             pre = f"blocks.{i}."
             h = _layer_norm(x, p[pre + "ln1.weight"], p[pre + "ln1.bias"], self.eps[2 * i])
-            x = x + self._attention(h, p[pre + "attn.qkv.weight"], p[pre + "attn.proj.weight"])
+            x = x + self._branch(self._attention(h, p[pre + "attn.qkv.weight"], p[pre + "attn.proj.weight"]))
             h = _layer_norm(x, p[pre + "ln2.weight"], p[pre + "ln2.bias"], self.eps[2 * i + 1])
-            x = x + _linear(F.gelu(_linear(h, p[pre + "fc.weight"])), p[pre + "fc_out.weight"])
+            x = x + self._branch(_linear(F.gelu(_linear(h, p[pre + "fc.weight"])), p[pre + "fc_out.weight"]))
         x = _layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], self.eps[-1])
         return _readout(x, p["readout.weight"], self.readout_mu)  # (M, B, T, V)
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.branch_scale == 1.0 else self.branch_scale * y  # as models.Block: no op without a rule
 
     def _attention(self, x: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tensor:
         M, B, T, C = x.shape
@@ -146,10 +151,13 @@ class _BatchedMLP:
     context: int
     vocab_size: int
     readout_mu: tuple[float, int] | None  # MuReadout's (output_mult, base fan-in); None: a plain linear
+    residual: bool = False
+    branch_scale: float = 1.0
 
     @classmethod
     def from_model(cls, model: MLP) -> _BatchedMLP:
-        return cls(len(model.hidden), model.context, model.vocab_size, _readout_factors(model.readout))
+        return cls(len(model.hidden), model.context, model.vocab_size, _readout_factors(model.readout),
+                   model.residual, model.branch_scale)
 
     def __call__(self, p: Params, idx: torch.Tensor) -> torch.Tensor:
         M, B, T = idx.shape
@@ -160,5 +168,6 @@ class _BatchedMLP:
         ids = ids + torch.arange(ctx, device=idx.device) * (self.vocab_size + 1)
         x = _embedding(ids, p["embed.weight"]).sum(dim=3) / math.sqrt(ctx)  # (M, B, T, C)
         for i in range(self.depth):
-            x = F.relu(_linear(x, p[f"hidden.{i}.weight"]))
+            y = F.relu(_linear(x, p[f"hidden.{i}.weight"]))
+            x = x + self.branch_scale * y if self.residual else y
         return _readout(x, p["readout.weight"], self.readout_mu)  # (M, B, T, V)

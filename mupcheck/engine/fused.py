@@ -302,7 +302,7 @@ class _FusedRun:
         if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
             self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step],
-                       self.rule.betas, self.rule.eps)
+                       self.rule.betas, tuple(self.rule.eps[g] for g in self.flat.groups))
         else:
             (momentum,) = self.state
             self.sgd(self.flat.storage, grads, momentum, lr_t, wd_t, self.rule.momentum)

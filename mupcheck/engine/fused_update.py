@@ -41,7 +41,7 @@ class UpdateRule:
 
     kind: str  # "adamw" or "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    eps: tuple[float, ...] = (1e-8,)  # per optimizer group (a depth rule gives the hidden blocks their own)
     momentum: float = 0.0
 
 
@@ -52,11 +52,11 @@ def update_rule(optimizer: torch.optim.Optimizer) -> UpdateRule:
         # Adam without weight decay is AdamW without weight decay; with it, their decays differ.
         if not isinstance(optimizer, torch.optim.AdamW) and any(g["weight_decay"] for g in groups):
             raise FusedUnsupported("torch.optim.Adam with weight decay (L2 in the gradient) is not batched")
-        rules = {(tuple(g["betas"]), g["eps"], g.get("amsgrad", False), g.get("maximize", False)) for g in groups}
-        if len(rules) != 1 or next(iter(rules))[2:] != (False, False):
-            raise FusedUnsupported("AdamW groups with different betas or eps, amsgrad or maximize are not batched")
-        (beta1, beta2), eps, _, _ = next(iter(rules))
-        return UpdateRule("adamw", (float(beta1), float(beta2)), float(eps))
+        rules = {(tuple(g["betas"]), g.get("amsgrad", False), g.get("maximize", False)) for g in groups}
+        if len(rules) != 1 or next(iter(rules))[1:] != (False, False):
+            raise FusedUnsupported("AdamW groups with different betas, amsgrad or maximize are not batched")
+        (beta1, beta2), _, _ = next(iter(rules))
+        return UpdateRule("adamw", (float(beta1), float(beta2)), tuple(float(g["eps"]) for g in groups))
     if isinstance(optimizer, torch.optim.SGD):
         sgd_rules = {(g["momentum"], g["dampening"], g["nesterov"], g.get("maximize", False)) for g in groups}
         if len(sgd_rules) != 1 or next(iter(sgd_rules))[1:] != (0, False, False):
@@ -157,16 +157,17 @@ def _member_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def adamw_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
            exp_avg_sqs: list[torch.Tensor], lr: torch.Tensor, wd: torch.Tensor,
-           bias_correction: torch.Tensor, betas: tuple[float, float], eps: float) -> None:
+           bias_correction: torch.Tensor, betas: tuple[float, float], eps: Sequence[float]) -> None:
     """torch.optim.AdamW (amsgrad off), one step, over stacked tensors: torch's formulas with
-    `lr`, `wd` (n, G) per member and tensor, and bias corrections (1 - beta1^t, sqrt(1 - beta2^t))."""
+    `lr`, `wd` (n, G) per member and tensor, `eps` per tensor, and bias corrections (1 - beta1^t,
+    sqrt(1 - beta2^t))."""
     beta1, beta2 = betas
     for i, (p, grad, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         lr_p = _member_view(lr[:, i], p)
         p.mul_(1 - lr_p * _member_view(wd[:, i], p))
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(eps)
+        denom = (exp_avg_sq.sqrt() / bias_correction[1]).add_(eps[i])
         p.sub_(lr_p / bias_correction[0] * exp_avg / denom)
 
 

@@ -34,7 +34,7 @@ from mup import MuReadout, set_base_shapes
 from torch import nn
 
 from mupcheck.errors import ModelError
-from mupcheck.spec import BUILTIN_MODELS, RunConfig, import_factory
+from mupcheck.spec import BUILTIN_MODELS, RunConfig, factory_takes, import_factory
 
 __all__ = ["GPT", "MLP", "build_model", "check_logits", "has_base_shapes", "logits_of", "model_logits",
            "takes_targets", "model_factory", "set_mup_base_shapes",
@@ -65,16 +65,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, head_dim: int, attn_scale: float):
+    def __init__(self, width: int, head_dim: int, attn_scale: float, branch_scale: float = 1.0):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attn = CausalSelfAttention(width, head_dim, attn_scale)
         self.fc = nn.Linear(width, 4 * width, bias=False)
         self.fc_out = nn.Linear(4 * width, width, bias=False)
+        self.branch_scale = branch_scale  # (depth / base_depth)^-depth_alpha: CompleteP's residual multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+        if self.branch_scale == 1.0:  # no depth rule: the same operations (and bits) as before the rule existed
+            x = x + self.attn(self.ln1(x))
+            return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+        x = x + self.branch_scale * self.attn(self.ln1(x))
+        return x + self.branch_scale * self.fc_out(F.gelu(self.fc(self.ln2(x))))
 
 
 class GPT(nn.Module):
@@ -82,7 +86,7 @@ class GPT(nn.Module):
 
     def __init__(self, width: int, depth: int, head_dim: int, vocab_size: int, seq_len: int,
                  parametrization: str = "mup", readout_zero_init: bool = False, query_zero_init: bool = False,
-                 n_heads: int = 0, base_width: int | None = None):
+                 n_heads: int = 0, base_width: int | None = None, branch_scale: float = 1.0):
         super().__init__()
         # Either head_dim is fixed and heads grow with width (the default), or n_heads is fixed and
         # head_dim grows with width; only then do muP's and SP's attention scales differ.
@@ -97,7 +101,7 @@ class GPT(nn.Module):
             attn_scale = 1.0 / math.sqrt(head_dim)
         self.tok_emb = nn.Embedding(vocab_size, width)
         self.pos_emb = nn.Embedding(seq_len, width)
-        self.blocks = nn.ModuleList(Block(width, head_dim, attn_scale) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, head_dim, attn_scale, branch_scale) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
         self.readout = _readout(width, vocab_size, parametrization)
         _init_weights(self)
@@ -116,14 +120,21 @@ class GPT(nn.Module):
             x = block(x)
         return self.readout(self.ln_f(x))  # (B, T, V)
 
+    def hidden_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the residual blocks: those CompleteP's depth rule gives their own rates."""
+        return list(self.blocks.parameters())
+
 
 class MLP(nn.Module):
-    """n-gram MLP language model: sum of per-offset embeddings of the last `context` tokens."""
+    """n-gram MLP language model: sum of per-offset embeddings of the last `context` tokens. With `residual`,
+    each hidden layer is a residual branch, x + branch_scale * relu(layer(x)) (needed by a depth rule)."""
 
     def __init__(self, width: int, depth: int, vocab_size: int, context: int,
-                 parametrization: str = "mup", readout_zero_init: bool = False):
+                 parametrization: str = "mup", readout_zero_init: bool = False, residual: bool = False,
+                 branch_scale: float = 1.0):
         super().__init__()
         self.context, self.vocab_size = context, vocab_size
+        self.residual, self.branch_scale = residual, branch_scale
         # One table for all offsets; row (k, V) is the padding token before the sequence start.
         self.embed = nn.Embedding(context * (vocab_size + 1), width)
         self.hidden = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
@@ -141,8 +152,12 @@ class MLP(nn.Module):
         ids = ids + torch.arange(self.context, device=idx.device) * (self.vocab_size + 1)
         x = self.embed(ids).sum(dim=2) / math.sqrt(self.context)  # (B, T, C)
         for layer in self.hidden:
-            x = F.relu(layer(x))
+            x = x + self.branch_scale * F.relu(layer(x)) if self.residual else F.relu(layer(x))
         return self.readout(x)  # (B, T, V)
+
+    def hidden_parameters(self) -> list[nn.Parameter]:
+        """The hidden layers' parameters: those CompleteP's depth rule gives their own rates."""
+        return list(self.hidden.parameters())
 
 
 def _readout(width: int, vocab_size: int, parametrization: str) -> nn.Linear:
@@ -169,13 +184,17 @@ def _init_weights(model: nn.Module, gain: float = 1.0) -> None:
 
 def model_factory(cfg: RunConfig, vocab_size: int) -> Factory:
     """`width -> nn.Module` for this run's model and parametrization (everything else fixed)."""
+    branch_scale = cfg.depth_multiplier ** -cfg.depth_alpha
     if cfg.model == "gpt":
         return lambda w: GPT(w, cfg.depth, cfg.head_dim, vocab_size, cfg.seq_len, cfg.parametrization,
-                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width)
+                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width, branch_scale)
     if cfg.model == "mlp":
         return lambda w: MLP(w, cfg.depth, vocab_size, cfg.mlp_context, cfg.parametrization,
-                             cfg.readout_zero_init)
-    return load_user_factory(cfg.model)
+                             cfg.readout_zero_init, cfg.mlp_residual, branch_scale)
+    factory: Callable[..., nn.Module] = load_user_factory(cfg.model)
+    if factory_takes(factory, "depth"):  # a depth axis (spec refuses one for a factory without `depth`)
+        return lambda w: factory(w, depth=cfg.depth)
+    return factory
 
 
 def load_user_factory(spec: str) -> Factory:

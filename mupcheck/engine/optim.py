@@ -19,7 +19,7 @@ from mupcheck.engine.schedules import lr_multiplier
 from mupcheck.errors import ModelError
 from mupcheck.spec import BUILTIN_OPTIMIZERS, RunConfig, import_factory
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "SGD_MOMENTUM", "build_optimizer", "set_step_lr"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "SGD_MOMENTUM", "build_optimizer", "depth_param_groups", "set_step_lr"]
 
 ADAM_BETAS = (0.9, 0.95)
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default
@@ -33,9 +33,29 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
         return _own_optimizer(model, cfg)
     kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.coupled_weight_decay}
     mup = cfg.parametrization == "mup"
+    params = depth_param_groups(model, cfg)
     if cfg.optimizer == "adamw":
-        return (MuAdamW if mup else torch.optim.AdamW)(model.parameters(), betas=ADAM_BETAS, eps=ADAM_EPS, **kw)
-    return (MuSGD if mup else torch.optim.SGD)(model.parameters(), momentum=SGD_MOMENTUM, **kw)
+        return (MuAdamW if mup else torch.optim.AdamW)(params, betas=ADAM_BETAS, eps=ADAM_EPS, **kw)
+    return (MuSGD if mup else torch.optim.SGD)(params, momentum=SGD_MOMENTUM, **kw)
+
+
+def depth_param_groups(model: nn.Module, cfg: RunConfig) -> Any:
+    """The model's parameters, in two groups under a depth rule (CompleteP's Table 1, Dey et al., arXiv
+    2505.01618, for Adam): the hidden (residual-block) parameters, LayerNorm gains included, train at
+    lr * m^(alpha - 1) with epsilon * m^-alpha, where m = depth / base_depth; embeddings, the final norm and
+    the readout keep the base rate. mup's optimizers then divide each group's rate by its width multiplier
+    as usual. Without a depth rule, the parameters as one group (exactly what ran before the rule existed).
+    The paper derives these rates for AdamW; under SGD only the residual multiplier applies."""
+    if not cfg.depth_alpha or cfg.depth_multiplier == 1.0 or cfg.optimizer != "adamw":
+        return model.parameters()
+    hidden_of = getattr(model, "hidden_parameters", None)
+    if hidden_of is None:
+        raise ModelError(f"model {cfg.model!r}: a depth rule (depth_alpha) needs the built-in models")
+    hidden = hidden_of()
+    ids = {id(p) for p in hidden}
+    m, alpha = cfg.depth_multiplier, cfg.depth_alpha
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": hidden, "lr": cfg.lr * m ** (alpha - 1), "eps": ADAM_EPS * m ** -alpha}]
 
 
 def _own_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

@@ -12,17 +12,20 @@ or null.
     grid         {name, path, imported}
     counts       {pass, fail, xfail, xpass, inconclusive}
     outcomes     [{id, kind, outcome, summary}]                 every check, as pytest shows it
-    cells        [{parametrization, width, tokens, lr_log2, interval, censored, n_seeds, n_found,
+    cells        [{parametrization, width, tokens, depth, batch_size, lr_log2, interval, censored, n_seeds, n_found,
                    loss, stability_log2, stability_interval, stability_censored, margin_log2,
                    margin_interval, flags}]
-    comparisons  [{id, kind, axis, parametrization, fixed, ref, other, outcome, verdict, transferred,
+    comparisons  [{id, kind, axis, parametrization, fixed, at, ref, other, outcome, verdict, transferred,
                    shift, interval, band, band_source, regret, regret_interval, regret_source,
                    regret_diverged, reason, beta}]
     stability    [{id, axis, parametrization, fixed, ref, other, outcome, transferred, boundary,
                    boundary_censored, margin, interval, min_margin, reason}]
     laws         {<parametrization>: {width: {slope, interval, n_seeds} | null,
                    tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds} | null,
-                   margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null}}
+                   margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null,
+                   depth: {slope, interval, n_seeds} | null, batch_size: {slope, interval, n_seeds} | null}}
+                 (`fixed` is the value of the paired axis: tokens along width, width along the others;
+                 `at` the other axes' values: {depth, batch_size, tokens})
     provenance   {<label>: <text>}                              as in the markdown report
 """
 
@@ -50,7 +53,8 @@ def _pair(iv: tuple[float, float] | None) -> list[float | None] | None:
 
 def _cell(o: CellOptimum) -> dict[str, Any]:
     return {
-        "parametrization": o.parametrization, "width": o.width, "tokens": o.tokens,
+        "parametrization": o.parametrization, "width": o.width, "tokens": o.tokens, "depth": o.depth,
+        "batch_size": o.batch_size,
         "lr_log2": _num(o.lr_log2) if o.found else None, "interval": _pair(o.interval),
         "censored": o.censored, "n_seeds": o.n_seeds, "n_found": len(o.found_optima), "loss": _num(o.loss),
         "stability_log2": _num(o.boundary), "stability_interval": _pair(o.boundary_interval),
@@ -73,7 +77,8 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         c = v.comparison
         comparisons.append({
             "id": check_id, "kind": suite.planned[check_id].kind, "axis": c.axis, "parametrization": c.parametrization,
-            "fixed": c.fixed, "ref": c.ref, "other": c.other, "outcome": v.outcome, "verdict": by_id[check_id],
+            "fixed": c.fixed, "at": dict(c.held + c.at), "ref": c.ref, "other": c.other, "outcome": v.outcome,
+            "verdict": by_id[check_id],
             "transferred": _num(v.transferred), "shift": _num(v.shift), "interval": _pair(v.interval),
             "band": _pair(v.band), "band_source": v.band_source, "regret": _num(v.regret),
             "regret_interval": _pair(v.regret_interval), "regret_source": v.regret_source,
@@ -101,6 +106,10 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
             "margin_tokens": _margin(suite.margin_law(par, "tokens")),
             "margin_width": _margin(suite.margin_law(par, "width")),
         }
+        for axis in ("depth", "batch_size"):
+            law = suite.axis_law(par, axis)
+            laws[par][axis] = None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval),
+                                                        "n_seeds": law.n_seeds}
     return {
         "schema": SCHEMA,
         "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported},

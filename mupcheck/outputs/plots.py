@@ -6,6 +6,7 @@ The table is the only seam between computing and plotting (as in mup's `get_coor
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,27 @@ import pandas as pd  # noqa: E402
 
 from mupcheck.analysis.collect import CellOptimum  # noqa: E402
 from mupcheck.fmt import format_tokens  # noqa: E402
-from mupcheck.spec import Grid  # noqa: E402
+from mupcheck.spec import AXES, Cell, Grid  # noqa: E402
 
 __all__ = ["plot_coords", "plot_loss_curves", "plot_optima"]
 
-Optima = dict[tuple[str, int, int], CellOptimum]
+Optima = dict[Cell, CellOptimum]
+
+
+def _fmt(axis: str, value: int) -> str:
+    return format_tokens(value) if axis == "tokens" else str(value)
+
+
+def _slices(grid: Grid) -> list[tuple[int, int, str]]:
+    """(depth, batch size, name) of each combination; the name ('_depth=4') is empty where the grid varies
+    neither, so that a plain grid's file names stay as they were."""
+    out = []
+    for d in grid.values("depth"):
+        for b in grid.values("batch_size"):
+            name = (f"_depth={d}" if len(grid.values("depth")) > 1 else "") + (
+                f"_batch={b}" if len(grid.values("batch_size")) > 1 else "")
+            out.append((d, b, name))
+    return out
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -36,13 +53,13 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
     """Loss vs log2(lr), one curve per width, one figure per token budget, parametrizations side by side."""
     paths = []
     pars = list(grid.parametrization)
-    for tokens in grid.tokens:
+    for (depth, batch, slice_name), tokens in itertools.product(_slices(grid), grid.tokens):
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.2), sharey=True, squeeze=False)
         finite_losses, diverged = [], []
         for ax, par in zip(axes[0], pars):
             colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
             for color, width in zip(colors, grid.widths):
-                opt = optima[(par, width, tokens)]
+                opt = optima[Cell(par, width, tokens, depth, batch)]
                 xs = [x for x, y in zip(opt.lrs, opt.losses) if math.isfinite(y)]
                 ys = [y for y in opt.losses if math.isfinite(y)]
                 finite_losses += ys + ([opt.loss] if opt.found else [])
@@ -50,7 +67,7 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
                 if opt.found:
                     ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
                 diverged += [(ax, x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
-            ax.set_title(f"{par}   tokens={format_tokens(tokens)}")
+            ax.set_title(f"{par}   tokens={format_tokens(tokens)}{slice_name.replace('_', '  ')}")
             ax.set_xlabel("log2(learning rate)")
             ax.grid(alpha=0.3)
         if finite_losses:
@@ -64,7 +81,7 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
         axes[0][0].set_ylabel("final validation loss")
         for ax in axes[0]:
             ax.legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
-        paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}.png"))
+        paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}{slice_name}.png"))
     return paths
 
 
@@ -74,18 +91,22 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
     they lie beyond; above them, dashed, the stability boundary (open squares; a boundary beyond the measured
     rates as an open triangle at its lower bound). The gap between the two lines is the margin."""
     paths = []
-    for axis, values, series, series_axis in (("width", grid.widths, grid.tokens, "tokens"),
-                                              ("tokens", grid.tokens, grid.widths, "width")):
+    for axis in AXES:
+        values = grid.values(axis)
         if len(values) < 2:
             continue
         pars = list(grid.parametrization)
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
+        # One line per combination of the other axes; named by the paired axis and those the grid varies.
+        others = [a for a in AXES if a != axis]
+        named = [a for a in others if a == ("tokens" if axis == "width" else "width") or len(grid.values(a)) > 1]
+        series = [dict(zip(others, combo)) for combo in itertools.product(*(grid.values(a) for a in others))]
         colors = plt.cm.viridis([i / max(1, len(series) - 1) for i in range(len(series))])
         for ax, par in zip(axes[0], pars):
             for color, s in zip(colors, series):
-                cells = [optima[(par, v, s) if axis == "width" else (par, s, v)] for v in values]
+                cells = [optima[Cell(par, **{**s, axis: v})] for v in values]
                 found = [(v, c) for v, c in zip(values, cells) if c.found]
-                label = f"{series_axis} {format_tokens(s) if series_axis == 'tokens' else s}"
+                label = ", ".join(f"{a} {_fmt(a, s[a])}" for a in named)
                 ax.plot([v for v, _ in found], [c.lr_log2 for _, c in found], "o-", color=color, label=label)
                 for v, c in found:
                     if c.interval:
@@ -103,7 +124,7 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                         ax.errorbar([v], [c.boundary], yerr=[[c.boundary - iv[0]], [iv[1] - c.boundary]], fmt="none",
                                     color=color, capsize=2, lw=0.8)
             ax.set_xscale("log", base=2)
-            ax.set_xticks(list(values), [format_tokens(v) if axis == "tokens" else str(v) for v in values])
+            ax.set_xticks(list(values), [_fmt(axis, v) for v in values])
             ax.minorticks_off()
             ax.set_title(f"{par}: optimum vs {axis}")
             ax.set_xlabel(axis)

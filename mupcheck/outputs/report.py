@@ -35,7 +35,7 @@ from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
 from mupcheck.outputs.verdicts import GridSuite, Outcome
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
-from mupcheck.spec import Grid
+from mupcheck.spec import AXES, Cell, Grid
 
 __all__ = ["render_report", "write_report"]
 
@@ -59,6 +59,64 @@ def _cell_text(opt: CellOptimum) -> str:
     if opt.interval:
         text += f" [{opt.interval[0]:.2f}, {opt.interval[1]:.2f}]"
     return text
+
+
+def _slices(grid: Grid) -> list[tuple[int, int, str]]:
+    """(depth, batch size, ' at depth 4, batch 16') for each combination the grid has; the name is empty for
+    the axes it does not vary."""
+    out = []
+    for d in grid.values("depth"):
+        for b in grid.values("batch_size"):
+            parts = ([f"depth {d}"] if len(grid.values("depth")) > 1 else []) + (
+                [f"batch {b}"] if len(grid.values("batch_size")) > 1 else [])
+            out.append((d, b, f" at {', '.join(parts)}" if parts else ""))
+    return out
+
+
+def _depth_batch_text(grid: Grid) -> str:
+    """'; depths 2, 4, 8 (CompleteP rule, depth_alpha 1, base depth 2); batch sizes 8, 32' where they vary."""
+    parts = []
+    depths = grid.values("depth")
+    if len(depths) > 1 or grid.depth_alpha:
+        rule = (f" (depth_alpha {grid.depth_alpha:g}: residual branches x (depth/{grid.base_depth})^-"
+                f"{grid.depth_alpha:g}, CompleteP's rates and epsilon)" if grid.depth_alpha else " (no depth rule)")
+        parts.append(f"depth{'s' if len(depths) > 1 else ''} {', '.join(map(str, depths))}{rule}")
+    if len(grid.values("batch_size")) > 1:
+        parts.append(f"batch sizes {', '.join(map(str, grid.values('batch_size')))} (equal token budgets)")
+    return "".join(f"; {p}" for p in parts)
+
+
+def _axis_section(suite: GridSuite, axis: str, rules: list[Outcome]) -> list[str]:
+    """The law along depth or batch size per parametrization, and a batch rule's verdicts."""
+    grid = suite.grid
+    if len(grid.values(axis)) < 2:
+        return []
+    name = axis.replace("_", " ")
+    lines = [f"Fit of log2 lr* = a + slope * log2({name}) over the cells with a located optimum (one intercept per "
+             "combination of the other axes, one shared slope; 95% interval over seeds, from refitting on each "
+             "seed's own optima)." + (" Under a depth rule that works the slope is about 0 (CompleteP, arXiv "
+                                      "2505.01618); without one, muP alone is expected to drift." if axis == "depth"
+                                      else " For Adam the square-root rule predicts a slope of 0.5 (arXiv "
+                                           "2205.10287), for SGD the linear rule 1 (arXiv 1706.02677); both hold "
+                                           "below a critical batch size only."), ""]
+    for par in grid.parametrization:
+        law = suite.axis_law(par, axis)
+        text = (f"{law.sentence()}; over {law.cells} cells" + (f" ({law.left_out} left out: optimum not located)"
+                                                                if law.left_out else "")
+                if law is not None else "no law: too few located optima")
+        lines.append(f"- {par}: {text}.")
+    if rules:
+        rows = []
+        for o in rules:
+            v = suite.verdicts[o.check.id]
+            _, source = suite.rule(v.comparison.parametrization, axis)
+            rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
+                         _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
+        lines += ["", f"**Batch rule** (`lr_batch_rule = \"{grid.transfer.lr_batch_rule}\"`): the reference "
+                  "optimum moved by (B / B_ref)^exponent, judged like any comparison (on cells not used to fit it).",
+                  "", _table(["param.", "comparison", "rule", "transferred lr", "other lr*", "off by [95%]", "regret",
+                              "verdict"], rows)]
+    return lines
 
 
 def _rates_text(grid: Grid) -> str:
@@ -114,7 +172,7 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             f"{len(grid.lr_log2)} values"
             + (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
                if grid.refine else "") + f"); seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
-            f"{grid.schedule} schedule. {len(df)} runs.", ""]
+            f"{grid.schedule} schedule{_depth_batch_text(grid)}. {len(df)} runs.", ""]
     out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
             "checks.", "", _how_decided(suite), ""]
     family = _family_statement(suite, outcomes)
@@ -133,14 +191,22 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             "interval over the same seeds; a seed whose optimum is pinned or censored is left out of both (the "
             "warnings list them); *censored*: on the edge of `lr_log2`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
-        rows = [[str(w)] + [_cell_text(optima[(par, w, t)]) for t in grid.tokens] for w in grid.widths]
-        out += [f"**{par}**", "", _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+        for d, b, name in _slices(grid):
+            rows = [[str(w)] + [_cell_text(optima[Cell(par, w, t, d, b)]) for t in grid.tokens] for w in grid.widths]
+            out += [f"**{par}{name}**", "",
+                    _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
 
     out += ["## Stability boundary and margin", ""] + _stability_section(suite, outcomes) + [""]
 
-    drift = _drift_section(suite, [o for o in outcomes if o.check.kind == "rule"])
+    rules = [o for o in outcomes if o.check.kind == "rule"]
+    drift = _drift_section(suite, [o for o in rules if o.check.comparison and o.check.comparison.axis == "tokens"])
     if drift:
         out += ["## Drift along tokens", ""] + drift + [""]
+    for axis, title in (("depth", "## Along depth"), ("batch_size", "## Along batch size")):
+        on_axis = [o for o in rules if o.check.comparison and o.check.comparison.axis == axis]
+        section = _axis_section(suite, axis, on_axis)
+        if section:
+            out += [title, ""] + section + [""]
 
     checks = [o for o in outcomes if o.check.kind in ("lint", "coord", "wider")]
     if checks:
@@ -197,15 +263,18 @@ def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
              "its resolution is the rate grid's there. The **margin** is boundary minus optimum, per seed. Both "
              "log2, mean over seeds with a 95% interval; *beyond the rates*: some seed had no unusable rate "
              "measured above its optimum, so the value is a lower bound.", ""]
+    varied = [a for a in ("depth", "batch_size") if len(grid.values(a)) > 1]
     for par in grid.parametrization:
         rows = []
-        for w in grid.widths:
-            for t in grid.tokens:
-                cell = optima[(par, w, t)]
-                rows.append([str(w), format_tokens(t), _cell_text(cell),
-                             _interval_text(cell.boundary, cell.boundary_interval, cell.boundary_censored),
-                             _interval_text(cell.margin, cell.margin_interval, cell.boundary_censored)])
-        lines += [f"**{par}**", "", _table(["width", "tokens", "optimum", "boundary", "margin"], rows), ""]
+        for d, b, _ in _slices(grid):
+            for w in grid.widths:
+                for t in grid.tokens:
+                    cell = optima[Cell(par, w, t, d, b)]
+                    rows.append([*(str(cell.depth if a == "depth" else cell.batch_size) for a in varied),
+                                 str(w), format_tokens(t), _cell_text(cell),
+                                 _interval_text(cell.boundary, cell.boundary_interval, cell.boundary_censored),
+                                 _interval_text(cell.margin, cell.margin_interval, cell.boundary_censored)])
+        lines += [f"**{par}**", "", _table([*varied, "width", "tokens", "optimum", "boundary", "margin"], rows), ""]
         for axis in ("tokens", "width"):
             law = suite.margin_law(par, axis)
             if law is not None:
@@ -251,24 +320,26 @@ def _summary(suite: GridSuite) -> list[str]:
     """One plain sentence per (parametrization, axis): the law along it, and the outcomes."""
     lines = []
     for par in suite.grid.parametrization:
-        for axis in ("width", "tokens"):
+        for axis in AXES:
             group = [suite.verdicts[o.id] for o in suite.planned.values()
                      if o.kind == "transfer" and o.comparison and o.comparison.parametrization == par
                      and o.comparison.axis == axis]
             if not group:
                 continue
-            law = suite.width_law(par) if axis == "width" else suite.drift(par)
+            law = (suite.width_law(par) if axis == "width" else suite.drift(par) if axis == "tokens"
+                   else suite.axis_law(par, axis))
             law_text = law.sentence() if law is not None else "no law: too few found optima"
             tally = Counter(v.outcome for v in group)
             ref = group[0].comparison.ref
             ref_text = format_tokens(ref) if axis == "tokens" else str(ref)
             parts = ", ".join(f"{tally[k]} {k}" for k in ("transfers", "breaks", "inconclusive") if tally[k])
-            lines.append(f"**{par} along {axis}** (reference {axis} {ref_text}): {law_text}; of {len(group)} "
+            name = axis.replace("_", " ")
+            lines.append(f"**{par} along {name}** (reference {name} {ref_text}): {law_text}; of {len(group)} "
                          f"comparisons: {parts}.")
     return lines
 
 
-def _warnings(df: pd.DataFrame, optima: dict[tuple[str, int, int], CellOptimum]) -> list[str]:
+def _warnings(df: pd.DataFrame, optima: dict[Cell, CellOptimum]) -> list[str]:
     flags = _grouped(list(OrderedDict.fromkeys(f for opt in optima.values() for f in opt.flags)))
     repeats = df["data_repeats"].astype(float)
     if (repeats > 1).any():

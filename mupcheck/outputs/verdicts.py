@@ -25,13 +25,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import CellOptimum, collect, collect_results, find_optima
-from mupcheck.analysis.drift import DriftFit, MarginLaw, WidthLaw, drift_law, margin_law, width_law
+from mupcheck.analysis.collect import CellOptimum, collect, collect_results, find_optima, one_slice
+from mupcheck.analysis.drift import AxisLaw, DriftFit, MarginLaw, WidthLaw, axis_law, drift_law, margin_law, width_law
 from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import (
     Comparison,
     Verdict,
     WiderVerdict,
+    batch_rule_exponent,
     is_expected_break,
     judge,
     plan_comparisons,
@@ -44,7 +45,7 @@ from mupcheck.checks.coord import CoordResult, check_model
 from mupcheck.checks.lint import LintFinding, lint_grid
 from mupcheck.fmt import format_tokens
 from mupcheck.plan import Plan
-from mupcheck.spec import Grid, Parametrization
+from mupcheck.spec import AXES, Cell, Grid, Parametrization
 from mupcheck.store import Store
 
 __all__ = ["GridSuite", "NoiseFloor", "Outcome", "PlannedCheck", "planned_checks"]
@@ -63,6 +64,7 @@ class PlannedCheck:
     parametrization: Parametrization | None = None
     tokens: int | None = None
     expected_break: bool = False
+    at: tuple[tuple[str, int], ...] = ()  # a wider check's depth and batch size, where the grid varies them
 
     @property
     def needs_runs(self) -> bool:
@@ -88,9 +90,25 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         if not is_expected_break(comp, grid.transfer):
             checks.append(PlannedCheck(f"stability_{comp.test_id}", "stability", comp))
     if arm is not None and len(grid.widths) > 1:
-        checks += [PlannedCheck(f"wider[{arm} tokens={format_tokens(t)}]", "wider", parametrization=arm, tokens=t)
-                   for t in grid.tokens]
+        for at in _slices(grid):
+            name = " ".join([f"{arm} tokens={{}}", *(f"{a}={v}" for a, v in at)])
+            checks += [PlannedCheck(f"wider[{name.format(format_tokens(t))}]", "wider", parametrization=arm,
+                                    tokens=t, at=at) for t in grid.tokens]
     return checks
+
+
+def _slices(grid: Grid) -> list[tuple[tuple[str, int], ...]]:
+    """Each combination of the depths and batch sizes the grid varies, as (axis, value) pairs."""
+    varied = [a for a in ("depth", "batch_size") if len(grid.values(a)) > 1]
+    out: list[tuple[tuple[str, int], ...]] = [()]
+    for axis in varied:
+        out = [(*s, (axis, v)) for s in out for v in grid.values(axis)]
+    return out
+
+
+def reference_slice(grid: Grid) -> tuple[int, int]:
+    """The depth and batch size the laws along width and tokens are fitted at: the reference ones."""
+    return reference_value(grid, "depth"), reference_value(grid, "batch_size")
 
 
 @dataclass(frozen=True)
@@ -125,8 +143,8 @@ class NoiseFloor:
         return f"{self.parametrization}, {self.n_seeds} seeds: " + "; ".join(parts)
 
 
-def _noise_floor(optima: dict[tuple[str, int, int], CellOptimum], parametrization: str) -> NoiseFloor:
-    cells = [o for (p, _, _), o in optima.items() if p == parametrization]
+def _noise_floor(optima: dict[Cell, CellOptimum], parametrization: str) -> NoiseFloor:
+    cells = [o for k, o in optima.items() if k.parametrization == parametrization]
     n = max((o.n_seeds for o in cells), default=0)
     sds = tuple(o.seed_sd for o in cells if math.isfinite(o.seed_sd))
     spreads = []
@@ -153,6 +171,10 @@ class GridSuite:
         self._coord: dict[Parametrization, CoordResult] = {}
         self.planned = {c.id: c for c in planned_checks(self.grid)}
         if frame is not None:
+            # A frame that does not record depth or batch size (0, see Cell) is the grid's one depth and size.
+            for axis in ("depth", "batch_size"):
+                if axis not in frame or (frame[axis] == 0).all():
+                    frame = frame.assign(**{axis: getattr(self.grid, axis)})
             self.__dict__["df"] = frame  # what the cached property would have collected
 
     # --- evidence (each computed once) ---------------------------------------------------------
@@ -167,8 +189,13 @@ class GridSuite:
         return collect(self.plan, self.store)
 
     @functools.cached_property
-    def optima(self) -> dict[tuple[str, int, int], CellOptimum]:
+    def optima(self) -> dict[Cell, CellOptimum]:
         return find_optima(self.df, self.grid.stability.boundary_rise)
+
+    @functools.cached_property
+    def reference_optima(self) -> dict[Cell, CellOptimum]:
+        """The cells at the reference depth and batch size: what the laws along width and tokens rest on."""
+        return one_slice(self.optima, *reference_slice(self.grid))
 
     @functools.cached_property
     def lint_findings(self) -> list[LintFinding]:
@@ -183,20 +210,28 @@ class GridSuite:
 
     @functools.cache  # noqa: B019  # one suite per grid and session: the cache lives as long as it should
     def drift(self, parametrization: str) -> DriftFit | None:
-        return drift_law(self.optima, parametrization) if len(self.grid.tokens) >= 2 else None
+        return drift_law(self.reference_optima, parametrization) if len(self.grid.tokens) >= 2 else None
 
     @functools.cache  # noqa: B019
     def width_law(self, parametrization: str) -> WidthLaw | None:
-        return width_law(self.optima, parametrization) if len(self.grid.widths) >= 2 else None
+        return width_law(self.reference_optima, parametrization) if len(self.grid.widths) >= 2 else None
 
     @functools.cache  # noqa: B019
     def margin_law(self, parametrization: str, axis: Literal["tokens", "width"]) -> MarginLaw | None:
         values = self.grid.tokens if axis == "tokens" else self.grid.widths
-        return margin_law(self.optima, parametrization, axis) if len(values) >= 2 else None
+        return margin_law(self.reference_optima, parametrization, axis) if len(values) >= 2 else None
 
     @functools.cache  # noqa: B019
-    def rule(self, parametrization: str) -> tuple[float, str]:
-        """The power rule's beta and where it came from."""
+    def axis_law(self, parametrization: str, axis: str) -> AxisLaw | None:
+        """The slope of the optimum along depth or batch size (None where the grid has one value)."""
+        return axis_law(self.optima, parametrization, axis) if len(self.grid.values(axis)) >= 2 else None
+
+    @functools.cache  # noqa: B019
+    def rule(self, parametrization: str, axis: str = "tokens") -> tuple[float, str]:
+        """A rule's exponent and where it came from: the power rule's beta along tokens, the batch rule's
+        exponent along batch size."""
+        if axis == "batch_size":
+            return batch_rule_exponent(self.optima, self.grid, parametrization)
         return rule_beta(self.df[self.df["parametrization"] == parametrization], self.grid, parametrization)
 
     def noise_floor(self, parametrization: str) -> NoiseFloor:
@@ -208,7 +243,8 @@ class GridSuite:
         out = {}
         for check in self.planned.values():
             if check.kind in ("transfer", "rule") and check.comparison is not None:
-                beta = self.rule(check.comparison.parametrization)[0] if check.kind == "rule" else 0.0
+                comp = check.comparison
+                beta = self.rule(comp.parametrization, comp.axis)[0] if check.kind == "rule" else 0.0
                 out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta)
         return out
 
@@ -218,10 +254,11 @@ class GridSuite:
         return {c.id: judge_stability(c.comparison, self.optima, self.grid.stability)
                 for c in self.planned.values() if c.kind == "stability" and c.comparison is not None}
 
-    def wider(self, tokens: int) -> WiderVerdict:
+    def wider(self, tokens: int, at: tuple[tuple[str, int], ...] = ()) -> WiderVerdict:
+        held = tuple((a, self.grid.values(a)[0]) for a in AXES[2:] if a not in dict(at))
         return wider_is_better(self.optima, self.grid.mup_arm or "mup", tokens, self.grid.widths,
                                reference_value(self.grid, "width"),
-                               self.grid.transfer.wider_tolerance)
+                               self.grid.transfer.wider_tolerance, at, held)
 
     # --- outcomes --------------------------------------------------------------------------------
 
@@ -242,7 +279,7 @@ class GridSuite:
                            result.message())
         if check.kind == "wider":
             assert check.tokens is not None
-            v = self.wider(check.tokens)
+            v = self.wider(check.tokens, check.at)
             return Outcome(check, v.outcome, v.message().splitlines()[0], v.message())
         if check.kind == "stability":
             sv = self.stability[check_id]

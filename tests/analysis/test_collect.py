@@ -163,5 +163,5 @@ def test_missing_runs_are_an_error_that_names_them(tmp_path, tiny_grid):
     assert "1 run(s) missing" in str(info.value)
     assert plan.configs[0].label() in str(info.value) and plan.key(plan.configs[0]) in str(info.value)
     df = collect(plan, _FakeStore({**present, plan.key(plan.configs[0]): present[plan.key(plan.configs[1])]}))
-    assert len(df) == len(plan.configs) and list(df.columns[:6]) == ["parametrization", "width", "tokens",
-                                                                     "lr_log2", "seed", "loss"]
+    assert len(df) == len(plan.configs) and list(df.columns[:8]) == ["parametrization", "width", "tokens", "depth",
+                                                                     "batch_size", "lr_log2", "seed", "loss"]

@@ -182,7 +182,7 @@ def test_plan_comparisons_and_ids(tmp_path):
 def test_tokens_axis_ids_and_reference():
     comp = Comparison("tokens", "mup", 256, 2**20, 2**23)
     assert comp.test_id == "tokens[mup width=256 1M->8M]"
-    assert comp.cell(2**23) == ("mup", 256, 2**23)
+    assert comp.cell(2**23) == ("mup", 256, 2**23, 0, 0)  # depth and batch size: not recorded
     assert is_expected_break(comp, TransferSettings(expect_break=("tokens",)))
 
 

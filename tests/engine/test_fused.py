@@ -100,6 +100,9 @@ def test_a_member_diverging_mid_run_leaves_the_others_untouched(base, step_losse
     dict(weight_decay_mode="independent", weight_decay=0.05),
     dict(weight_decay=0.1, schedule="wsd", warmup=0.0),
     dict(model="mlp", schedule="linear"),
+    # CompleteP's depth rule: scaled residual branches, and the hidden blocks' own rate and epsilon
+    dict(depth=4, base_depth=2, depth_alpha=0.5),
+    dict(model="mlp", depth=4, base_depth=2, depth_alpha=1.0, mlp_residual=True),
 ])
 def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losses, extra):
     cfg = dataclasses.replace(base, **extra)

@@ -130,7 +130,7 @@ def test_no_train_skips_and_lists_missing_runs(pytester):
                                 "--mupcheck-no-report", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, skipped=5)  # lint needs no runs
     assert "24 run(s) missing from the store" in result.stdout.str()
-    assert "gpt mup width=16 tokens=2K lr=2^-8 seed=0" in result.stdout.str()
+    assert "gpt mup width=16 depth=1 batch=4 tokens=2K lr=2^-8 seed=0" in result.stdout.str()
 
 
 def test_malformed_grid_is_a_clean_collection_error(pytester):
@@ -159,8 +159,10 @@ def test_trains_missing_runs_then_judges_and_xdist_agrees(pytester):
 
 
 def test_xdist_workers_split_a_grid_of_one_group(pytester):
-    """Eight runs that form one batched group, on two xdist workers: each trains a half (a worker that
-    starts after the other stored its half splits what is left), never one worker all eight."""
+    """Eight runs that form one batched group, on two xdist workers: the group is split in halves, one per
+    worker, never trained as one group of eight. A worker that starts late (a loaded machine) finds the other's
+    half held and splits what is left into smaller pieces, down to a run alone: so the test asserts the halves
+    and that batching happened, not that every run was batched."""
     grid = _grid(pytester, extra='parametrization = ["mup"]\n', lrs="[-9, -8, -7, -6]", seeds="[0]")
     grid.write_text(grid.read_text().replace('parametrization = ["mup", "sp"]\n', "")
                     .replace("widths = [16, 32]", "widths = [16]").replace("tokens = [2048]", "tokens = [2048, 4096]"))
@@ -170,7 +172,8 @@ def test_xdist_workers_split_a_grid_of_one_group(pytester):
     plan = plan_grid(load_grid(grid))
     store = Store(pytester.path / "s")
     results = [store.load(plan.key(c)).result for c in plan.configs]
-    assert {r.engine for r in results} == {"fused"} and max(r.fused.members for r in results) == 4
+    members = [r.fused.members if r.engine == "fused" else 1 for r in results]
+    assert max(members) == 4 and members.count(4) >= 4, members
 
 
 def test_the_report_counts_refinement_runs_among_those_trained_this_session(pytester):

@@ -1,0 +1,124 @@
+"""Depth and batch size as axes: comparisons, laws and the batch rule, on simulated curves with a known truth
+(tests/simulate.py: a flat bottom and a wall above the optimum, seed noise measured on real records)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mupcheck.analysis.collect import find_optima
+from mupcheck.analysis.drift import axis_law
+from mupcheck.analysis.transfer import Comparison, drift_of, judge, plan_comparisons, rule_comparisons
+from mupcheck.outputs.report import render_report
+from mupcheck.outputs.verdicts import GridSuite, planned_checks
+from mupcheck.plan import plan_grid
+from mupcheck.spec import Cell as Key
+from mupcheck.spec import TransferSettings, parse_grid
+from tests.simulate import Cell, Shape, simulate
+
+DEPTHS = (2, 4, 8, 16)
+BATCHES = (8, 32, 128)
+
+
+def _depth_frame(rng, slope: float, seeds=range(5), width: int = 64, tokens: int = 2**20):
+    """One width and budget, the optimum moving by `slope` log2 per doubling of depth (from 2^-5 at depth 2)."""
+    cells = {Key("mup", width, tokens, d, 16): Cell(-5.0 + slope * math.log2(d / 2), Shape()) for d in DEPTHS}
+    return simulate(rng, cells, seeds)
+
+
+def _batch_frame(rng, exponent: float, seeds=range(5), tokens=(2**20,)):
+    cells = {Key("mup", 64, t, 2, b): Cell(-6.0 + exponent * math.log2(b / 8)) for b in BATCHES for t in tokens}
+    return simulate(rng, cells, seeds)
+
+
+def test_a_depth_law_recovers_its_slope_and_its_interval_covers_it():
+    """Over 60 simulated grids, the 95% interval of the slope along depth covers the truth (+-0.6) about 95%
+    of the time, whether the optimum stays (CompleteP's promise) or drifts (muP alone)."""
+    rng = np.random.default_rng(7)
+    for truth in (0.0, -0.6):
+        hits = []
+        for _ in range(60):
+            law = axis_law(find_optima(_depth_frame(rng, truth)), "mup", "depth")
+            assert law is not None and law.seeds_used >= 3 and law.cells == len(DEPTHS)
+            hits.append(law.interval[0] <= truth <= law.interval[1])
+        assert 0.85 <= np.mean(hits) <= 1.0, (truth, np.mean(hits))
+
+
+def test_depth_comparisons_transfer_when_the_optimum_stays_and_break_when_it_drifts():
+    grid = parse_grid({"name": "d", "model": "gpt", "widths": [64], "tokens": [2**20], "depths": list(DEPTHS),
+                       "lr_log2": [-9.0, -3.0], "parametrization": ["mup"], "batch_size": 16})
+    comps = plan_comparisons(grid)
+    assert [c.test_id for c in comps] == ["depth[mup width=64 2->4]", "depth[mup width=64 2->8]",
+                                          "depth[mup width=64 2->16]"]
+    assert comps[0].cell(4) == Key("mup", 64, 2**20, 4, 16)
+    rng = np.random.default_rng(3)
+    stays = find_optima(_depth_frame(rng, 0.0, seeds=range(8)))  # 5 seeds leave it inconclusive: too noisy
+    assert [judge(c, stays).outcome for c in comps] == ["transfers"] * 3
+    drifts = find_optima(_depth_frame(rng, -0.7, seeds=range(8)))
+    outcomes = [judge(c, drifts).outcome for c in comps]
+    assert outcomes[-1] == "breaks" and "transfers" not in outcomes[1:], outcomes
+
+
+def test_a_depth_grid_with_widths_and_budgets_names_every_slice():
+    grid = parse_grid({"name": "d", "model": "gpt", "widths": [32, 64], "tokens": [2**20, 2**22],
+                       "depths": [2, 8], "lr_log2": [-9.0, -3.0], "parametrization": ["mup", "sp"],
+                       "transfer": {"expect_break": ["sp:width"]}})
+    ids = [c.id for c in planned_checks(grid)]
+    assert "depth[mup width=32 tokens=1M 2->8]" in ids and "width[sp tokens=4M depth=8 32->64]" in ids
+    assert "tokens[mup width=64 depth=2 1M->4M]" in ids and "wider[mup tokens=1M depth=8]" in ids
+    assert len([i for i in ids if i.startswith("depth[")]) == 2 * 2 * 2  # arms x widths x budgets
+
+
+def test_batch_comparisons_break_without_a_rule_and_transfer_with_the_right_one():
+    """Adam's optimum grows as the square root of the batch: compared plainly it moves (+1 log2 from 8 to
+    32), the sqrt rule carries it over, and the linear rule overshoots."""
+    rng = np.random.default_rng(11)
+    optima = find_optima(_batch_frame(rng, 0.5, seeds=range(8)))
+    base = {"name": "b", "model": "gpt", "widths": [64], "tokens": [2**20], "batch_sizes": list(BATCHES),
+            "seq_len": 64, "lr_log2": [-9.0, -3.0], "parametrization": ["mup"], "depth": 2}
+    plain = plan_comparisons(parse_grid(base))
+    assert [c.test_id for c in plain] == ["batch_size[mup width=64 8->32]", "batch_size[mup width=64 8->128]"]
+    assert [judge(c, optima).outcome for c in plain] == ["breaks", "breaks"]
+    sqrt_grid = parse_grid({**base, "transfer": {"lr_batch_rule": "sqrt"}})
+    rules = rule_comparisons(sqrt_grid)
+    assert [judge(c, optima, beta=0.5).outcome for c in rules] == ["transfers", "transfers"]
+    assert drift_of(rules[1], 0.5) == pytest.approx(-2.0)  # the transferred rate moves up 2 log2 at 16x batch
+    assert [judge(c, optima, beta=1.0).outcome for c in rules] == ["breaks", "breaks"]
+
+
+def test_a_fitted_batch_rule_is_fitted_on_the_two_smallest_and_checked_on_the_rest():
+    rng = np.random.default_rng(5)
+    grid = parse_grid({"name": "b", "model": "gpt", "widths": [64], "tokens": [2**20], "batch_sizes": list(BATCHES),
+                       "seq_len": 64, "lr_log2": [-9.0, -3.0], "parametrization": ["mup"], "depth": 2,
+                       "transfer": {"lr_batch_rule": "fit"}})
+    suite = GridSuite(plan_grid(grid), None, frame=_batch_frame(rng, 0.5, seeds=range(8)))
+    exponent, source = suite.rule("mup", "batch_size")
+    assert abs(exponent - 0.5) < 0.3 and "fitted on batch sizes 8, 32" in source
+    assert [c.id for c in suite.planned.values() if c.kind == "rule"] == ["rule_batch_size[mup width=64 8->128]"]
+    # Fitted on two sizes and carried 16x: its noise can leave the far cell undecided, never broken.
+    assert suite.outcome("rule_batch_size[mup width=64 8->128]").outcome in ("pass", "inconclusive")
+    law = suite.axis_law("mup", "batch_size")
+    assert law is not None and law.interval[0] <= 0.5 <= law.interval[1]
+    text = render_report(suite, {"how": "simulated"}, [])
+    assert "## Along batch size" in text and "**Batch rule**" in text and "mup along batch size" in text
+
+
+def test_a_depth_report_has_its_section_tables_and_law():
+    rng = np.random.default_rng(9)
+    grid = parse_grid({"name": "d", "model": "gpt", "widths": [64], "tokens": [2**20], "depths": list(DEPTHS),
+                       "lr_log2": [-9.0, -3.0], "parametrization": ["mup"], "depth_alpha": 1.0, "batch_size": 16})
+    suite = GridSuite(plan_grid(grid), None, frame=_depth_frame(rng, 0.0, seeds=range(8)))
+    text = render_report(suite, {"how": "simulated"}, [])
+    assert "## Along depth" in text and "**mup at depth 16**" in text and "depth_alpha 1" in text
+    assert "mup along depth** (reference depth 2): each doubling of depth moves the optimum by" in text
+    outcomes = [o.outcome for o in suite.outcomes() if o.check.kind == "transfer"]
+    assert "pass" in outcomes and "fail" not in outcomes, outcomes
+
+
+def test_a_drifting_rule_on_the_wrong_axis_moves_nothing():
+    comp = Comparison("depth", "mup", 64, 2, 8, held=(("tokens", 2**20), ("batch_size", 16)))
+    assert drift_of(comp, 0.5) == 0.0
+    assert judge(comp, find_optima(_depth_frame(np.random.default_rng(1), 0.0)), TransferSettings(),
+                 beta=0.5).outcome == "transfers"
