@@ -1,8 +1,9 @@
-"""A plan: a grid resolved against its data and device, with the store key of every run.
+"""A plan: a grid resolved against its data and device, with the store key of every run, and what it costs.
 
     plan = plan_grid(load_grid("grids/smoke.toml"))
     for cfg in plan.configs:
         plan.key(cfg)            # the run's store key
+    estimate_cost(plan).lines()  # runs, tokens, FLOPs, estimated time on CPU and on an H100
 
 A key is a hash of the run config, the model's source, the engine's source, the data fingerprint,
 the device type and the mupcheck version: a changed grid, corpus, model or training code never
@@ -15,6 +16,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,11 +26,11 @@ import mupcheck
 from mupcheck.engine import ENGINE_VERSION
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
-from mupcheck.fmt import format_tokens
-from mupcheck.spec import BUILTIN_MODELS, Grid, RunConfig, run_configs
+from mupcheck.fmt import format_duration, format_tokens
+from mupcheck.spec import AXES, BUILTIN_MODELS, Grid, RunConfig, run_configs
 
-__all__ = ["Plan", "RunContext", "flops_per_token", "key_config", "model_source_hash", "plan_grid",
-           "repeated_data_warning"]
+__all__ = ["CostEstimate", "Plan", "RunContext", "estimate_cost", "flops_per_token", "key_config",
+           "model_source_hash", "plan_grid", "repeated_data_warning", "run_flops"]
 
 def model_source_hash(model: str) -> str:
     """What identifies a model's code in a key: the engine's version for the built-in models (part of the
@@ -136,3 +138,137 @@ def repeated_data_warning(plan: Plan) -> str | None:
     return (f"WARNING: token budget {format_tokens(worst)} exceeds the training split of {plan.data.description} "
             f"({n:,} tokens): runs see their data up to {worst / n:.2f} times. Repeated data changes the "
             "experiment; each record stores its `data_repeats`.")
+
+
+# --- what a grid costs, before it trains ----------------------------------------------------------
+
+# Training FLOP/s against FLOPs per token, measured (log-log interpolated between points, extrapolated along
+# the end segments). CPU: one thread per run, medians over the 630 committed records of cpu_width,
+# cpu_horizon_cosine and cpu_horizon_constant (this project's 2-core CPU machine, torch 2.13 CPU build).
+CPU_MEASURED = ((1.47e5, 19.5e9), (2.95e5, 26.2e9), (8.85e5, 36.5e9), (2.95e6, 46.9e9), (1.06e7, 53.4e9))
+# One H100 (torch 2.11, bf16 autocast), the gpu_reference GPT at widths 128-1024: tokens/s of docs/gpu.md
+# (benchmarks/results/20261127-h100.md) times FLOPs per token; solo, and batched x32 eager.
+GPU_SOLO = ((6.49e6, 6.1e12), (2.24e7, 2.24e13), (8.26e7, 9.8e13), (3.16e8, 2.2e14))
+GPU_BATCHED = ((6.49e6, 5.6e13), (2.24e7, 1.03e14), (8.26e7, 1.73e14), (3.16e8, 2.47e14))
+# A step on the GPU costs at least what the smallest measured one did: 8,192 tokens at 0.94M tokens/s solo
+# (width 128). Small proxies are bound by it, not by FLOPs; a batched step is taken to cost as much.
+GPU_STEP_FLOOR_S = 8192 / 0.94e6
+EVAL_CHECKPOINTS = 4  # a run evaluates eval_tokens at four checkpoints (engine.runlog), forward only
+
+
+def run_flops(cfg: RunConfig, vocab_size: int) -> float:
+    """A run's FLOPs: training (`flops_per_token` x tokens) and its evaluations (a forward pass, a third of a
+    training step's FLOPs, over eval_tokens at each checkpoint): at small budgets the evaluations dominate."""
+    fpt = flops_per_token(cfg, vocab_size)
+    return fpt * cfg.tokens + EVAL_CHECKPOINTS * cfg.eval_tokens * fpt / 3
+
+
+def _rate(table: tuple[tuple[float, float], ...], fpt: float) -> float:
+    """FLOP/s at `fpt` FLOPs per token, log-log between the measured points."""
+    xs, ys = [math.log(x) for x, _ in table], [math.log(y) for _, y in table]
+    x = math.log(fpt)
+    k = 1 if x <= xs[1] else len(xs) - 1 if x >= xs[-2] else next(i for i in range(1, len(xs)) if x <= xs[i])
+    w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+    return math.exp(ys[k - 1] + w * (ys[k] - ys[k - 1]))
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a grid asks for before anything trains: runs, tokens and FLOPs (and the refinement runs a
+    `[refine]` table may add, at most), and the time they take on this machine's CPU cores and on one H100,
+    read off measured throughput (estimates: a grid unlike the measured ones may differ by 2x)."""
+
+    grid: Grid
+    factors: tuple[tuple[str, int], ...]  # (what multiplies the runs, how many): arms, axes, rates, seeds
+    runs: int
+    tokens: int
+    flops: float  # training (the times count the evaluations too)
+    refine_runs: int  # at most this many more (a [refine] table; 0 without)
+    refine_flops: float
+    cpu_s: float  # on `cpu_workers` processes (what `mupcheck run` starts here), one thread each
+    cpu_workers: int
+    cpu_source: str
+    gpu_solo_s: float
+    gpu_batched_s: float
+    groups: int  # batched groups on a GPU (fuse 32)
+    split_by: tuple[str, ...]  # axes whose values never share a batched group (they change shapes)
+
+    def lines(self) -> list[str]:
+        g = self.grid
+        product = " x ".join(f"{n} {what}" for what, n in self.factors)
+        out = [f"{g.name}: {self.runs} runs = {product}",
+               f"  tokens {format_tokens(self.tokens)} in all, {self.flops:.3g} training FLOPs"]
+        if self.refine_runs:
+            out.append(f"  [refine]: up to {self.refine_runs} more runs ({self.refine_flops:.3g} FLOPs) around each "
+                       "cell's argmin, once the coarse runs are in")
+        total = 1 + (self.refine_flops / self.flops if self.flops else 0.0)
+        out.append(f"  CPU: about {format_duration(self.cpu_s)} in {self.cpu_workers} process(es)"
+                   + (f" (up to {format_duration(self.cpu_s * total)} with refinement)" if self.refine_runs else "")
+                   + f"; {self.cpu_source}")
+        out.append(f"  GPU (one H100): about {format_duration(self.gpu_batched_s)} batched ({self.groups} group(s) of "
+                   f"up to 32 runs), {format_duration(self.gpu_solo_s)} one run at a time; from the H100 "
+                   "measurements of docs/gpu.md")
+        if self.split_by:
+            out.append(f"  batching: runs of different {', '.join(self.split_by)} change the model's or the "
+                       "batch's shape, so they train in separate groups")
+        return out
+
+
+def estimate_cost(plan: Plan, store: Any = None) -> CostEstimate:
+    """The grid's cost (see CostEstimate). With a store that holds some of this grid's CPU runs, the CPU rate
+    is calibrated on them (FLOP/s each achieved) instead of the project's measurements."""
+    from mupcheck.engine.fused import fusion_groups  # the engine imports the models: only when asked
+    from mupcheck.sweep.local import auto_workers
+
+    grid, vocab = plan.grid, plan.data.vocab_size
+    configs = plan.configs
+    fpt = {c: flops_per_token(c, vocab) for c in configs}
+    cost = {c: run_flops(c, vocab) for c in configs}
+    flops = sum(fpt[c] * c.tokens for c in configs)
+    refine_runs, refine_flops = 0, 0.0
+    if grid.refine is not None:
+        extra_rates = 2 * round(grid.refine.span_log2 / grid.refine.step_log2)
+        per_cell = {(c.parametrization, c.width, c.tokens, c.depth, c.batch_size): c for c in configs}
+        refine_runs = len(per_cell) * extra_rates * len(grid.seeds)
+        refine_flops = sum(fpt[c] * c.tokens for c in per_cell.values()) * extra_rates * len(grid.seeds)
+    workers = auto_workers(plan, alone=True)  # what `mupcheck run` uses
+    measured = _store_rates(plan, store, fpt)
+    if len(measured) >= 3:
+        scale = sorted(measured)[len(measured) // 2]
+        cpu_s = sum(cost.values()) / scale / workers
+        source = (f"calibrated on {len(measured)} of this grid's runs in the store (median {scale / 1e9:.1f} "
+                  "GFLOP/s of training)")
+    else:
+        cpu_s = sum(cost[c] / _rate(CPU_MEASURED, fpt[c]) for c in configs) / workers
+        source = "from the project's CPU records (19-53 GFLOP/s per thread by model size)"
+    gpu_solo = sum(max(cost[c] / _rate(GPU_SOLO, fpt[c]), c.steps * GPU_STEP_FLOOR_S) for c in configs)
+    groups_of = fusion_groups(list(configs), 32)
+    gpu_batched = sum(max(sum(cost[c] / _rate(GPU_BATCHED, fpt[c]) for c in group),
+                          max(c.steps for c in group) * GPU_STEP_FLOOR_S) for group in groups_of)
+    groups = len(groups_of)
+    split_by = tuple(a.replace("_", " ") for a in ("width", "depth", "batch_size") if len(grid.values(a)) > 1)
+    return CostEstimate(grid, _factors(grid), len(configs), sum(c.tokens for c in configs), flops, refine_runs,
+                        refine_flops, cpu_s, workers, source, gpu_solo, gpu_batched, groups, split_by)
+
+
+def _factors(grid: Grid) -> tuple[tuple[str, int], ...]:
+    """What multiplies the runs: the arms, each axis with several values, the rates (the most any arm has)
+    and the seeds."""
+    names = {"width": "widths", "tokens": "token budgets", "depth": "depths", "batch_size": "batch sizes"}
+    rates = max(len(grid.rates_of(p)) for p in grid.parametrization)
+    return (("arms", len(grid.parametrization)), *((names[a], len(grid.values(a))) for a in AXES
+                                                   if len(grid.values(a)) > 1), ("rates", rates),
+            ("seeds", len(grid.seeds)))
+
+
+def _store_rates(plan: Plan, store: Any, fpt: dict[RunConfig, float]) -> list[float]:
+    """FLOP/s of this grid's runs already in `store` on a CPU (none without a store)."""
+    if store is None:
+        return []
+    rates = []
+    for cfg in plan.configs:
+        record = store.load(plan.key(cfg))
+        speed = record.result.tokens_per_s if record is not None else None
+        if speed and str(record.result.device).startswith("cpu"):
+            rates.append(fpt[cfg] * speed)
+    return rates

@@ -15,3 +15,35 @@ def test_costs_weigh_every_run_by_its_flops_and_give_its_steps(tiny_grid):
     for cfg in plan.configs:
         flops, steps = costs[plan.key(cfg)]
         assert flops == flops_per_token(cfg, plan.data.vocab_size) * cfg.tokens and steps == cfg.steps
+
+
+def test_the_estimate_multiplies_runs_by_every_axis_and_counts_evaluations(tiny_grid):
+    from mupcheck.plan import GPU_STEP_FLOOR_S, estimate_cost, run_flops
+
+    grid = load_grid(tiny_grid)
+    one = estimate_cost(plan_grid(grid))
+    assert one.runs == len(run_configs(grid)) == 2 * 2 * 2  # arms x widths x rates (1 seed, 1 budget)
+    assert dict(one.factors) == {"arms": 2, "widths": 2, "rates": 2, "seeds": 1}
+    cfg = run_configs(grid)[0]
+    assert run_flops(cfg, 256) > flops_per_token(cfg, 256) * cfg.tokens  # four evaluations on top
+    assert one.gpu_solo_s >= sum(c.steps for c in run_configs(grid)) * GPU_STEP_FLOOR_S  # tiny: step-bound
+    deeper = tiny_grid.parent / "deeper.toml"
+    deeper.write_text(tiny_grid.read_text().replace("depth = 1\n", "depths = [1, 2, 4]\n"))
+    three = estimate_cost(plan_grid(load_grid(deeper)))
+    assert three.runs == 3 * one.runs and dict(three.factors)["depths"] == 3
+    assert three.cpu_s > 3 * one.cpu_s * 0.99 and three.groups == 3 * one.groups  # depths never share a group
+    assert any("depth" in line and "separate groups" in line for line in three.lines())
+
+
+def test_the_plan_command_prints_the_cost_and_calibrates_on_the_store(tiny_grid, tmp_path, capsys):
+    from mupcheck.outputs.cli import main
+
+    assert main(["plan", str(tiny_grid)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 8 runs = 2 arms x 2 widths x 2 rates x 1 seeds" in out and "GPU (one H100)" in out
+    assert "from the project's CPU records" in out
+    store = tmp_path / "store"
+    assert main(["run", str(tiny_grid), "--store", str(store), "--no-progress"]) == 0
+    assert main(["plan", str(tiny_grid), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated on 8 of this grid's runs in the store" in out and "already holds 8 of the 8 runs" in out

@@ -4,6 +4,7 @@
     mupcheck run grids/cpu_width.toml --workers 2      # two processes share the sweep
     mupcheck run grids/X.toml --store /data/mupcheck --device cuda
     mupcheck run grids/gpu_reference.toml --workers 8  # 8 GPUs: one worker per GPU, fused lr sweeps
+    mupcheck plan grids/X.toml                         # runs, tokens, estimated time: before training
 
 User mistakes (a malformed grid, a missing data file, an unimportable model) print one message
 naming the file and the field, and exit with status 2; no traceback.
@@ -29,7 +30,7 @@ from mupcheck.external import runs_table, write_results
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.plan import plan_grid
+from mupcheck.plan import estimate_cost, plan_grid
 from mupcheck.provenance import utc_now
 from mupcheck.spec import BACKENDS, PARAMETRIZATIONS, CoordCheckConfig, Grid, RunSettings, load_grid, parse_grid
 from mupcheck.store import STORE_ENV, Store
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mupcheck", description="Does your learning rate transfer under muP?")
     parser.add_argument("--version", action="version", version=f"mupcheck {mupcheck.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="what a grid costs before it trains: runs, tokens, FLOPs, estimated time "
+                                       "on CPU and on a GPU")
+    plan.add_argument("grid", help="grid file, e.g. grids/cpu_depth.toml")
+    _add_store(plan)
+    plan.set_defaults(func=_cmd_plan)
 
     run = sub.add_parser("run", help="train every run of a grid that the store does not hold yet")
     run.add_argument("grid", help="grid file, e.g. grids/smoke.toml")
@@ -121,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
     pred.set_defaults(func=_cmd_predict)
     return parser
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+
+    grid = load_grid(args.grid)
+    if grid.results is not None:
+        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.path}): nothing to train")
+    plan = plan_grid(grid, "cpu")
+    store = Store.open(args.store) if args.store or os.environ.get(STORE_ENV) else None
+    estimate = estimate_cost(plan, store)
+    for line in estimate.lines():
+        print(line)
+    if grid.model not in ("gpt", "mlp"):
+        print("  note: FLOPs per token are those of the built-in GPT of the same width and depth; your model's may "
+              "differ, and so may the times")
+    held = sum(store.path(plan.key(c)).exists() for c in plan.configs) if store is not None else 0
+    if held:
+        print(f"  the store {store.root} already holds {held} of the {len(plan.configs)} runs")  # type: ignore[union-attr]
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
