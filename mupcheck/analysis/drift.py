@@ -114,8 +114,18 @@ class _Table:
         return estimator(to_points(self.cells)), None
 
 
+def _one_slice(chosen: dict) -> dict:
+    """The laws along width and tokens hold depth and batch size fixed: cells of several would be mixed."""
+    slices = {(k.depth, k.batch_size) for k in chosen}
+    if len(slices) > 1:
+        raise ValueError(f"the cells span {len(slices)} depths or batch sizes {sorted(slices)}: fit the law on one "
+                         "(collect.one_slice)")
+    return chosen
+
+
 def _optimum_table(optima: Optima, parametrization: str, tokens: set[int] | None = None) -> _Table:
-    chosen = {k: o for k, o in optima.items() if k[0] == parametrization and (tokens is None or k[2] in tokens)}
+    chosen = _one_slice({k: o for k, o in optima.items() if k[0] == parametrization
+                         and (tokens is None or k[2] in tokens)})
     used = {(k[1], k[2]): o for k, o in chosen.items() if o.found}
     cells = sorted((w, t, o.lr_log2) for (w, t), o in used.items())
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
@@ -349,7 +359,7 @@ class MarginLaw:
 
 
 def _margin_table(optima: Optima, parametrization: str) -> _Table:
-    chosen = {k: o for k, o in optima.items() if k[0] == parametrization}
+    chosen = _one_slice({k: o for k, o in optima.items() if k[0] == parametrization})
     used = {(k[1], k[2]): o for k, o in chosen.items() if math.isfinite(o.margin) and not o.boundary_censored}
     cells = sorted((w, t, o.margin) for (w, t), o in used.items())
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})

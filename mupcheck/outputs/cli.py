@@ -23,6 +23,7 @@ import mupcheck
 from mupcheck.analysis.collect import collect, collect_results
 from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
 from mupcheck.analysis.refine import refinement_advice
+from mupcheck.analysis.transfer import reference_value
 from mupcheck.checks.coord import check_model, slope_table
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
@@ -269,6 +270,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if len(grid.tokens) < 2:
         raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
     df = collect_results(grid) if grid.imported else collect(plan_grid(grid, args.device), Store.open(args.store))
+    depth, batch = reference_value(grid, "depth"), reference_value(grid, "batch_size")
+    if len(grid.values("depth")) > 1 or len(grid.values("batch_size")) > 1:
+        print(f"  at the reference depth {depth} and batch size {batch} (the grid sweeps them)")
+    df = df[(df["depth"] == depth) & (df["batch_size"] == batch)]
     fit = fit_drift(df, args.parametrization)
     if fit is None:
         raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")

@@ -122,3 +122,15 @@ def test_a_drifting_rule_on_the_wrong_axis_moves_nothing():
     assert drift_of(comp, 0.5) == 0.0
     assert judge(comp, find_optima(_depth_frame(np.random.default_rng(1), 0.0)), TransferSettings(),
                  beta=0.5).outcome == "transfers"
+
+
+def test_a_law_along_tokens_refuses_to_mix_depths():
+    from mupcheck.analysis.collect import one_slice
+    from mupcheck.analysis.drift import drift_law
+
+    rng = np.random.default_rng(2)
+    cells = {Key("mup", 64, t, d, 16): Cell(-5.0) for t in (2**20, 2**22) for d in (2, 8)}
+    optima = find_optima(simulate(rng, cells, range(3)))
+    with pytest.raises(ValueError, match="span 2 depths or batch sizes"):
+        drift_law(optima, "mup")
+    assert drift_law(one_slice(optima, 8, 16), "mup") is not None
