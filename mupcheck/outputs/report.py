@@ -108,6 +108,8 @@ def _axis_section(suite: GridSuite, axis: str, rules: list[Outcome]) -> list[str
     if rules:
         rows = []
         for o in rules:
+            if o.check.id not in suite.verdicts:
+                continue  # its rule could not be fitted: the outcome says why
             v = suite.verdicts[o.check.id]
             _, source = suite.rule(v.comparison.parametrization, axis)
             rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
@@ -459,6 +461,8 @@ def _drift_section(suite: GridSuite, rules: list[Outcome]) -> list[str]:
     if rules:
         rule_rows = []
         for o in rules:
+            if o.check.id not in suite.verdicts:
+                continue  # its rule could not be fitted: the outcome says why
             v = suite.verdicts[o.check.id]
             _, source = suite.rule(v.comparison.parametrization)
             rule_rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",

@@ -169,6 +169,7 @@ class GridSuite:
         self.store = store
         self.grid = source.grid if isinstance(source, Plan) else source
         self._coord: dict[Parametrization, CoordResult] = {}
+        self.rule_errors: dict[str, str] = {}  # rule checks whose rule could not be fitted, and why
         self.planned = {c.id: c for c in planned_checks(self.grid)}
         if frame is not None:
             # A frame that does not record depth or batch size (0, see Cell) is the grid's one depth and size.
@@ -239,12 +240,17 @@ class GridSuite:
 
     @functools.cached_property
     def verdicts(self) -> dict[str, Verdict]:
-        """The transfer verdicts, plain and with the power rule, by check id."""
+        """The transfer verdicts, plain and with a rule, by check id. A rule that cannot be fitted (too few
+        located optima where it is fitted) leaves its checks out, with the reason in `rule_errors`."""
         out = {}
         for check in self.planned.values():
             if check.kind in ("transfer", "rule") and check.comparison is not None:
                 comp = check.comparison
-                beta = self.rule(comp.parametrization, comp.axis)[0] if check.kind == "rule" else 0.0
+                try:
+                    beta = self.rule(comp.parametrization, comp.axis)[0] if check.kind == "rule" else 0.0
+                except ValueError as e:
+                    self.rule_errors[check.id] = str(e)
+                    continue
                 out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta)
         return out
 
@@ -284,7 +290,11 @@ class GridSuite:
         if check.kind == "stability":
             sv = self.stability[check_id]
             return Outcome(check, sv.outcome, sv.summary(), sv.summary())
-        verdict = self.verdicts[check_id]
+        verdict = self.verdicts.get(check_id)
+        if verdict is None:  # its rule could not be fitted
+            assert check.comparison is not None
+            text = f"{check.comparison.title()}: INCONCLUSIVE: {self.rule_errors[check_id]}"
+            return Outcome(check, "inconclusive", text, text)
         return Outcome(check, _transfer_outcome(verdict, check.expected_break), verdict.summary(), verdict.message())
 
     def outcomes(self) -> list[Outcome]:

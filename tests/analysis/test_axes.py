@@ -134,3 +134,17 @@ def test_a_law_along_tokens_refuses_to_mix_depths():
     with pytest.raises(ValueError, match="span 2 depths or batch sizes"):
         drift_law(optima, "mup")
     assert drift_law(one_slice(optima, 8, 16), "mup") is not None
+
+
+def test_a_batch_rule_that_cannot_be_fitted_is_inconclusive_not_a_traceback():
+    """The two smallest batch sizes' optima lie below the measured rates (censored): there is nothing to fit
+    the exponent on, and the rule's items say so."""
+    rng = np.random.default_rng(4)
+    cells = {Key("mup", 64, 2**20, 2, b): Cell(-12.0 if b < 128 else -6.0) for b in BATCHES}
+    grid = parse_grid({"name": "b", "model": "gpt", "widths": [64], "tokens": [2**20], "batch_sizes": list(BATCHES),
+                       "seq_len": 64, "lr_log2": [-9.0, -3.0], "parametrization": ["mup"], "depth": 2,
+                       "transfer": {"lr_batch_rule": "fit"}})
+    suite = GridSuite(plan_grid(grid), None, frame=simulate(rng, cells, range(3)))
+    outcome = suite.outcome("rule_batch_size[mup width=64 8->128]")
+    assert outcome.outcome == "inconclusive" and "cannot fit the batch rule" in outcome.summary
+    assert "## Along batch size" in render_report(suite, {"how": "simulated"}, [])
