@@ -361,6 +361,16 @@ class Grid(RunSettings):
         return {"width": self.widths, "tokens": self.tokens, "depth": self.depths or (self.depth,),
                 "batch_size": self.batch_sizes or (self.batch_size,)}[axis]
 
+    def slices(self) -> list[tuple[int, int, tuple[tuple[str, int], ...]]]:
+        """(depth, batch size, the pairs naming them) for each combination of the grid's depths and batch
+        sizes; the pairs hold only the axes the grid varies (empty for a grid that varies neither)."""
+        out = []
+        for d in self.values("depth"):
+            for b in self.values("batch_size"):
+                named = tuple((a, v) for a, v in (("depth", d), ("batch_size", b)) if len(self.values(a)) > 1)
+                out.append((d, b, named))
+        return out
+
     @property
     def varied_axes(self) -> tuple[str, ...]:
         """The axes with more than one value, in AXES order."""

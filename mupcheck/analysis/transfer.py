@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,6 +122,16 @@ def comparisons_for(axis: str, parametrizations: tuple[str, ...], values: tuple[
             for par in parametrizations for at in slices for fixed in fixed_values for v in values if v != ref]
 
 
+def _split_rest(rest: list[str], values: Callable[[str], tuple[int, ...]]
+                ) -> tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[tuple[str, int], ...]]:
+    """The remaining axes of a comparison: every combination of those with several values (named in its id),
+    and the single value of the others (held, not named)."""
+    varied = [a for a in rest if len(values(a)) > 1]
+    held = tuple((a, values(a)[0]) for a in rest if a not in varied)
+    slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(values(a) for a in varied)))
+    return slices, held
+
+
 def plan_comparisons(grid: Grid) -> list[Comparison]:
     """Every comparison a grid asks for: along each axis it varies, for each parametrization."""
     out: list[Comparison] = []
@@ -129,10 +140,7 @@ def plan_comparisons(grid: Grid) -> list[Comparison]:
         if len(values) < 2:
             continue
         fixed_axis = "tokens" if axis == "width" else "width"
-        rest = [a for a in AXES if a not in (axis, fixed_axis)]
-        varied = [a for a in rest if len(grid.values(a)) > 1]
-        held = tuple((a, grid.values(a)[0]) for a in rest if a not in varied)
-        slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(grid.values(a) for a in varied)))
+        slices, held = _split_rest([a for a in AXES if a not in (axis, fixed_axis)], grid.values)
         out += comparisons_for(axis, grid.parametrization, values, grid.values(fixed_axis),
                                reference_value(grid, axis), slices, held)
     return out
@@ -421,10 +429,7 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
 
     fixed_axis = "tokens" if axis == "width" else "width"
     ref = reference if reference is not None else values(axis)[0]
-    rest = [a for a in AXES if a not in (axis, fixed_axis)]
-    varied = [a for a in rest if len(values(a)) > 1]
-    held = tuple((a, values(a)[0]) for a in rest if a not in varied)
-    slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(values(a) for a in varied)))
+    slices, held = _split_rest([a for a in AXES if a not in (axis, fixed_axis)], values)
     settings = TransferSettings(tolerance_log2=tolerance_log2, max_regret=max_regret)
     optima = find_optima(sub)
     comps = comparisons_for(axis, (parametrization,), values(axis), values(fixed_axis), ref, slices, held)

@@ -31,15 +31,9 @@ def _fmt(axis: str, value: int) -> str:
 
 
 def _slices(grid: Grid) -> list[tuple[int, int, str]]:
-    """(depth, batch size, name) of each combination; the name ('_depth=4') is empty where the grid varies
-    neither, so that a plain grid's file names stay as they were."""
-    out = []
-    for d in grid.values("depth"):
-        for b in grid.values("batch_size"):
-            name = (f"_depth={d}" if len(grid.values("depth")) > 1 else "") + (
-                f"_batch={b}" if len(grid.values("batch_size")) > 1 else "")
-            out.append((d, b, name))
-    return out
+    """(depth, batch size, name) of each combination (Grid.slices); the name ('_depth=4') is empty where the
+    grid varies neither, so that a plain grid's file names stay as they were."""
+    return [(d, b, "".join(f"_{a.replace('_size', '')}={v}" for a, v in named)) for d, b, named in grid.slices()]
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -62,15 +62,10 @@ def _cell_text(opt: CellOptimum) -> str:
 
 
 def _slices(grid: Grid) -> list[tuple[int, int, str]]:
-    """(depth, batch size, ' at depth 4, batch 16') for each combination the grid has; the name is empty for
-    the axes it does not vary."""
-    out = []
-    for d in grid.values("depth"):
-        for b in grid.values("batch_size"):
-            parts = ([f"depth {d}"] if len(grid.values("depth")) > 1 else []) + (
-                [f"batch {b}"] if len(grid.values("batch_size")) > 1 else [])
-            out.append((d, b, f" at {', '.join(parts)}" if parts else ""))
-    return out
+    """(depth, batch size, ' at depth 4, batch 16') for each combination the grid has (Grid.slices); the name
+    is empty for the axes it does not vary."""
+    return [(d, b, " at " + ", ".join(f"{a.replace('_size', '')} {v}" for a, v in named) if named else "")
+            for d, b, named in grid.slices()]
 
 
 def _depth_batch_text(grid: Grid) -> str:
@@ -106,19 +101,25 @@ def _axis_section(suite: GridSuite, axis: str, rules: list[Outcome]) -> list[str
                 if law is not None else "no law: too few located optima")
         lines.append(f"- {par}: {text}.")
     if rules:
-        rows = []
-        for o in rules:
-            if o.check.id not in suite.verdicts:
-                continue  # its rule could not be fitted: the outcome says why
-            v = suite.verdicts[o.check.id]
-            _, source = suite.rule(v.comparison.parametrization, axis)
-            rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
-                         _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
         lines += ["", f"**Batch rule** (`lr_batch_rule = \"{grid.transfer.lr_batch_rule}\"`): the reference "
                   "optimum moved by (B / B_ref)^exponent, judged like any comparison (on cells not used to fit it).",
-                  "", _table(["param.", "comparison", "rule", "transferred lr", "other lr*", "off by [95%]", "regret",
-                              "verdict"], rows)]
+                  "", _rule_table(suite, rules, axis, "rule")]
     return lines
+
+
+def _rule_table(suite: GridSuite, rules: list[Outcome], axis: str, source_header: str) -> str:
+    """A rule's verdicts (along tokens or batch size): its exponent's source, the transferred rate, the other
+    cell's optimum, how far off, the regret."""
+    rows = []
+    for o in rules:
+        if o.check.id not in suite.verdicts:
+            continue  # its rule could not be fitted: the outcome says why
+        v = suite.verdicts[o.check.id]
+        _, source = suite.rule(v.comparison.parametrization, axis)
+        rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
+                     _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
+    return _table(["param.", "comparison", source_header, "transferred lr", "other lr*", "off by [95%]", "regret",
+                   "verdict"], rows)
 
 
 def _rates_text(grid: Grid) -> str:
@@ -459,18 +460,9 @@ def _drift_section(suite: GridSuite, rules: list[Outcome]) -> list[str]:
     lines += [""]
     lines += _rules_compared(suite)
     if rules:
-        rule_rows = []
-        for o in rules:
-            if o.check.id not in suite.verdicts:
-                continue  # its rule could not be fitted: the outcome says why
-            v = suite.verdicts[o.check.id]
-            _, source = suite.rule(v.comparison.parametrization)
-            rule_rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
-                              _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
         lines += ["", "**Power rule** (`lr_rule = \"power\"`): the reference optimum moved by (T / T_ref)^-beta, "
                   "judged like any comparison on cells not used to fit beta.", "",
-                  _table(["param.", "comparison", "beta", "transferred lr", "other lr*", "off by [95%]", "regret",
-                          "verdict"], rule_rows)]
+                  _rule_table(suite, rules, "tokens", "beta")]
     return lines
 
 

@@ -90,20 +90,11 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         if not is_expected_break(comp, grid.transfer):
             checks.append(PlannedCheck(f"stability_{comp.test_id}", "stability", comp))
     if arm is not None and len(grid.widths) > 1:
-        for at in _slices(grid):
+        for _, _, at in grid.slices():
             name = " ".join([f"{arm} tokens={{}}", *(f"{a}={v}" for a, v in at)])
             checks += [PlannedCheck(f"wider[{name.format(format_tokens(t))}]", "wider", parametrization=arm,
                                     tokens=t, at=at) for t in grid.tokens]
     return checks
-
-
-def _slices(grid: Grid) -> list[tuple[tuple[str, int], ...]]:
-    """Each combination of the depths and batch sizes the grid varies, as (axis, value) pairs."""
-    varied = [a for a in ("depth", "batch_size") if len(grid.values(a)) > 1]
-    out: list[tuple[tuple[str, int], ...]] = [()]
-    for axis in varied:
-        out = [(*s, (axis, v)) for s in out for v in grid.values(axis)]
-    return out
 
 
 def reference_slice(grid: Grid) -> tuple[int, int]:
