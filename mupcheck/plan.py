@@ -47,13 +47,18 @@ def model_source_hash(model: str) -> str:
 
 # Settings added after records were first stored, and the value at which they change nothing: a run with that
 # value leaves them out of its key, so that every record stored before them stays valid.
-_INERT = {"depth_alpha": 0.0, "mlp_residual": False}
+_INERT = {"depth_alpha": 0.0, "mlp_residual": False, "output_mult": 1.0, "init_std_mult": 1.0, "adam_beta2": 0.95,
+          "adam_eps": 1e-8}
 _NEEDS = {"base_depth": "depth_alpha"}  # meaningful only when the other setting is not inert
+# Where a run sits on a grid's swept key, not what it trains: the key's own field holds its value.
+_COORDINATES = ("sweep", "sweep_log2")
 
 
 def key_config(cfg: RunConfig) -> dict[str, Any]:
     """The run's config as its key hashes it: settings that change nothing in this run are left out."""
     config = cfg.to_dict()
+    for name in _COORDINATES:
+        config.pop(name, None)
     for name, inert in _INERT.items():
         if config.get(name) == inert:
             del config[name]
@@ -211,6 +216,9 @@ class CostEstimate:
         if self.split_by:
             out.append(f"  batching: runs of different {', '.join(self.split_by)} change the model's or the "
                        "batch's shape, so they train in separate groups")
+        if g.sweep:
+            out.append(f"  batching: runs of different {g.sweep} train in separate groups (a group shares one "
+                       "model definition and one update rule; only lr, seed and tokens differ within it)")
         return out
 
 
@@ -256,8 +264,10 @@ def _factors(grid: Grid) -> tuple[tuple[str, int], ...]:
     and the seeds."""
     names = {"width": "widths", "tokens": "token budgets", "depth": "depths", "batch_size": "batch sizes"}
     rates = max(len(grid.rates_of(p)) for p in grid.parametrization)
+    tuned = (("rates", rates),) if rates > 1 or not grid.sweep else ()
+    swept = ((f"{grid.sweep} values", len(grid.sweep_log2)),) if grid.sweep else ()
     return (("arms", len(grid.parametrization)), *((names[a], len(grid.values(a))) for a in AXES
-                                                   if len(grid.values(a)) > 1), ("rates", rates),
+                                                   if len(grid.values(a)) > 1), *tuned, *swept,
             ("seeds", len(grid.seeds)))
 
 

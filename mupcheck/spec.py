@@ -43,7 +43,9 @@ __all__ = [
     "ResultsSettings",
     "RunSettings",
     "StabilitySettings",
+    "SWEEP_KEYS",
     "TransferSettings",
+    "arm_config",
     "coord_widths",
     "import_factory",
     "load_grid",
@@ -74,6 +76,19 @@ AXES = ("width", "tokens", "depth", "batch_size")
 # "sqrt" (Adam, Malladi et al., arXiv 2205.10287), "linear" (SGD, Goyal et al., arXiv 1706.02677), "fit":
 # the exponent fitted on the two smallest batch sizes and checked on the others.
 LR_BATCH_RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0, "fit": math.nan}
+# Hyperparameters a grid can sweep besides the learning rate (`sweep = "output_mult"`, `sweep_log2 = [...]`):
+# those Tensor Programs V (arXiv 2203.03466, Table 1) lists as transferable under muP. A run at x takes the key
+# at 2^x, except adam_beta2, swept through 1 - beta2 = 2^x (x = -10: beta2 = 0.999), its timescale.
+SWEEP_KEYS = ("output_mult", "init_std_mult", "weight_decay", "adam_beta2", "adam_eps")
+# The keys the model applies (a user's factory must take them as keywords); the others are the optimizer's.
+MODEL_SWEEP_KEYS = ("output_mult", "init_std_mult")
+
+
+def sweep_value(key: str, x: float) -> float:
+    """The value of the swept key `key` at log2 coordinate x (SWEEP_KEYS says how each key is swept)."""
+    return 1.0 - 2.0**x if key == "adam_beta2" else 2.0**x
+
+
 class Cell(NamedTuple):
     """One cell of a grid: a parametrization and one value of each axis (AXES). Depth and batch size are 0 in a
     frame that does not record them (a user's own frame given to `assert_transfer`)."""
@@ -258,6 +273,13 @@ class RunSettings:
     mlp_context: int = _key("integer", 8, minimum=1)
     # The MLP's hidden layers as residual branches (x + relu(layer(x))): what a depth rule scales.
     mlp_residual: bool = _key("boolean", False)
+    # Settings a grid may also sweep (SWEEP_KEYS): the readout's output multiplier (mup's MuReadout
+    # `output_mult`; SP's readout multiplies its input alike), a multiplier on every weight matrix's and
+    # embedding's init std, and Adam's beta2 and epsilon (built-in optimizers).
+    output_mult: float = _key("number", 1.0, above=0.0)
+    init_std_mult: float = _key("number", 1.0, above=0.0)
+    adam_beta2: float = _key("number", 0.95, minimum=0.0, below=1.0)
+    adam_eps: float = _key("number", 1e-8, above=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,6 +292,10 @@ class RunConfig(RunSettings):
     tokens: int
     lr_log2: float
     seed: int
+    # The grid's swept key (SWEEP_KEYS; "" for none) and this run's coordinate on it; the key's own field
+    # holds the value (`at_sweep` sets both), which is what the model and optimizer read.
+    sweep: str = ""
+    sweep_log2: float = 0.0
 
     @property
     def lr(self) -> float:
@@ -303,10 +329,17 @@ class RunConfig(RunSettings):
         wd = self.coupled_weight_decay
         return 1.0 / (self.lr * wd) if wd else math.inf
 
+    def at_sweep(self, x: float) -> RunConfig:
+        """This run with its swept key at coordinate x (the key's field set to `sweep_value(key, x)`)."""
+        value: dict[str, Any] = {self.sweep: sweep_value(self.sweep, x)}
+        return dataclasses.replace(self, sweep_log2=x, **value)
+
     def label(self) -> str:
         """Short human-readable name, for progress bars and messages."""
+        swept = f" {self.sweep}=2^{self.sweep_log2:g}" if self.sweep else ""
         return (f"{self.model} {self.parametrization} width={self.width} depth={self.depth} "
-                f"batch={self.batch_size} tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g} seed={self.seed}")
+                f"batch={self.batch_size} tokens={format_tokens(self.tokens)} lr=2^{self.lr_log2:g}{swept} "
+                f"seed={self.seed}")
 
     @property
     def depth_multiplier(self) -> float:
@@ -329,6 +362,11 @@ class Grid(RunSettings):
     depths: tuple[int, ...] = _key("int_list", (), minimum=1)
     batch_sizes: tuple[int, ...] = _key("int_list", (), minimum=1)
     lr_log2: tuple[float, ...] = _key("float_list", minimum=LR_LOG2_RANGE[0], maximum=LR_LOG2_RANGE[1])
+    # Another hyperparameter swept on a log2 grid (SWEEP_KEYS), alone (one lr_log2 value) or jointly with the
+    # learning rate (several): its optimum per cell is judged like the learning rate's.
+    sweep: str = _key("choice", "", choices=SWEEP_KEYS)
+    sweep_log2: tuple[float, ...] = _key("float_list", (), minimum=LR_LOG2_RANGE[0], maximum=LR_LOG2_RANGE[1],
+                                         what="log2 values of the swept key")
     parametrization: tuple[Parametrization, ...] = _key("choice_list", ("mup", "sp"), choices=PARAMETRIZATIONS)
     seeds: tuple[int, ...] = _key("int_list", (0,), minimum=0)
     device: str = _key("string", "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
@@ -385,6 +423,17 @@ class Grid(RunSettings):
         return dict(self.arm_optimizer).get(arm, self.optimizer)
 
     @property
+    def tuned(self) -> str:
+        """What each cell's curve runs along and its optimum is found of: the swept key when the grid sweeps
+        one, else "lr"."""
+        return self.sweep or "lr"
+
+    @property
+    def joint(self) -> bool:
+        """The grid sweeps another key and the learning rate together (several values of each)."""
+        return bool(self.sweep) and any(len(self.rates_of(p)) > 1 for p in self.parametrization)
+
+    @property
     def imported(self) -> bool:
         """The grid judges results trained elsewhere (`results = ...`) instead of training a model."""
         return self.results is not None
@@ -413,7 +462,20 @@ def run_configs(grid: Grid) -> list[RunConfig]:
                 slice_ = {**arm, "depth": d, "batch_size": b}
                 out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **slice_)
                         for w in grid.widths for t in grid.tokens for lr in grid.rates_of(par) for s in grid.seeds]
+    if grid.sweep:  # every run above at every value of the swept key, the key's coordinate innermost but seeds
+        out = [dataclasses.replace(cfg, sweep=grid.sweep).at_sweep(x) for cfg in out for x in grid.sweep_log2]
     return out
+
+
+def arm_config(grid: Grid, parametrization: str) -> RunConfig:
+    """The arm's first run, with a swept key at the grid's own setting (its default: a grid that sweeps a key
+    does not set it): the model the lint and the coordinate check look at."""
+    configs = run_configs(grid)
+    cfg = next((c for c in configs if c.parametrization == parametrization), configs[0])
+    if not cfg.sweep:
+        return cfg
+    value: dict[str, Any] = {cfg.sweep: getattr(grid, cfg.sweep)}
+    return dataclasses.replace(cfg, sweep="", sweep_log2=0.0, **value)
 
 
 def coord_widths(grid: Grid) -> tuple[int, ...]:
@@ -534,6 +596,10 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
         if key in raw:
             raise GridError(path, key, "a results grid judges one depth and one batch size (pick them with `depth` "
                                        "and `batch_size`); sweeping them is for grids that train")
+    for key in ("sweep", "sweep_log2"):
+        if key in raw:
+            raise GridError(path, key, "a results grid judges the learning rate's optimum; sweeping another key is "
+                                       "for grids that train")
     values = _Validator(path, raw).fields(Grid)
     settings: ResultsSettings = values.pop("results")
     picked = tuple(sorted((k, raw[k]) for k in (f.name for f in dataclasses.fields(RunSettings)) if k in raw))
@@ -649,16 +715,18 @@ class _Validator:
         return val
 
     def number(self, key: str, minimum: float | None = None, maximum: float | None = None,
-               below: float | None = None) -> float:
+               below: float | None = None, above: float | None = None) -> float:
         val = self.raw[key]
         if not _is_number(val) or not math.isfinite(val):
             raise self.fail(key, f"must be a finite number, got {val!r}")
+        if above is not None and val <= above:
+            raise self.fail(key, f"must be > {above}, got {val}")
         if minimum is not None and val < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {val}")
         if maximum is not None and val > maximum:
             raise self.fail(key, f"must be <= {maximum}, got {val}")
         if below is not None and val >= below:
-            raise self.fail(key, f"must be < {below} (a fraction of the run), got {val}")
+            raise self.fail(key, f"must be < {below}, got {val}")
         return float(val)
 
     def _list(self, key: str, kind: str) -> list:
@@ -679,14 +747,15 @@ class _Validator:
         self._sorted(key, vals)
         return tuple(vals)
 
-    def float_list(self, key: str, minimum: float = -math.inf, maximum: float = math.inf) -> tuple[float, ...]:
+    def float_list(self, key: str, minimum: float = -math.inf, maximum: float = math.inf,
+                   what: str = "log2 learning rates") -> tuple[float, ...]:
         vals = self._list(key, "numbers")
         bad = [x for x in vals if not _is_number(x) or not math.isfinite(x)]
         if bad:
-            raise self.fail(key, f"must hold finite numbers (log2 of the learning rate), got {bad[0]!r}")
+            raise self.fail(key, f"must hold finite numbers ({what}), got {bad[0]!r}")
         far = [x for x in vals if not minimum <= x <= maximum]
         if far:
-            raise self.fail(key, f"must hold log2 learning rates between {minimum:g} and {maximum:g} (2^{minimum:g} .. "
+            raise self.fail(key, f"must hold {what} between {minimum:g} and {maximum:g} (2^{minimum:g} .. "
                                  f"2^{maximum:g}), got {far[0]!r}")
         self._sorted(key, vals)
         return tuple(float(x) for x in vals)
@@ -797,6 +866,7 @@ def _check_combinations(g: Grid, raw: dict[str, Any]) -> None:
             raise GridError(p, "tokens", f"budget {budget} gives {steps} steps of batch_size*seq_len="
                                          f"{batch * g.seq_len} tokens; at least 10 steps are needed")
     _check_depth(g, raw)
+    _check_sweep(g, raw)
     if g.warmup_tokens and "warmup" in raw:
         raise GridError(p, "warmup_tokens", "set either `warmup` (a fraction of the run) or `warmup_tokens`, not both")
     if g.warmup_tokens >= min(g.tokens):
@@ -858,6 +928,55 @@ def _check_depth(g: Grid, raw: dict[str, Any]) -> None:
                                                      "checks it on the others: it needs at least 3 batch_sizes")
     if g.transfer.lr_batch_rule != "none" and len(g.values("batch_size")) < 2:
         raise GridError(p, "transfer.lr_batch_rule", "needs a batch-size axis: batch_sizes = [...] with 2 or more")
+
+
+def _check_sweep(g: Grid, raw: dict[str, Any]) -> None:
+    """A swept key needs its values, one home (not also set as a scalar), a model or optimizer that applies
+    it, and checks that judge its optimum (the rules along tokens and batch size predict learning rates)."""
+    p, key = g.path, g.sweep
+    if "sweep_log2" in raw and not key:
+        raise GridError(p, "sweep_log2", f"lists values of a swept key: name it, sweep = one of "
+                                         f"{', '.join(SWEEP_KEYS)}")
+    if not key:
+        for name in MODEL_SWEEP_KEYS:
+            if name in raw:
+                _check_model_takes(g, name, name)
+        return
+    if "sweep_log2" not in raw:
+        raise GridError(p, "sweep_log2", f"required key is missing: the log2 values of {key} to sweep (sweep = "
+                                         f"{key!r})")
+    if key in raw:
+        raise GridError(p, key, f"is swept (sweep = {key!r}, sweep_log2): set its values there, not also here")
+    if key == "adam_beta2" and max(g.sweep_log2) >= 0:
+        raise GridError(p, "sweep_log2", f"adam_beta2 is swept as 1 - beta2 = 2^x, so x must be < 0 (x = -10 is "
+                                         f"beta2 = 0.999), got {max(g.sweep_log2):g}")
+    if key in ("adam_beta2", "adam_eps"):
+        other = sorted({g.optimizer_of(a) for a in g.parametrization} - {"adamw"})
+        if other:
+            raise GridError(p, "sweep", f"{key} is the built-in AdamW's setting; this grid trains with {other[0]!r}")
+    if key == "weight_decay" and g.weight_decay_mode == "timescale":
+        raise GridError(p, "sweep", "weight_decay is chosen per run under weight_decay_mode = \"timescale\"; sweep "
+                                    "it under \"coupled\" or \"independent\"")
+    if key in MODEL_SWEEP_KEYS:
+        _check_model_takes(g, key, "sweep")
+    for name, active in (("transfer.lr_rule", g.transfer.lr_rule != "none"),
+                         ("transfer.lr_batch_rule", g.transfer.lr_batch_rule != "none")):
+        if active:
+            raise GridError(p, name, f"predicts the learning rate's optimum; this grid judges {key}'s (sweep = "
+                                     f"{key!r}): drop the rule, or sweep the learning rate alone")
+    if g.refine is not None and g.joint:
+        raise GridError(p, "refine", f"refines one swept key's curve; this grid sweeps lr_log2 and {key} together: "
+                                     "drop [refine], or sweep one of them (a single lr_log2 value)")
+
+
+def _check_model_takes(g: Grid, key: str, where: str) -> None:
+    """A key the model applies must be taken by a user factory (the built-in models take them all)."""
+    for spec in (g.model, g.sp_model):
+        if spec is None or spec in BUILTIN_MODELS:
+            continue
+        if not factory_takes(import_factory(spec), key):
+            raise GridError(g.path, where, f"the factory {spec} takes no `{key}`: mupcheck applies {key} through the "
+                                           f"model's factory, called as build(width, {key}=value)")
 
 
 def _factory_depth(model: str) -> int:

@@ -199,12 +199,14 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
     assert cells[(32, 2097152)]["margin_log2"] == pytest.approx(suite.optima[("mup", 32, 2097152)].margin)
     assert data["laws"]["mup"]["tokens"]["lack_of_fit"] is True and data["laws"]["mup"]["width"] is None
     # The schema the README documents, key for key: a tool that reads it must not be surprised.
-    assert set(data) == {"schema", "grid", "counts", "outcomes", "cells", "comparisons", "stability", "laws",
-                         "provenance"}
+    assert set(data) == {"schema", "grid", "tuned", "counts", "outcomes", "cells", "comparisons", "stability",
+                         "laws", "provenance"}
+    assert data["tuned"] == {"key": "lr", "sweep_log2": [], "joint": False}
     assert set(data["cells"][0]) == {"parametrization", "width", "tokens", "depth", "batch_size", "lr_log2",
                                      "interval", "censored", "n_seeds", "n_found", "loss", "stability_log2",
                                      "stability_interval", "stability_censored", "margin_log2", "margin_interval",
-                                     "flags"}
+                                     "flags", "tuned", "optimum_log2", "joint_lr_log2", "joint_lr_interval"}
+    assert data["cells"][0]["optimum_log2"] == data["cells"][0]["lr_log2"]
     assert set(one) == {"id", "kind", "axis", "parametrization", "fixed", "at", "ref", "other", "outcome", "verdict",
                         "transferred", "shift", "interval", "band", "band_source", "regret", "regret_interval",
                         "regret_source", "regret_diverged", "reason", "beta"}

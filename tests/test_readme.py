@@ -145,3 +145,17 @@ def test_the_cheap_commands_the_docs_show_run(tmp_path, capsys):
     assert main(["export", str(ROOT / "grids/cpu_horizon_cosine.toml"), "--store",
                  str(ROOT / "reports/cpu_horizon_cosine.store"), "--out", str(tmp_path / "runs.csv")]) == 0
     assert "wrote 325 runs" in capsys.readouterr().out
+
+
+def test_the_sweep_example_of_the_axes_page_loads(tmp_path):
+    """docs/axes.md's grid lines for a swept key, on top of a small grid, load into the sweep they describe."""
+    from helpers import TINY_GRID
+
+    from mupcheck.spec import load_grid, run_configs
+
+    snippet = re.search(r"```toml\n(lr_log2 = \[-5\].*?)```", DOCS[ROOT / "docs" / "axes.md"], re.S).group(1)
+    path = tmp_path / "swept.toml"
+    path.write_text(TINY_GRID.format(model="gpt", extra="").replace("lr_log2 = [-8, -6]\n", "") + snippet)
+    grid = load_grid(path)
+    assert grid.tuned == "output_mult" and not grid.joint and grid.refine is not None
+    assert len(run_configs(grid)) == 2 * 2 * 10  # arms x widths x values of the key (one rate, one seed)

@@ -260,3 +260,83 @@ def test_a_users_factory_gets_each_depth_and_keeps_its_own_default(tmp_path, mon
     rule.write_text(text + "depth_alpha = 1\n")
     with pytest.raises(GridError, match="applies to the built-in models"):
         load_grid(rule)
+
+
+SWEPT = 'sweep = "output_mult"\nsweep_log2 = [-1, 0, 1]\n'
+
+
+def test_a_swept_key_expands_every_run_and_keeps_old_keys(tmp_path):
+    """Each run of the grid at every value of the swept key; the value lives in the key's own field, so a run
+    at x = 0 (output_mult 1) is the run without a sweep, under the same store key."""
+    from mupcheck.plan import RunContext
+
+    plain = run_configs(load_grid(write_grid(tmp_path, "plain.toml")))
+    swept = run_configs(load_grid(write_grid(tmp_path, "swept.toml", extra=SWEPT)))
+    assert len(swept) == 3 * len(plain)
+    assert sorted({(c.sweep_log2, c.output_mult) for c in swept}) == [(-1.0, 0.5), (0.0, 1.0), (1.0, 2.0)]
+    context = RunContext("data", "model", "engine", "cpu", "0")
+    at_one = [c for c in swept if c.sweep_log2 == 0.0]
+    assert [context.key(c) for c in at_one] == [context.key(c) for c in plain]
+    assert context.key(swept[0]) != context.key(plain[0])
+    from mupcheck.spec import arm_config  # what the lint and the coordinate check build: the grid's own setting
+
+    grid = load_grid(tmp_path / "swept.toml")
+    assert arm_config(grid, "mup").output_mult == 1.0 and not arm_config(grid, "sp").sweep
+    beta2 = run_configs(load_grid(write_grid(tmp_path, "beta2.toml", extra='sweep = "adam_beta2"\n'
+                                                                          'sweep_log2 = [-10, -5]\n')))
+    assert sorted({c.adam_beta2 for c in beta2}) == [1 - 2**-5, 1 - 2**-10]
+
+
+@pytest.mark.parametrize("extra,key,message", [
+    ('sweep = "dropout"\nsweep_log2 = [0, 1]\n', "sweep", "must be one of 'output_mult', 'init_std_mult'"),
+    ('sweep = "output_mult"\nsweep_log2 = []\n', "sweep_log2", "must be a non-empty list"),
+    ('sweep = "output_mult"\n', "sweep_log2", "required key is missing"),
+    ("sweep_log2 = [0, 1]\n", "sweep_log2", "name it, sweep = one of"),
+    ('sweep = "output_mult"\nsweep_log2 = [1, 0]\n', "sweep_log2", "strictly increasing"),
+    ('sweep = "output_mult"\nsweep_log2 = [0, 1e9]\n', "sweep_log2", "log2 values of the swept key between"),
+    (SWEPT + "output_mult = 2.0\n", "output_mult", "is swept"),
+    ('sweep = "adam_beta2"\nsweep_log2 = [-2, 0]\n', "sweep_log2", "x must be < 0"),
+    ('sweep = "adam_eps"\nsweep_log2 = [-20, -10]\noptimizer = "sgd"\n', "sweep", "AdamW's setting"),
+    ('sweep = "weight_decay"\nsweep_log2 = [-4, -2]\nweight_decay_mode = "timescale"\ntau_frac = 0.2\n', "sweep",
+     "chosen per run"),
+    (SWEPT + '[transfer]\nlr_rule = "power"\nlr_rule_beta = 0.5\n', "transfer.lr_rule", "predicts the learning rate"),
+    (SWEPT + "[refine]\nstep_log2 = 0.5\n", "refine", "together"),
+    ("output_mult = 0\n", "output_mult", "must be > 0.0"),
+    ("adam_beta2 = 1.0\n", "adam_beta2", "must be < 1.0"),
+])
+def test_bad_sweeps_name_the_key(tmp_path, extra, key, message):
+    text = write_grid(tmp_path, extra=extra).read_text()
+    if "[refine]" in extra:  # a joint sweep: several learning rates and several values of the key
+        text = text.replace("lr_log2 = [-8, -6]", "lr_log2 = [-8, -7, -6]")
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    assert f"`{key}`" in str(info.value) and message in str(info.value), str(info.value)
+
+
+def test_a_sweep_key_the_users_model_does_not_take_is_refused(tmp_path, monkeypatch):
+    from mupcheck.engine.models import model_factory
+
+    mult = ("\n\ndef build_mult(width, output_mult=1.0):\n"
+            "    net = Net(width, 2)\n    net.mult = output_mult\n    return net\n")
+    (tmp_path / "mult_user_model.py").write_text(USER_MODEL + mult)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refused = write_grid(tmp_path, "refused.toml", model="mult_user_model:build_flat", extra=SWEPT)
+    with pytest.raises(GridError) as info:
+        load_grid(refused)
+    assert "`sweep`" in str(info.value) and "takes no `output_mult`" in str(info.value)
+    scalar = write_grid(tmp_path, "scalar.toml", model="mult_user_model:build_flat", extra="init_std_mult = 2.0\n")
+    with pytest.raises(GridError, match="takes no `init_std_mult`"):
+        load_grid(scalar)
+    taken = run_configs(load_grid(write_grid(tmp_path, "taken.toml", model="mult_user_model:build_mult",
+                                             extra=SWEPT)))
+    assert sorted({model_factory(c, 64)(16).mult for c in taken}) == [0.5, 1.0, 2.0]
+
+
+def test_a_results_grid_refuses_a_sweep(tmp_path):
+    (tmp_path / "runs.csv").write_text("width,tokens,lr_log2,seed,loss\n32,1000,-5,0,2.0\n")
+    path = tmp_path / "r.toml"
+    path.write_text('name = "r"\nresults = "runs.csv"\n' + SWEPT)
+    with pytest.raises(GridError, match="`sweep`: a results grid judges the learning rate"):
+        load_grid(path)

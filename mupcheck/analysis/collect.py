@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_minimum, fit_shape, t_interval
-from mupcheck.analysis.refine import refinement_configs
+from mupcheck.analysis.refine import refinement_configs, x_column
 from mupcheck.analysis.stability import Boundary, seed_boundary
 from mupcheck.errors import StoreError
 from mupcheck.external import read_results
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its c
 
 __all__ = ["CELL", "COLUMNS", "Cell", "Optima", "one_slice", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError",
            "collect", "collect_coarse",
-           "collect_results", "find_optima", "frame_of", "records_frame"]
+           "collect_results", "find_optima", "frame_of", "records_frame", "along", "joint_argmin", "tuned_names"]
 
 
 
@@ -49,6 +49,7 @@ CELL = Cell._fields
 COLUMNS = ["parametrization", "width", "tokens", "depth", "batch_size", "lr_log2", "seed", "loss", "status",
            "train_loss",
            "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
+           "sweep_log2",  # the grid's swept key's coordinate (NaN without one)
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 # A run this close (log2) to a rate counts as measured there (refined grids step by 0.25).
 MEASURED_WITHIN = 0.125
@@ -118,6 +119,7 @@ def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     result = record.result
     row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
     row.update({k: config.get(k, 0) for k in ("depth", "batch_size")})
+    row["sweep_log2"] = config["sweep_log2"] if config.get("sweep") else math.nan  # the swept key's coordinate
     row.update({k: getattr(result, k) for k in ("loss", "train_loss", "diverged_step", "data_repeats",
                                                 "wall_time_s", "tokens_per_s", "device")})
     row["status"] = result.judged_status()
@@ -134,7 +136,7 @@ def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if col not in df:
             df[col] = 0 if col in ("depth", "batch_size") else np.nan  # 0: not recorded (see Cell)
     df["loss"] = df["loss"].astype(float)
-    return df[COLUMNS].sort_values([*CELL, "lr_log2", "seed"], ignore_index=True)
+    return df[COLUMNS].sort_values([*CELL, "lr_log2", "sweep_log2", "seed"], ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class CellOptimum:
     seed_usable: tuple[tuple[int, tuple[bool, ...]], ...]  # (seed, False where the run diverged or was unstable)
     seed_boundaries: tuple[tuple[int, Boundary], ...]  # (seed, its stability boundary)
     flags: tuple[str, ...] = field(default=())
+    # What the curve runs along: "lr", or the grid's swept key (spec.SWEEP_KEYS); `lrs`, `lr_log2` and the
+    # boundary are then that key's log2 coordinates (the names stay: the learning rate is the usual case).
+    tuned: str = "lr"
 
     @property
     def cell(self) -> Cell:
@@ -316,14 +321,16 @@ class CellOptimum:
         return out, "interpolated"
 
     def describe(self) -> str:
+        star, _, what = tuned_names(self.tuned)
         if not np.isfinite(self.losses).any():
-            return "no optimum (every learning rate diverged)"
+            return f"no optimum (every {what} diverged)"
         if self.censored:
             side = "below" if self.censored == "low" else "above"
-            return f"lr* {side} the measured rates (at or {side} 2^{self.fit.x0:g}: censored)"
+            measured = "rates" if self.tuned == "lr" else "values"
+            return f"{star} {side} the measured {measured} (at or {side} 2^{self.fit.x0:g}: censored)"
         if not self.found:
-            return f"lr* not located (fewer than half of {self.n_seeds} seeds' optima found)"
-        text = f"lr* = 2^{self.lr_log2:.2f}"
+            return f"{star} not located (fewer than half of {self.n_seeds} seeds' optima found)"
+        text = f"{star} = 2^{self.lr_log2:.2f}"
         n = len(self.found_optima)
         if self.interval:
             text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}] over {n} seeds"
@@ -348,15 +355,54 @@ class Optima(dict[Cell, CellOptimum]):
         raise KeyError(key)
 
 
-def find_optima(df: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE) -> Optima:
-    """The optimum of every cell of a collected frame; `boundary_rise` sets where each seed's stability
-    boundary lies (the grid's `[stability] boundary_rise`)."""
+def tuned_names(tuned: str) -> tuple[str, str, str]:
+    """How messages name the tuned key's optimum, its grid key and one of its values: ("lr*", "lr_log2",
+    "learning rate") or, for a swept key, ("output_mult*", "sweep_log2", "output_mult value")."""
+    return ("lr*", "lr_log2", "learning rate") if tuned == "lr" else (f"{tuned}*", "sweep_log2", f"{tuned} value")
+
+
+def along(df: pd.DataFrame, tuned: str = "lr") -> pd.DataFrame:
+    """The runs as curves along `tuned` (x in `x_column(tuned)`). Where a grid sweeps the learning rate and
+    another key together, each seed keeps its best run over the other key at each value of `tuned` (the
+    profile: the loss of `tuned` at that value when the other is tuned as well); usable runs rank before
+    unstable ones, unstable before diverged."""
+    x = x_column(tuned)
+    other = "sweep_log2" if x == "lr_log2" else "lr_log2"
+    if df.empty or df[other].isna().all() or (df.groupby([*CELL, x, "seed"])[other].nunique() <= 1).all():
+        return df
+    rank = df["status"].map({"ok": 0, "unstable": 1}).fillna(2).to_numpy()
+    loss = np.where(df["status"] == "diverged", np.inf, df["loss"].to_numpy(float))
+    order = np.lexsort((loss, rank))  # by rank, then loss
+    best = df.iloc[order].drop_duplicates([*CELL, x, "seed"])
+    return best.sort_values([*CELL, x, "seed"], ignore_index=True)
+
+
+def joint_argmin(df: pd.DataFrame) -> dict[Cell, tuple[float, float, float]]:
+    """Per cell of a joint sweep, the measured (lr_log2, sweep_log2, seed-mean loss) with the lowest seed-mean
+    loss among the pairs every seed ran usably; a cell with no such pair is left out."""
+    out = {}
+    for key, group in df.groupby(list(CELL), sort=True):
+        par, *values = cast(tuple, key)
+        pairs = group.groupby(["lr_log2", "sweep_log2"])
+        every_seed = pairs["seed"].nunique() == group["seed"].nunique()
+        usable = pairs["status"].agg(lambda s: bool((s == "ok").all())) & every_seed
+        mean = pairs["loss"].mean()[usable]
+        if len(mean):
+            lr, x = cast(tuple, mean.idxmin())
+            out[Cell(str(par), *(int(v) for v in values))] = (float(lr), float(x), float(mean.min()))
+    return out
+
+
+def find_optima(df: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE, tuned: str = "lr") -> Optima:
+    """The optimum of every cell of a collected frame along `tuned` ("lr", or the grid's swept key: see
+    `along`); `boundary_rise` sets where each seed's stability boundary lies (`[stability] boundary_rise`)."""
     out = Optima()
+    df = along(df, tuned)
     shown = tuple(a for a in ("depth", "batch_size") if df[a].nunique() > 1)  # named in flags where they vary
     for key, group in df.groupby(list(CELL), sort=True):
         par, *values = cast(tuple, key)  # pandas types group keys as Hashable
         cell = Cell(str(par), *(int(v) for v in values))
-        out[cell] = cell_optimum(cell, group, boundary_rise, shown)
+        out[cell] = cell_optimum(cell, group, boundary_rise, shown, tuned)
     return out
 
 
@@ -365,12 +411,12 @@ def one_slice(optima: dict[Cell, CellOptimum], depth: int, batch_size: int) -> d
     return {k: o for k, o in optima.items() if k.depth == depth and k.batch_size == batch_size}
 
 
-def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(lrs, seeds, losses[lr, seed], usable[lr, seed]): inf for diverged runs, NaN for a missing pair; usable
-    False where a run diverged or was unstable. (With numpy, not pivot_table: a cell is a few dozen rows,
-    and the estimator tests build thousands of cells.)"""
+def _loss_matrix(group: pd.DataFrame, x: str = "lr_log2") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lrs, seeds, losses[lr, seed], usable[lr, seed]) along column x: inf for diverged runs, NaN for a missing
+    pair; usable False where a run diverged or was unstable. (With numpy, not pivot_table: a cell is a few
+    dozen rows, and the estimator tests build thousands of cells.)"""
     status = group["status"].to_numpy()
-    lr_values, seed_values = group["lr_log2"].to_numpy(float), group["seed"].to_numpy()
+    lr_values, seed_values = group[x].to_numpy(float), group["seed"].to_numpy()
     lrs, i = np.unique(lr_values, return_inverse=True)
     seeds, j = np.unique(seed_values, return_inverse=True)
     losses = np.full((len(lrs), len(seeds)), np.nan)
@@ -383,11 +429,11 @@ def _loss_matrix(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def cell_optimum(cell: tuple, group: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE,
-                 named_axes: tuple[str, ...] = ("depth", "batch_size")) -> CellOptimum:
+                 named_axes: tuple[str, ...] = ("depth", "batch_size"), tuned: str = "lr") -> CellOptimum:
     """The optimum of one cell (a Cell, or a (parametrization, width, tokens) tuple) from its rows (any number of
-    seeds); `named_axes`: the axes beyond width and tokens its flags name."""
+    seeds, one run per seed and value of `tuned`); `named_axes`: the axes beyond width and tokens its flags name."""
     cell = Cell(*cell)
-    lrs, seeds, matrix, usable = _loss_matrix(group)
+    lrs, seeds, matrix, usable = _loss_matrix(group, x_column(tuned))
     present = ~np.isnan(matrix)  # a grid this package trains has every pair; an imported sweep may not
     fit_matrix = np.where(present & ~usable, np.inf, matrix)  # the optimum is read off usable runs only
     with np.errstate(invalid="ignore"):
@@ -399,7 +445,8 @@ def cell_optimum(cell: tuple, group: pd.DataFrame, boundary_rise: float = DEFAUL
         tuple((int(s), fit_minimum(lrs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(bool(u) for u in usable[:, k])) for k, s in enumerate(seeds)),
-        tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)))
+        tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)),
+        tuned=tuned)
     return dataclasses.replace(opt, flags=_flags(opt, group, named_axes))
 
 
@@ -419,15 +466,16 @@ def _complete(curve: np.ndarray, present: np.ndarray) -> np.ndarray:
 def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -> tuple[str, ...]:
     flags = []
     where = opt.key.where(named_axes)
+    _, key, what = tuned_names(opt.tuned)
     usable = int(np.isfinite(opt.losses).sum())
     if not np.isfinite(opt.losses).any():
-        flags.append(f"{where}: every learning rate diverged; extend lr_log2 toward lower values")
+        flags.append(f"{where}: every {what} diverged; extend {key} toward lower values")
     elif opt.censored == "low":
-        flags.append(f"{where}: optimum on the lower edge of lr_log2 (2^{opt.lrs[0]:g}): censored, the true optimum "
-                     "lies below; extend lr_log2 toward lower values")
+        flags.append(f"{where}: optimum on the lower edge of {key} (2^{opt.lrs[0]:g}): censored, the true optimum "
+                     f"lies below; extend {key} toward lower values")
     elif opt.censored == "high":
-        flags.append(f"{where}: optimum on the upper edge of lr_log2 (2^{opt.lrs[-1]:g}): censored, the true "
-                     "optimum lies above; extend lr_log2 toward higher values")
+        flags.append(f"{where}: optimum on the upper edge of {key} (2^{opt.lrs[-1]:g}): censored, the true "
+                     f"optimum lies above; extend {key} toward higher values")
     else:
         lost = [(s, f) for s, f in opt.seed_fits if not f.found]
         if lost:
@@ -441,11 +489,12 @@ def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -
         flags.append(f"{where}: rates an octave apart near the optimum: it is read off a fit over +-2 octaves, which "
                      "a stability wall within that range pulls toward itself; add a [refine] table")
     if usable and not opt.censored and usable < 3:
-        flags.append(f"{where}: only {usable} learning rate(s) usable; too few to locate the optimum")
+        flags.append(f"{where}: only {usable} {what}(s) usable; too few to locate the optimum")
     for status, what in (("diverged", "diverged"), ("unstable", "unstable (the training loss spiked, or ended "
                                                                 "no lower than it started)")):
         bad = group[group["status"] == status]
         if len(bad):
-            lrs = ", ".join(f"2^{x:g}" for x in sorted(set(bad["lr_log2"])))
-            flags.append(f"{where}: {len(bad)} run(s) {what} (at lr {lrs}); counted as worse than any usable rate")
+            lrs = ", ".join(f"2^{x:g}" for x in sorted(set(bad[x_column(opt.tuned)])))
+            flags.append(f"{where}: {len(bad)} run(s) {what} (at {'lr' if opt.tuned == 'lr' else opt.tuned} {lrs}); "
+                         f"counted as worse than any usable {'rate' if opt.tuned == 'lr' else 'value'}")
     return tuple(flags)

@@ -35,27 +35,36 @@ def refinement_rates(coarse: list[float], argmin: float, step: float, span: floa
 
 
 def refinement_configs(grid: Grid, coarse_df: pd.DataFrame) -> list[RunConfig]:
-    """The refinement runs of `grid`, given its collected coarse runs; [] without a `[refine]` table."""
+    """The refinement runs of `grid`, given its collected coarse runs; [] without a `[refine]` table. They
+    refine the curve of the grid's tuned key: the learning rate, or the swept key (spec refuses `[refine]` for
+    a joint sweep of both)."""
     if grid.refine is None:
         return []
     by_cell: dict[tuple, RunConfig] = {}
     for cfg in run_configs(grid):
         by_cell.setdefault(tuple(getattr(cfg, k) for k in CELL), cfg)
+    x_col = x_column(grid.tuned)
     extra = []
     for key, template in by_cell.items():
-        coarse = sorted(grid.rates_of(template.parametrization))
+        coarse = sorted(grid.sweep_log2 if grid.sweep else grid.rates_of(template.parametrization))
         mask = np.logical_and.reduce([coarse_df[k] == v for k, v in zip(CELL, key)])
-        cell = coarse_df[mask & coarse_df["lr_log2"].isin(coarse)]
+        cell = coarse_df[mask & coarse_df[x_col].isin(coarse)]
         losses = cell.assign(loss=np.where(cell["status"] != "ok", np.inf, cell["loss"]))  # diverged or unstable
-        curve = losses.groupby("lr_log2")["loss"].mean()
+        curve = losses.groupby(x_col)["loss"].mean()
         if not np.isfinite(curve.to_numpy()).any():
             continue
         argmin = float(curve.idxmin())
         if argmin in (coarse[0], coarse[-1]):
             continue  # censored: refining inside the grid would not find it
         for x in refinement_rates(coarse, argmin, grid.refine.step_log2, grid.refine.span_log2):
-            extra += [dataclasses.replace(template, lr_log2=x, seed=s) for s in grid.seeds]
+            at_x = template.at_sweep(x) if grid.sweep else dataclasses.replace(template, lr_log2=x)
+            extra += [dataclasses.replace(at_x, seed=s) for s in grid.seeds]
     return extra
+
+
+def x_column(tuned: str) -> str:
+    """The collected frame's column of the tuned key's log2 coordinate (the learning rate's, or the swept key's)."""
+    return "lr_log2" if tuned == "lr" else "sweep_log2"
 
 
 def refinement_advice(grid: Grid, df: pd.DataFrame) -> list[str]:

@@ -29,7 +29,7 @@ from mupcheck.checks.lint import LintFinding, apply_ignores, lint
 from mupcheck.engine.data import TokenData, train_batch
 from mupcheck.engine.models import build_model, model_logits
 from mupcheck.engine.optim import build_optimizer
-from mupcheck.spec import MUP_ARMS, CoordCheckConfig, Grid, Parametrization, RunConfig, coord_widths, run_configs
+from mupcheck.spec import MUP_ARMS, CoordCheckConfig, Grid, Parametrization, RunConfig, arm_config, coord_widths
 
 __all__ = ["coord_data", "fit_slopes", "slope_table", "assert_coords_stable", "CoordCheckError",
            "check_model", "CoordResult"]
@@ -287,10 +287,10 @@ class CoordResult:
 
 
 def coord_template(grid: Grid, parametrization: Parametrization) -> RunConfig:
-    """The run config the check uses: the grid's first run, at the check's learning rate."""
+    """The run config the check uses: the arm's first run (a swept key at its grid setting), at the check's
+    learning rate."""
     cc = grid.coord_check or CoordCheckConfig()
-    configs = run_configs(grid)
-    cfg = next((c for c in configs if c.parametrization == parametrization), configs[0])
+    cfg = arm_config(grid, parametrization)
     model = grid.sp_model if parametrization == "sp" and grid.sp_model else cfg.model
     return replace(cfg, parametrization=parametrization, lr_log2=cc.lr_log2, model=model)
 

@@ -30,7 +30,7 @@ from torch import nn
 from mupcheck.engine.data import TokenData, train_batch
 from mupcheck.engine.models import build_model, model_logits
 from mupcheck.engine.optim import build_optimizer
-from mupcheck.spec import Grid, LintSettings, run_configs
+from mupcheck.spec import Grid, LintSettings, arm_config
 
 __all__ = ["LintFinding", "apply_ignores", "lint", "lint_grid", "lint_model", "lint_optimizer"]
 
@@ -229,7 +229,7 @@ def lint_grid(grid: Grid, data: TokenData) -> list[LintFinding]:
     arm = grid.mup_arm
     if arm is None:
         return []
-    cfg = next(c for c in run_configs(grid) if c.parametrization == arm)
+    cfg = arm_config(grid, arm)  # a swept key at its grid setting
     models = {w: build_model(replace(cfg, width=w), data.vocab_size) for w in grid.widths}
     batch, _ = train_batch(data, step=0, seed=0, batch_size=min(cfg.batch_size, 4), seq_len=cfg.seq_len)
     findings = lint(models, build_optimizer(models[grid.widths[-1]], cfg), batch, arm, grid.base_width)

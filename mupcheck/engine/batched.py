@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from mup import MuReadout
 from torch import nn
 
-from mupcheck.engine.models import GPT, MLP, Block
+from mupcheck.engine.models import GPT, MLP, Block, MultipliedReadout
 
 __all__ = ["BatchedForward", "native_forward"]
 
@@ -84,7 +84,10 @@ def _readout(x: torch.Tensor, weight: torch.Tensor, mu: tuple[float, int] | None
 
 
 def _readout_factors(readout: nn.Module) -> tuple[float, int] | None:
-    """A MuReadout's (output_mult, base fan-in); None for a plain linear readout."""
+    """A MuReadout's (output_mult, base fan-in); SP's MultipliedReadout as (output_mult, its own fan-in), whose
+    width multiplier is then 1; None for a plain linear readout."""
+    if isinstance(readout, MultipliedReadout):
+        return readout.output_mult, readout.in_features
     if not isinstance(readout, MuReadout):
         return None
     infshape = getattr(readout.weight, "infshape", None)

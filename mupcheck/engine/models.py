@@ -34,7 +34,7 @@ from mup import MuReadout, set_base_shapes
 from torch import nn
 
 from mupcheck.errors import ModelError
-from mupcheck.spec import BUILTIN_MODELS, RunConfig, factory_takes, import_factory
+from mupcheck.spec import BUILTIN_MODELS, MODEL_SWEEP_KEYS, RunConfig, RunSettings, factory_takes, import_factory
 
 __all__ = ["GPT", "MLP", "build_model", "check_logits", "has_base_shapes", "logits_of", "model_logits",
            "takes_targets", "model_factory", "set_mup_base_shapes",
@@ -86,7 +86,8 @@ class GPT(nn.Module):
 
     def __init__(self, width: int, depth: int, head_dim: int, vocab_size: int, seq_len: int,
                  parametrization: str = "mup", readout_zero_init: bool = False, query_zero_init: bool = False,
-                 n_heads: int = 0, base_width: int | None = None, branch_scale: float = 1.0):
+                 n_heads: int = 0, base_width: int | None = None, branch_scale: float = 1.0,
+                 output_mult: float = 1.0):
         super().__init__()
         # Either head_dim is fixed and heads grow with width (the default), or n_heads is fixed and
         # head_dim grows with width; only then do muP's and SP's attention scales differ.
@@ -103,7 +104,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(seq_len, width)
         self.blocks = nn.ModuleList(Block(width, head_dim, attn_scale, branch_scale) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
-        self.readout = _readout(width, vocab_size, parametrization)
+        self.readout = _readout(width, vocab_size, parametrization, output_mult)
         _init_weights(self)
         if readout_zero_init:
             nn.init.zeros_(self.readout.weight)
@@ -131,14 +132,14 @@ class MLP(nn.Module):
 
     def __init__(self, width: int, depth: int, vocab_size: int, context: int,
                  parametrization: str = "mup", readout_zero_init: bool = False, residual: bool = False,
-                 branch_scale: float = 1.0):
+                 branch_scale: float = 1.0, output_mult: float = 1.0):
         super().__init__()
         self.context, self.vocab_size = context, vocab_size
         self.residual, self.branch_scale = residual, branch_scale
         # One table for all offsets; row (k, V) is the padding token before the sequence start.
         self.embed = nn.Embedding(context * (vocab_size + 1), width)
         self.hidden = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
-        self.readout = _readout(width, vocab_size, parametrization)
+        self.readout = _readout(width, vocab_size, parametrization, output_mult)
         _init_weights(self, gain=math.sqrt(2.0))  # He init: ReLU halves the variance
         if readout_zero_init:
             nn.init.zeros_(self.readout.weight)
@@ -160,10 +161,24 @@ class MLP(nn.Module):
         return list(self.hidden.parameters())
 
 
-def _readout(width: int, vocab_size: int, parametrization: str) -> nn.Linear:
+class MultipliedReadout(nn.Linear):
+    """SP's readout with an output multiplier other than 1: linear(output_mult * x), the operation mup's
+    MuReadout applies (less its division by the width multiplier)."""
+
+    def __init__(self, width: int, vocab_size: int, output_mult: float):
+        super().__init__(width, vocab_size, bias=False)
+        self.output_mult = output_mult
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.output_mult * x)
+
+
+def _readout(width: int, vocab_size: int, parametrization: str, output_mult: float = 1.0) -> nn.Linear:
     if parametrization == "mup":
-        return MuReadout(width, vocab_size, bias=False)
-    return nn.Linear(width, vocab_size, bias=False)
+        return MuReadout(width, vocab_size, bias=False, output_mult=output_mult)
+    if output_mult != 1.0:
+        return MultipliedReadout(width, vocab_size, output_mult)
+    return nn.Linear(width, vocab_size, bias=False)  # exactly what ran before the multiplier existed
 
 
 def _init_weights(model: nn.Module, gain: float = 1.0) -> None:
@@ -180,6 +195,14 @@ def _init_weights(model: nn.Module, gain: float = 1.0) -> None:
             nn.init.normal_(module.weight, std=1.0)
 
 
+def _scale_init(model: nn.Module, mult: float) -> None:
+    """Every weight matrix and embedding times `mult`: their init std times it (LayerNorm gains keep 1)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(mult)
+
+
 # --- building --------------------------------------------------------------------------------
 
 def model_factory(cfg: RunConfig, vocab_size: int) -> Factory:
@@ -187,14 +210,25 @@ def model_factory(cfg: RunConfig, vocab_size: int) -> Factory:
     branch_scale = cfg.depth_multiplier ** -cfg.depth_alpha
     if cfg.model == "gpt":
         return lambda w: GPT(w, cfg.depth, cfg.head_dim, vocab_size, cfg.seq_len, cfg.parametrization,
-                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width, branch_scale)
+                             cfg.readout_zero_init, cfg.query_zero_init, cfg.n_heads, cfg.base_width, branch_scale,
+                             cfg.output_mult)
     if cfg.model == "mlp":
         return lambda w: MLP(w, cfg.depth, vocab_size, cfg.mlp_context, cfg.parametrization,
-                             cfg.readout_zero_init, cfg.mlp_residual, branch_scale)
+                             cfg.readout_zero_init, cfg.mlp_residual, branch_scale, cfg.output_mult)
     factory: Callable[..., nn.Module] = load_user_factory(cfg.model)
-    if factory_takes(factory, "depth"):  # a depth axis (spec refuses one for a factory without `depth`)
-        return lambda w: factory(w, depth=cfg.depth)
-    return factory
+    kwargs = _user_factory_kwargs(factory, cfg)
+    return (lambda w: factory(w, **kwargs)) if kwargs else factory
+
+
+def _user_factory_kwargs(factory: Callable[..., nn.Module], cfg: RunConfig) -> dict[str, Any]:
+    """What a user's factory is called with besides the width: `depth` when it takes it (spec refuses a depth
+    axis for a factory without it), and the model's multipliers (MODEL_SWEEP_KEYS) when the grid sweeps or sets
+    them; a factory's own defaults stand otherwise."""
+    kwargs: dict[str, Any] = {"depth": cfg.depth} if factory_takes(factory, "depth") else {}
+    for key in MODEL_SWEEP_KEYS:
+        if cfg.sweep == key or getattr(cfg, key) != RunSettings.__dataclass_fields__[key].default:
+            kwargs[key] = getattr(cfg, key)
+    return kwargs
 
 
 def load_user_factory(spec: str) -> Factory:
@@ -266,6 +300,8 @@ def build_model(cfg: RunConfig, vocab_size: int) -> nn.Module:
     torch.manual_seed(cfg.seed)
     model = _call_factory(factory, cfg.width, cfg.model)
     user = cfg.model not in BUILTIN_MODELS
+    if not user and cfg.init_std_mult != 1.0:
+        _scale_init(model, cfg.init_std_mult)  # before base shapes: mup's rescaling of the readout keeps it
     if cfg.parametrization == "mup":
         if user and has_base_shapes(model):
             return model  # the factory set base shapes itself: use them as they are

@@ -19,10 +19,10 @@ from mupcheck.engine.schedules import lr_multiplier
 from mupcheck.errors import ModelError
 from mupcheck.spec import BUILTIN_OPTIMIZERS, RunConfig, import_factory
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "SGD_MOMENTUM", "build_optimizer", "depth_param_groups", "set_step_lr"]
+__all__ = ["ADAM_BETA1", "ADAM_EPS", "SGD_MOMENTUM", "build_optimizer", "depth_param_groups", "set_step_lr"]
 
-ADAM_BETAS = (0.9, 0.95)
-ADAM_EPS = 1e-8  # torch.optim.AdamW's default
+ADAM_BETA1 = 0.9
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default (RunSettings.adam_eps's default)
 SGD_MOMENTUM = 0.9
 
 
@@ -35,7 +35,8 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     mup = cfg.parametrization == "mup"
     params = depth_param_groups(model, cfg)
     if cfg.optimizer == "adamw":
-        return (MuAdamW if mup else torch.optim.AdamW)(params, betas=ADAM_BETAS, eps=ADAM_EPS, **kw)
+        return (MuAdamW if mup else torch.optim.AdamW)(params, betas=(ADAM_BETA1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                                       **kw)
     return (MuSGD if mup else torch.optim.SGD)(params, momentum=SGD_MOMENTUM, **kw)
 
 
@@ -55,7 +56,7 @@ def depth_param_groups(model: nn.Module, cfg: RunConfig) -> Any:
     ids = {id(p) for p in hidden}
     m, alpha = cfg.depth_multiplier, cfg.depth_alpha
     return [{"params": [p for p in model.parameters() if id(p) not in ids]},
-            {"params": hidden, "lr": cfg.lr * m ** (alpha - 1), "eps": ADAM_EPS * m ** -alpha}]
+            {"params": hidden, "lr": cfg.lr * m ** (alpha - 1), "eps": cfg.adam_eps * m ** -alpha}]
 
 
 def _own_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

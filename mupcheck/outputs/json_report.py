@@ -5,16 +5,19 @@
 
 The same `GridSuite` the markdown report and the pytest items render: the numbers cannot disagree.
 The schema is versioned (`schema`); fields are only ever added within a version. Floats are log2 of the
-learning rate unless named otherwise; regrets are fractions (0.005 = 0.5%); intervals are 95%, `[lo, hi]`
-or null.
+tuned key (`tuned.key`: the learning rate unless the grid sweeps another key) unless named otherwise;
+regrets are fractions (0.005 = 0.5%); intervals are 95%, `[lo, hi]` or null. A cell's `lr_log2` is its
+learning rate optimum (null where the grid tunes another key); `optimum_log2` is the tuned key's.
 
     schema       "mupcheck.report/1"
     grid         {name, path, imported}
+    tuned        {key, sweep_log2, joint}                    what each cell's curve runs along
     counts       {pass, fail, xfail, xpass, inconclusive}
     outcomes     [{id, kind, outcome, summary}]                 every check, as pytest shows it
     cells        [{parametrization, width, tokens, depth, batch_size, lr_log2, interval, censored, n_seeds, n_found,
                    loss, stability_log2, stability_interval, stability_censored, margin_log2,
-                   margin_interval, flags}]
+                   margin_interval, flags, tuned, optimum_log2, joint_lr_log2, joint_lr_interval}]
+                 (joint_...: a joint sweep's learning-rate optimum, with the swept key tuned per seed)
     comparisons  [{id, kind, axis, parametrization, fixed, at, ref, other, outcome, verdict, transferred,
                    shift, interval, band, band_source, regret, regret_interval, regret_source,
                    regret_diverged, reason, beta}]
@@ -51,11 +54,16 @@ def _pair(iv: tuple[float, float] | None) -> list[float | None] | None:
     return None if iv is None else [_num(iv[0]), _num(iv[1])]
 
 
-def _cell(o: CellOptimum) -> dict[str, Any]:
+def _cell(o: CellOptimum, lr: CellOptimum | None = None) -> dict[str, Any]:
+    """A cell's numbers; `lr`: under a joint sweep, the same cell's learning-rate optimum."""
+    optimum = _num(o.lr_log2) if o.found else None
     return {
         "parametrization": o.parametrization, "width": o.width, "tokens": o.tokens, "depth": o.depth,
         "batch_size": o.batch_size,
-        "lr_log2": _num(o.lr_log2) if o.found else None, "interval": _pair(o.interval),
+        "lr_log2": optimum if o.tuned == "lr" else None, "interval": _pair(o.interval),
+        "tuned": o.tuned, "optimum_log2": optimum,
+        "joint_lr_log2": _num(lr.lr_log2) if lr is not None and lr.found else None,
+        "joint_lr_interval": _pair(lr.interval) if lr is not None else None,
         "censored": o.censored, "n_seeds": o.n_seeds, "n_found": len(o.found_optima), "loss": _num(o.loss),
         "stability_log2": _num(o.boundary), "stability_interval": _pair(o.boundary_interval),
         "stability_censored": o.boundary_censored, "margin_log2": _num(o.margin),
@@ -113,10 +121,11 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported},
+        "tuned": {"key": suite.grid.tuned, "sweep_log2": list(suite.grid.sweep_log2), "joint": suite.grid.joint},
         "counts": counts,
         "outcomes": [{"id": o.check.id, "kind": o.check.kind, "outcome": o.outcome, "summary": o.summary}
                      for o in outcomes],
-        "cells": [_cell(o) for o in suite.optima.values()],
+        "cells": [_cell(o, suite.lr_optima.get(k)) for k, o in suite.optima.items()],
         "comparisons": comparisons,
         "stability": stability,
         "laws": laws,

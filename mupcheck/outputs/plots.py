@@ -36,6 +36,11 @@ def _slices(grid: Grid) -> list[tuple[int, int, str]]:
     return [(d, b, "".join(f"_{a.replace('_size', '')}={v}" for a, v in named)) for d, b, named in grid.slices()]
 
 
+def _tuned_label(tuned: str) -> str:
+    """The x of a cell's curve: log2 of the learning rate, or of the swept key (of 1 - beta2 for adam_beta2)."""
+    return {"lr": "log2(learning rate)", "adam_beta2": "log2(1 - adam_beta2)"}.get(tuned, f"log2({tuned})")
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -62,7 +67,7 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
                     ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
                 diverged += [(ax, x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
             ax.set_title(f"{par}   tokens={format_tokens(tokens)}{slice_name.replace('_', '  ')}")
-            ax.set_xlabel("log2(learning rate)")
+            ax.set_xlabel(_tuned_label(grid.tuned))
             ax.grid(alpha=0.3)
         if finite_losses:
             # One y-range for the shared axis; losses far above the best are cut off, and diverged
@@ -125,7 +130,7 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, title="bars: 95% over seeds; triangles: censored;\ndashed, squares: stability "
                       "boundary", title_fontsize=7)
-        axes[0][0].set_ylabel("optimal log2(learning rate); boundary (dashed)")
+        axes[0][0].set_ylabel(f"optimal {_tuned_label(grid.tuned)}; boundary (dashed)")
         paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
     return paths
 

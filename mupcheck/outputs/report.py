@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 import mupcheck
-from mupcheck.analysis.collect import CellOptimum
+from mupcheck.analysis.collect import CellOptimum, joint_argmin, tuned_names
 from mupcheck.analysis.drift import PUBLISHED
 from mupcheck.analysis.refine import refinement_advice
 from mupcheck.analysis.transfer import Verdict, judge
@@ -169,13 +169,17 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     counts: Counter[str] = Counter(o.outcome for o in outcomes)
     out = [f"# mupcheck report: `{grid.name}`", ""]
     model = "Results trained elsewhere (see Provenance)" if grid.imported else f"Model `{grid.model}`"
+    refined = (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
+               if grid.refine else "")
+    swept = (f"; {grid.sweep} swept over sweep_log2 {grid.sweep_log2[0]:g} .. {grid.sweep_log2[-1]:g} "
+             f"({len(grid.sweep_log2)} values{refined})" if grid.sweep else "")
     out += [f"{model}, parametrizations {', '.join(grid.parametrization)}; widths "
             f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
             f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {_rates_text(grid)} ("
-            f"{len(grid.lr_log2)} values"
-            + (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
-               if grid.refine else "") + f"); seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
+            f"{len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''}" + ("" if grid.sweep else refined)
+            + f"){swept}; seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
             f"{grid.schedule} schedule{_depth_batch_text(grid)}. {len(df)} runs.", ""]
+    out += [_tuned_text(grid), ""] if grid.sweep else []
     out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
             "checks.", "", _how_decided(suite), ""]
     family = _family_statement(suite, outcomes)
@@ -188,17 +192,20 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     out += [_verdict_table(suite, transfer) if transfer else
             "The grid varies neither width nor tokens: nothing to compare.", ""]
 
-    out += ["## Optimal learning rates", "",
-            "log2 of the optimal learning rate per cell: the mean of the seeds' own optima, each read off a local "
+    _, key, what = tuned_names(grid.tuned)
+    out += [f"## Optimal {'learning rates' if grid.tuned == 'lr' else f'`{grid.tuned}`'}", "",
+            f"log2 of the optimal {what} per cell: the mean of the seeds' own optima, each read off a local "
             "cubic within 0.75 octave of its argmin (the wall above the optimum cannot pull it), with its 95% "
             "interval over the same seeds; a seed whose optimum is pinned or censored is left out of both (the "
-            "warnings list them); *censored*: on the edge of `lr_log2`, so the optimum lies beyond.", ""]
+            f"warnings list them); *censored*: on the edge of `{key}`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
         for d, b, name in _slices(grid):
             rows = [[str(w)] + [_cell_text(optima[Cell(par, w, t, d, b)]) for t in grid.tokens] for w in grid.widths]
             out += [f"**{par}{name}**", "",
                     _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
 
+    if grid.joint:
+        out += ["## Joint optimum", ""] + _joint_section(suite) + [""]
     out += ["## Stability boundary and margin", ""] + _stability_section(suite, outcomes) + [""]
 
     rules = [o for o in outcomes if o.check.kind == "rule"]
@@ -315,8 +322,46 @@ def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
         rows.append([c.axis, c.parametrization, c.label, _cell_text(v.ref), _cell_text(v.other), _shift_text(v),
                      band, _regret_text(v), SHOWN[o.outcome] + ("" if o.outcome in ("pass", "xfail") else
                                                                f": {v.reason}")])
-    return _table(["axis", "param.", "comparison", "ref lr*", "other lr*", "shift [95%]", "allowed", "regret at "
-                   "transferred lr", "verdict"], rows)
+    star = tuned_names(suite.grid.tuned)[0]
+    return _table(["axis", "param.", "comparison", f"ref {star}", f"other {star}", "shift [95%]", "allowed",
+                   f"regret at transferred {star[:-1]}", "verdict"], rows)
+
+
+def _tuned_text(grid: Grid) -> str:
+    """What a grid that sweeps another key judges, and how to read the tables that follow."""
+    how = "1 - beta2 = 2^x" if grid.sweep == "adam_beta2" else f"{grid.sweep} = 2^x"
+    lr = (f"the learning rate is swept with it (lr_log2 {_rates_text(grid)}): each seed's {grid.sweep} curve "
+          "takes its best learning rate at each value (a profile), and the **Joint optimum** section gives both "
+          "coordinates and whether the learning rate's moves too" if grid.joint else
+          f"the learning rate is held at lr_log2 {_rates_text(grid)}")
+    return (f"**What is tuned: `{grid.sweep}`** (sweep_log2 = x, {how}); {lr}. Every optimum, interval, boundary, "
+            f"margin and verdict below is of x, not of the learning rate: where a table or a plot says *rate* or "
+            f"*lr*, read {grid.sweep}'s x.")
+
+
+def _joint_section(suite: GridSuite) -> list[str]:
+    """Under a joint sweep: per cell, the swept key's optimum (its curve tunes lr per seed), the learning rate's
+    (its curve tunes the key per seed), and the measured argmin of the seed-mean loss over both; then whether
+    the learning rate's optimum transfers along each comparison, judged like the items."""
+    key = suite.grid.sweep
+    argmins = joint_argmin(suite.df)
+    lines = [f"Per cell: log2 of {key}'s optimum (its curve takes each seed's best learning rate at each value), "
+             f"log2 of the learning rate's optimum (its curve takes each seed's best {key}), each the mean of the "
+             f"seeds' own optima with a 95% interval; and the measured pair (lr_log2, {key} x) with the lowest "
+             "seed-mean loss over the grid of both.", ""]
+    rows = []
+    for cell, opt in suite.optima.items():
+        lr_opt = suite.lr_optima.get(cell)
+        best = argmins.get(cell)
+        pair = f"({best[0]:g}, {best[1]:g}): {best[2]:.4f}" if best else "none usable"
+        rows.append([cell.where(()), _cell_text(opt), _cell_text(lr_opt) if lr_opt else "n/a", pair])
+    lines += [_table(["cell", f"{key}* (log2)", "lr* (log2)", "measured argmin (lr, x): loss"], rows), ""]
+    if suite.lr_verdicts:
+        lines += ["Does the learning rate's optimum move too? (each comparison of the items, judged on the lr* "
+                  "column)", ""]
+        lines += [f"- {v.comparison.title()}: {v.outcome}" + ("" if v.outcome == "transfers" else f": {v.reason}")
+                  for v in suite.lr_verdicts.values()]
+    return lines
 
 
 def _summary(suite: GridSuite) -> list[str]:

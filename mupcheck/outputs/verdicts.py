@@ -182,7 +182,21 @@ class GridSuite:
 
     @functools.cached_property
     def optima(self) -> dict[Cell, CellOptimum]:
-        return find_optima(self.df, self.grid.stability.boundary_rise)
+        return find_optima(self.df, self.grid.stability.boundary_rise, self.grid.tuned)
+
+    @functools.cached_property
+    def lr_optima(self) -> dict[Cell, CellOptimum]:
+        """Under a joint sweep (the learning rate and another key, `Grid.joint`), the learning rate's optima
+        with the other key tuned per seed (collect.along); {} otherwise. The items judge the swept key; the
+        report shows these beside it (the joint optimum)."""
+        return find_optima(self.df, self.grid.stability.boundary_rise, "lr") if self.grid.joint else {}
+
+    @functools.cached_property
+    def lr_verdicts(self) -> dict[str, Verdict]:
+        """Under a joint sweep, each transfer comparison judged on `lr_optima` (by check id): whether the
+        learning rate's part of the joint optimum moves too."""
+        return {c.id: judge(c.comparison, self.lr_optima, self.grid.transfer) for c in self.planned.values()
+                if self.grid.joint and c.kind == "transfer" and c.comparison is not None}
 
     @functools.cached_property
     def reference_optima(self) -> dict[Cell, CellOptimum]:

@@ -103,6 +103,10 @@ def test_a_member_diverging_mid_run_leaves_the_others_untouched(base, step_losse
     # CompleteP's depth rule: scaled residual branches, and the hidden blocks' own rate and epsilon
     dict(depth=4, base_depth=2, depth_alpha=0.5),
     dict(model="mlp", depth=4, base_depth=2, depth_alpha=1.0, mlp_residual=True),
+    # the swept keys (issue 27): the readout's multiplier under both arms, init scale, Adam's beta2 and eps
+    dict(output_mult=4.0),
+    dict(parametrization="sp", output_mult=0.25, model="mlp"),
+    dict(init_std_mult=0.5, adam_beta2=0.999, adam_eps=1e-6),
 ])
 def test_fused_matches_solo_with_weight_decay_schedules_and_mlp(base, step_losses, extra):
     cfg = dataclasses.replace(base, **extra)

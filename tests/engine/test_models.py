@@ -171,3 +171,25 @@ def test_gpt_attention_scale_matches_sp_at_fixed_head_dim():
     mup_net = GPT(64, 1, 16, 256, 8, parametrization="mup")
     sp_net = GPT(64, 1, 16, 256, 8, parametrization="sp")
     assert mup_net.blocks[0].attn.scale == pytest.approx(sp_net.blocks[0].attn.scale) == 0.25
+
+
+@pytest.mark.parametrize("model", ["gpt", "mlp"])
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+def test_the_output_multiplier_scales_the_logits_and_init_std_mult_the_weights(tmp_path, model, parametrization):
+    """The swept keys act on the model (issue 27): from one seed, output_mult multiplies the logits (the readout
+    has no bias), init_std_mult every matrix and embedding; LayerNorm gains stay 1."""
+    cfg = _cfg(tmp_path, model, parametrization=parametrization, width=32)
+    x = torch.randint(0, 64, (2, 8))
+    plain = build_model(cfg, 64)
+    scaled = build_model(dataclasses.replace(cfg, output_mult=4.0), 64)
+    torch.testing.assert_close(scaled(x), 4.0 * plain(x), rtol=1e-5, atol=1e-6)
+    wide = build_model(dataclasses.replace(cfg, init_std_mult=0.5), 64)
+    for (name, p), q in zip(plain.named_parameters(), wide.parameters()):
+        torch.testing.assert_close(q, 0.5 * p if p.ndim >= 2 else p, msg=name)
+
+
+def test_adam_beta2_and_eps_reach_the_optimizer(tmp_path):
+    for parametrization in ("mup", "sp"):
+        cfg = dataclasses.replace(_cfg(tmp_path, parametrization=parametrization), adam_beta2=0.999, adam_eps=1e-6)
+        opt = build_optimizer(build_model(cfg, 64), cfg)
+        assert all(g["betas"] == (0.9, 0.999) and g["eps"] == 1e-6 for g in opt.param_groups)
