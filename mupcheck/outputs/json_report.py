@@ -26,7 +26,8 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
     laws         {<parametrization>: {width: {slope, interval, n_seeds} | null,
                    tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds} | null,
                    margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null,
-                   depth: {slope, interval, n_seeds} | null, batch_size: {slope, interval, n_seeds} | null}}
+                   depth: {slope, interval, n_seeds} | null, batch_size: {slope, interval, n_seeds} | null,
+                   depth_by_tokens, batch_size_by_tokens: {<tokens>: the same at one budget} (several budgets)}}
                  (`fixed` is the value of the paired axis: tokens along width, width along the others;
                  `at` the other axes' values: {depth, batch_size, tokens})
     provenance   {<label>: <text>}                              as in the markdown report
@@ -38,7 +39,7 @@ import math
 from typing import Any
 
 from mupcheck.analysis.collect import CellOptimum
-from mupcheck.analysis.drift import MarginLaw
+from mupcheck.analysis.drift import AxisLaw, MarginLaw
 from mupcheck.outputs.verdicts import GridSuite
 
 __all__ = ["SCHEMA", "suite_json"]
@@ -69,6 +70,10 @@ def _cell(o: CellOptimum, lr: CellOptimum | None = None) -> dict[str, Any]:
         "stability_censored": o.boundary_censored, "margin_log2": _num(o.margin),
         "margin_interval": _pair(o.margin_interval), "flags": list(o.flags),
     }
+
+
+def _axis(law: AxisLaw | None) -> dict[str, Any] | None:
+    return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval), "n_seeds": law.n_seeds}
 
 
 def _margin(law: MarginLaw | None) -> dict[str, Any] | None:
@@ -115,9 +120,10 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
             "margin_width": _margin(suite.margin_law(par, "width")),
         }
         for axis in ("depth", "batch_size"):
-            law = suite.axis_law(par, axis)
-            laws[par][axis] = None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval),
-                                                        "n_seeds": law.n_seeds}
+            laws[par][axis] = _axis(suite.axis_law(par, axis))
+            if len(suite.grid.tokens) > 1:
+                laws[par][f"{axis}_by_tokens"] = {str(t): _axis(suite.axis_law(par, axis, t))
+                                                  for t in suite.grid.tokens}
     return {
         "schema": SCHEMA,
         "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported},

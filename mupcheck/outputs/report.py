@@ -24,7 +24,7 @@ import pandas as pd
 
 import mupcheck
 from mupcheck.analysis.collect import CellOptimum, joint_argmin, tuned_names
-from mupcheck.analysis.drift import PUBLISHED
+from mupcheck.analysis.drift import PUBLISHED, AxisLaw
 from mupcheck.analysis.refine import refinement_advice
 from mupcheck.analysis.transfer import Verdict, judge
 from mupcheck.errors import ReportError
@@ -95,16 +95,22 @@ def _axis_section(suite: GridSuite, axis: str, rules: list[Outcome]) -> list[str
                                            "2205.10287), for SGD the linear rule 1 (arXiv 1706.02677); both hold "
                                            "below a critical batch size only."), ""]
     for par in grid.parametrization:
-        law = suite.axis_law(par, axis)
-        text = (f"{law.sentence()}; over {law.cells} cells" + (f" ({law.left_out} left out: optimum not located)"
-                                                                if law.left_out else "")
-                if law is not None else "no law: too few located optima")
-        lines.append(f"- {par}: {text}.")
+        lines.append(f"- {par}: {_law_text(suite.axis_law(par, axis))}.")
+        if len(grid.tokens) > 1:  # the same fit at each budget alone: does the slope change with duration?
+            lines += [f"  - at tokens {format_tokens(t)} alone: {_law_text(suite.axis_law(par, axis, t))}"
+                      for t in grid.tokens]
     if rules:
         lines += ["", f"**Batch rule** (`lr_batch_rule = \"{grid.transfer.lr_batch_rule}\"`): the reference "
                   "optimum moved by (B / B_ref)^exponent, judged like any comparison (on cells not used to fit it).",
                   "", _rule_table(suite, rules, axis, "rule")]
     return lines
+
+
+def _law_text(law: AxisLaw | None) -> str:
+    if law is None:
+        return "no law: too few located optima"
+    return f"{law.sentence()}; over {law.cells} cells" + (f" ({law.left_out} left out: optimum not located)"
+                                                          if law.left_out else "")
 
 
 def _rule_table(suite: GridSuite, rules: list[Outcome], axis: str, source_header: str) -> str:

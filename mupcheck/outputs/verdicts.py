@@ -228,9 +228,13 @@ class GridSuite:
         return margin_law(self.reference_optima, parametrization, axis) if len(values) >= 2 else None
 
     @functools.cache  # noqa: B019
-    def axis_law(self, parametrization: str, axis: str) -> AxisLaw | None:
-        """The slope of the optimum along depth or batch size (None where the grid has one value)."""
-        return axis_law(self.optima, parametrization, axis) if len(self.grid.values(axis)) >= 2 else None
+    def axis_law(self, parametrization: str, axis: str, tokens: int | None = None) -> AxisLaw | None:
+        """The slope of the optimum along depth or batch size (None where the grid has one value), over every
+        token budget, or at one (`tokens`): how the slope changes with training length."""
+        if len(self.grid.values(axis)) < 2:
+            return None
+        optima = self.optima if tokens is None else {k: o for k, o in self.optima.items() if k.tokens == tokens}
+        return axis_law(optima, parametrization, axis)
 
     @functools.cache  # noqa: B019
     def rule(self, parametrization: str, axis: str = "tokens") -> tuple[float, str]:

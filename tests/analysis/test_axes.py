@@ -148,3 +148,29 @@ def test_a_batch_rule_that_cannot_be_fitted_is_inconclusive_not_a_traceback():
     outcome = suite.outcome("rule_batch_size[mup width=64 8->128]")
     assert outcome.outcome == "inconclusive" and "cannot fit the batch rule" in outcome.summary
     assert "## Along batch size" in render_report(suite, {"how": "simulated"}, [])
+
+
+def test_the_batch_law_at_each_budget_recovers_how_the_exponent_changes_with_duration():
+    """The exponent is 0.5 at the short budget and 0 at the long one (a critical batch that the longer run
+    has passed): the per-budget laws recover each, the pooled one lies between, and report and JSON show them."""
+    import json
+
+    from mupcheck.outputs.json_report import suite_json
+
+    rng = np.random.default_rng(12)
+    short, long_ = 2**18, 2**20
+    cells = {Key("mup", 64, t, 2, b): Cell(-6.0 + (0.5 if t == short else 0.0) * math.log2(b / 8))
+             for b in BATCHES for t in (short, long_)}
+    grid = parse_grid({"name": "b", "model": "gpt", "widths": [64], "tokens": [short, long_],
+                       "batch_sizes": list(BATCHES), "seq_len": 64, "lr_log2": [-9.0, -3.0], "parametrization": ["mup"],
+                       "depth": 2})
+    suite = GridSuite(plan_grid(grid), None, frame=simulate(rng, cells, range(8)))
+    at_short, at_long = suite.axis_law("mup", "batch_size", short), suite.axis_law("mup", "batch_size", long_)
+    pooled = suite.axis_law("mup", "batch_size")
+    assert at_short is not None and at_long is not None and pooled is not None
+    assert at_short.interval[0] <= 0.5 <= at_short.interval[1] and at_long.interval[0] <= 0.0 <= at_long.interval[1]
+    assert at_long.slope < pooled.slope < at_short.slope
+    text = render_report(suite, {"how": "simulated"}, [])
+    assert "  - at tokens 256K alone: " in text and "  - at tokens 1M alone: " in text
+    laws = json.loads(json.dumps(suite_json(suite, {})))["laws"]["mup"]
+    assert set(laws["batch_size_by_tokens"]) == {str(short), str(long_)}
