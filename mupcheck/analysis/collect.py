@@ -92,7 +92,8 @@ def collect_results(grid: Grid) -> pd.DataFrame:
 
 def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:
     """The collector's frame of the given records, whatever grid they belong to (no plan, no store lookup):
-    for records read from a store's folder directly."""
+    for records read from a store's folder directly. A record holds a swept key's value, not which key its
+    grid swept, so `sweep_log2` stays NaN here; `collect` reads it off the plan."""
     return records_frame([_row(r.config, r) for r in records])
 
 
@@ -486,8 +487,9 @@ def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -
                                                                      "the cell's optimum") +
                          "; refine the rates around the optimum")
     if not opt.censored and any(f.coarse for _, f in opt.seed_fits):
-        flags.append(f"{where}: rates an octave apart near the optimum: it is read off a fit over +-2 octaves, which "
-                     "a stability wall within that range pulls toward itself; add a [refine] table")
+        flags.append(f"{where}: too few rates near the optimum (fewer than 5 within an octave of a seed's argmin): it "
+                     "is read off a fit over +-2 octaves, which a stability wall within that range pulls toward "
+                     "itself; add a [refine] table, or refine more finely (step_log2 0.25)")
     if usable and not opt.censored and usable < 3:
         flags.append(f"{where}: only {usable} {what}(s) usable; too few to locate the optimum")
     for status, what in (("diverged", "diverged"), ("unstable", "unstable (the training loss spiked, or ended "

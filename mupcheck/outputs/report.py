@@ -129,9 +129,12 @@ def _rule_table(suite: GridSuite, rules: list[Outcome], axis: str, source_header
 
 
 def _rates_text(grid: Grid) -> str:
+    def span(rates: tuple[float, ...]) -> str:
+        return f"{rates[0]:g}" if len(rates) == 1 else f"{rates[0]:g} .. {rates[-1]:g}"
+
     if not grid.arm_lr_log2:
-        return f"{grid.lr_log2[0]:g} .. {grid.lr_log2[-1]:g}"
-    return ", ".join(f"{arm} {rates[0]:g} .. {rates[-1]:g}" for arm, rates in grid.arm_lr_log2)
+        return span(grid.lr_log2)
+    return ", ".join(f"{arm} {span(rates)}" for arm, rates in grid.arm_lr_log2)
 
 
 def _how_decided(suite: GridSuite) -> str:
