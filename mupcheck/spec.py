@@ -450,7 +450,8 @@ class Grid(RunSettings):
 
 
 def run_configs(grid: Grid) -> list[RunConfig]:
-    """Expand a grid into its runs, ordered by parametrization, depth, batch size, width, tokens, lr, seed."""
+    """Expand a grid into its runs, ordered by parametrization, depth, batch size, width, tokens, lr, seed and
+    the swept key's value."""
     shared = {f.name: getattr(grid, f.name) for f in dataclasses.fields(RunSettings)}
     out = []
     for par in grid.parametrization:
@@ -462,7 +463,7 @@ def run_configs(grid: Grid) -> list[RunConfig]:
                 slice_ = {**arm, "depth": d, "batch_size": b}
                 out += [RunConfig(parametrization=par, width=w, tokens=t, lr_log2=lr, seed=s, **slice_)
                         for w in grid.widths for t in grid.tokens for lr in grid.rates_of(par) for s in grid.seeds]
-    if grid.sweep:  # every run above at every value of the swept key, the key's coordinate innermost but seeds
+    if grid.sweep:  # every run above at every value of the swept key (the innermost loop)
         out = [dataclasses.replace(cfg, sweep=grid.sweep).at_sweep(x) for cfg in out for x in grid.sweep_log2]
     return out
 
