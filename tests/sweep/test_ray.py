@@ -111,6 +111,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _descendants(root: int) -> set[int]:
+    """Every process below `root`, by the parent links in /proc: the Ray workers of the cluster this test process
+    started, and never those of another session on the same machine (a second test run, a user's cluster)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we read
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def _training(pid: int) -> bool:
     """Whether a Ray worker is executing our task now (Ray titles a busy worker after its task)."""
     try:
@@ -125,8 +144,9 @@ def _kill_a_worker_mid_task(sweep: threading.Thread) -> int:
     retry nothing (CI once saw exactly that with a fixed wait). Waits on the worker's CPU time, not on the
     clock, for as long as the sweep runs."""
     while sweep.is_alive():
-        for pid in map(int, subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True,
-                                           text=True).stdout.split()):
+        ours = _descendants(os.getpid())
+        found = subprocess.run(["pgrep", "-f", "ray::_train_task"], capture_output=True, text=True).stdout.split()
+        for pid in (p for p in map(int, found) if p in ours):
             start = _cpu_seconds(pid)
             wait_until(lambda pid=pid, start=start: not _training(pid) or _cpu_seconds(pid) >= start + 0.5,
                        alive=sweep.is_alive)
