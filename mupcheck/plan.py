@@ -27,7 +27,7 @@ from mupcheck.engine import ENGINE_VERSION
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
 from mupcheck.fmt import format_duration, format_tokens
-from mupcheck.spec import AXES, BUILTIN_MODELS, Grid, RunConfig, run_configs
+from mupcheck.spec import AXES, BUILTIN_MODELS, Grid, RunConfig, run_configs, setting_default
 
 __all__ = ["CostEstimate", "Plan", "RunContext", "estimate_cost", "flops_per_token", "key_config",
            "model_source_hash", "plan_grid", "repeated_data_warning", "run_flops"]
@@ -47,8 +47,8 @@ def model_source_hash(model: str) -> str:
 
 # Settings added after records were first stored, and the value at which they change nothing: a run with that
 # value leaves them out of its key, so that every record stored before them stays valid.
-_INERT = {"depth_alpha": 0.0, "mlp_residual": False, "output_mult": 1.0, "init_std_mult": 1.0, "adam_beta2": 0.95,
-          "adam_eps": 1e-8}
+_INERT = {name: setting_default(name) for name in ("depth_alpha", "mlp_residual", "output_mult", "init_std_mult",
+                                                   "adam_beta2", "adam_eps")}
 _NEEDS = {"base_depth": "depth_alpha"}  # meaningful only when the other setting is not inert
 # Where a run sits on a grid's swept key, not what it trains: the key's own field holds its value.
 _COORDINATES = ("sweep", "sweep_log2")

@@ -46,6 +46,7 @@ __all__ = [
     "SWEEP_KEYS",
     "TransferSettings",
     "arm_config",
+    "setting_default",
     "coord_widths",
     "import_factory",
     "load_grid",
@@ -449,6 +450,11 @@ class Grid(RunSettings):
         return RunSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)})
 
 
+def setting_default(name: str) -> Any:
+    """The default of a RunSettings field (what a grid that does not set the key gets)."""
+    return RunSettings.__dataclass_fields__[name].default
+
+
 def run_configs(grid: Grid) -> list[RunConfig]:
     """Expand a grid into its runs, ordered by parametrization, depth, batch size, width, tokens, lr, seed and
     the swept key's value."""
@@ -574,7 +580,7 @@ def _resolve_axis(values: dict[str, Any], raw: dict[str, Any], path: str, axis: 
     if axis in values:
         values[scalar] = values[axis][0]
     else:
-        values[axis] = (values.get(scalar, RunSettings.__dataclass_fields__[scalar].default),)
+        values[axis] = (values.get(scalar, setting_default(scalar)),)
 
 
 # The axes a results grid may list (else they are read off its results) and the settings its rows are picked by.
@@ -916,11 +922,10 @@ def _check_depth(g: Grid, raw: dict[str, Any]) -> None:
                                           "mlp_residual = true (and compare against depth_alpha = 0 with it too)")
     if "base_depth" in raw and not g.depth_alpha:
         raise GridError(p, "base_depth", "only matters with a depth rule (depth_alpha > 0)")
-    if len(g.values("depth")) > 1 and g.model not in BUILTIN_MODELS:
-        for spec in (g.model, g.sp_model):
-            if spec is not None and not factory_takes(import_factory(spec), "depth"):
-                raise GridError(p, "depths", f"the factory {spec} takes no `depth`: write it build(width, depth) "
-                                             "(mupcheck calls build(width, depth=d) for each depth)")
+    lacking = _factory_without(g, "depth") if len(g.values("depth")) > 1 else None
+    if lacking:
+        raise GridError(p, "depths", f"the factory {lacking} takes no `depth`: write it build(width, depth) "
+                                     "(mupcheck calls build(width, depth=d) for each depth)")
     ref = g.transfer.reference_depth
     if ref is not None and ref not in g.values("depth"):
         raise GridError(p, "transfer.reference_depth", f"{ref} is not one of the grid's depths {g.values('depth')}")
@@ -972,19 +977,24 @@ def _check_sweep(g: Grid, raw: dict[str, Any]) -> None:
 
 def _check_model_takes(g: Grid, key: str, where: str) -> None:
     """A key the model applies must be taken by a user factory (the built-in models take them all)."""
-    for spec in (g.model, g.sp_model):
-        if spec is None or spec in BUILTIN_MODELS:
-            continue
-        if not factory_takes(import_factory(spec), key):
-            raise GridError(g.path, where, f"the factory {spec} takes no `{key}`: mupcheck applies {key} through the "
-                                           f"model's factory, called as build(width, {key}=value)")
+    lacking = _factory_without(g, key)
+    if lacking:
+        raise GridError(g.path, where, f"the factory {lacking} takes no `{key}`: mupcheck applies {key} through the "
+                                       f"model's factory, called as build(width, {key}=value)")
+
+
+def _factory_without(g: Grid, key: str) -> str | None:
+    """The first of the grid's own factories (its model, its SP arm's) that does not take the keyword `key`;
+    None when every one does, or the model is built in."""
+    return next((spec for spec in (g.model, g.sp_model) if spec is not None and spec not in BUILTIN_MODELS
+                 and not factory_takes(import_factory(spec), key)), None)
 
 
 def _factory_depth(model: str) -> int:
     """The depth a grid that sets none builds: the user's factory's own default for `depth` when it has one
     (mupcheck passes `depth` to a factory that takes it, and must not override the factory's choice unasked),
     else RunSettings' default."""
-    default: int = RunSettings.__dataclass_fields__["depth"].default  # type: ignore[assignment]  # an int field
+    default: int = setting_default("depth")
     if model in BUILTIN_MODELS:
         return default
     try:

@@ -34,7 +34,7 @@ from mup import MuReadout, set_base_shapes
 from torch import nn
 
 from mupcheck.errors import ModelError
-from mupcheck.spec import BUILTIN_MODELS, MODEL_SWEEP_KEYS, RunConfig, RunSettings, factory_takes, import_factory
+from mupcheck.spec import BUILTIN_MODELS, MODEL_SWEEP_KEYS, RunConfig, factory_takes, import_factory, setting_default
 
 __all__ = ["GPT", "MLP", "build_model", "check_logits", "has_base_shapes", "logits_of", "model_logits",
            "takes_targets", "model_factory", "set_mup_base_shapes",
@@ -226,7 +226,7 @@ def _user_factory_kwargs(factory: Callable[..., nn.Module], cfg: RunConfig) -> d
     them; a factory's own defaults stand otherwise."""
     kwargs: dict[str, Any] = {"depth": cfg.depth} if factory_takes(factory, "depth") else {}
     for key in MODEL_SWEEP_KEYS:
-        if cfg.sweep == key or getattr(cfg, key) != RunSettings.__dataclass_fields__[key].default:
+        if cfg.sweep == key or getattr(cfg, key) != setting_default(key):
             kwargs[key] = getattr(cfg, key)
     return kwargs
 

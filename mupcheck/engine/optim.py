@@ -17,12 +17,12 @@ from torch import nn
 
 from mupcheck.engine.schedules import lr_multiplier
 from mupcheck.errors import ModelError
-from mupcheck.spec import BUILTIN_OPTIMIZERS, RunConfig, import_factory
+from mupcheck.spec import BUILTIN_OPTIMIZERS, RunConfig, import_factory, setting_default
 
 __all__ = ["ADAM_BETA1", "ADAM_EPS", "SGD_MOMENTUM", "build_optimizer", "depth_param_groups", "set_step_lr"]
 
 ADAM_BETA1 = 0.9
-ADAM_EPS = 1e-8  # torch.optim.AdamW's default (RunSettings.adam_eps's default)
+ADAM_EPS: float = setting_default("adam_eps")  # torch.optim.AdamW's default, and a grid's unless it sets adam_eps
 SGD_MOMENTUM = 0.9
 
 
