@@ -47,6 +47,8 @@ __all__ = [
     "TransferSettings",
     "arm_config",
     "setting_default",
+    "sweep_value",
+    "swept_quantity",
     "coord_widths",
     "import_factory",
     "load_grid",
@@ -88,6 +90,11 @@ MODEL_SWEEP_KEYS = ("output_mult", "init_std_mult")
 def sweep_value(key: str, x: float) -> float:
     """The value of the swept key `key` at log2 coordinate x (SWEEP_KEYS says how each key is swept)."""
     return 1.0 - 2.0**x if key == "adam_beta2" else 2.0**x
+
+
+def swept_quantity(key: str) -> str:
+    """What 2^x is for a swept key, as messages and plots name it: the key, or "1 - adam_beta2"."""
+    return "1 - adam_beta2" if key == "adam_beta2" else key
 
 
 class Cell(NamedTuple):

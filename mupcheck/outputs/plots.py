@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from mupcheck.analysis.collect import CellOptimum  # noqa: E402
 from mupcheck.fmt import format_tokens  # noqa: E402
-from mupcheck.spec import AXES, Cell, Grid  # noqa: E402
+from mupcheck.spec import AXES, Cell, Grid, swept_quantity  # noqa: E402
 
 __all__ = ["plot_coords", "plot_loss_curves", "plot_optima"]
 
@@ -38,7 +38,7 @@ def _slices(grid: Grid) -> list[tuple[int, int, str]]:
 
 def _tuned_label(tuned: str) -> str:
     """The x of a cell's curve: log2 of the learning rate, or of the swept key (of 1 - beta2 for adam_beta2)."""
-    return {"lr": "log2(learning rate)", "adam_beta2": "log2(1 - adam_beta2)"}.get(tuned, f"log2({tuned})")
+    return "log2(learning rate)" if tuned == "lr" else f"log2({swept_quantity(tuned)})"
 
 
 def _save(fig: Any, path: Path) -> Path:

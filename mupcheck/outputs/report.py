@@ -35,7 +35,7 @@ from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
 from mupcheck.outputs.verdicts import GridSuite, Outcome
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
-from mupcheck.spec import AXES, Cell, Grid
+from mupcheck.spec import AXES, Cell, Grid, swept_quantity
 
 __all__ = ["render_report", "write_report"]
 
@@ -338,7 +338,7 @@ def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
 
 def _tuned_text(grid: Grid) -> str:
     """What a grid that sweeps another key judges, and how to read the tables that follow."""
-    how = "1 - beta2 = 2^x" if grid.sweep == "adam_beta2" else f"{grid.sweep} = 2^x"
+    how = f"{swept_quantity(grid.sweep)} = 2^x"
     lr = (f"the learning rate is swept with it (lr_log2 {_rates_text(grid)}): each seed's {grid.sweep} curve "
           "takes its best learning rate at each value (a profile), and the **Joint optimum** section gives both "
           "coordinates and whether the learning rate's moves too" if grid.joint else
