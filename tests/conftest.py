@@ -7,6 +7,7 @@ next and fail registering its torch library twice.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +18,11 @@ import torch._dynamo  # noqa: F401
 from helpers import write_grid
 
 from mupcheck.engine.runlog import RunLog
+
+# Ray starts its workers at niceness 15. Beside two CPU-bound processes of normal priority (issue 26's
+# stress run) they got about 1% of a core and the Ray tests crawled for tens of minutes. Every Ray cluster
+# the tests start (ray.init here, `ray start` and `mupcheck run --backend ray` in subprocesses) inherits this.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture

@@ -38,6 +38,12 @@ def cluster():
     ray.shutdown()
 
 
+def test_the_clusters_workers_run_at_normal_priority(cluster):
+    """conftest sets RAY_worker_niceness=0: at Ray's default (15) the workers starved beside two CPU-bound
+    processes and the Ray tests crawled (issue 26)."""
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0
+
+
 def _losses(store: Store, plan) -> dict[str, float | None]:
     return {plan.key(c): store.load(plan.key(c)).result.loss for c in plan.configs}
 
