@@ -269,6 +269,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                             f"(parametrization = {grid.parametrization})")
     if len(grid.tokens) < 2:
         raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
+    if len(grid.rates_of(args.parametrization)) < 2:
+        tuned = f" (it tunes {grid.sweep}: the report and its JSON give that optimum)" if grid.sweep else ""
+        raise MupcheckError(f"{args.grid}: `lr_log2` has one value for {args.parametrization}; predict predicts "
+                            f"the optimal learning rate, and needs a sweep of it{tuned}")
     df = collect_results(grid) if grid.imported else collect(plan_grid(grid, args.device), Store.open(args.store))
     depth, batch = reference_value(grid, "depth"), reference_value(grid, "batch_size")
     if len(grid.values("depth")) > 1 or len(grid.values("batch_size")) > 1:

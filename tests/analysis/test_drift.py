@@ -109,6 +109,17 @@ def test_cli_predict_errors_are_clean(tmp_path, capsys):
     assert "needs two or more" in capsys.readouterr().err
 
 
+def test_cli_predict_on_a_grid_with_one_learning_rate_names_what_it_tunes(tmp_path, capsys):
+    plain = two_budget_grid(tmp_path, "[-6]")
+    assert main(["predict", str(plain), "--width", "1024", "--tokens", "1e9", "--store", str(tmp_path / "s")]) == 2
+    assert "`lr_log2` has one value for mup" in capsys.readouterr().err
+    swept = plain.with_name("swept.toml")
+    swept.write_text(plain.read_text() + 'sweep = "output_mult"\nsweep_log2 = [-1, 0, 1]\n')
+    assert main(["predict", str(swept), "--width", "1024", "--tokens", "1e9", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "it tunes output_mult" in err and err.count("\n") == 1
+
+
 def test_cli_predict_from_a_real_store(tmp_path, capsys):
     path = two_budget_grid(tmp_path, "[-11, -9, -7, -5, -3, -1]")
     store = str(tmp_path / "store")
