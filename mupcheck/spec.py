@@ -199,6 +199,17 @@ class StabilitySettings:
 
 
 @dataclass(frozen=True)
+class NoiseSettings:
+    """The `[noise]` table: a prior for a sweep that cannot measure its own noise (one seed per cell, and too few
+    cells for a law's residuals; mupcheck.analysis.noise). Seeds measured in the sweep take precedence."""
+
+    # One seed's optimum around its cell's true optimum, log2 (SD). The committed CPU records: 0.1-0.45.
+    optimum_sd_log2: float | None = _key("number", None, above=0.0)
+    # One run's final loss around its seed's smooth curve, relative (SD). The committed CPU records: about 0.003.
+    loss_sd: float | None = _key("number", None, above=0.0, below=1.0)
+
+
+@dataclass(frozen=True)
 class CoordCheckConfig:
     """The `[coord_check]` table: coordinate checks of the grid's model before any sweep."""
 
@@ -390,6 +401,7 @@ class Grid(RunSettings):
     coord_check: CoordCheckConfig | None = _table("coord_check")
     refine: RefineSettings | None = _table("refine")
     lint: LintSettings | None = _table("lint")
+    noise: NoiseSettings = _table("noise", NoiseSettings)
     results: ResultsSettings | None = _table("results")
     sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
     # Per-arm rates and optimizers (lr_log2 = {mup = [...], sp = [...]}, optimizer = {...}); not keys themselves:
@@ -859,6 +871,9 @@ class _Validator:
 
     def refine(self, key: str) -> RefineSettings:
         return RefineSettings(**self._subtable(key, RefineSettings).fields(RefineSettings))
+
+    def noise(self, key: str) -> NoiseSettings:
+        return NoiseSettings(**self._subtable(key, NoiseSettings).fields(NoiseSettings))
 
 
 def _is_int(x: Any) -> bool:

@@ -85,17 +85,32 @@ class Cell:
         return self.x0 + self.shape.optimum()
 
 
-def _rates(argmin: float, step: float = 0.25, span: float = 1.0) -> list[float]:
+def random_shape(rng: np.random.Generator) -> Shape:
+    """A cliff-shaped curve drawn from a wide family, for estimators that must not assume one shape: the left
+    rise |d|^1.5 .. |d|^3, the right one 0.3 to 2 times as steep, a wall 0.6 to 2.5 octaves above the
+    optimum, sharp or soft, adding 5% to 30% at its foot."""
+    a = rng.uniform(0.008, 0.03)
+    return Shape(a_left=a, p_left=rng.uniform(1.5, 3.0), a_right=a * rng.uniform(0.3, 2.0),
+                 p_right=rng.uniform(1.5, 3.0), wall=rng.uniform(0.6, 2.5), sharpness=rng.uniform(0.1, 0.5),
+                 wall_rise=rng.uniform(0.05, 0.3))
+
+
+def spaced(step: float, lo: float = -12.0, hi: float = -1.0) -> tuple[float, ...]:
+    """Rates `step` log2 apart from lo to hi: a sweep that was never refined."""
+    return tuple(float(x) for x in np.arange(lo, hi + step / 2, step))
+
+
+def _rates(coarse: tuple[float, ...], argmin: float, step: float = 0.25, span: float = 1.0) -> list[float]:
     n = int(round(span / step))
     extra = {round(argmin + k * step, 6) for k in range(-n, n + 1)}
-    return sorted(set(COARSE) | {x for x in extra if COARSE[0] < x < COARSE[-1]})
+    return sorted(set(coarse) | {x for x in extra if coarse[0] < x < coarse[-1]})
 
 
 def simulate(rng: np.random.Generator, cells: dict[tuple, Cell], seeds: Iterable[int],
              sd_optimum: float = SD_OPTIMUM, sd_level: float = SD_LEVEL, sd_point: float = SD_POINT,
-             rho: float = 0.5, refine: bool = True) -> pd.DataFrame:
-    """A collected frame of simulated runs of every cell and seed (coarse rates, then refined ones). A cell's key
-    is (parametrization, width, tokens), with depth and batch size after them when the test varies those."""
+             rho: float = 0.5, refine: bool = True, coarse: tuple[float, ...] = COARSE) -> pd.DataFrame:
+    """A collected frame of simulated runs of every cell and seed (the `coarse` rates, then refined ones). A cell's
+    key is (parametrization, width, tokens), with depth and batch size after them when the test varies those."""
     seeds = list(seeds)
     shared = {s: rng.standard_normal() for s in seeds}  # what a seed does to every cell alike
     rows = []
@@ -108,13 +123,13 @@ def simulate(rng: np.random.Generator, cells: dict[tuple, Cell], seeds: Iterable
         def loss(x: float, s: int, cell: Cell = cell, shift: dict = shift, level: dict = level) -> float:
             return float(level[s] * cell.shape(x - cell.x0 - shift[s]) * (1 + sd_point * rng.standard_normal()))
 
-        coarse = {(x, s): loss(x, s) for x in COARSE for s in seeds}
-        mean = [np.mean([coarse[(x, s)] for s in seeds]) for x in COARSE]
-        rates = _rates(COARSE[int(np.argmin(mean))]) if refine else list(COARSE)
-        best = min(coarse.values())
+        first = {(x, s): loss(x, s) for x in coarse for s in seeds}
+        mean = [np.mean([first[(x, s)] for s in seeds]) for x in coarse]
+        rates = _rates(coarse, coarse[int(np.argmin(mean))]) if refine else list(coarse)
+        best = min(first.values())
         for x in rates:
             for s in seeds:
-                value = coarse[(x, s)] if (x, s) in coarse else loss(x, s)
+                value = first[(x, s)] if (x, s) in first else loss(x, s)
                 diverged = value > DIVERGED_ABOVE * best
                 rows.append(dict(parametrization=par, width=width, tokens=tokens, depth=depth, batch_size=batch_size,
                                  lr_log2=x, seed=s,

@@ -200,16 +200,18 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
     assert data["laws"]["mup"]["tokens"]["lack_of_fit"] is True and data["laws"]["mup"]["width"] is None
     # The schema the README documents, key for key: a tool that reads it must not be surprised.
     assert set(data) == {"schema", "grid", "tuned", "counts", "outcomes", "cells", "comparisons", "stability",
-                         "laws", "provenance"}
+                         "noise", "laws", "provenance"}
+    assert data["noise"]["mup"]["optimum"]["source"] == "pooled seeds"
     assert data["tuned"] == {"key": "lr", "sweep_log2": [], "joint": False}
     assert set(data["cells"][0]) == {"parametrization", "width", "tokens", "depth", "batch_size", "lr_log2",
                                      "interval", "censored", "n_seeds", "n_found", "loss", "stability_log2",
                                      "stability_interval", "stability_censored", "margin_log2", "margin_interval",
-                                     "flags", "tuned", "optimum_log2", "joint_lr_log2", "joint_lr_interval"}
+                                     "flags", "tuned", "optimum_log2", "joint_lr_log2", "joint_lr_interval",
+                                     "resolution"}
     assert data["cells"][0]["optimum_log2"] == data["cells"][0]["lr_log2"]
     assert set(one) == {"id", "kind", "axis", "parametrization", "fixed", "at", "ref", "other", "outcome", "verdict",
-                        "transferred", "shift", "interval", "band", "band_source", "regret", "regret_interval",
-                        "regret_source", "regret_diverged", "reason", "beta"}
+                        "transferred", "shift", "interval", "noise", "band", "band_source", "regret",
+                        "regret_interval", "regret_source", "regret_noise", "regret_diverged", "reason", "beta"}
     assert set(data["stability"][0]) == {"id", "axis", "parametrization", "fixed", "ref", "other", "outcome",
                                          "transferred", "boundary", "boundary_censored", "margin", "interval",
                                          "min_margin", "reason"}
@@ -222,7 +224,7 @@ def test_pytest_judges_a_results_grid_and_a_broken_one_is_one_collection_error(p
     (pytester.path / "grids").mkdir()
     (pytester.path / "grids" / "theirs.toml").write_text('name = "theirs"\nresults = "../runs.csv"\n' + SETTINGS)
     result = pytester.runpytest("grids/theirs.toml", "-p", "no:cacheprovider", "--mupcheck-reports", "out")
-    result.assert_outcomes(passed=4, skipped=6)
+    result.assert_outcomes(passed=5, skipped=5)
     assert (pytester.path / "out" / "theirs.json").is_file() and "run next:" in result.stderr.str()
     (pytester.path / "runs.csv").write_text(HEADER + "32,1000,0.01,0,x\n")
     result = pytester.runpytest("grids/theirs.toml", "-p", "no:cacheprovider", "--mupcheck-no-report")

@@ -340,3 +340,13 @@ def test_a_results_grid_refuses_a_sweep(tmp_path):
     path.write_text('name = "r"\nresults = "runs.csv"\n' + SWEPT)
     with pytest.raises(GridError, match="`sweep`: a results grid judges the learning rate"):
         load_grid(path)
+
+
+def test_a_noise_prior_is_a_table_of_positive_numbers(tmp_path):
+    grid = load_grid(write_grid(tmp_path, extra="[noise]\noptimum_sd_log2 = 0.25\nloss_sd = 0.003\n"))
+    assert (grid.noise.optimum_sd_log2, grid.noise.loss_sd) == (0.25, 0.003)
+    assert load_grid(write_grid(tmp_path, name="plain.toml")).noise.optimum_sd_log2 is None
+    with pytest.raises(GridError, match=r"`noise.optimum_sd_log2`: must be > 0.0, got -0.2"):
+        load_grid(write_grid(tmp_path, name="bad.toml", extra="[noise]\noptimum_sd_log2 = -0.2\n"))
+    with pytest.raises(GridError, match=r"`noise.loss`: unknown key"):
+        load_grid(write_grid(tmp_path, name="typo.toml", extra="[noise]\nloss = 0.1\n"))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_minimum, fit_shape, t_interval
+from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_minimum, fit_shape, t_interval, widen
 from mupcheck.analysis.refine import refinement_configs, x_column
 from mupcheck.analysis.stability import Boundary, seed_boundary
 from mupcheck.errors import StoreError
@@ -214,10 +214,16 @@ class CellOptimum:
         return float(np.mean(found)) if self.found and found else self.fit.x0
 
     @property
+    def resolution(self) -> float:
+        """The systematic error (log2) of the seeds' optima where a grid too coarse for the local fit left them
+        to an interpolant (curves.RESOLUTION x the spacing); 0 where every found optimum had the local fit."""
+        return max((f.resolution for _, f in self.seed_fits if f.found), default=0.0)
+
+    @property
     def interval(self) -> tuple[float, float] | None:
-        """95% interval over the seeds whose optimum was found (the same seeds as `lr_log2`); None with fewer
-        than two."""
-        return t_interval(self.found_optima) if self.found else None
+        """95% interval over the seeds whose optimum was found (the same seeds as `lr_log2`), widened by the
+        coarse fit's `resolution`; None with fewer than two."""
+        return widen(t_interval(self.found_optima), self.resolution) if self.found else None
 
     @property
     def seed_sd(self) -> float:
@@ -320,6 +326,19 @@ class CellOptimum:
                 continue  # this seed did not run both neighbours (an imported sweep)
             out[s] = float(lo + w * (hi - lo)) if math.isfinite(lo) and math.isfinite(hi) else math.inf
         return out, "interpolated"
+
+    def seed_floors(self) -> dict[int, float]:
+        """Each seed's smooth loss at the cell's optimum: the intercept of its own curve's least squares shape with
+        x0 held at `lr_log2` (`curves.fit_shape` over its usable runs near it). What a regret is read against: a
+        fit over several runs, so never equal to the one run a transferred rate lands on."""
+        out = {}
+        for (s, curve), (_, usable) in zip(self.seed_losses, self.seed_usable):
+            y = np.where(np.asarray(usable), np.asarray(curve, dtype=float), np.inf)
+            y[np.isnan(np.asarray(curve, dtype=float))] = np.nan  # no run there (a ragged imported sweep)
+            shape = fit_shape(self.lrs, y, self.lr_log2)
+            if shape.fitted and shape.c > 0:
+                out[s] = shape.c
+        return out
 
     def describe(self) -> str:
         star, _, what = tuned_names(self.tuned)
@@ -486,10 +505,11 @@ def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -
                          "of the optimum and its interval alike" + ("" if opt.found else "; too few left to locate "
                                                                      "the cell's optimum") +
                          "; refine the rates around the optimum")
-    if not opt.censored and any(f.coarse for _, f in opt.seed_fits):
-        flags.append(f"{where}: too few rates near the optimum (fewer than 5 within an octave of a seed's argmin): it "
-                     "is read off a fit over +-2 octaves, which a stability wall within that range pulls toward "
-                     "itself; add a [refine] table, or refine more finely (step_log2 0.25)")
+    if not opt.censored and opt.resolution:
+        flags.append(f"{where}: too few rates near the optimum (fewer than 5 within 0.75 octave of a seed's argmin): "
+                     f"it is read off an interpolant between the measured rates, whose systematic error "
+                     f"({opt.resolution:.2f} log2) widens its interval; refine by step_log2 0.25 to locate it "
+                     "more precisely")
     if usable and not opt.censored and usable < 3:
         flags.append(f"{where}: only {usable} {what}(s) usable; too few to locate the optimum")
     for status, what in (("diverged", "diverged"), ("unstable", "unstable (the training loss spiked, or ended "

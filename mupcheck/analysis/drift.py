@@ -183,7 +183,7 @@ class DriftFit:
         # The optimum moves by -beta per doubling; 0.0 - x keeps a zero from printing as "-0.00".
         moves = None if self.interval is None else (0.0 - self.interval[1], 0.0 - self.interval[0])
         return _doubling_sentence("tokens", "the optimum", 0.0 - self.beta, moves, self.n_seeds,
-                                  _why_no_interval(self.n_seeds, self.seeds_used))
+                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
 
     def fit_sentence(self) -> str:
         """Whether one beta describes the data: the curvature check, in words."""
@@ -208,11 +208,13 @@ def _why_no_interval(n_seeds: int, seeds_used: int) -> str:
 
 
 def _doubling_sentence(axis: str, what: str, slope: float, interval: tuple[float, float] | None, n_seeds: int,
-                       why_no_interval: str) -> str:
-    """'each doubling of <axis> moves <what> by <slope> log2 (95% interval ..)', the laws' one reading."""
+                       why_no_interval: str, seeds_used: int = 0) -> str:
+    """'each doubling of <axis> moves <what> by <slope> log2 (95% interval .. over 3 of 5 seeds)', the laws' one
+    reading: it names the seeds the interval rests on (those with an optimum in every cell the law uses)."""
     text = f"each doubling of {axis} moves {what} by {slope:+.2f} log2"
     if interval:
-        return text + f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} over seeds)"
+        of = f" of {n_seeds}" if seeds_used < n_seeds else ""
+        return text + f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} over {seeds_used}{of} seeds)"
     return text + (" (one seed: no interval)" if n_seeds < 2 else f" ({why_no_interval})")
 
 
@@ -274,7 +276,7 @@ class WidthLaw:
 
     def sentence(self) -> str:
         return _doubling_sentence("width", "the optimum", self.slope, self.interval, self.n_seeds,
-                                  _why_no_interval(self.n_seeds, self.seeds_used))
+                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
 
 
 def width_law(df: pd.DataFrame | Optima, parametrization: str = "mup") -> WidthLaw | None:
@@ -307,7 +309,7 @@ class AxisLaw:
 
     def sentence(self) -> str:
         return _doubling_sentence(self.axis.replace("_", " "), "the optimum", self.slope, self.interval,
-                                  self.n_seeds, _why_no_interval(self.n_seeds, self.seeds_used))
+                                  self.n_seeds, _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
 
 
 def axis_law(optima: dict[CellKey, CellOptimum], parametrization: str, axis: str,
@@ -355,7 +357,7 @@ class MarginLaw:
 
     def sentence(self) -> str:
         return _doubling_sentence(self.axis, "the stability margin", self.slope, self.interval, self.n_seeds,
-                                  _why_no_interval(self.n_seeds, self.seeds_used))
+                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
 
 
 def _margin_table(optima: Optima, parametrization: str) -> _Table:

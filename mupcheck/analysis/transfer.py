@@ -13,18 +13,25 @@ with the shortest at the same width. Two pieces of evidence decide:
 - the **shift** of the optimum, paired over the seeds whose optimum was found in both cells (a seed
   fixes init and data order in both), with its 95% interval, against the **band**: the shifts that cost
   at most `max_regret` of loss in the other cell, from its curvature on each side of its optimum (or
-  +-`tolerance_log2` when the grid fixes it);
+  +-`tolerance_log2` when the grid fixes it). With fewer than two paired seeds (one seed per cell, or
+  seeds the cells do not share) the shift is the difference of the cells' means, and its interval comes
+  from the sweep's noise model (`mupcheck.analysis.noise`), which the verdict names. A coarse fit's
+  resolution (`curves.widen`) widens the interval either way;
 - the **measured regret**: where the other cell has runs at (or on both sides of) the transferred rate,
-  each seed's loss there over its loss at the other cell's optimum, minus 1, with its 95% interval.
+  each seed's loss there over the lowest loss its own curve reaches (its fitted minimum), minus 1, with
+  its 95% interval over seeds, or from the noise model's loss noise with one seed. It never compares a
+  run with itself, so it cannot be zero by construction.
 
-A comparison **breaks** when the regret's interval lies above `max_regret` (whatever the shift says; with
-one seed, when its regret is more than 10x `max_regret`), or the shift's interval lies outside the band.
-It **transfers** when the shift's interval lies inside the band and no measured regret reaches past
-`max_regret`. Anything else is **inconclusive**, with the reason that stopped it.
+A comparison **breaks** when the transferred rate diverged in every seed of the other cell that ran it
+(wherever that cell's optimum lies), when the regret's interval lies above `max_regret` (whatever the
+shift says), or when the shift's interval lies outside the band. It **transfers** when the shift's
+interval lies inside the band and no measured regret reaches past `max_regret`. Anything else is
+**inconclusive**, with the reason that stopped it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -34,9 +41,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import MEASURED_WITHIN, Cell, CellOptimum, find_optima
-from mupcheck.analysis.curves import t_interval
+from mupcheck.analysis.collect import Cell, CellOptimum, find_optima
+from mupcheck.analysis.curves import t_interval, widen
 from mupcheck.analysis.drift import axis_law, fit_drift
+from mupcheck.analysis.noise import Noise, NoiseModel, noise_model
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import AXES, LR_BATCH_RULES, Grid, TransferSettings
 
@@ -159,52 +167,68 @@ RULE_FIT_BUDGETS = 3
 MAX_BAND_LOG2 = 3.0
 
 
-# A measured regret this many times max_regret breaks a comparison even with one seed: seed noise in the
-# loss at a fixed rate is about 0.5% (the committed records' noise floor), far below 10 x 0.5%.
-ONE_SEED_BREAK = 10.0
-
 
 @dataclass(frozen=True)
 class Regret:
     """The relative extra loss, in the other cell, of using the transferred rate instead of its optimum."""
 
     value: float  # mean over seeds (may be negative: noise, or a fitted optimum off the best run); inf: diverged
-    interval: tuple[float, float] | None  # 95% over seeds, paired (measured or interpolated only)
+    # 95%: over seeds, or from the noise model with one seed; where some seed diverged, the other seeds'
+    interval: tuple[float, float] | None
     per_seed: tuple[float, ...]
     source: str  # "measured", "interpolated", "fitted", or why it is unknown
     at: float  # the rate it was read at (log2)
+    noise: str = ""  # where a one-seed interval's noise came from (NoiseModel.loss.source); "" over seeds
 
     @property
     def from_runs(self) -> bool:
         """Read off real runs (every seed's own), not a fitted curve."""
         return self.source in ("measured", "interpolated")
 
+    @property
+    def finite(self) -> list[float]:
+        """The seeds' regrets where the transferred rate did not diverge."""
+        return [r for r in self.per_seed if math.isfinite(r)]
+
     def text(self) -> str:
         if self.value == math.inf:
             bad = sum(math.isinf(r) for r in self.per_seed)
-            return f"diverged ({bad} of {len(self.per_seed)} seeds, {self.source})"
+            rest = self.finite
+            others = ""
+            if rest:
+                iv = f" [{100 * self.interval[0]:.2f}, {100 * self.interval[1]:.2f}]" if self.interval else ""
+                others = f"; the other{'s' if len(rest) > 1 else ''} {100 * float(np.mean(rest)):.2f}%{iv}"
+            return f"diverged ({bad} of {len(self.per_seed)} seeds, {self.source}){others}"
         if not math.isfinite(self.value):
             return f"unknown ({self.source})"
         iv = f" [{100 * self.interval[0]:.2f}, {100 * self.interval[1]:.2f}]" if self.interval else ""
-        return f"{100 * self.value:.2f}%{iv} ({self.source})"
+        noise = f", noise: {self.noise}" if self.noise else ""
+        return f"{100 * self.value:.2f}%{iv} ({self.source}{noise})"
 
 
-def paired_regret(other: CellOptimum, x: float) -> Regret:
-    """Regret of lr 2^x in the `other` cell. Per seed, from its own runs: its loss at x over its loss at the
-    cell's optimum, minus 1; both from the same seed, so the seed's level cancels, and no minimum over noisy
-    losses (biased low) serves as the floor. Needs runs at (or on both sides of) x, and a run within
-    MEASURED_WITHIN of the optimum (a refined grid has one). Otherwise the fitted shape's rise above its own
+def paired_regret(other: CellOptimum, x: float, loss_noise: Noise | None = None) -> Regret:
+    """Regret of lr 2^x in the `other` cell. Per seed, from its own runs: its loss at x over its own smooth curve
+    at the cell's optimum (the least squares shape of `curves.fit_shape`, with x0 held at the optimum: a fit over
+    the seed's runs near it, never the run read at x), minus 1; both from the same seed, so the seed's level
+    cancels. A seed with no such fit is left out, except that a run that diverged at x counts as diverged. Needs
+    runs at (or on both sides of) x. The interval is over seeds, or with one seed from `loss_noise` (two reads
+    of one curve: sqrt(2) times its SD). Without runs near x, the cell's fitted shape's rise above its own
     minimum, with no interval."""
     at, source = other.seed_losses_at(x)
-    nearest = min(other.lrs, key=lambda v: abs(v - other.lr_log2))
-    floor = other.seed_losses_at(nearest)[0] if abs(nearest - other.lr_log2) <= MEASURED_WITHIN else {}
-    if at and floor:
-        per_seed = tuple((at[s] / floor[s] - 1) if math.isfinite(at[s]) else math.inf
-                         for s in sorted(at) if s in floor and math.isfinite(floor[s]))
+    if at:
+        floors = other.seed_floors() if math.isfinite(other.lr_log2) else {}
+        per_seed = tuple(math.inf if math.isinf(at[s]) else at[s] / floors[s] - 1
+                         for s in sorted(at) if math.isinf(at[s]) or s in floors)
         if per_seed:
-            value = math.inf if any(map(math.isinf, per_seed)) else float(np.mean(per_seed))
-            return Regret(value, t_interval(per_seed) if math.isfinite(value) else None, per_seed, source, x)
-    if at and not floor:
+            # A seed that diverged there makes the regret infinite; the interval is then the other seeds'.
+            finite = [r for r in per_seed if math.isfinite(r)]
+            value = math.inf if len(finite) < len(per_seed) else float(np.mean(finite))
+            if len(finite) >= 2:
+                return Regret(value, t_interval(finite), per_seed, source, x)
+            if len(finite) == 1 and loss_noise is not None:
+                half = loss_noise.half_width(math.sqrt(2) * (1 + finite[0]))
+                return Regret(value, (finite[0] - half, finite[0] + half), per_seed, source, x, loss_noise.source)
+            return Regret(value, None, per_seed, source, x)
         source = "fitted"
     fitted = other.shape.loss_at(x) if other.shape.fitted else math.nan
     if math.isfinite(fitted) and other.lrs[0] <= x <= other.lrs[-1]:
@@ -229,6 +253,7 @@ class Verdict:
     outcome: Outcome
     reason: str  # why this outcome, in a phrase
     beta: float = 0.0  # a rule's exponent (see drift_of): along tokens, transferred = ref - beta * log2(T / T_ref)
+    noise: str = "paired seeds"  # where the shift's interval came from: paired seeds, or the noise model's source
 
     @property
     def regret(self) -> float:
@@ -261,7 +286,8 @@ class Verdict:
                 shift = (f"with {rule}: transferred lr 2^{self.transferred:.2f}) the optimum is off by "
                          f"{self.shift:+.2f} log2")
             if self.interval:
-                shift += f" (95% interval {self.interval[0]:+.2f} .. {self.interval[1]:+.2f})"
+                noise = "" if self.noise == "paired seeds" else f"; noise: {self.noise}"
+                shift += f" (95% interval {self.interval[0]:+.2f} .. {self.interval[1]:+.2f}{noise})"
         else:
             shift = "no optimum to compare"
         why = (f"at most {100 * self.max_regret:g}% regret" if self.band_source == "regret" else "tolerance_log2")
@@ -325,35 +351,76 @@ def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[f
 
 
 def judge(comp: Comparison, optima: dict[Cell, CellOptimum],
-          settings: TransferSettings = TransferSettings(), beta: float = 0.0) -> Verdict:
+          settings: TransferSettings = TransferSettings(), beta: float = 0.0,
+          noise: NoiseModel | None = None) -> Verdict:
     """Compare the two cells of `comp` (see the module docstring for the rule).
 
     With `beta`, a tokens comparison transfers lr*(ref) * (T_other / T_ref)^-beta instead of lr*(ref), a
-    batch-size comparison lr*(ref) * (B_other / B_ref)^beta.
+    batch-size comparison lr*(ref) * (B_other / B_ref)^beta. `noise`: the sweep's noise model (for comparisons
+    that cannot pair two seeds); by default, the one the two cells give on their own.
     """
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
+    if noise is None:
+        noise = noise_model({comp.cell(comp.ref): ref, comp.cell(comp.other): other}, comp.parametrization)
     band, band_source = regret_band(other, settings)
     drift = drift_of(comp, beta)
-    shift, interval = math.nan, None
+    shift, interval, source = math.nan, None, ""
     regret = Regret(math.nan, None, (), "no optimum", math.nan)
-    if ref.found and other.found:
-        shift, interval = _paired_shift(ref, other, drift)
-        regret = paired_regret(other, ref.lr_log2 - drift)
+    if ref.found:
+        regret = paired_regret(other, ref.lr_log2 - drift, noise.loss)
+        if other.found:
+            shift, interval, source = _shift(ref, other, drift, noise.optimum)
+            if len(regret.finite) == 1 and regret.interval is not None:
+                regret = _one_seed_regret(regret, shift, interval, other)
     outcome, reason = _decide(ref, other, interval, band, regret, settings.max_regret)
     return Verdict(comp, ref, other, shift, interval, band, band_source, regret, settings.max_regret, outcome,
-                   reason, beta)
+                   reason, beta, source)
 
 
-def _paired_shift(ref: CellOptimum, other: CellOptimum, drift: float) -> tuple[float, tuple[float, float] | None]:
-    """Mean and 95% interval of the shift over the seeds whose optimum was found in both cells: seed s fixes
-    init and data order in both, so its two optima are paired and their difference is what varies from seed
-    to seed. Point and interval rest on the same seeds."""
+def _shift(ref: CellOptimum, other: CellOptimum, drift: float,
+           noise: Noise | None) -> tuple[float, tuple[float, float] | None, str]:
+    """(shift, its 95% interval, where the interval's noise came from). Paired over the seeds whose optimum was
+    found in both cells, where there are two or more: seed s fixes init and data order in both, so its two optima
+    are paired and their difference is what varies from seed to seed; point and interval rest on the same seeds.
+    Otherwise the difference of the cells' means, with `noise` (a seed's optimum SD) for each mean. A coarse
+    fit's resolution widens either interval."""
     a, b = dict(ref.seed_optima), dict(other.seed_optima)
     diffs = [b[s] - (a[s] - drift) for s in sorted(set(a) & set(b)) if math.isfinite(a[s]) and math.isfinite(b[s])]
-    if not diffs:
-        return math.nan, None
-    # Rounded: fits leave 1e-15 noise, which would print as "-0.00".
-    return round(float(np.mean(diffs)), 9) + 0.0, t_interval(diffs)
+    resolution = math.hypot(ref.resolution, other.resolution)
+    if len(diffs) >= 2:
+        # Rounded: fits leave 1e-15 noise, which would print as "-0.00".
+        return round(float(np.mean(diffs)), 9) + 0.0, widen(t_interval(diffs), resolution), "paired seeds"
+    ra, rb = ref.found_optima, other.found_optima
+    shift = round(float(np.mean(rb) - (np.mean(ra) - drift)), 9) + 0.0
+    if noise is None:
+        return shift, None, ""
+    half = math.hypot(noise.half_width(math.sqrt(1 / len(ra) + 1 / len(rb))), resolution)
+    return shift, (shift - half, shift + half), noise.source
+
+
+def _one_seed_regret(regret: Regret, shift: float, interval: tuple[float, float] | None,
+                     other: CellOptimum) -> Regret:
+    """A regret read in one seed rests on two noisy optima: the transferred rate, and the other cell's optimum
+    its floor is read at, each as far off as one seed's optimum. Its interval (the loss noise of two reads)
+    therefore also spans what the regret would be at either end of the shift's interval: the measured regret
+    scaled quadratically in the shift, and never less than the other cell's fitted shape gives at the far end.
+    Without this, a comparison whose optimum does not move broke whenever one seed's optima fell apart by
+    their own noise on a steep curve (6% of simulated one-seed sweeps, issue 34)."""
+    assert regret.interval is not None
+    (measured,) = regret.finite
+    noise_lo, noise_hi = measured - regret.interval[0], regret.interval[1] - measured
+    if interval is None or not math.isfinite(shift):
+        return dataclasses.replace(regret, interval=None)
+    lo, hi = interval
+    near = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    far = max(abs(lo), abs(hi))
+    side = other.shape.a_left if shift > 0 else other.shape.a_right  # shift > 0: the transferred rate lies below
+    shaped = side * far**2 / other.shape.c if other.shape.fitted and other.shape.c > 0 else 0.0
+    value = max(measured, 0.0)
+    scale = (lambda d: (d / abs(shift)) ** 2) if abs(shift) > 1e-9 else (lambda d: 0.0 if d == 0 else math.inf)
+    low = min(measured, value * scale(near)) - noise_lo
+    high = max(measured, value * scale(far) if value else 0.0, shaped) + noise_hi
+    return dataclasses.replace(regret, interval=(low, high))
 
 
 def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] | None,
@@ -361,36 +428,37 @@ def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] 
     for name, cell in (("reference", ref), ("other", other)):
         if not np.isfinite(cell.losses).any():
             return "inconclusive", f"every learning rate of the {name} cell diverged: extend lr_log2 lower"
+    measured = regret.from_runs and regret.per_seed
+    if measured and all(map(math.isinf, regret.per_seed)):
+        n = len(regret.per_seed)
+        return "breaks", (f"the transferred rate diverged in {'the' if n == 1 else f'every one of the {n}'} seed(s) "
+                          "of the other cell that ran it")
+    for name, cell in (("reference", ref), ("other", other)):
         if cell.censored:
             side = "lower" if cell.censored == "low" else "upper"
             return "inconclusive", f"the {name} cell's optimum is censored on the {side} edge: extend lr_log2"
         if not cell.found:
             return "inconclusive", (f"the {name} cell's optimum is not located: fewer than half of its seeds' "
                                     "optima were found (pinned or censored); refine the rates near it")
-    measured = regret.from_runs and regret.per_seed
-    if measured:
-        bad = sum(math.isinf(r) for r in regret.per_seed)
-        if bad == len(regret.per_seed):
-            return "breaks", "the transferred rate diverged in every seed of the other cell"
-        if regret.interval and regret.interval[0] > max_regret:
-            return "breaks", "the measured regret's interval lies above max_regret"
-        if len(regret.per_seed) == 1 and regret.value > ONE_SEED_BREAK * max_regret:
-            return "breaks", (f"one seed, but its measured regret is more than {ONE_SEED_BREAK:g}x max_regret "
-                              "(seed noise is far smaller)")
+    if measured and regret.interval and regret.interval[0] > max_regret:
+        if regret.value == math.inf:
+            return "breaks", ("the transferred rate diverged in some seeds of the other cell, and the others' measured "
+                              "regret's interval lies above max_regret")
+        return "breaks", "the measured regret's interval lies above max_regret"
     if interval is None:
-        found = min(len(ref.found_optima), len(other.found_optima))
-        why = ("one seed: the shift's noise is unknown" if min(ref.n_seeds, other.n_seeds) < 2
-               else f"only {found} seed(s) with an optimum found in both cells")
-        return "inconclusive", f"{why}; add seeds"
+        return "inconclusive", ("one seed in a cell, and no noise estimate for it: add seeds, state the noise in a "
+                                "[noise] table (optimum_sd_log2), or sweep more cells for a law's residuals")
     if not all(math.isfinite(x) for x in band):
         return "inconclusive", ("the other cell's curve has too few usable rates on one side of its optimum to "
                                 "set the band; refine the rates there")
     lo, hi = interval
-    reaches = measured and (regret.interval is None or regret.interval[1] > max_regret)
+    reaches = measured and (regret.interval is None or regret.interval[1] > max_regret or regret.value == math.inf)
     if band[0] <= lo and hi <= band[1]:
         if reaches:
             what = (f"the transferred rate diverged or was unusable in {sum(map(math.isinf, regret.per_seed))} "
-                    "seed(s)" if regret.interval is None else
+                    "seed(s)" if any(map(math.isinf, regret.per_seed)) else
+                    "the measured regret has no interval (one seed, and no loss noise estimate)"
+                    if regret.interval is None else
                     f"the measured regret's interval reaches {100 * regret.interval[1]:.2f}%, past max_regret")
             return "inconclusive", f"the shift's interval lies inside the band, but {what}; add seeds"
         return "transfers", "the shift's interval lies inside the band" + (
@@ -432,8 +500,10 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
     slices, held = _split_rest([a for a in AXES if a not in (axis, fixed_axis)], values)
     settings = TransferSettings(tolerance_log2=tolerance_log2, max_regret=max_regret)
     optima = find_optima(sub)
+    noise = noise_model(optima, parametrization)
     comps = comparisons_for(axis, (parametrization,), values(axis), values(fixed_axis), ref, slices, held)
-    verdicts = [judge(c, optima, settings) for c in comps if c.cell(c.ref) in optima and c.cell(c.other) in optima]
+    verdicts = [judge(c, optima, settings, noise=noise) for c in comps
+                if c.cell(c.ref) in optima and c.cell(c.other) in optima]
     failed = [v for v in verdicts if not v.passed]
     if failed:
         counts = ", ".join(f"{sum(v.outcome == o for v in failed)} {o}" for o in ("breaks", "inconclusive")

@@ -16,19 +16,25 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
     outcomes     [{id, kind, outcome, summary}]                 every check, as pytest shows it
     cells        [{parametrization, width, tokens, depth, batch_size, lr_log2, interval, censored, n_seeds, n_found,
                    loss, stability_log2, stability_interval, stability_censored, margin_log2,
-                   margin_interval, flags, tuned, optimum_log2, joint_lr_log2, joint_lr_interval}]
+                   margin_interval, flags, tuned, optimum_log2, joint_lr_log2, joint_lr_interval, resolution}]
+                 (resolution: a coarse fit's systematic error in log2, 0 for the local fit)
                  (joint_...: a joint sweep's learning-rate optimum, with the swept key tuned per seed)
     comparisons  [{id, kind, axis, parametrization, fixed, at, ref, other, outcome, verdict, transferred,
-                   shift, interval, band, band_source, regret, regret_interval, regret_source,
-                   regret_diverged, reason, beta}]
+                   shift, interval, noise, band, band_source, regret, regret_interval, regret_source,
+                   regret_noise, regret_diverged, reason, beta}]
+                 (noise: where the shift's interval came from: "paired seeds", or the noise model's source;
+                 regret_noise: the noise model's source for a one-seed regret's interval, else null)
     stability    [{id, axis, parametrization, fixed, ref, other, outcome, transferred, boundary,
                    boundary_censored, margin, interval, min_margin, reason}]
-    laws         {<parametrization>: {width: {slope, interval, n_seeds} | null,
-                   tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds} | null,
+    noise        {<parametrization>: {optimum: {sd, df, source, detail} | null, loss: the same | null}}
+                 (df null for a prior; the loss SD is relative)
+    laws         {<parametrization>: {width: {slope, interval, n_seeds, seeds_used} | null,
+                   tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds, seeds_used} | null,
                    margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null,
-                   depth: {slope, interval, n_seeds} | null, batch_size: {slope, interval, n_seeds} | null,
+                   depth, batch_size: {slope, interval, n_seeds, seeds_used} | null,
                    depth_by_tokens, batch_size_by_tokens: {<tokens>: the same at one budget} (several budgets)}}
-                 (`fixed` is the value of the paired axis: tokens along width, width along the others;
+                 (n_seeds: the grid's seeds; seeds_used: those with an optimum in every cell, which the
+                 interval rests on; `fixed` is the value of the paired axis: tokens along width, width along the others;
                  `at` the other axes' values: {depth, batch_size, tokens})
     provenance   {<label>: <text>}                              as in the markdown report
 """
@@ -40,6 +46,7 @@ from typing import Any
 
 from mupcheck.analysis.collect import CellOptimum
 from mupcheck.analysis.drift import AxisLaw, MarginLaw
+from mupcheck.analysis.noise import Noise
 from mupcheck.outputs.verdicts import GridSuite
 
 __all__ = ["SCHEMA", "suite_json"]
@@ -68,12 +75,19 @@ def _cell(o: CellOptimum, lr: CellOptimum | None = None) -> dict[str, Any]:
         "censored": o.censored, "n_seeds": o.n_seeds, "n_found": len(o.found_optima), "loss": _num(o.loss),
         "stability_log2": _num(o.boundary), "stability_interval": _pair(o.boundary_interval),
         "stability_censored": o.boundary_censored, "margin_log2": _num(o.margin),
-        "margin_interval": _pair(o.margin_interval), "flags": list(o.flags),
+        "margin_interval": _pair(o.margin_interval), "flags": list(o.flags), "resolution": _num(o.resolution),
     }
 
 
+def _noise(n: Noise | None) -> dict[str, Any] | None:
+    if n is None:
+        return None
+    return {"sd": _num(n.sd), "df": None if math.isinf(n.df) else n.df, "source": n.source, "detail": n.detail}
+
+
 def _axis(law: AxisLaw | None) -> dict[str, Any] | None:
-    return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval), "n_seeds": law.n_seeds}
+    return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval), "n_seeds": law.n_seeds,
+                                     "seeds_used": law.seeds_used}
 
 
 def _margin(law: MarginLaw | None) -> dict[str, Any] | None:
@@ -93,8 +107,10 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
             "fixed": c.fixed, "at": dict(c.held + c.at), "ref": c.ref, "other": c.other, "outcome": v.outcome,
             "verdict": by_id[check_id],
             "transferred": _num(v.transferred), "shift": _num(v.shift), "interval": _pair(v.interval),
+            "noise": v.noise or None,
             "band": _pair(v.band), "band_source": v.band_source, "regret": _num(v.regret),
             "regret_interval": _pair(v.regret_interval), "regret_source": v.regret_source,
+            "regret_noise": v.regret_at.noise or None,
             "regret_diverged": v.regret == math.inf, "reason": v.reason, "beta": v.beta,
         })
     stability = []
@@ -111,11 +127,11 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         width, drift = suite.width_law(par), suite.drift(par)
         laws[par] = {
             "width": None if width is None else {"slope": _num(width.slope), "interval": _pair(width.interval),
-                                                 "n_seeds": width.n_seeds},
+                                                 "n_seeds": width.n_seeds, "seeds_used": width.seeds_used},
             "tokens": None if drift is None else {
                 "beta": _num(drift.beta), "interval": _pair(drift.interval), "curvature": _num(drift.curvature),
                 "curvature_interval": _pair(drift.curvature_interval), "lack_of_fit": drift.lack_of_fit,
-                "n_seeds": drift.n_seeds},
+                "n_seeds": drift.n_seeds, "seeds_used": drift.seeds_used},
             "margin_tokens": _margin(suite.margin_law(par, "tokens")),
             "margin_width": _margin(suite.margin_law(par, "width")),
         }
@@ -134,6 +150,8 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         "cells": [_cell(o, suite.lr_optima.get(k)) for k, o in suite.optima.items()],
         "comparisons": comparisons,
         "stability": stability,
+        "noise": {par: {"optimum": _noise(suite.noise(par).optimum), "loss": _noise(suite.noise(par).loss)}
+                  for par in suite.grid.parametrization},
         "laws": laws,
         "provenance": dict(provenance),
     }

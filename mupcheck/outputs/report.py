@@ -69,10 +69,13 @@ def _slices(grid: Grid) -> list[tuple[int, int, str]]:
 
 
 def _depth_batch_text(grid: Grid) -> str:
-    """'; depths 2, 4, 8 (CompleteP rule, depth_alpha 1, base depth 2); batch sizes 8, 32' where they vary."""
+    """'; depths 2, 4, 8 (CompleteP rule, depth_alpha 1, base depth 2); batch sizes 8, 32' where they vary; the
+    one depth where they do not (a result's numbers depend on the model's depth: say which)."""
     parts = []
     depths = grid.values("depth")
-    if len(depths) > 1 or grid.depth_alpha:
+    if len(depths) == 1 and not grid.depth_alpha and not grid.imported:
+        parts.append(f"depth {depths[0]}")
+    elif len(depths) > 1 or grid.depth_alpha:
         rule = (f" (depth_alpha {grid.depth_alpha:g}: residual branches x (depth/{grid.base_depth})^-"
                 f"{grid.depth_alpha:g}, CompleteP's rates and epsilon)" if grid.depth_alpha else " (no depth rule)")
         parts.append(f"depth{'s' if len(depths) > 1 else ''} {', '.join(map(str, depths))}{rule}")
@@ -142,13 +145,18 @@ def _how_decided(suite: GridSuite) -> str:
     band = (f"the band of shifts that cost at most {100 * t.max_regret:g}% loss in the other cell (read off its "
             "curvature on each side of its optimum, so a flat optimum allows a wider shift)" if t.tolerance_log2 is None
             else f"the fixed band +-{t.tolerance_log2:g} log2 (`tolerance_log2`)")
-    return ("A comparison **breaks** when the *measured regret* (each seed's loss at the transferred rate over its "
-            "loss at the other cell's optimum, from real runs, with a 95% interval over seeds) lies above "
-            f"{100 * t.max_regret:g}%, or when the 95% interval of the optimum's shift (over seeds, paired: a seed "
-            f"fixes init and data order in both cells) lies outside {band}; it **transfers** when the shift's "
-            "interval lies inside the band and no measured regret reaches past it; otherwise, or with one seed, or "
-            "with an optimum censored on the edge of `lr_log2`, it is **inconclusive**, with the cause (not a pass: "
-            "pytest skips it with the reason, or fails it under `--mupcheck-inconclusive=fail`).")
+    return ("A comparison **breaks** when the transferred rate diverged in the other cell, when the *measured "
+            "regret* (each seed's loss at the transferred rate, a real run, over its own smooth curve at the other "
+            "cell's optimum, a fit over several runs, never that same run; with a 95% interval over seeds, or from "
+            f"the noise model with one seed) lies above {100 * t.max_regret:g}%, or when the 95% interval of the "
+            "optimum's shift lies outside "
+            f"{band}. The shift is paired over seeds where two or more have an optimum in both cells (a seed fixes "
+            "init and data order in both); otherwise it is the difference of the cells' means, with the noise "
+            "model below (named beside the verdict); an optimum read off coarse rates widens it by the "
+            "interpolant's resolution. A comparison **transfers** when the shift's interval lies inside the band "
+            "and no measured regret reaches past it; otherwise, or without a noise estimate, or with an optimum "
+            "censored on the edge of `lr_log2`, it is **inconclusive**, with the cause (not a pass: pytest skips it "
+            "with the reason, or fails it under `--mupcheck-inconclusive=fail`).")
 
 
 def _family_statement(suite: GridSuite, outcomes: list[Outcome]) -> str:
@@ -195,6 +203,9 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     out += [family, ""] if family else []
     out += [f"- {line}" for line in _summary(suite)] + [""]
     out += ["## Noise floor", ""] + [f"- {suite.noise_floor(p).sentence()}" for p in grid.parametrization] + [""]
+    out += ["**Noise model** (what a comparison uses where it cannot pair two seeds, and a one-seed regret; "
+            "`mupcheck.analysis.noise`):", ""] + [f"- {suite.noise(p).sentence()}" for p in grid.parametrization]
+    out += [""]
 
     transfer = [o for o in outcomes if o.check.kind == "transfer"]
     out += ["## Verdicts", ""]
@@ -204,9 +215,11 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     _, key, what = tuned_names(grid.tuned)
     out += [f"## Optimal {'learning rates' if grid.tuned == 'lr' else f'`{grid.tuned}`'}", "",
             f"log2 of the optimal {what} per cell: the mean of the seeds' own optima, each read off a local "
-            "cubic within 0.75 octave of its argmin (the wall above the optimum cannot pull it), with its 95% "
-            "interval over the same seeds; a seed whose optimum is pinned or censored is left out of both (the "
-            f"warnings list them); *censored*: on the edge of `{key}`, so the optimum lies beyond.", ""]
+            "cubic within 0.75 octave of its argmin (the wall above the optimum cannot pull it), or, where fewer "
+            "than 5 rates lie that close, off an Akima interpolant between the measured rates, whose resolution "
+            "(0.2 x the spacing) widens the interval; with its 95% interval over the same seeds; a seed whose "
+            "optimum is pinned or censored is left out of both (the warnings list them); *censored*: on the edge "
+            f"of `{key}`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
         for d, b, name in _slices(grid):
             rows = [[str(w)] + [_cell_text(optima[Cell(par, w, t, d, b)]) for t in grid.tokens] for w in grid.widths]

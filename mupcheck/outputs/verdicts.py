@@ -27,6 +27,7 @@ import pandas as pd
 
 from mupcheck.analysis.collect import CellOptimum, collect, collect_results, find_optima, one_slice
 from mupcheck.analysis.drift import AxisLaw, DriftFit, MarginLaw, WidthLaw, axis_law, drift_law, margin_law, width_law
+from mupcheck.analysis.noise import NoiseModel, noise_model
 from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import (
     Comparison,
@@ -195,7 +196,9 @@ class GridSuite:
     def lr_verdicts(self) -> dict[str, Verdict]:
         """Under a joint sweep, each transfer comparison judged on `lr_optima` (by check id): whether the
         learning rate's part of the joint optimum moves too."""
-        return {c.id: judge(c.comparison, self.lr_optima, self.grid.transfer) for c in self.planned.values()
+        return {c.id: judge(c.comparison, self.lr_optima, self.grid.transfer,
+                            noise=noise_model(self.lr_optima, c.comparison.parametrization, self.grid.noise))
+                for c in self.planned.values()
                 if self.grid.joint and c.kind == "transfer" and c.comparison is not None}
 
     @functools.cached_property
@@ -247,6 +250,11 @@ class GridSuite:
     def noise_floor(self, parametrization: str) -> NoiseFloor:
         return _noise_floor(self.optima, parametrization)
 
+    @functools.cache  # noqa: B019
+    def noise(self, parametrization: str) -> NoiseModel:
+        """The noise model of a parametrization's cells (for comparisons that cannot pair two seeds)."""
+        return noise_model(self.optima, parametrization, self.grid.noise)
+
     @functools.cached_property
     def verdicts(self) -> dict[str, Verdict]:
         """The transfer verdicts, plain and with a rule, by check id. A rule that cannot be fitted (too few
@@ -260,7 +268,8 @@ class GridSuite:
                 except ValueError as e:
                     self.rule_errors[check.id] = str(e)
                     continue
-                out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta)
+                out[check.id] = judge(check.comparison, self.optima, self.grid.transfer, beta=beta,
+                                      noise=self.noise(comp.parametrization))
         return out
 
     @functools.cached_property

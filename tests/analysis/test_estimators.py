@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 import pytest
-from simulate import SD_OPTIMUM, Cell, Shape, simulate
+from simulate import SD_OPTIMUM, Cell, Shape, random_shape, simulate, spaced
 
 from mupcheck.analysis.collect import find_optima
 from mupcheck.analysis.drift import fit_drift, width_law
@@ -59,6 +59,41 @@ def test_the_cell_optimum_interval_covers_the_truth(name, n_seeds):
         iv = optimum.interval
         hits.append(iv is not None and iv[0] <= truth <= iv[1])
     _coverage(hits)
+
+
+# Issue 34's targets for sweeps that were never refined: (step log2, coverage at least, |bias| at most).
+COARSE_TARGETS = {1.0: (0.80, 0.15), 0.5: (0.85, 0.10)}
+
+
+@pytest.mark.parametrize("step", sorted(COARSE_TARGETS))
+def test_the_cell_optimum_on_unrefined_rates_covers_the_truth_without_bias(step):
+    """Rates an octave or half an octave apart, never refined, on curves of random shape (simulate.random_shape:
+    the wall 0.6 to 2.5 octaves up, either side the steeper), the true optimum anywhere between two rates, seed
+    noise 0.1 to 0.35 log2 and point noise 0.1% to 0.6%. The fallback this replaced (a kinked parabola over
+    +-2 octaves) covered 25-60% of octave cells with a bias of +0.3 to +0.6 log2 toward the wall. The bias is
+    checked within each third of wall distances too, so that one kind of curve cannot hide behind the others."""
+    min_coverage, max_bias = COARSE_TARGETS[step]
+    cell = ("mup", 32, 2**20)
+    rng = np.random.default_rng(int(700 + 10 * step))
+    hits, errors, walls = [], [], []
+    for _ in range(300):
+        shape, x0 = random_shape(rng), rng.uniform(-7.5, -5.5)
+        df = simulate(rng, {cell: Cell(x0, shape)}, range(5), sd_optimum=rng.uniform(0.1, 0.35),
+                      sd_point=rng.choice([0.001, 0.003, 0.006]), refine=False, coarse=spaced(step))
+        optimum, truth = find_optima(df)[cell], Cell(x0, shape).optimum
+        if not optimum.found:
+            continue
+        iv = optimum.interval
+        hits.append(iv is not None and iv[0] <= truth <= iv[1])
+        errors.append(optimum.lr_log2 - truth)
+        walls.append(shape.wall)
+    assert len(hits) >= 280, f"only {len(hits)} of 300 cells located"
+    coverage, bias = float(np.mean(hits)), float(np.mean(errors))
+    assert coverage >= min_coverage and abs(bias) <= max_bias, f"coverage {coverage:.2f}, bias {bias:+.3f}"
+    thirds = np.digitize(walls, np.quantile(walls, [1 / 3, 2 / 3]))
+    for k in range(3):
+        part = float(np.mean(np.array(errors)[thirds == k]))
+        assert abs(part) <= max_bias, f"bias {part:+.3f} in wall-distance third {k}"
 
 
 @pytest.mark.parametrize("name", ["wall 2 octaves up", "flat bottom", "kink 6x"])

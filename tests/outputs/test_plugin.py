@@ -33,8 +33,9 @@ def _fill_store(grid_path: Path, store_root: Path, optimum) -> None:
         store.save_result(plan.key(cfg), plan.key_material(cfg), fake_result(loss))
 
 
-# Enough learning rates that every optimum below is bracketed.
-LR5 = "[-11, -9, -7, -5, -3]"
+# Enough learning rates that every optimum below is bracketed, a quarter octave apart: the local fit, whose
+# intervals are the seeds' alone (rates farther apart add the interpolant's resolution).
+LR5 = "[" + ", ".join(f"{-11 + 0.25 * k:g}" for k in range(33)) + "]"
 
 
 def _outcomes(result) -> dict[str, str]:
