@@ -61,8 +61,9 @@ def test_the_cell_optimum_interval_covers_the_truth(name, n_seeds):
     _coverage(hits)
 
 
-# Issue 34's targets for sweeps that were never refined: (step log2, coverage at least, |bias| at most).
-COARSE_TARGETS = {1.0: (0.80, 0.15), 0.5: (0.85, 0.10)}
+# Issue 34's targets for sweeps that were never refined: (step log2, coverage at least, |bias| at most). A quarter
+# octave apart the local fit takes over (at least 5 rates within 0.75 octave of the argmin).
+COARSE_TARGETS = {1.0: (0.80, 0.15), 0.5: (0.85, 0.10), 0.25: (0.85, 0.10)}
 
 
 @pytest.mark.parametrize("step", sorted(COARSE_TARGETS))
