@@ -1,19 +1,24 @@
-"""How numbers read in messages, ids and reports: token budgets and durations."""
+"""How numbers read in messages, ids and reports: token budgets, durations and losses."""
 
 from __future__ import annotations
 
-__all__ = ["format_duration", "format_tokens"]
+import math
+
+__all__ = ["format_duration", "format_loss", "format_tokens"]
+
+_BINARY = ((2**30, "G"), (2**20, "M"), (2**10, "K"))
+_DECIMAL = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
 
 
 def format_tokens(n: int) -> str:
-    """1048576 -> '1M', 65536 -> '64K'; exact binary or decimal multiples only, else the number."""
-    for div, suffix in ((2**30, "G"), (2**20, "M"), (2**10, "K")):
-        if n % div == 0:
-            return f"{n // div}{suffix}"
-    for div, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
-        if n % div == 0:
-            return f"{n // div}{suffix}"
-    return str(n)
+    """A token budget as people write it: 1048576 -> '1M' and 65536 -> '64K' (binary multiples, what mupcheck's
+    own grids use), 4e9 -> '4B' and 1.14e10 -> '11.4B' (decimal, what scaling studies use). Of the exact
+    forms (and the plain number), the shortest; a tie goes to the binary one. Never '3906250K' for 4e9."""
+    candidates = [f"{n // div}{suffix}" for div, suffix in _BINARY if n and n % div == 0]
+    for div, suffix in _DECIMAL:
+        if n and n % (div // 1000) == 0 and n >= div:  # at most three decimals: 11.4B, 1.125M
+            candidates.append(f"{n / div:.3f}".rstrip("0").rstrip(".") + suffix)
+    return min([*candidates, str(n)], key=len)
 
 
 def format_duration(seconds: float) -> str:
@@ -21,3 +26,10 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def format_loss(x: float | None) -> str:
+    """A loss in a table of curves: '-' for no run, 'diverged' for an infinite loss."""
+    if x is None:
+        return "-"
+    return "diverged" if math.isinf(x) else f"{x:.4f}"

@@ -69,7 +69,7 @@ def curve_frame(optimum: Any, widths: tuple[int, ...] = (32, 256), tokens: tuple
     a_right above, and N(0, noise) on every loss."""
     import numpy as np
 
-    from mupcheck.analysis.collect import records_frame
+    from mupcheck.frame import records_frame
 
     rng = np.random.default_rng(rng_seed)
     rows = []

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import records_frame
+from mupcheck.frame import records_frame
 from mupcheck.spec import Cell as GridCell
 
 COARSE = tuple(float(x) for x in range(-9, -2))

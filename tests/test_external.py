@@ -9,13 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mupcheck.analysis.collect import collect_results, find_optima, frame_of
+from mupcheck.analysis.optima import find_optima
+from mupcheck.collect import collect_results, frame_of
 from mupcheck.errors import GridError
-from mupcheck.external import read_results, runs_table, write_results
 from mupcheck.outputs.cli import main
 from mupcheck.outputs.json_report import SCHEMA
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.spec import load_grid
+from mupcheck.sources.tables import read_results, runs_table, write_results
+from mupcheck.spec import SETTINGS_KEYS, load_grid
 from mupcheck.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def test_the_committed_records_exported_and_imported_give_the_same_verdicts(tmp_
         pytest.importorskip("pyarrow")
     records = _committed_records()
     assert len(records) == 325
-    write_results(runs_table(records), tmp_path / f"runs{suffix}")
+    write_results(runs_table(records, SETTINGS_KEYS), tmp_path / f"runs{suffix}")
     imported = GridSuite(load_grid(_results_grid(tmp_path, f'name = "theirs"\nresults = "runs{suffix}"\n' + SETTINGS)))
     own = GridSuite(load_grid(ROOT / "grids" / "cpu_horizon_constant.toml"), frame=frame_of(records))
     assert imported.grid.tokens == own.grid.tokens and imported.grid.seeds == own.grid.seeds
@@ -78,7 +79,7 @@ def test_the_example_results_grid_reads_a_wandb_style_export(tmp_path):
 
 
 def test_mlflow_style_columns_and_a_glob_of_files(tmp_path):
-    rows = runs_table(_committed_records())
+    rows = runs_table(_committed_records(), SETTINGS_KEYS)
     table = rows.rename(columns={"width": "params.d_model", "tokens": "params.tokens", "lr": "params.lr",
                                  "seed": "params.seed", "loss": "metrics.val_loss"})
     table = table[["params.d_model", "params.tokens", "params.lr", "params.seed", "metrics.val_loss"]]
@@ -171,7 +172,7 @@ def test_a_curve_lets_the_suite_judge_a_run_unstable(tmp_path):
 
 def test_a_ragged_sweep_is_judged_on_what_each_seed_ran(tmp_path):
     """Imported sweeps are rarely complete: a seed without some rates still gives its optimum."""
-    table = runs_table(_committed_records())
+    table = runs_table(_committed_records(), SETTINGS_KEYS)
     table = table[table["tokens"] == 131072]
     ragged = table.drop(table[(table["seed"] == 4) & (table["lr_log2"] == -5.5)].index)
     write_results(ragged, tmp_path / "runs.csv")
@@ -181,7 +182,7 @@ def test_a_ragged_sweep_is_judged_on_what_each_seed_ran(tmp_path):
 
 
 def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
-    write_results(runs_table(_committed_records()), tmp_path / "runs.csv")
+    write_results(runs_table(_committed_records(), SETTINGS_KEYS), tmp_path / "runs.csv")
     grid = _results_grid(tmp_path, 'name = "theirs"\nresults = "runs.csv"\n' + SETTINGS)
     assert main(["run", str(grid)]) == 2
     assert "nothing to train" in capsys.readouterr().err
@@ -220,7 +221,7 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
 
 
 def test_pytest_judges_a_results_grid_and_a_broken_one_is_one_collection_error(pytester):
-    write_results(runs_table(_committed_records()), pytester.path / "runs.csv")
+    write_results(runs_table(_committed_records(), SETTINGS_KEYS), pytester.path / "runs.csv")
     (pytester.path / "grids").mkdir()
     (pytester.path / "grids" / "theirs.toml").write_text('name = "theirs"\nresults = "../runs.csv"\n' + SETTINGS)
     result = pytester.runpytest("grids/theirs.toml", "-p", "no:cacheprovider", "--mupcheck-reports", "out")

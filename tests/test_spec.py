@@ -156,6 +156,9 @@ def test_shipped_grids_are_valid():
 def test_format_tokens():
     assert format_tokens(2**20) == "1M" and format_tokens(65536) == "64K" and format_tokens(3_000_000) == "3M"
     assert format_tokens(12345) == "12345"
+    # Decimal budgets, as scaling studies write them (issue 35): never 3906250K for 4e9.
+    assert format_tokens(4 * 10**9) == "4B" and format_tokens(11_400_000_000) == "11.4B"
+    assert format_tokens(10**11) == "100B" and format_tokens(2**30) == "1G" and format_tokens(1500) == "1.5K"
 
 
 def test_extends_overrides_key_by_key_and_table_by_table(tmp_path):

@@ -391,3 +391,42 @@ def t_interval(values: Sequence[float]) -> tuple[float, float] | None:
     half = t_quantile(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     mean = float(v.mean())
     return (mean - half, mean + half)
+
+
+# --- the stability boundary ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Boundary:
+    """One seed's stability boundary in one cell."""
+
+    x: float  # log2 lr where training stops being usable (a lower bound when censored; NaN: no usable run)
+    censored: bool  # no unusable rate measured above the optimum: the boundary lies at or above x
+    first_bad: float  # the lowest measured rate past the boundary (NaN when censored)
+
+
+def seed_boundary(xs: ArrayLike, losses: ArrayLike, usable: ArrayLike, rise: float) -> Boundary:
+    """The boundary of one seed's curve: `losses` (inf: diverged) over `xs`, `usable` False for runs whose
+    status is not "ok"; NaN: no run there. The best loss is the lowest usable one."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(losses, dtype=float)
+    ok = np.asarray(usable, dtype=bool) & np.isfinite(y)
+    present = ~np.isnan(y)  # NaN: no run at that rate (a ragged imported sweep)
+    order = np.argsort(x[present])
+    x, y, ok = x[present][order], y[present][order], ok[present][order]
+    if not ok.any():
+        return Boundary(math.nan, False, math.nan)
+    best_i = int(np.argmin(np.where(ok, y, np.inf)))
+    best = float(y[best_i])
+    for k in range(best_i + 1, len(x)):
+        if ok[k] and y[k] <= best * (1 + rise):
+            continue
+        a = k - 1  # the last usable rate before the wall
+        r_a, r_b = y[a] / best - 1, (y[k] / best - 1) if math.isfinite(y[k]) else math.inf
+        if not math.isfinite(r_b) or r_b <= rise:
+            # Diverged (no loss to read), or unstable with a loss still under the threshold: halfway.
+            return Boundary(float((x[a] + x[k]) / 2), False, float(x[k]))
+        if r_a > 0:  # log-linear: an exponential wall crosses the threshold where a straight line in log does
+            w = (math.log(rise) - math.log(r_a)) / (math.log(r_b) - math.log(r_a))
+        else:
+            w = (rise - r_a) / (r_b - r_a)
+        return Boundary(float(x[a] + min(1.0, max(0.0, w)) * (x[k] - x[a])), False, float(x[k]))
+    return Boundary(float(x[-1]), True, math.nan)

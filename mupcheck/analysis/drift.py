@@ -35,10 +35,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import Cell as CellKey
-from mupcheck.analysis.collect import CellOptimum, find_optima
 from mupcheck.analysis.curves import t_interval, t_quantile
+from mupcheck.analysis.optima import CellOptimum, find_optima
 from mupcheck.fmt import format_tokens
+from mupcheck.spec import Cell as CellKey
 
 __all__ = ["PUBLISHED", "AxisLaw", "axis_law", "DriftFit", "MarginLaw", "Prediction", "WidthLaw", "drift_law",
            "fit_drift", "margin_law",

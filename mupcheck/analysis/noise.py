@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mupcheck.analysis.collect import Cell, CellOptimum
 from mupcheck.analysis.curves import BASIN, t_quantile
-from mupcheck.spec import NoiseSettings
+from mupcheck.analysis.optima import CellOptimum
+from mupcheck.spec import Cell, NoiseSettings
 
 __all__ = ["MIN_LAW_DF", "Noise", "NoiseModel", "noise_model"]
 

@@ -1,6 +1,6 @@
 """The stability boundary: the lowest learning rate above the optimum where training stops being usable.
 
-    b = seed_boundary(xs, losses, usable, rise=0.10)   # one seed's curve -> Boundary(x, censored)
+    b = seed_boundary(xs, losses, usable, rise=0.10)   # one seed's curve -> Boundary(x, censored): curves.py
     v = judge_stability(comp, optima, settings)         # is the transferred rate far enough below it?
 
 Along training length the loss-vs-rate curve keeps its optimum while the wall above it closes in: on an
@@ -21,56 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
 
+from mupcheck.analysis.comparison import Comparison, drift_of
 from mupcheck.analysis.curves import t_interval
+from mupcheck.analysis.optima import CellOptimum
+from mupcheck.spec import Cell, StabilitySettings
 
-if TYPE_CHECKING:
-    from mupcheck.analysis.collect import CellOptimum
-    from mupcheck.analysis.transfer import Comparison
-    from mupcheck.spec import Cell, StabilitySettings
-
-__all__ = ["Boundary", "StabilityVerdict", "judge_stability", "seed_boundary"]
-
-
-@dataclass(frozen=True)
-class Boundary:
-    """One seed's stability boundary in one cell."""
-
-    x: float  # log2 lr where training stops being usable (a lower bound when censored; NaN: no usable run)
-    censored: bool  # no unusable rate measured above the optimum: the boundary lies at or above x
-    first_bad: float  # the lowest measured rate past the boundary (NaN when censored)
-
-
-def seed_boundary(xs: ArrayLike, losses: ArrayLike, usable: ArrayLike, rise: float) -> Boundary:
-    """The boundary of one seed's curve: `losses` (inf: diverged) over `xs`, `usable` False for runs whose
-    status is not "ok"; NaN: no run there. The best loss is the lowest usable one."""
-    x, y = np.asarray(xs, dtype=float), np.asarray(losses, dtype=float)
-    ok = np.asarray(usable, dtype=bool) & np.isfinite(y)
-    present = ~np.isnan(y)  # NaN: no run at that rate (a ragged imported sweep)
-    order = np.argsort(x[present])
-    x, y, ok = x[present][order], y[present][order], ok[present][order]
-    if not ok.any():
-        return Boundary(math.nan, False, math.nan)
-    best_i = int(np.argmin(np.where(ok, y, np.inf)))
-    best = float(y[best_i])
-    for k in range(best_i + 1, len(x)):
-        if ok[k] and y[k] <= best * (1 + rise):
-            continue
-        a = k - 1  # the last usable rate before the wall
-        r_a, r_b = y[a] / best - 1, (y[k] / best - 1) if math.isfinite(y[k]) else math.inf
-        if not math.isfinite(r_b) or r_b <= rise:
-            # Diverged (no loss to read), or unstable with a loss still under the threshold: halfway.
-            return Boundary(float((x[a] + x[k]) / 2), False, float(x[k]))
-        if r_a > 0:  # log-linear: an exponential wall crosses the threshold where a straight line in log does
-            w = (math.log(rise) - math.log(r_a)) / (math.log(r_b) - math.log(r_a))
-        else:
-            w = (rise - r_a) / (r_b - r_a)
-        return Boundary(float(x[a] + min(1.0, max(0.0, w)) * (x[k] - x[a])), False, float(x[k]))
-    return Boundary(float(x[-1]), True, math.nan)
+__all__ = ["StabilityOutcome", "StabilityVerdict", "judge_stability"]
 
 
 StabilityOutcome = Literal["pass", "fail", "inconclusive"]
@@ -105,8 +65,6 @@ def judge_stability(comp: Comparison, optima: dict[Cell, CellOptimum],
                     settings: StabilitySettings, beta: float = 0.0) -> StabilityVerdict:
     """Pass when the 95% interval of (other boundary - transferred rate) lies at or above min_margin_log2;
     fail when it lies below; inconclusive otherwise (or with fewer than two paired seeds)."""
-    from mupcheck.analysis.transfer import drift_of  # transfer imports this module's verdict for its items
-
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     drift = drift_of(comp, beta)
     transferred = ref.lr_log2 - drift

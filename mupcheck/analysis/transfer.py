@@ -1,7 +1,7 @@
 """Transfer assertions: does a cell's optimal learning rate carry over to another cell?
 
     optima = find_optima(df)
-    for comp in plan_comparisons(grid):              # what to compare, known before any training
+    for comp in plan_comparisons(grid):              # what to compare (mupcheck.analysis.comparison)
         verdict = judge(comp, optima, grid.transfer)
         verdict.outcome, verdict.message()           # "transfers" | "breaks" | "inconclusive"
     assert_transfer(df, axis="tokens", parametrization="mup")   # from a user's own test
@@ -32,140 +32,43 @@ interval lies inside the band and no measured regret reaches past `max_regret`. 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import Cell, CellOptimum, find_optima
+from mupcheck.analysis.comparison import (
+    RULE_FIT_BUDGETS,
+    Comparison,
+    axis_value,
+    batch_fit_sizes,
+    comparisons_for,
+    drift_of,
+    reference_value,
+    split_rest,
+)
 from mupcheck.analysis.curves import t_interval, widen
 from mupcheck.analysis.drift import axis_law, fit_drift
 from mupcheck.analysis.noise import Noise, NoiseModel, noise_model
-from mupcheck.fmt import format_tokens
-from mupcheck.spec import AXES, LR_BATCH_RULES, Grid, TransferSettings
+from mupcheck.analysis.optima import CellOptimum, find_optima
+from mupcheck.fmt import format_loss, format_tokens
+from mupcheck.spec import AXES, LR_BATCH_RULES, Cell, Grid, TransferSettings
 
-__all__ = ["Comparison", "Regret", "Verdict", "plan_comparisons", "comparisons_for", "judge", "assert_transfer",
-           "TransferError", "is_expected_break", "WiderVerdict", "wider_is_better", "reference_value",
-           "rule_beta", "rule_comparisons", "paired_regret", "drift_of", "batch_rule_exponent", "batch_fit_sizes"]
+__all__ = ["MAX_BAND_LOG2", "Outcome", "Regret", "TransferError", "Verdict", "assert_transfer", "batch_rule_exponent",
+           "judge", "paired_regret", "regret_band", "rule_beta"]
 
 
 class TransferError(AssertionError):
     """The optimal learning rate did not transfer; the message shows both cells and the curves."""
 
 
-def _fmt(axis: str, value: int) -> str:
-    return format_tokens(value) if axis == "tokens" else str(value)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Reference cell vs other cell along one axis, every other axis held fixed: `fixed` is the value of
-    `fixed_axis` (tokens along width, width along the others), `at` the values of the remaining axes the grid
-    varies (named in the check's id), `held` those it does not (left out of the id)."""
-
-    axis: str  # the axis that changes (AXES)
-    parametrization: str
-    fixed: int  # the value of fixed_axis
-    ref: int  # reference value along `axis`
-    other: int
-    at: tuple[tuple[str, int], ...] = ()
-    held: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def fixed_axis(self) -> str:
-        return "tokens" if self.axis == "width" else "width"
-
-    def cell(self, value: int) -> Cell:
-        coords = {**dict(self.held), **dict(self.at), self.fixed_axis: self.fixed, self.axis: value}
-        return Cell(self.parametrization, coords["width"], coords["tokens"], coords.get("depth", 0),
-                    coords.get("batch_size", 0))
-
-    def _where(self) -> str:
-        return " ".join(f"{a}={_fmt(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
-
-    @property
-    def test_id(self) -> str:
-        """Reads like the finding: width[mup tokens=1M 32->256]."""
-        return (f"{self.axis}[{self.parametrization} {self._where()} "
-                f"{_fmt(self.axis, self.ref)}->{_fmt(self.axis, self.other)}]")
-
-    @property
-    def label(self) -> str:
-        """'width 32 -> 256 at tokens 1M', without the parametrization."""
-        where = ", ".join(f"{a} {_fmt(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
-        return f"{self.axis} {_fmt(self.axis, self.ref)} -> {_fmt(self.axis, self.other)} at {where}"
-
-    def title(self) -> str:
-        return f"{self.label} ({self.parametrization})"
-
-
-def reference_value(grid: Grid, axis: str) -> int:
-    """The reference cell's value along `axis`: `[transfer] reference_width`, else the base width if the
-    grid has it, else the smallest width; likewise for depth (reference_depth, base_depth); the shortest
-    token budget; the smallest batch size."""
-    t = grid.transfer
-    if axis == "width":
-        if t.reference_width is not None:
-            return t.reference_width
-        return grid.base_width if grid.base_width in grid.widths else grid.widths[0]
-    if axis == "depth":
-        if t.reference_depth is not None:
-            return t.reference_depth
-        depths = grid.values("depth")
-        return grid.base_depth if grid.base_depth in depths else depths[0]
-    return grid.values(axis)[0]
-
-
-def comparisons_for(axis: str, parametrizations: tuple[str, ...], values: tuple[int, ...],
-                    fixed_values: tuple[int, ...], ref: int,
-                    slices: tuple[tuple[tuple[str, int], ...], ...] = ((),),
-                    held: tuple[tuple[str, int], ...] = ()) -> list[Comparison]:
-    """Every value against `ref` along `axis`, at each value of the fixed axis and each slice (values of the
-    remaining varied axes)."""
-    return [Comparison(axis, par, fixed, ref, v, at, held)
-            for par in parametrizations for at in slices for fixed in fixed_values for v in values if v != ref]
-
-
-def _split_rest(rest: list[str], values: Callable[[str], tuple[int, ...]]
-                ) -> tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[tuple[str, int], ...]]:
-    """The remaining axes of a comparison: every combination of those with several values (named in its id),
-    and the single value of the others (held, not named)."""
-    varied = [a for a in rest if len(values(a)) > 1]
-    held = tuple((a, values(a)[0]) for a in rest if a not in varied)
-    slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(values(a) for a in varied)))
-    return slices, held
-
-
-def plan_comparisons(grid: Grid) -> list[Comparison]:
-    """Every comparison a grid asks for: along each axis it varies, for each parametrization."""
-    out: list[Comparison] = []
-    for axis in AXES:
-        values = grid.values(axis)
-        if len(values) < 2:
-            continue
-        fixed_axis = "tokens" if axis == "width" else "width"
-        slices, held = _split_rest([a for a in AXES if a not in (axis, fixed_axis)], grid.values)
-        out += comparisons_for(axis, grid.parametrization, values, grid.values(fixed_axis),
-                               reference_value(grid, axis), slices, held)
-    return out
-
-
-def is_expected_break(comp: Comparison, settings: TransferSettings) -> bool:
-    """`expect_break` entries are an axis ("tokens") or a parametrization and an axis ("sp:width")."""
-    return comp.axis in settings.expect_break or f"{comp.parametrization}:{comp.axis}" in settings.expect_break
-
-
 Outcome = Literal["transfers", "breaks", "inconclusive"]
-# The power rule's beta is fitted on this many shortest budgets by default: two budgets an octave apart
-# gave betas from -0.001 to 0.681 where all cells gave 0.015 to 0.388 (issue 13).
-RULE_FIT_BUDGETS = 3
+
+
 # A band wider than this (a flat curve: no regret anywhere near) is capped: the measured range is finite.
 MAX_BAND_LOG2 = 3.0
-
 
 
 @dataclass(frozen=True)
@@ -298,8 +201,8 @@ class Verdict:
     def message(self) -> str:
         """Both cells, both optima with intervals, the shift, the band, the regret, and the curves behind them."""
         c = self.comparison
-        name_ref = f"{c.axis}={_fmt(c.axis, c.ref)}"
-        name_other = f"{c.axis}={_fmt(c.axis, c.other)}"
+        name_ref = f"{c.axis}={axis_value(c.axis, c.ref)}"
+        name_other = f"{c.axis}={axis_value(c.axis, c.other)}"
         lines = [self.summary(),
                  f"  reference {name_ref:>14}: {self.ref.describe()}",
                  f"  other     {name_other:>14}: {self.other.describe()}",
@@ -309,27 +212,9 @@ class Verdict:
         for x in sorted(set(ref_curve) | set(other_curve)):
             mark = ("  <- ref optimum" if x == self.ref.grid_lr_log2 else "") + \
                    ("  <- other optimum" if x == self.other.grid_lr_log2 else "")
-            lines.append(f"  {x:>8g}  {_loss_str(ref_curve.get(x)):>20}  {_loss_str(other_curve.get(x)):>20}{mark}")
+            lines.append(f"  {x:>8g}  {format_loss(ref_curve.get(x)):>20}  {format_loss(other_curve.get(x)):>20}{mark}")
         lines += [f"  note: {flag}" for flag in self.ref.flags + self.other.flags]
         return "\n".join(lines)
-
-
-def _loss_str(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "diverged" if math.isinf(x) else f"{x:.4f}"
-
-
-def drift_of(comp: Comparison, beta: float) -> float:
-    """How far (log2) a rule with exponent `beta` moves the transferred rate down: along tokens lr* falls as
-    T^-beta; along batch size it grows as B^beta (beta 0.5: the square-root rule); nothing along the others."""
-    if not beta:
-        return 0.0
-    if comp.axis == "tokens":
-        return beta * math.log2(comp.other / comp.ref)
-    if comp.axis == "batch_size":
-        return -beta * math.log2(comp.other / comp.ref)
-    return 0.0
 
 
 def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[float, float], str]:
@@ -497,7 +382,7 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
 
     fixed_axis = "tokens" if axis == "width" else "width"
     ref = reference if reference is not None else values(axis)[0]
-    slices, held = _split_rest([a for a in AXES if a not in (axis, fixed_axis)], values)
+    slices, held = split_rest([a for a in AXES if a not in (axis, fixed_axis)], values)
     settings = TransferSettings(tolerance_log2=tolerance_log2, max_regret=max_regret)
     optima = find_optima(sub)
     noise = noise_model(optima, parametrization)
@@ -511,115 +396,6 @@ def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str 
         raise TransferError(f"{len(failed)} of {len(verdicts)} comparisons do not transfer ({counts}):\n\n"
                             + "\n\n".join(v.message() for v in failed))
     return verdicts
-
-
-WiderOutcome = Literal["pass", "fail", "inconclusive"]
-
-
-@dataclass(frozen=True)
-class WiderVerdict:
-    """'Wider is better': at one learning rate, the loss must not rise from one width to the next by more than
-    a tolerance. Each rise is paired over seeds (a seed fixes init and data order at every width), with its
-    95% interval: it passes when every rise's interval stays within the tolerance, fails when one lies above
-    it, and is inconclusive otherwise, with one seed, or without a located reference optimum."""
-
-    parametrization: str
-    tokens: int
-    lr_log2: float
-    widths: tuple[int, ...]
-    losses: tuple[float, ...]  # seed-mean loss at lr_log2, per width
-    tolerance: float
-    rises: tuple[tuple[float, tuple[float, float] | None], ...] = ()  # per widening: mean rise, 95% interval
-    why_unknown: str = ""  # set when there is no rate to read every width at
-    at: tuple[tuple[str, int], ...] = ()  # the depth and batch size, where the grid varies them
-
-    @property
-    def worst_rise(self) -> float:
-        """Largest mean relative rise of the loss from one width to the next (inf if a wider run diverged)."""
-        return max((r for r, _ in self.rises), default=math.nan)
-
-    @property
-    def outcome(self) -> WiderOutcome:
-        if self.why_unknown or not self.rises:
-            return "inconclusive"
-        if any(r == math.inf or (iv is not None and iv[0] > self.tolerance) for r, iv in self.rises):
-            return "fail"
-        if all(iv is not None and iv[1] <= self.tolerance for _, iv in self.rises):
-            return "pass"
-        return "inconclusive"
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome == "pass"
-
-    @property
-    def head(self) -> str:
-        return " ".join([f"{self.parametrization} tokens={format_tokens(self.tokens)}",
-                         *(f"{a}={v}" for a, v in self.at)])
-
-    @property
-    def test_id(self) -> str:
-        return f"wider[{self.head}]"
-
-    def message(self) -> str:
-        head = self.head
-        if self.why_unknown:
-            return f"{head}: INCONCLUSIVE: {self.why_unknown}"
-        status = {"pass": "wider is better", "fail": "WIDER IS WORSE", "inconclusive": "INCONCLUSIVE"}[self.outcome]
-        worst = max(range(len(self.rises)), key=lambda k: self.rises[k][0])
-        rise, iv = self.rises[worst]
-        if rise == math.inf:
-            change = "a wider run diverged"
-        else:
-            change = (f"largest rise of the loss from one width to the next {100 * rise:+.2f}% (width "
-                      f"{self.widths[worst]} -> {self.widths[worst + 1]}"
-                      + (f", 95% interval {100 * iv[0]:+.2f} .. {100 * iv[1]:+.2f}%)" if iv else "; one seed: no "
-                         "interval)"))
-        lines = [f"{head} at lr 2^{self.lr_log2:g}: {status}: {change} (tolerance {100 * self.tolerance:g}%)"]
-        lines += [f"  width {w:>6}: loss {_loss_str(x)}" for w, x in zip(self.widths, self.losses)]
-        if self.outcome == "fail" and self.parametrization in ("mup", "custom"):
-            lines.append("  hint: under muP a wider model trained with the same hyperparameters should not be worse; "
-                         "run `mupcheck coord-check` on this model")
-        return "\n".join(lines)
-
-
-def wider_is_better(optima: dict[Cell, CellOptimum], parametrization: str, tokens: int,
-                    widths: tuple[int, ...], reference_width: int, tolerance: float = 0.01,
-                    at: tuple[tuple[str, int], ...] = (), held: tuple[tuple[str, int], ...] = ()) -> WiderVerdict:
-    """Losses across widths at the reference width's best learning rate among those every width measured
-    (refinement adds different rates to different cells), with each widening's rise paired over seeds; at
-    one depth and batch size (`at`: named in the check, `held`: not)."""
-    coords = {**dict(held), **dict(at)}
-
-    def cell(w: int) -> Cell:
-        return Cell(parametrization, w, tokens, coords.get("depth", 0), coords.get("batch_size", 0))
-
-    ref = optima[cell(reference_width)]
-    cells = [optima[cell(w)] for w in widths]
-    shared = sorted(set.intersection(*(set(c.lrs) for c in cells)))
-    ref_curve = dict(zip(ref.lrs, ref.losses))
-
-    def unknown(why: str) -> WiderVerdict:
-        return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.nan for _ in widths),
-                            tolerance, why_unknown=why, at=at)
-
-    if not ref.found:
-        return unknown(f"the reference width {reference_width}'s optimum is not located ({ref.describe()}); "
-                       "the rate to compare widths at is unknown")
-    if not shared or not any(math.isfinite(ref_curve[x]) for x in shared):
-        return unknown("no learning rate was measured at every width")
-    x = min(shared, key=lambda lr: ref_curve[lr])
-    by_seed = [c.seed_losses_at(x)[0] for c in cells]
-    rises: list[tuple[float, tuple[float, float] | None]] = []
-    for a, b in zip(by_seed, by_seed[1:]):
-        per_seed = [(b[s] / a[s] - 1) if math.isfinite(b[s]) else math.inf
-                    for s in sorted(set(a) & set(b)) if math.isfinite(a[s])]
-        if any(map(math.isinf, per_seed)):
-            rises.append((math.inf, None))
-        else:
-            rises.append((float(np.mean(per_seed)) if per_seed else math.nan, t_interval(per_seed)))
-    losses = tuple(dict(zip(c.lrs, c.losses))[x] for c in cells)
-    return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance, tuple(rises), at=at)
 
 
 def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float, str]:
@@ -640,11 +416,6 @@ def rule_beta(df: pd.DataFrame, grid: Grid, parametrization: str) -> tuple[float
     return fit.beta, f"beta {fit.beta:.3f} fitted on tokens {where}"
 
 
-def batch_fit_sizes(grid: Grid) -> tuple[int, ...]:
-    """The batch sizes a fitted batch rule is fitted on: the two smallest."""
-    return grid.values("batch_size")[:2] if grid.transfer.lr_batch_rule == "fit" else ()
-
-
 def batch_rule_exponent(optima: dict[Cell, CellOptimum], grid: Grid, parametrization: str) -> tuple[float, str]:
     """The batch rule's exponent (sqrt: 0.5, linear: 1, or fitted on the two smallest batch sizes) and where
     it came from."""
@@ -656,18 +427,3 @@ def batch_rule_exponent(optima: dict[Cell, CellOptimum], grid: Grid, parametriza
     if law is None:
         raise ValueError(f"cannot fit the batch rule: no cell has located optima at batch sizes {sizes}")
     return law.slope, f"exponent {law.slope:.3f} fitted on batch sizes {', '.join(map(str, sizes))}"
-
-
-def rule_comparisons(grid: Grid) -> list[Comparison]:
-    """Comparisons a transfer rule is checked on: along tokens with the power rule, along batch size with a
-    batch rule; those whose other cell was not used to fit it."""
-    t = grid.transfer
-    out = []
-    if t.lr_rule == "power" and len(grid.tokens) >= 2:
-        fit_tokens = (set() if t.lr_rule_beta is not None
-                      else set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS]))
-        out += [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]
-    if t.lr_batch_rule != "none":
-        fit_sizes = set(batch_fit_sizes(grid))
-        out += [c for c in plan_comparisons(grid) if c.axis == "batch_size" and c.other not in fit_sizes]
-    return out

@@ -20,20 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import mupcheck
-from mupcheck.analysis.collect import collect, collect_results
+from mupcheck.analysis.comparison import reference_value
 from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
-from mupcheck.analysis.refine import refinement_advice
-from mupcheck.analysis.transfer import reference_value
 from mupcheck.checks.coord import check_model, slope_table
+from mupcheck.collect import collect, collect_results
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
-from mupcheck.external import runs_table, write_results
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.plan import estimate_cost, plan_grid
+from mupcheck.plan import estimate_cost, plan_grid, refinement_advice
 from mupcheck.provenance import utc_now
-from mupcheck.spec import BACKENDS, PARAMETRIZATIONS, CoordCheckConfig, Grid, RunSettings, load_grid, parse_grid
+from mupcheck.sources.tables import runs_table, write_results
+from mupcheck.spec import (
+    BACKENDS,
+    PARAMETRIZATIONS,
+    SETTINGS_KEYS,
+    CoordCheckConfig,
+    Grid,
+    RunSettings,
+    load_grid,
+    parse_grid,
+)
 from mupcheck.store import STORE_ENV, Store
 from mupcheck.sweep.local import run_grid
 
@@ -252,7 +260,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     df = collect(plan_grid(grid, args.device), store)  # every run of the grid, refinement runs included
     records = [store.load(key) for key in df["key"]]
     try:
-        path = write_results(runs_table([r for r in records if r is not None]), args.out)
+        path = write_results(runs_table([r for r in records if r is not None], SETTINGS_KEYS), args.out)
     except OSError as e:
         raise MupcheckError(f"cannot write {args.out}: {e.strerror or e}") from None
     print(f"wrote {len(df)} runs to {path}")

@@ -44,9 +44,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mupcheck.analysis.collect import CellOptimum
 from mupcheck.analysis.drift import AxisLaw, MarginLaw
 from mupcheck.analysis.noise import Noise
+from mupcheck.analysis.optima import CellOptimum
 from mupcheck.outputs.verdicts import GridSuite
 
 __all__ = ["SCHEMA", "suite_json"]

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # reports are written on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mupcheck.analysis.collect import CellOptimum  # noqa: E402
+from mupcheck.analysis.optima import CellOptimum  # noqa: E402
 from mupcheck.fmt import format_tokens  # noqa: E402
 from mupcheck.spec import AXES, Cell, Grid, swept_quantity  # noqa: E402
 

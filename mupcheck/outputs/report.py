@@ -23,18 +23,17 @@ from typing import Any
 import pandas as pd
 
 import mupcheck
-from mupcheck.analysis.collect import CellOptimum, joint_argmin, tuned_names
 from mupcheck.analysis.drift import PUBLISHED, AxisLaw
-from mupcheck.analysis.refine import refinement_advice
+from mupcheck.analysis.optima import CellOptimum, joint_argmin, tuned_names
 from mupcheck.analysis.transfer import Verdict, judge
 from mupcheck.errors import ReportError
-from mupcheck.external import result_files
 from mupcheck.fmt import format_tokens
 from mupcheck.outputs.json_report import suite_json
 from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
 from mupcheck.outputs.verdicts import GridSuite, Outcome
-from mupcheck.plan import Plan
+from mupcheck.plan import Plan, refinement_advice
 from mupcheck.provenance import git_commit
+from mupcheck.sources.tables import result_files
 from mupcheck.spec import AXES, Cell, Grid, swept_quantity
 
 __all__ = ["render_report", "write_report"]
@@ -456,7 +455,8 @@ def provenance_for(suite: GridSuite, extra: dict[str, str]) -> dict[str, str]:
 
 def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
     grid_path = Path(grid.path)
-    files = result_files(grid)
+    assert grid.results is not None
+    files = result_files(grid.results.path, grid.grid_dir, grid.path)
     averaged = int(df["key"].astype(str).str.contains(" + ", regex=False).sum())
     info = {
         "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",

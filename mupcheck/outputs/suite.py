@@ -23,16 +23,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mupcheck.analysis.collect import MissingRunsError, collect_coarse
-from mupcheck.analysis.refine import refinement_advice, refinement_configs
 from mupcheck.analysis.transfer import TransferError
+from mupcheck.collect import MissingRunsError, collect_coarse
 from mupcheck.engine.models import build_model
 from mupcheck.errors import MupcheckError
 from mupcheck.fmt import format_duration
 from mupcheck.outputs.plugin import grid_files
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite, PlannedCheck, planned_checks
-from mupcheck.plan import Plan, plan_grid
+from mupcheck.plan import Plan, plan_grid, refinement_advice, refinement_configs
 from mupcheck.provenance import utc_now
 from mupcheck.spec import Grid, load_grid
 from mupcheck.store import CorruptRecordWarning, Store

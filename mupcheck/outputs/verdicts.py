@@ -25,25 +25,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.collect import CellOptimum, collect, collect_results, find_optima, one_slice
-from mupcheck.analysis.drift import AxisLaw, DriftFit, MarginLaw, WidthLaw, axis_law, drift_law, margin_law, width_law
-from mupcheck.analysis.noise import NoiseModel, noise_model
-from mupcheck.analysis.stability import StabilityVerdict, judge_stability
-from mupcheck.analysis.transfer import (
+from mupcheck.analysis.comparison import (
     Comparison,
-    Verdict,
-    WiderVerdict,
-    batch_rule_exponent,
     is_expected_break,
-    judge,
     plan_comparisons,
     reference_value,
-    rule_beta,
     rule_comparisons,
-    wider_is_better,
 )
+from mupcheck.analysis.drift import AxisLaw, DriftFit, MarginLaw, WidthLaw, axis_law, drift_law, margin_law, width_law
+from mupcheck.analysis.noise import NoiseModel, noise_model
+from mupcheck.analysis.optima import CellOptimum, find_optima, one_slice
+from mupcheck.analysis.stability import StabilityVerdict, judge_stability
+from mupcheck.analysis.transfer import Verdict, batch_rule_exponent, judge, rule_beta
+from mupcheck.analysis.wider import WiderVerdict, wider_is_better
 from mupcheck.checks.coord import CoordResult, check_model
 from mupcheck.checks.lint import LintFinding, lint_grid
+from mupcheck.collect import collect, collect_results
 from mupcheck.fmt import format_tokens
 from mupcheck.plan import Plan
 from mupcheck.spec import AXES, Cell, Grid, Parametrization

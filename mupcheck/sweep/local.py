@@ -31,13 +31,12 @@ from typing import Any
 
 import torch
 
-from mupcheck.analysis.collect import collect_coarse
-from mupcheck.analysis.refine import refinement_configs
 from mupcheck.checks.lint import lint_grid
+from mupcheck.collect import collect_coarse
 from mupcheck.engine.device import pin_threads, resolve_device, select_gpu
 from mupcheck.engine.fused import fusion_groups
 from mupcheck.errors import MupcheckError
-from mupcheck.plan import Plan, plan_grid, repeated_data_warning
+from mupcheck.plan import Plan, plan_grid, refinement_configs, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.balance import balance, local_slots

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from mupcheck.analysis.collect import find_optima
+from mupcheck.analysis.comparison import Comparison, drift_of, plan_comparisons, rule_comparisons
 from mupcheck.analysis.drift import axis_law
-from mupcheck.analysis.transfer import Comparison, drift_of, judge, plan_comparisons, rule_comparisons
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.transfer import judge
 from mupcheck.outputs.report import render_report
 from mupcheck.outputs.verdicts import GridSuite, planned_checks
 from mupcheck.plan import plan_grid
@@ -126,8 +127,8 @@ def test_a_drifting_rule_on_the_wrong_axis_moves_nothing():
 
 
 def test_a_law_along_tokens_refuses_to_mix_depths():
-    from mupcheck.analysis.collect import one_slice
     from mupcheck.analysis.drift import drift_law
+    from mupcheck.analysis.optima import one_slice
 
     rng = np.random.default_rng(2)
     cells = {Key("mup", 64, t, d, 16): Cell(-5.0) for t in (2**20, 2**22) for d in (2, 8)}

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from helpers import LRS, curve_frame, fake_result
 
-from mupcheck.analysis.collect import MissingRunsError, collect, find_optima, records_frame
 from mupcheck.analysis.curves import RESOLUTION, _kinked_parabola, fit_minimum, t_interval, widen
+from mupcheck.analysis.optima import find_optima
+from mupcheck.collect import MissingRunsError, collect
+from mupcheck.frame import records_frame
 from mupcheck.plan import plan_grid
 from mupcheck.result import RunRecord
 from mupcheck.spec import load_grid

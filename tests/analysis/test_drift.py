@@ -7,9 +7,10 @@ import math
 import pytest
 from helpers import curve_frame, two_budget_grid, write_grid
 
-from mupcheck.analysis.collect import find_optima
+from mupcheck.analysis.comparison import Comparison, rule_comparisons
 from mupcheck.analysis.drift import fit_drift, predict, width_law
-from mupcheck.analysis.transfer import Comparison, judge, rule_beta, rule_comparisons
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.transfer import judge, rule_beta
 from mupcheck.outputs.cli import main
 from mupcheck.spec import load_grid
 
@@ -129,7 +130,7 @@ def test_cli_predict_from_a_real_store(tmp_path, capsys):
     if code == 2:  # every cell censored on this tiny grid: said in one line
         assert "nothing to fit" in err
         return
-    assert "predicted optimal learning rate for mup width=1024 tokens=1G" in out
+    assert "predicted optimal learning rate for mup width=1024 tokens=1B" in out
     assert "no interval: " in out and "one seed" in out
 
 

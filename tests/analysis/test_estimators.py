@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from simulate import SD_OPTIMUM, Cell, Shape, random_shape, simulate, spaced
 
-from mupcheck.analysis.collect import find_optima
+from mupcheck.analysis.comparison import Comparison
 from mupcheck.analysis.drift import fit_drift, width_law
-from mupcheck.analysis.transfer import Comparison, judge
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.transfer import judge
 from mupcheck.spec import TransferSettings
 
 # Named shapes: the realistic family (a wall 2, 1.5, 1 and 0.75 octaves above the optimum), a flat bottom

@@ -17,9 +17,11 @@ import pytest
 from helpers import curve_frame
 from simulate import Cell, random_shape, simulate, spaced
 
-from mupcheck.analysis.collect import find_optima, records_frame
+from mupcheck.analysis.comparison import Comparison
 from mupcheck.analysis.noise import noise_model
-from mupcheck.analysis.transfer import Comparison, judge, paired_regret
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.transfer import judge, paired_regret
+from mupcheck.frame import records_frame
 from mupcheck.spec import NoiseSettings, TransferSettings
 
 WIDTHS = (32, 64, 128, 256, 512, 1024)

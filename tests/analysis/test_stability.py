@@ -9,10 +9,11 @@ import pytest
 from helpers import fake_result
 from simulate import Cell, Shape, simulate
 
-from mupcheck.analysis.collect import find_optima
+from mupcheck.analysis.comparison import Comparison
+from mupcheck.analysis.curves import seed_boundary
 from mupcheck.analysis.drift import margin_law
-from mupcheck.analysis.stability import judge_stability, seed_boundary
-from mupcheck.analysis.transfer import Comparison
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.stability import judge_stability
 from mupcheck.result import Checkpoint
 from mupcheck.spec import StabilitySettings
 

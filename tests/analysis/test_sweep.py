@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 from simulate import Cell, Shape, simulate
 
-from mupcheck.analysis.collect import along, find_optima, joint_argmin, records_frame
-from mupcheck.analysis.transfer import judge, plan_comparisons
+from mupcheck.analysis.comparison import plan_comparisons
+from mupcheck.analysis.optima import along, find_optima, joint_argmin
+from mupcheck.analysis.transfer import judge
+from mupcheck.frame import records_frame
 from mupcheck.outputs.json_report import suite_json
 from mupcheck.outputs.report import render_report
 from mupcheck.outputs.verdicts import GridSuite
@@ -164,7 +166,7 @@ def test_a_single_key_sweep_reports_the_key_and_the_fixed_rate():
 
 
 def test_refinement_refines_the_swept_key_at_the_grids_rate():
-    from mupcheck.analysis.refine import refinement_configs
+    from mupcheck.plan import refinement_configs
 
     grid = parse_grid({**BASE, "parametrization": ["mup"], "seeds": [0, 1],
                        "refine": {"step_log2": 0.5, "span_log2": 1.0}})

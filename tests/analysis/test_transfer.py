@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 from helpers import curve_frame, write_grid
 
-from mupcheck.analysis.collect import find_optima
-from mupcheck.analysis.transfer import (
-    Comparison,
-    TransferError,
-    assert_transfer,
-    is_expected_break,
-    judge,
-    plan_comparisons,
-    regret_band,
-    wider_is_better,
-)
+from mupcheck.analysis.comparison import Comparison, is_expected_break, plan_comparisons
+from mupcheck.analysis.optima import find_optima
+from mupcheck.analysis.transfer import TransferError, assert_transfer, judge, regret_band
+from mupcheck.analysis.wider import wider_is_better
 from mupcheck.spec import TransferSettings, load_grid
 
 COMP = Comparison("width", "mup", 2**20, 32, 256)

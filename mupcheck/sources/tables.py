@@ -1,6 +1,6 @@
-"""Results trained elsewhere: a sweep's table read as runs, so the suite can judge it without training.
+"""Results trained elsewhere, from a table: a sweep's CSV, JSONL or Parquet file read as runs.
 
-    rows = read_results(settings, grid_dir="grids", grid_path="grids/theirs.toml", pick={"schedule": "cosine"})
+    rows = read_results("runs.csv", grid_dir="grids", grid_path="grids/theirs.toml", pick={"schedule": "cosine"})
     rows.frame        # one row per run: parametrization, width, tokens, lr_log2, seed, loss, status, ...
     rows.files        # (path, sha256, rows) of every file read: the report's provenance
     write_results(runs_table(records), "runs.csv")   # the other way: a store's records as such a table
@@ -27,11 +27,11 @@ grids at every collection, and importing pandas costs 0.8 s there (`python -X im
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +41,13 @@ import pandas as pd
 
 from mupcheck.errors import GridError
 from mupcheck.result import Checkpoint, RunRecord, RunResult
-from mupcheck.spec import Grid, RunSettings  # spec imports this module only when it parses a results grid
+from mupcheck.vocab import PARAMETRIZATIONS, STATUSES
 
 __all__ = ["REQUIRED", "ResultFile", "Results", "derived_axes", "read_results", "result_files", "runs_table",
            "write_results"]
 
 REQUIRED = ("width", "tokens", "seed", "loss")  # and `lr` or `lr_log2`
 RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
-STATUSES = ("ok", "unstable", "diverged")
-PARAMETRIZATIONS = ("mup", "sp", "custom")
 _CURVE_PREFIX = "train_loss@"
 
 
@@ -87,12 +85,13 @@ class _Where:
 
 def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
                  duplicates: str = "error", pick: dict[str, Any] | None = None,
-                 axes: dict[str, tuple[Any, ...]] | None = None) -> Results:
+                 axes: dict[str, tuple[Any, ...]] | None = None, settings: Collection[str] = ()) -> Results:
     """Read, map, validate and combine the runs of a results grid.
 
     `columns` maps our names to theirs; `pick` holds grid settings the user set (a results column of the same
     name keeps the rows that match it); `axes` holds axes the grid lists (widths, tokens, lr_log2, seeds,
-    parametrization), which keep only those values and must each be found."""
+    parametrization), which keep only those values and must each be found; `settings` names the columns that
+    are grid settings (a setting with several values and none picked is two experiments: an error)."""
     where = _Where(grid_path)
     files = _files(path_pattern, Path(grid_dir), where)
     frames, infos = [], []
@@ -101,16 +100,15 @@ def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, column
         infos.append(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], len(raw)))
         frames.append(_runs(raw, str(f), columns or {}, where))
     frame = pd.concat(frames, ignore_index=True)
-    frame = _pick(frame, pick or {}, where)
+    frame = _pick(frame, pick or {}, set(settings), where)
     frame = _select(frame, axes or {}, where)
     frame, combined = _combine(frame, duplicates, where)
     return Results(frame.sort_values(list(RUN_KEY), ignore_index=True), tuple(infos), combined)
 
 
-def result_files(grid: Grid) -> tuple[ResultFile, ...]:
+def result_files(path_pattern: str, grid_dir: str | Path, grid_path: str) -> tuple[ResultFile, ...]:
     """The files a results grid reads, with their hashes and row counts (for provenance)."""
-    assert grid.results is not None
-    files = _files(grid.results.path, grid.grid_dir, _Where(grid.path))
+    files = _files(path_pattern, Path(grid_dir), _Where(grid_path))
     return tuple(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], _count_rows(f)) for f in files)
 
 
@@ -327,7 +325,7 @@ def _curve_cell(value: Any, base: Path, path: str, row: int, where: _Where) -> l
         raise where.cell(path, row, "curve", f"cannot read the curve {text[:60]!r}: {str(e).splitlines()[0]}") from None
 
 
-def _pick(frame: pd.DataFrame, pick: dict[str, Any], where: _Where) -> pd.DataFrame:
+def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: _Where) -> pd.DataFrame:
     """Grid settings that are also result columns: keep the rows that match the grid; a column with several
     values and no grid setting to pick one is an error (two schedules are two experiments)."""
     for column in [c for c in frame.columns if not c.startswith("_") and c not in (*RUN_KEY, "loss", "status", "key")]:
@@ -338,14 +336,10 @@ def _pick(frame: pd.DataFrame, pick: dict[str, Any], where: _Where) -> pd.DataFr
                 raise where.grid(f"no result has {column} = {pick[column]!r} (the results have "
                                  f"{', '.join(sorted(set(values)))})", key=column)
             frame = frame[keep.to_numpy()]
-        elif values.nunique() > 1 and column in _settings_keys():
+        elif values.nunique() > 1 and column in settings:
             raise where.grid(f"the results have several `{column}` values ({', '.join(sorted(set(values))[:6])}): "
                              f"set {column} = ... in the grid to judge one of them", key=column)
     return frame
-
-
-def _settings_keys() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunSettings)}
 
 
 def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], where: _Where) -> pd.DataFrame:
@@ -400,10 +394,10 @@ def derived_axes(frame: pd.DataFrame) -> dict[str, tuple[Any, ...]]:
             "parametrization": tuple(pars)}
 
 
-def runs_table(records: list[RunRecord]) -> pd.DataFrame:
+def runs_table(records: list[RunRecord], settings: Collection[str]) -> pd.DataFrame:
     """Run records (a store's) as a results table that `read_results` reads back to the same runs: the
     coordinates, the loss, the engine's status, the first loss and the checkpoints' training losses (so
-    that a run is judged unstable alike), and every setting the run was trained with."""
+    that a run is judged unstable alike), and every setting (of `settings`) the run was trained with."""
     rows = []
     for record in records:
         config, result = record.config, record.result
@@ -413,7 +407,7 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
         row["status"] = result.status
         row["initial_loss"] = result.initial_loss
         row["curve"] = json.dumps([c.train_loss for c in result.checkpoints])
-        row.update({k: v for k, v in config.items() if k not in row and k in _settings_keys()})
+        row.update({k: v for k, v in config.items() if k not in row and k in settings})
         rows.append(row)
     return pd.DataFrame(rows).sort_values(list(RUN_KEY), ignore_index=True)
 

@@ -1,18 +1,18 @@
-"""Collector: run records -> a long-form DataFrame -> the optimal learning rate of each cell.
+"""The optimum of each cell of a collected frame, with its noise, its curves and its stability boundary.
 
-    df = collect(plan, store)                     # one row per run; a missing run is an error
-    optima = find_optima(df)                      # {Cell(parametrization, width, tokens, depth, batch_size): ...}
+    optima = find_optima(df)        # {Cell(parametrization, width, tokens, depth, batch_size): CellOptimum}
+    optima[cell].optimum_log2, optima[cell].interval, optima[cell].describe()
 
 A cell is one parametrization and one value of each axis (width, tokens, depth, batch size). Its optimum
 is fitted on each seed's curve (`mupcheck.analysis.curves`: a local cubic within about an octave of the
-argmin, which the wall above the optimum cannot pull). The cell's optimum is the mean of the seeds' own
-optima, with a 95% Student-t interval over the same seeds; with one seed there is no interval. A seed
-whose optimum is censored (on the edge of the measured rates) or pinned (its fit's minimum outside the
-points it used) is left out of both, and the cell says so. A run that diverged or was unstable is not
-usable: it counts as worse than every usable rate and is never silently dropped. Each cell also carries
-its stability boundary per seed (`mupcheck.analysis.stability`) and flags: censored, too few usable
-points, diverged or unstable runs. When the grid has a `[refine]` table, `collect` also gathers the
-extra rates around each cell's coarse argmin (`mupcheck.analysis.refine`).
+argmin, which the wall above the optimum cannot pull, or an interpolant with a stated resolution on coarse
+rates). The cell's optimum is the mean of the seeds' own optima, with a 95% Student-t interval over the same
+seeds; with one seed there is no interval. A seed whose optimum is censored (on the edge of the measured
+rates) or pinned (its fit's minimum outside the points it used) is left out of both, and the cell says so. A
+run that diverged or was unstable is not usable: it counts as worse than every usable rate and is never
+silently dropped. Each cell also carries its stability boundary per seed (`curves.seed_boundary`) and flags:
+censored, too few usable points, diverged or unstable runs. The curve runs along the grid's tuned key: the
+learning rate, or a swept key (`tuned`), and `xs` and `optimum_log2` are that key's log2 coordinates.
 """
 
 from __future__ import annotations
@@ -20,124 +20,39 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from mupcheck.analysis.curves import SHAPE_WINDOW, CurveFit, CurveShape, fit_minimum, fit_shape, t_interval, widen
-from mupcheck.analysis.refine import refinement_configs, x_column
-from mupcheck.analysis.stability import Boundary, seed_boundary
-from mupcheck.errors import StoreError
-from mupcheck.external import read_results
-from mupcheck.result import RunRecord
-from mupcheck.spec import Cell, Grid, RunConfig
-from mupcheck.store import Store
+from mupcheck.analysis.curves import (
+    SHAPE_WINDOW,
+    Boundary,
+    CurveFit,
+    CurveShape,
+    fit_minimum,
+    fit_shape,
+    seed_boundary,
+    t_interval,
+    widen,
+)
+from mupcheck.frame import CELL, x_column
+from mupcheck.spec import Cell
 
-if TYPE_CHECKING:  # the plan holds torch objects; the analysis only reads its configs and keys
-    from mupcheck.plan import Plan
-
-__all__ = ["CELL", "COLUMNS", "Cell", "Optima", "one_slice", "DEFAULT_BOUNDARY_RISE", "CellOptimum", "MissingRunsError",
-           "collect", "collect_coarse",
-           "collect_results", "find_optima", "frame_of", "records_frame", "along", "joint_argmin", "tuned_names"]
+__all__ = ["DEFAULT_BOUNDARY_RISE", "INTERPOLATE_WITHIN", "MEASURED_WITHIN", "CellOptimum", "Optima", "along",
+           "cell_optimum", "find_optima", "joint_argmin", "one_slice", "tuned_names"]
 
 
-
-CELL = Cell._fields
-COLUMNS = ["parametrization", "width", "tokens", "depth", "batch_size", "lr_log2", "seed", "loss", "status",
-           "train_loss",
-           "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
-           "sweep_log2",  # the grid's swept key's coordinate (NaN without one)
-           "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 # A run this close (log2) to a rate counts as measured there (refined grids step by 0.25).
 MEASURED_WITHIN = 0.125
+
+
 # Between two runs at most this far apart (log2), a loss is interpolated per seed.
 INTERPOLATE_WITHIN = 0.5
+
+
 DEFAULT_BOUNDARY_RISE = 0.10  # the [stability] table's boundary_rise
-
-
-class MissingRunsError(StoreError):
-    """Runs of the grid have no record in the store."""
-
-    def __init__(self, missing: list[str], store_root: str):
-        self.missing = missing
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-        super().__init__(f"{len(missing)} run(s) missing from the store {store_root} (train them with "
-                         f"`mupcheck run`):\n  {shown}")
-
-
-def collect(plan: Plan, store: Store) -> pd.DataFrame:
-    """One row per run of the plan (and its refinement runs, with a `[refine]` table), columns named as in
-    the grid. Raises MissingRunsError naming absent runs."""
-    rows = _gather(plan, store, plan.configs)
-    extra = refinement_configs(plan.grid, records_frame(rows))
-    return records_frame(rows + _gather(plan, store, extra)) if extra else records_frame(rows)
-
-
-def collect_results(grid: Grid) -> pd.DataFrame:
-    """The runs of a results grid (`results = ...`: trained elsewhere, read by mupcheck.external), as the
-    collector's frame. Errors name the file, the row and the column."""
-    s = grid.results
-    if s is None:
-        raise ValueError(f"{grid.path} trains its runs; collect them from the store")
-    found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
-                         dict(s.listed))
-    # One depth and one batch size per results grid (spec refuses axes of them): the grid's.
-    rows = [{**{str(k): v for k, v in row.items()}, "depth": grid.depth, "batch_size": grid.batch_size}
-            for row in found.frame.to_dict("records")]
-    return records_frame(rows)
-
-
-def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """The collector's frame of the given records, whatever grid they belong to (no plan, no store lookup):
-    for records read from a store's folder directly. A record holds a swept key's value, not which key its
-    grid swept, so `sweep_log2` stays NaN here; `collect` reads it off the plan."""
-    return records_frame([_row(r.config, r) for r in records])
-
-
-def collect_coarse(plan: Plan, store: Store) -> pd.DataFrame:
-    """The grid's own runs only (what refinement is planned from). Raises MissingRunsError."""
-    return records_frame(_gather(plan, store, plan.configs))
-
-
-def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict[str, Any]]:
-    rows, missing = [], []
-    for cfg in configs:
-        key = plan.key(cfg)
-        record = store.load(key)
-        if record is None:
-            missing.append(f"{cfg.label()}  (key {key})")
-        else:
-            rows.append(_row(cfg.to_dict(), record))
-    if missing:
-        raise MissingRunsError(missing, str(store.root))
-    return rows
-
-
-def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
-    result = record.result
-    row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
-    row.update({k: config.get(k, 0) for k in ("depth", "batch_size")})
-    row["sweep_log2"] = config["sweep_log2"] if config.get("sweep") else math.nan  # the swept key's coordinate
-    row.update({k: getattr(result, k) for k in ("loss", "train_loss", "diverged_step", "data_repeats",
-                                                "wall_time_s", "tokens_per_s", "device")})
-    row["status"] = result.judged_status()
-    row["engine"] = result.engine_label
-    row["key"] = record.key
-    row.update({k: record.provenance.get(k) for k in ("date", "torch", "mup", "mupcheck", "mupcheck_commit")})
-    return row
-
-
-def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A DataFrame with the collector's columns from row dicts (missing optional columns become NaN)."""
-    df = pd.DataFrame(rows)
-    for col in COLUMNS:
-        if col not in df:
-            df[col] = 0 if col in ("depth", "batch_size") else np.nan  # 0: not recorded (see Cell)
-    df["loss"] = df["loss"].astype(float)
-    return df[COLUMNS].sort_values([*CELL, "lr_log2", "sweep_log2", "seed"], ignore_index=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""What a grid compares: pairs of cells along one axis, every other axis held, and the rules a comparison may carry.
+
+    for comp in plan_comparisons(grid): ...      # known from the grid file alone, before anything trains
+    comp.cell(comp.ref), comp.cell(comp.other)   # the two cells
+    drift_of(comp, beta)                         # how far a rule moves the transferred rate
+
+Along width, each width is compared with the reference width (`[transfer] reference_width`, else the base
+width if the grid has it, else the smallest) at the same token count; along tokens, each budget with the
+shortest at the same width; along depth and batch size likewise, with the other axes held.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mupcheck.fmt import format_tokens
+from mupcheck.spec import AXES, Cell, Grid, TransferSettings
+
+__all__ = ["RULE_FIT_BUDGETS", "Comparison", "batch_fit_sizes", "comparisons_for", "drift_of", "is_expected_break",
+           "plan_comparisons", "reference_value", "rule_comparisons", "axis_value", "split_rest"]
+
+# The power rule's beta is fitted on this many shortest budgets by default: two budgets an octave apart
+# gave betas from -0.001 to 0.681 where all cells gave 0.015 to 0.388 (issue 13).
+RULE_FIT_BUDGETS = 3
+
+
+def axis_value(axis: str, value: int) -> str:
+    """A value along an axis as ids and messages show it (a token budget as 1M, the others as numbers)."""
+    return format_tokens(value) if axis == "tokens" else str(value)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Reference cell vs other cell along one axis, every other axis held fixed: `fixed` is the value of
+    `fixed_axis` (tokens along width, width along the others), `at` the values of the remaining axes the grid
+    varies (named in the check's id), `held` those it does not (left out of the id)."""
+
+    axis: str  # the axis that changes (AXES)
+    parametrization: str
+    fixed: int  # the value of fixed_axis
+    ref: int  # reference value along `axis`
+    other: int
+    at: tuple[tuple[str, int], ...] = ()
+    held: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def fixed_axis(self) -> str:
+        return "tokens" if self.axis == "width" else "width"
+
+    def cell(self, value: int) -> Cell:
+        coords = {**dict(self.held), **dict(self.at), self.fixed_axis: self.fixed, self.axis: value}
+        return Cell(self.parametrization, coords["width"], coords["tokens"], coords.get("depth", 0),
+                    coords.get("batch_size", 0))
+
+    def _where(self) -> str:
+        return " ".join(f"{a}={axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
+
+    @property
+    def test_id(self) -> str:
+        """Reads like the finding: width[mup tokens=1M 32->256]."""
+        return (f"{self.axis}[{self.parametrization} {self._where()} "
+                f"{axis_value(self.axis, self.ref)}->{axis_value(self.axis, self.other)}]")
+
+    @property
+    def label(self) -> str:
+        """'width 32 -> 256 at tokens 1M', without the parametrization."""
+        where = ", ".join(f"{a} {axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
+        return f"{self.axis} {axis_value(self.axis, self.ref)} -> {axis_value(self.axis, self.other)} at {where}"
+
+    def title(self) -> str:
+        return f"{self.label} ({self.parametrization})"
+
+
+def reference_value(grid: Grid, axis: str) -> int:
+    """The reference cell's value along `axis`: `[transfer] reference_width`, else the base width if the
+    grid has it, else the smallest width; likewise for depth (reference_depth, base_depth); the shortest
+    token budget; the smallest batch size."""
+    t = grid.transfer
+    if axis == "width":
+        if t.reference_width is not None:
+            return t.reference_width
+        return grid.base_width if grid.base_width in grid.widths else grid.widths[0]
+    if axis == "depth":
+        if t.reference_depth is not None:
+            return t.reference_depth
+        depths = grid.values("depth")
+        return grid.base_depth if grid.base_depth in depths else depths[0]
+    return grid.values(axis)[0]
+
+
+def comparisons_for(axis: str, parametrizations: tuple[str, ...], values: tuple[int, ...],
+                    fixed_values: tuple[int, ...], ref: int,
+                    slices: tuple[tuple[tuple[str, int], ...], ...] = ((),),
+                    held: tuple[tuple[str, int], ...] = ()) -> list[Comparison]:
+    """Every value against `ref` along `axis`, at each value of the fixed axis and each slice (values of the
+    remaining varied axes)."""
+    return [Comparison(axis, par, fixed, ref, v, at, held)
+            for par in parametrizations for at in slices for fixed in fixed_values for v in values if v != ref]
+
+
+def split_rest(rest: list[str], values: Callable[[str], tuple[int, ...]]
+                ) -> tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[tuple[str, int], ...]]:
+    """The remaining axes of a comparison: every combination of those with several values (named in its id),
+    and the single value of the others (held, not named)."""
+    varied = [a for a in rest if len(values(a)) > 1]
+    held = tuple((a, values(a)[0]) for a in rest if a not in varied)
+    slices = tuple(tuple(zip(varied, combo)) for combo in itertools.product(*(values(a) for a in varied)))
+    return slices, held
+
+
+def plan_comparisons(grid: Grid) -> list[Comparison]:
+    """Every comparison a grid asks for: along each axis it varies, for each parametrization."""
+    out: list[Comparison] = []
+    for axis in AXES:
+        values = grid.values(axis)
+        if len(values) < 2:
+            continue
+        fixed_axis = "tokens" if axis == "width" else "width"
+        slices, held = split_rest([a for a in AXES if a not in (axis, fixed_axis)], grid.values)
+        out += comparisons_for(axis, grid.parametrization, values, grid.values(fixed_axis),
+                               reference_value(grid, axis), slices, held)
+    return out
+
+
+def is_expected_break(comp: Comparison, settings: TransferSettings) -> bool:
+    """`expect_break` entries are an axis ("tokens") or a parametrization and an axis ("sp:width")."""
+    return comp.axis in settings.expect_break or f"{comp.parametrization}:{comp.axis}" in settings.expect_break
+
+
+def drift_of(comp: Comparison, beta: float) -> float:
+    """How far (log2) a rule with exponent `beta` moves the transferred rate down: along tokens lr* falls as
+    T^-beta; along batch size it grows as B^beta (beta 0.5: the square-root rule); nothing along the others."""
+    if not beta:
+        return 0.0
+    if comp.axis == "tokens":
+        return beta * math.log2(comp.other / comp.ref)
+    if comp.axis == "batch_size":
+        return -beta * math.log2(comp.other / comp.ref)
+    return 0.0
+
+
+def batch_fit_sizes(grid: Grid) -> tuple[int, ...]:
+    """The batch sizes a fitted batch rule is fitted on: the two smallest."""
+    return grid.values("batch_size")[:2] if grid.transfer.lr_batch_rule == "fit" else ()
+
+
+def rule_comparisons(grid: Grid) -> list[Comparison]:
+    """Comparisons a transfer rule is checked on: along tokens with the power rule, along batch size with a
+    batch rule; those whose other cell was not used to fit it."""
+    t = grid.transfer
+    out = []
+    if t.lr_rule == "power" and len(grid.tokens) >= 2:
+        fit_tokens = (set() if t.lr_rule_beta is not None
+                      else set(t.lr_rule_fit_tokens or grid.tokens[:RULE_FIT_BUDGETS]))
+        out += [c for c in plan_comparisons(grid) if c.axis == "tokens" and c.other not in fit_tokens]
+    if t.lr_batch_rule != "none":
+        fit_sizes = set(batch_fit_sizes(grid))
+        out += [c for c in plan_comparisons(grid) if c.axis == "batch_size" and c.other not in fit_sizes]
+    return out

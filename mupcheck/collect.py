@@ -1,0 +1,109 @@
+"""Runs to the long-form table: a plan's records from the store, or a results grid's rows from its files.
+
+    df = load_runs(grid)            # either kind of grid: what a user's own test calls
+    df = collect(plan, store)       # one row per run of the plan (and its refinement runs); a missing run is an error
+    df = collect_results(grid)      # a results grid: its runs, read by mupcheck.sources
+    df = collect_coarse(plan, store)    # the grid's own runs only: what refinement is planned from
+
+The one place where runs, wherever they came from, become `mupcheck.frame`'s table; everything that judges
+them (`mupcheck.analysis`) starts from that table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from mupcheck.errors import StoreError
+from mupcheck.frame import records_frame
+from mupcheck.plan import Plan, plan_grid, refinement_configs
+from mupcheck.result import RunRecord
+from mupcheck.sources.tables import read_results
+from mupcheck.spec import Grid, RunConfig
+from mupcheck.store import Store
+
+__all__ = ["MissingRunsError", "collect", "collect_coarse", "collect_results", "frame_of", "load_runs"]
+
+
+class MissingRunsError(StoreError):
+    """Runs of the grid have no record in the store."""
+
+    def __init__(self, missing: list[str], store_root: str):
+        self.missing = missing
+        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        super().__init__(f"{len(missing)} run(s) missing from the store {store_root} (train them with "
+                         f"`mupcheck run`):\n  {shown}")
+
+
+def load_runs(grid: Grid, store: Store | None = None, device: str | None = None) -> pd.DataFrame:
+    """Every run of a grid as the long-form table, whichever kind it is: a results grid's rows from its files,
+    or a trained grid's records from `store` (default: `Store.open()`, $MUPCHECK_STORE or ./.mupcheck).
+    Raises MissingRunsError naming runs not trained yet, GridError naming a bad results file."""
+    if grid.imported:
+        return collect_results(grid)
+    return collect(plan_grid(grid, device), store if store is not None else Store.open())
+
+
+def collect(plan: Plan, store: Store) -> pd.DataFrame:
+    """One row per run of the plan (and its refinement runs, with a `[refine]` table), columns named as in
+    the grid. Raises MissingRunsError naming absent runs."""
+    rows = _gather(plan, store, plan.configs)
+    extra = refinement_configs(plan.grid, records_frame(rows))
+    return records_frame(rows + _gather(plan, store, extra)) if extra else records_frame(rows)
+
+
+def collect_results(grid: Grid) -> pd.DataFrame:
+    """The runs of a results grid (`results = ...`: trained elsewhere, read by mupcheck.sources), as the
+    collector's frame. Errors name the file, the row and the column."""
+    s = grid.results
+    if s is None:
+        raise ValueError(f"{grid.path} trains its runs; collect them from the store")
+    found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
+                         dict(s.listed))
+    # One depth and one batch size per results grid (spec refuses axes of them): the grid's.
+    rows = [{**{str(k): v for k, v in row.items()}, "depth": grid.depth, "batch_size": grid.batch_size}
+            for row in found.frame.to_dict("records")]
+    return records_frame(rows)
+
+
+def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """The collector's frame of the given records, whatever grid they belong to (no plan, no store lookup):
+    for records read from a store's folder directly. A record holds a swept key's value, not which key its
+    grid swept, so `sweep_log2` stays NaN here; `collect` reads it off the plan."""
+    return records_frame([_row(r.config, r) for r in records])
+
+
+def collect_coarse(plan: Plan, store: Store) -> pd.DataFrame:
+    """The grid's own runs only (what refinement is planned from). Raises MissingRunsError."""
+    return records_frame(_gather(plan, store, plan.configs))
+
+
+def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict[str, Any]]:
+    rows, missing = [], []
+    for cfg in configs:
+        key = plan.key(cfg)
+        record = store.load(key)
+        if record is None:
+            missing.append(f"{cfg.label()}  (key {key})")
+        else:
+            rows.append(_row(cfg.to_dict(), record))
+    if missing:
+        raise MissingRunsError(missing, str(store.root))
+    return rows
+
+
+def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
+    result = record.result
+    row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
+    row.update({k: config.get(k, 0) for k in ("depth", "batch_size")})
+    row["sweep_log2"] = config["sweep_log2"] if config.get("sweep") else math.nan  # the swept key's coordinate
+    row.update({k: getattr(result, k) for k in ("loss", "train_loss", "diverged_step", "data_repeats",
+                                                "wall_time_s", "tokens_per_s", "device")})
+    row["status"] = result.judged_status()
+    row["engine"] = result.engine_label
+    row["key"] = record.key
+    row.update({k: record.provenance.get(k) for k in ("date", "torch", "mup", "mupcheck", "mupcheck_commit")})
+    return row
