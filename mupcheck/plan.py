@@ -26,6 +26,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -37,12 +38,14 @@ import mupcheck
 from mupcheck.engine import ENGINE_VERSION
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
+from mupcheck.engine.groups import fusion_groups
 from mupcheck.fmt import format_duration, format_tokens
 from mupcheck.frame import CELL, x_column
 from mupcheck.spec import AXES, BUILTIN_MODELS, Cell, Grid, RunConfig, run_configs, setting_default
 
-__all__ = ["CostEstimate", "Plan", "RunContext", "estimate_cost", "flops_per_token", "key_config",
-           "model_source_hash", "plan_grid", "repeated_data_warning", "run_flops"]
+__all__ = ["AUTO_PARALLEL_STEPS", "CostEstimate", "Plan", "RunContext", "auto_workers", "estimate_cost",
+           "flops_per_token", "key_config", "model_source_hash", "plan_grid", "refinement_advice", "refinement_configs",
+           "refinement_rates", "repeated_data_warning", "run_flops"]
 
 def model_source_hash(model: str) -> str:
     """What identifies a model's code in a key: the engine's version for the built-in models (part of the
@@ -234,12 +237,24 @@ class CostEstimate:
         return out
 
 
+# Below this many training steps in a grid, one process: a worker process spends seconds importing torch
+# (about 3 s on this project's 2-core machine), more than such a grid takes to train (8 runs of 16 steps:
+# under 2 s); the smoke grid (6912 steps) trains in 47 s on two one-thread processes, 62 s on one.
+AUTO_PARALLEL_STEPS = 2000
+
+
+def auto_workers(plan: Plan, alone: bool) -> int:
+    """Training processes for `--workers 0`: one per core for a CPU sweep that is the only process training
+    it and has enough steps to pay for starting them (every CPU run trains on one thread,
+    engine.device.CPU_THREADS); else one."""
+    if plan.device.type != "cpu" or not alone or sum(c.steps for c in plan.configs) < AUTO_PARALLEL_STEPS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(plan.configs)))
+
+
 def estimate_cost(plan: Plan, store: Any = None) -> CostEstimate:
     """The grid's cost (see CostEstimate). With a store that holds some of this grid's CPU runs, the CPU rate
     is calibrated on them (FLOP/s each achieved) instead of the project's measurements."""
-    from mupcheck.engine.fused import fusion_groups  # the engine imports the models: only when asked
-    from mupcheck.sweep.local import auto_workers
-
     grid, vocab = plan.grid, plan.data.vocab_size
     configs = plan.configs
     fpt = {c: flops_per_token(c, vocab) for c in configs}

@@ -1,6 +1,6 @@
 """Fused training: the runs of a learning-rate sweep trained together as one batched model.
 
-    groups = fusion_groups(configs, max_members=32)      # runs that differ only in lr, seed, tokens
+    groups = fusion_groups(configs, max_members=32)      # mupcheck.engine.groups: they differ only in lr, seed, tokens
     results = train_fused(groups[0], data, device="cuda")  # one result per member, as train_run's
     train_fused(groups[0], data, "cuda", on_result=save)   # also save(i, result) as each member leaves
 
@@ -61,16 +61,15 @@ from mupcheck.engine.fused_update import (
     schedule_tables,
     sgd_step,
 )
+from mupcheck.engine.groups import fuse_key
 from mupcheck.engine.models import build_model, check_logits, logits_of, takes_targets, width_dims
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
-from mupcheck.fmt import format_tokens
 from mupcheck.result import FusedInfo, RunResult
 from mupcheck.spec import RunConfig
 
-__all__ = ["FusedCanaryFailed", "FusedOutOfMemory", "FusedUnsupported", "fuse_key", "fusion_groups", "group_label",
-           "train_fused"]
+__all__ = ["FusedCanaryFailed", "FusedOutOfMemory", "FusedUnsupported", "train_fused"]
 
 
 class FusedOutOfMemory(Exception):
@@ -80,38 +79,10 @@ class FusedOutOfMemory(Exception):
 OnResult = Callable[[int, RunResult], None]  # (member index in the group, its result)
 
 
-def fuse_key(cfg: RunConfig) -> RunConfig:
-    """What members of one fused group share: the config without learning rate, seed and token
-    budget (a member's data order depends on its seed alone, so budgets share their first steps)."""
-    return dataclasses.replace(cfg, lr_log2=0.0, seed=0, tokens=0)
 
 
-def fusion_groups(configs: Sequence[RunConfig], max_members: int) -> list[list[RunConfig]]:
-    """Runs grouped by `fuse_key`, in first-seen order, each group split into chunks of at most
-    `max_members` (max_members <= 1: every run alone)."""
-    if max_members <= 1:
-        return [[cfg] for cfg in configs]
-    by_key: dict[RunConfig, list[RunConfig]] = {}
-    for cfg in configs:
-        by_key.setdefault(fuse_key(cfg), []).append(cfg)
-    return [members[i:i + max_members] for members in by_key.values()
-            for i in range(0, len(members), max_members)]
 
 
-def group_label(configs: Sequence[RunConfig]) -> str:
-    """'gpt mup width=128 tokens=1M..8M lr=2^-10..2^-4 seed=0 x32 fused' for progress output."""
-    if len(configs) == 1:
-        return configs[0].label()
-
-    def span(values: list, fmt) -> str:
-        values = sorted(set(values))
-        return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}..{fmt(values[-1])}"
-
-    first = configs[0]
-    return (f"{first.model} {first.parametrization} width={first.width} "
-            f"tokens={span([c.tokens for c in configs], format_tokens)} "
-            f"lr={span([c.lr_log2 for c in configs], lambda v: f'2^{v:g}')} "
-            f"seed={span([c.seed for c in configs], str)} x{len(configs)} fused")
 
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",

@@ -34,9 +34,9 @@ import torch
 from mupcheck.checks.lint import lint_grid
 from mupcheck.collect import collect_coarse
 from mupcheck.engine.device import pin_threads, resolve_device, select_gpu
-from mupcheck.engine.fused import fusion_groups
+from mupcheck.engine.groups import fusion_groups
 from mupcheck.errors import MupcheckError
-from mupcheck.plan import Plan, plan_grid, refinement_configs, repeated_data_warning
+from mupcheck.plan import Plan, auto_workers, plan_grid, refinement_configs, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.balance import balance, local_slots
@@ -126,19 +126,6 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     return summary
 
 
-# Below this many training steps in a grid, one process: a worker process spends seconds importing torch
-# (about 3 s on this project's 2-core machine), more than such a grid takes to train (8 runs of 16 steps:
-# under 2 s); the smoke grid (6912 steps) trains in 47 s on two one-thread processes, 62 s on one.
-AUTO_PARALLEL_STEPS = 2000
-
-
-def auto_workers(plan: Plan, alone: bool) -> int:
-    """Training processes for `--workers 0`: one per core for a CPU sweep that is the only process training
-    it and has enough steps to pay for starting them (every CPU run trains on one thread,
-    engine.device.CPU_THREADS); else one."""
-    if plan.device.type != "cpu" or not alone or sum(c.steps for c in plan.configs) < AUTO_PARALLEL_STEPS:
-        return 1
-    return max(1, min(os.cpu_count() or 1, len(plan.configs)))
 
 
 @dataclass(frozen=True)

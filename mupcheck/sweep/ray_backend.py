@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from mupcheck.engine.device import pin_threads
-from mupcheck.engine.fused import fusion_groups
+from mupcheck.engine.groups import fusion_groups
 from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan, plan_grid
 from mupcheck.provenance import utc_now

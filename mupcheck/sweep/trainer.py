@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from mupcheck.engine.fused import FusedCanaryFailed, FusedOutOfMemory, FusedUnsupported, group_label, train_fused
+from mupcheck.engine.fused import FusedCanaryFailed, FusedOutOfMemory, FusedUnsupported, train_fused
+from mupcheck.engine.groups import group_label
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import Plan
 from mupcheck.result import RunRecord, RunResult

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mupcheck.engine.fused import fusion_groups
+from mupcheck.engine.groups import fusion_groups
 from mupcheck.engine.models import build_model
 from mupcheck.engine.optim import ADAM_EPS, build_optimizer
 from mupcheck.plan import key_config, plan_grid

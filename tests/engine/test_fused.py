@@ -24,9 +24,9 @@ from mupcheck.engine.fused import (
     FusedCanaryFailed,
     FusedOutOfMemory,
     FusedUnsupported,
-    fusion_groups,
     train_fused,
 )
+from mupcheck.engine.groups import fusion_groups
 from mupcheck.engine.solo import train_run
 from mupcheck.plan import plan_grid
 from mupcheck.spec import load_grid, run_configs

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import fake_result, two_budget_grid, wait_until
 
-from mupcheck.engine.fused import fuse_key, fusion_groups
+from mupcheck.engine.groups import fuse_key, fusion_groups
 from mupcheck.plan import flops_per_token, plan_grid
 from mupcheck.spec import load_grid, run_configs
 from mupcheck.store import Store
