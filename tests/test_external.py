@@ -178,7 +178,7 @@ def test_a_ragged_sweep_is_judged_on_what_each_seed_ran(tmp_path):
     write_results(ragged, tmp_path / "runs.csv")
     cell = find_optima(collect_results(load_grid(_results_grid(tmp_path, 'name = "r"\nresults = "runs.csv"\n'))))
     optimum = cell[("mup", 32, 131072)]
-    assert optimum.found and len(optimum.found_optima) == 5 and math.isfinite(optimum.lr_log2)
+    assert optimum.found and len(optimum.found_optima) == 5 and math.isfinite(optimum.optimum_log2)
 
 
 def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):

@@ -119,7 +119,7 @@ def _one_slice(chosen: dict) -> dict:
     slices = {(k.depth, k.batch_size) for k in chosen}
     if len(slices) > 1:
         raise ValueError(f"the cells span {len(slices)} depths or batch sizes {sorted(slices)}: fit the law on one "
-                         "(collect.one_slice)")
+                         "(optima.one_slice)")
     return chosen
 
 
@@ -127,7 +127,7 @@ def _optimum_table(optima: Optima, parametrization: str, tokens: set[int] | None
     chosen = _one_slice({k: o for k, o in optima.items() if k[0] == parametrization
                          and (tokens is None or k[2] in tokens)})
     used = {(k[1], k[2]): o for k, o in chosen.items() if o.found}
-    cells = sorted((w, t, o.lr_log2) for (w, t), o in used.items())
+    cells = sorted((w, t, o.optimum_log2) for (w, t), o in used.items())
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})
     seeds = {}
     for s in all_seeds:
@@ -324,7 +324,7 @@ def axis_law(optima: dict[CellKey, CellOptimum], parametrization: str, axis: str
         rest = tuple(v for name, v in zip(CellKey._fields, k) if name not in ("parametrization", axis))
         return (hash(rest), math.log2(getattr(k, axis)), y)
 
-    cells = [point(k, o.lr_log2) for k, o in sorted(used.items())]
+    cells = [point(k, o.optimum_log2) for k, o in sorted(used.items())]
     if _slope(cells) is None:
         return None
     all_seeds = sorted({s for o in chosen.values() for s, _ in o.seed_optima})

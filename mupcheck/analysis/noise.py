@@ -116,12 +116,12 @@ def _pooled_seeds(cells: list[CellOptimum]) -> Noise | None:
 
 def _law_residuals(cells: list[CellOptimum]) -> Noise | None:
     """The residual SD of log2 lr* = c + sum over varying axes of slope * log2(axis value), over located cells."""
-    located = [o for o in cells if o.found and math.isfinite(o.lr_log2)]
+    located = [o for o in cells if o.found and math.isfinite(o.optimum_log2)]
     if not located:
         return None
     axes = [a for a in ("width", "tokens", "depth", "batch_size") if len({getattr(o, a) for o in located}) > 1]
     design = np.array([[1.0] + [math.log2(getattr(o, a)) for a in axes] for o in located])
-    y = np.array([o.lr_log2 for o in located])
+    y = np.array([o.optimum_log2 for o in located])
     rank = np.linalg.matrix_rank(design)
     df = len(located) - rank
     if df < MIN_LAW_DF:
@@ -142,7 +142,7 @@ def _curve_residuals(cells: list[CellOptimum]) -> Noise | None:
             losses = np.asarray(curve, dtype=float)
             present = ~np.isnan(losses)  # NaN: this seed has no run there (a ragged imported sweep)
             y = np.where(np.asarray(usable)[present], losses[present], np.inf)
-            basin = _basin_points(np.asarray(o.lrs, dtype=float)[present], y)
+            basin = _basin_points(np.asarray(o.xs, dtype=float)[present], y)
             if basin is None:
                 continue
             xs, ys = basin

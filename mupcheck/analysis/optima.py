@@ -60,16 +60,16 @@ class CellOptimum:
     """The optimal learning rate of one cell, the stability boundary above it, and the curves behind them."""
 
     key: Cell
-    lrs: tuple[float, ...]  # the curve: every lr_log2 measured in the cell ...
+    xs: tuple[float, ...]  # the curve: every log2 value of the tuned key measured in the cell ...
     losses: tuple[float, ...]  # ... and the seed-mean loss (inf where any seed diverged)
     fit: CurveFit  # of the seed-mean curve: whether the cell's optimum is censored
     seed_fits: tuple[tuple[int, CurveFit], ...]  # each seed's own fit
-    seed_losses: tuple[tuple[int, tuple[float, ...]], ...]  # (seed, its curve over lrs; inf: diverged)
+    seed_losses: tuple[tuple[int, tuple[float, ...]], ...]  # (seed, its curve over xs; inf: diverged)
     seed_usable: tuple[tuple[int, tuple[bool, ...]], ...]  # (seed, False where the run diverged or was unstable)
     seed_boundaries: tuple[tuple[int, Boundary], ...]  # (seed, its stability boundary)
     flags: tuple[str, ...] = field(default=())
-    # What the curve runs along: "lr", or the grid's swept key (spec.SWEEP_KEYS); `lrs`, `lr_log2` and the
-    # boundary are then that key's log2 coordinates (the names stay: the learning rate is the usual case).
+    # What the curve runs along: "lr", or the grid's swept key (spec.SWEEP_KEYS); `xs`, `optimum_log2` and the
+    # boundary are then that key's log2 coordinates.
     tuned: str = "lr"
 
     @property
@@ -122,7 +122,7 @@ class CellOptimum:
         return self.fit.censored
 
     @property
-    def lr_log2(self) -> float:
+    def optimum_log2(self) -> float:
         """The optimum: the mean of the seeds' own optima (those found), else the seed-mean curve's (the edge
         rate when censored; NaN when every rate diverged)."""
         found = self.found_optima
@@ -136,7 +136,7 @@ class CellOptimum:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """95% interval over the seeds whose optimum was found (the same seeds as `lr_log2`), widened by the
+        """95% interval over the seeds whose optimum was found (the same seeds as `optimum_log2`), widened by the
         coarse fit's `resolution`; None with fewer than two."""
         return widen(t_interval(self.found_optima), self.resolution) if self.found else None
 
@@ -148,8 +148,8 @@ class CellOptimum:
 
     @functools.cached_property
     def shape(self) -> CurveShape:
-        """The seed-mean curve's curvature on each side of the cell's optimum (x0 held at `lr_log2`)."""
-        return fit_shape(self.lrs, self.losses, self.lr_log2)
+        """The seed-mean curve's curvature on each side of the cell's optimum (x0 held at `optimum_log2`)."""
+        return fit_shape(self.xs, self.losses, self.optimum_log2)
 
     # --- the stability boundary and the margin -----------------------------------------------------
 
@@ -189,11 +189,11 @@ class CellOptimum:
     # --- losses -----------------------------------------------------------------------------------------
 
     @property
-    def grid_lr_log2(self) -> float:
+    def best_measured_log2(self) -> float:
         """The measured rate with the lowest seed-mean loss."""
         if not np.isfinite(self.losses).any():
             return math.nan
-        return float(self.lrs[int(np.argmin(self.losses))])
+        return float(self.xs[int(np.argmin(self.losses))])
 
     @property
     def loss(self) -> float:
@@ -205,35 +205,35 @@ class CellOptimum:
         """The cell's seed-mean loss at lr 2^x and where it comes from: a run within MEASURED_WITHIN
         log2 ("measured"), the fitted shape near the optimum ("fitted"), between two runs ("interpolated"),
         or nothing beyond the measured rates (NaN, "outside the measured rates")."""
-        lrs = np.asarray(self.lrs)
-        j = int(np.argmin(np.abs(lrs - x)))
-        if abs(lrs[j] - x) <= MEASURED_WITHIN:
+        xs = np.asarray(self.xs)
+        j = int(np.argmin(np.abs(xs - x)))
+        if abs(xs[j] - x) <= MEASURED_WITHIN:
             return float(self.losses[j]), "measured"
-        if not lrs[0] <= x <= lrs[-1]:
+        if not xs[0] <= x <= xs[-1]:
             return math.nan, "outside the measured rates"
         if self.shape.fitted and abs(x - self.shape.x0) <= SHAPE_WINDOW:
             return self.shape.loss_at(x), "fitted"
-        k = int(np.searchsorted(lrs, x))
+        k = int(np.searchsorted(xs, x))
         lo, hi = self.losses[k - 1], self.losses[k]
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return math.inf, "interpolated"
-        w = (x - lrs[k - 1]) / (lrs[k] - lrs[k - 1])
+        w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
         return float(lo + w * (hi - lo)), "interpolated"
 
     def seed_losses_at(self, x: float) -> tuple[dict[int, float], str]:
         """Each seed's own loss at lr 2^x: its run within MEASURED_WITHIN ("measured"), or linear between its
         two runs around x when they are at most INTERPOLATE_WITHIN apart ("interpolated"); ({}, why) else.
         inf where a run diverged; a seed with no run there (an imported sweep) is left out."""
-        lrs = np.asarray(self.lrs)
-        j = int(np.argmin(np.abs(lrs - x)))
-        if abs(lrs[j] - x) <= MEASURED_WITHIN:
+        xs = np.asarray(self.xs)
+        j = int(np.argmin(np.abs(xs - x)))
+        if abs(xs[j] - x) <= MEASURED_WITHIN:
             return {s: float(curve[j]) for s, curve in self.seed_losses if not math.isnan(curve[j])}, "measured"
-        if not lrs[0] <= x <= lrs[-1]:
+        if not xs[0] <= x <= xs[-1]:
             return {}, "outside the measured rates"
-        k = int(np.searchsorted(lrs, x))
-        if lrs[k] - lrs[k - 1] > INTERPOLATE_WITHIN:
+        k = int(np.searchsorted(xs, x))
+        if xs[k] - xs[k - 1] > INTERPOLATE_WITHIN:
             return {}, f"no runs within {INTERPOLATE_WITHIN:g} log2 on both sides"
-        w = (x - lrs[k - 1]) / (lrs[k] - lrs[k - 1])
+        w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
         out = {}
         for s, curve in self.seed_losses:
             lo, hi = curve[k - 1], curve[k]
@@ -244,13 +244,13 @@ class CellOptimum:
 
     def seed_floors(self) -> dict[int, float]:
         """Each seed's smooth loss at the cell's optimum: the intercept of its own curve's least squares shape with
-        x0 held at `lr_log2` (`curves.fit_shape` over its usable runs near it). What a regret is read against: a
+        x0 held at `optimum_log2` (`curves.fit_shape` over its usable runs near it). What a regret is read against: a
         fit over several runs, so never equal to the one run a transferred rate lands on."""
         out = {}
         for (s, curve), (_, usable) in zip(self.seed_losses, self.seed_usable):
             y = np.where(np.asarray(usable), np.asarray(curve, dtype=float), np.inf)
             y[np.isnan(np.asarray(curve, dtype=float))] = np.nan  # no run there (a ragged imported sweep)
-            shape = fit_shape(self.lrs, y, self.lr_log2)
+            shape = fit_shape(self.xs, y, self.optimum_log2)
             if shape.fitted and shape.c > 0:
                 out[s] = shape.c
         return out
@@ -265,7 +265,7 @@ class CellOptimum:
             return f"{star} {side} the measured {measured} (at or {side} 2^{self.fit.x0:g}: censored)"
         if not self.found:
             return f"{star} not located (fewer than half of {self.n_seeds} seeds' optima found)"
-        text = f"{star} = 2^{self.lr_log2:.2f}"
+        text = f"{star} = 2^{self.optimum_log2:.2f}"
         n = len(self.found_optima)
         if self.interval:
             text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}] over {n} seeds"
@@ -347,20 +347,20 @@ def one_slice(optima: dict[Cell, CellOptimum], depth: int, batch_size: int) -> d
 
 
 def _loss_matrix(group: pd.DataFrame, x: str = "lr_log2") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(lrs, seeds, losses[lr, seed], usable[lr, seed]) along column x: inf for diverged runs, NaN for a missing
+    """(xs, seeds, losses[x, seed], usable[x, seed]) along column x: inf for diverged runs, NaN for a missing
     pair; usable False where a run diverged or was unstable. (With numpy, not pivot_table: a cell is a few
     dozen rows, and the estimator tests build thousands of cells.)"""
     status = group["status"].to_numpy()
     lr_values, seed_values = group[x].to_numpy(float), group["seed"].to_numpy()
-    lrs, i = np.unique(lr_values, return_inverse=True)
+    xs, i = np.unique(lr_values, return_inverse=True)
     seeds, j = np.unique(seed_values, return_inverse=True)
-    losses = np.full((len(lrs), len(seeds)), np.nan)
-    usable = np.zeros((len(lrs), len(seeds)), dtype=bool)
+    losses = np.full((len(xs), len(seeds)), np.nan)
+    usable = np.zeros((len(xs), len(seeds)), dtype=bool)
     # The first row of a (lr, seed) pair wins, as pivot_table's "first" did: reversed, so it is written last.
     values = np.where(status == "diverged", np.inf, group["loss"].to_numpy(float))
     losses[i[::-1], j[::-1]] = values[::-1]
     usable[i[::-1], j[::-1]] = (status == "ok")[::-1]
-    return lrs, seeds, losses, usable
+    return xs, seeds, losses, usable
 
 
 def cell_optimum(cell: tuple, group: pd.DataFrame, boundary_rise: float = DEFAULT_BOUNDARY_RISE,
@@ -368,19 +368,19 @@ def cell_optimum(cell: tuple, group: pd.DataFrame, boundary_rise: float = DEFAUL
     """The optimum of one cell (a Cell, or a (parametrization, width, tokens) tuple) from its rows (any number of
     seeds, one run per seed and value of `tuned`); `named_axes`: the axes beyond width and tokens its flags name."""
     cell = Cell(*cell)
-    lrs, seeds, matrix, usable = _loss_matrix(group, x_column(tuned))
+    xs, seeds, matrix, usable = _loss_matrix(group, x_column(tuned))
     present = ~np.isnan(matrix)  # a grid this package trains has every pair; an imported sweep may not
     fit_matrix = np.where(present & ~usable, np.inf, matrix)  # the optimum is read off usable runs only
     with np.errstate(invalid="ignore"):
         curve = _mean_present(fit_matrix)  # inf wherever a seed's run is not usable; NaN where no seed ran
         shown = np.where(np.isinf(curve), _mean_present(matrix), curve)  # an unstable run's loss is shown
     opt = CellOptimum(
-        cell, tuple(lrs), tuple(shown),
-        fit_minimum(lrs, _complete(curve, present)),
-        tuple((int(s), fit_minimum(lrs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
+        cell, tuple(xs), tuple(shown),
+        fit_minimum(xs, _complete(curve, present)),
+        tuple((int(s), fit_minimum(xs, fit_matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(matrix[:, k])) for k, s in enumerate(seeds)),
         tuple((int(s), tuple(bool(u) for u in usable[:, k])) for k, s in enumerate(seeds)),
-        tuple((int(s), seed_boundary(lrs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)),
+        tuple((int(s), seed_boundary(xs, matrix[:, k], usable[:, k], boundary_rise)) for k, s in enumerate(seeds)),
         tuned=tuned)
     return dataclasses.replace(opt, flags=_flags(opt, group, named_axes))
 
@@ -406,10 +406,10 @@ def _flags(opt: CellOptimum, group: pd.DataFrame, named_axes: tuple[str, ...]) -
     if not np.isfinite(opt.losses).any():
         flags.append(f"{where}: every {what} diverged; extend {key} toward lower values")
     elif opt.censored == "low":
-        flags.append(f"{where}: optimum on the lower edge of {key} (2^{opt.lrs[0]:g}): censored, the true optimum "
+        flags.append(f"{where}: optimum on the lower edge of {key} (2^{opt.xs[0]:g}): censored, the true optimum "
                      f"lies below; extend {key} toward lower values")
     elif opt.censored == "high":
-        flags.append(f"{where}: optimum on the upper edge of {key} (2^{opt.lrs[-1]:g}): censored, the true "
+        flags.append(f"{where}: optimum on the upper edge of {key} (2^{opt.xs[-1]:g}): censored, the true "
                      f"optimum lies above; extend {key} toward higher values")
     else:
         lost = [(s, f) for s, f in opt.seed_fits if not f.found]

@@ -67,7 +67,7 @@ def judge_stability(comp: Comparison, optima: dict[Cell, CellOptimum],
     fail when it lies below; inconclusive otherwise (or with fewer than two paired seeds)."""
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     drift = drift_of(comp, beta)
-    transferred = ref.lr_log2 - drift
+    transferred = ref.optimum_log2 - drift
     m = settings.min_margin_log2
 
     def verdict(margin: float, interval: tuple[float, float] | None, censored: bool,

@@ -119,7 +119,7 @@ def paired_regret(other: CellOptimum, x: float, loss_noise: Noise | None = None)
     minimum, with no interval."""
     at, source = other.seed_losses_at(x)
     if at:
-        floors = other.seed_floors() if math.isfinite(other.lr_log2) else {}
+        floors = other.seed_floors() if math.isfinite(other.optimum_log2) else {}
         per_seed = tuple(math.inf if math.isinf(at[s]) else at[s] / floors[s] - 1
                          for s in sorted(at) if math.isinf(at[s]) or s in floors)
         if per_seed:
@@ -134,7 +134,7 @@ def paired_regret(other: CellOptimum, x: float, loss_noise: Noise | None = None)
             return Regret(value, None, per_seed, source, x)
         source = "fitted"
     fitted = other.shape.loss_at(x) if other.shape.fitted else math.nan
-    if math.isfinite(fitted) and other.lrs[0] <= x <= other.lrs[-1]:
+    if math.isfinite(fitted) and other.xs[0] <= x <= other.xs[-1]:
         return Regret(fitted / other.shape.c - 1, None, (), "fitted", x)
     return Regret(math.nan, None, (), source, x)
 
@@ -173,7 +173,7 @@ class Verdict:
     @property
     def transferred(self) -> float:
         """The learning rate (log2) carried over from the reference cell, rule applied."""
-        return self.ref.lr_log2 - drift_of(self.comparison, self.beta)
+        return self.ref.optimum_log2 - drift_of(self.comparison, self.beta)
 
     @property
     def passed(self) -> bool:
@@ -207,11 +207,11 @@ class Verdict:
                  f"  reference {name_ref:>14}: {self.ref.describe()}",
                  f"  other     {name_other:>14}: {self.other.describe()}",
                  f"  {'lr_log2':>8}  {'loss ' + name_ref:>20}  {'loss ' + name_other:>20}"]
-        ref_curve = dict(zip(self.ref.lrs, self.ref.losses))
-        other_curve = dict(zip(self.other.lrs, self.other.losses))
+        ref_curve = dict(zip(self.ref.xs, self.ref.losses))
+        other_curve = dict(zip(self.other.xs, self.other.losses))
         for x in sorted(set(ref_curve) | set(other_curve)):
-            mark = ("  <- ref optimum" if x == self.ref.grid_lr_log2 else "") + \
-                   ("  <- other optimum" if x == self.other.grid_lr_log2 else "")
+            mark = ("  <- ref optimum" if x == self.ref.best_measured_log2 else "") + \
+                   ("  <- other optimum" if x == self.other.best_measured_log2 else "")
             lines.append(f"  {x:>8g}  {format_loss(ref_curve.get(x)):>20}  {format_loss(other_curve.get(x)):>20}{mark}")
         lines += [f"  note: {flag}" for flag in self.ref.flags + self.other.flags]
         return "\n".join(lines)
@@ -252,7 +252,7 @@ def judge(comp: Comparison, optima: dict[Cell, CellOptimum],
     shift, interval, source = math.nan, None, ""
     regret = Regret(math.nan, None, (), "no optimum", math.nan)
     if ref.found:
-        regret = paired_regret(other, ref.lr_log2 - drift, noise.loss)
+        regret = paired_regret(other, ref.optimum_log2 - drift, noise.loss)
         if other.found:
             shift, interval, source = _shift(ref, other, drift, noise.optimum)
             if len(regret.finite) == 1 and regret.interval is not None:

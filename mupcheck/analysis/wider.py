@@ -106,8 +106,8 @@ def wider_is_better(optima: dict[Cell, CellOptimum], parametrization: str, token
 
     ref = optima[cell(reference_width)]
     cells = [optima[cell(w)] for w in widths]
-    shared = sorted(set.intersection(*(set(c.lrs) for c in cells)))
-    ref_curve = dict(zip(ref.lrs, ref.losses))
+    shared = sorted(set.intersection(*(set(c.xs) for c in cells)))
+    ref_curve = dict(zip(ref.xs, ref.losses))
 
     def unknown(why: str) -> WiderVerdict:
         return WiderVerdict(parametrization, tokens, math.nan, tuple(widths), tuple(math.nan for _ in widths),
@@ -128,5 +128,5 @@ def wider_is_better(optima: dict[Cell, CellOptimum], parametrization: str, token
             rises.append((math.inf, None))
         else:
             rises.append((float(np.mean(per_seed)) if per_seed else math.nan, t_interval(per_seed)))
-    losses = tuple(dict(zip(c.lrs, c.losses))[x] for c in cells)
+    losses = tuple(dict(zip(c.xs, c.losses))[x] for c in cells)
     return WiderVerdict(parametrization, tokens, x, tuple(widths), losses, tolerance, tuple(rises), at=at)

@@ -64,13 +64,13 @@ def _pair(iv: tuple[float, float] | None) -> list[float | None] | None:
 
 def _cell(o: CellOptimum, lr: CellOptimum | None = None) -> dict[str, Any]:
     """A cell's numbers; `lr`: under a joint sweep, the same cell's learning-rate optimum."""
-    optimum = _num(o.lr_log2) if o.found else None
+    optimum = _num(o.optimum_log2) if o.found else None
     return {
         "parametrization": o.parametrization, "width": o.width, "tokens": o.tokens, "depth": o.depth,
         "batch_size": o.batch_size,
         "lr_log2": optimum if o.tuned == "lr" else None, "interval": _pair(o.interval),
         "tuned": o.tuned, "optimum_log2": optimum,
-        "joint_lr_log2": _num(lr.lr_log2) if lr is not None and lr.found else None,
+        "joint_lr_log2": _num(lr.optimum_log2) if lr is not None and lr.found else None,
         "joint_lr_interval": _pair(lr.interval) if lr is not None else None,
         "censored": o.censored, "n_seeds": o.n_seeds, "n_found": len(o.found_optima), "loss": _num(o.loss),
         "stability_log2": _num(o.boundary), "stability_interval": _pair(o.boundary_interval),

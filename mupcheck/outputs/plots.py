@@ -59,13 +59,13 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
             colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
             for color, width in zip(colors, grid.widths):
                 opt = optima[Cell(par, width, tokens, depth, batch)]
-                xs = [x for x, y in zip(opt.lrs, opt.losses) if math.isfinite(y)]
+                xs = [x for x, y in zip(opt.xs, opt.losses) if math.isfinite(y)]
                 ys = [y for y in opt.losses if math.isfinite(y)]
                 finite_losses += ys + ([opt.loss] if opt.found else [])
                 ax.plot(xs, ys, "o-", color=color, ms=3, label=f"width {width}")
                 if opt.found:
-                    ax.plot([opt.lr_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
-                diverged += [(ax, x, color) for x, y in zip(opt.lrs, opt.losses) if math.isinf(y)]
+                    ax.plot([opt.optimum_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
+                diverged += [(ax, x, color) for x, y in zip(opt.xs, opt.losses) if math.isinf(y)]
             ax.set_title(f"{par}   tokens={format_tokens(tokens)}{slice_name.replace('_', '  ')}")
             ax.set_xlabel(_tuned_label(grid.tuned))
             ax.grid(alpha=0.3)
@@ -106,10 +106,10 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                 cells = [optima[Cell(par, **{**s, axis: v})] for v in values]
                 found = [(v, c) for v, c in zip(values, cells) if c.found]
                 label = ", ".join(f"{a} {_fmt(a, s[a])}" for a in named)
-                ax.plot([v for v, _ in found], [c.lr_log2 for _, c in found], "o-", color=color, label=label)
+                ax.plot([v for v, _ in found], [c.optimum_log2 for _, c in found], "o-", color=color, label=label)
                 for v, c in found:
                     if c.interval:
-                        ax.errorbar([v], [c.lr_log2], yerr=[[c.lr_log2 - c.interval[0]], [c.interval[1] - c.lr_log2]],
+                        ax.errorbar([v], [c.optimum_log2], yerr=[[c.optimum_log2 - c.interval[0]], [c.interval[1] - c.optimum_log2]],
                                     fmt="none", color=color, capsize=3)
                 for v, c in zip(values, cells):
                     if c.censored:

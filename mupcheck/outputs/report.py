@@ -54,7 +54,7 @@ def _cell_text(opt: CellOptimum) -> str:
         return "all diverged"
     if opt.censored:
         return f"{'<=' if opt.censored == 'low' else '>='} {opt.fit.x0:g} (censored)"
-    text = f"{opt.lr_log2:.2f}"
+    text = f"{opt.optimum_log2:.2f}"
     if opt.interval:
         text += f" [{opt.interval[0]:.2f}, {opt.interval[1]:.2f}]"
     return text

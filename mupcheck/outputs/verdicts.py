@@ -138,9 +138,9 @@ def _noise_floor(optima: dict[Cell, CellOptimum], parametrization: str) -> Noise
     sds = tuple(o.seed_sd for o in cells if math.isfinite(o.seed_sd))
     spreads = []
     for o in cells:
-        if o.n_seeds < 2 or not math.isfinite(o.grid_lr_log2):
+        if o.n_seeds < 2 or not math.isfinite(o.best_measured_log2):
             continue
-        j = list(o.lrs).index(o.grid_lr_log2)
+        j = list(o.xs).index(o.best_measured_log2)
         values = np.array([curve[j] for _, curve in o.seed_losses])
         if np.isfinite(values).all():
             spreads.append(float(values.std(ddof=1) / values.mean()))

@@ -49,7 +49,7 @@ def test_a_coarse_grid_is_read_off_an_interpolant_that_says_how_coarse_it_is():
     opt = find_optima(frame(curve))[CELL]
     assert opt.fit.coarse and dict(opt.seed_fits)[0].coarse
     assert opt.resolution == pytest.approx(RESOLUTION * 1.0)
-    assert abs(opt.lr_log2 - (-7.3)) < opt.resolution
+    assert abs(opt.optimum_log2 - (-7.3)) < opt.resolution
     assert any("read off an interpolant" in f and "0.20 log2" in f for f in opt.flags)
     seeds = find_optima(frame(curve, seeds=(0, 1, 2), noise=1e-4))[CELL]
     lo, hi = seeds.interval
@@ -71,13 +71,13 @@ def test_refined_rates_get_the_local_fit():
     it; a smooth curve with a wall, the local cubic."""
     refined = tuple(sorted(set(LRS) | {-7.75, -7.5, -7.25, -6.75, -6.5, -6.25}))
     opt = find_optima(frame(asymmetric(-6.9, 0.05, 0.3), lrs=refined))[CELL]
-    assert opt.lr_log2 == pytest.approx(-6.9, abs=0.02) and not opt.fit.coarse and opt.fit.n_points >= 5
+    assert opt.optimum_log2 == pytest.approx(-6.9, abs=0.02) and not opt.fit.coarse and opt.fit.n_points >= 5
     assert not any("an octave apart" in f for f in opt.flags)
     def walled(x):
         return 3.0 + 0.03 * (x + 6.8) ** 2 + 0.3 * math.exp((x + 5.8) / 0.25)  # +10% one octave up
 
     truth = min(np.arange(-8, -6, 1e-4), key=walled)
-    estimate = find_optima(frame(walled, lrs=refined))[CELL].lr_log2
+    estimate = find_optima(frame(walled, lrs=refined))[CELL].optimum_log2
     assert estimate == pytest.approx(truth, abs=0.05)
     # The fit of the first versions (a kinked parabola over +-2 octaves) lets the wall pull it much further.
     xs = np.array([x for x in refined if abs(x - (-7.0)) <= 2.0])
@@ -110,14 +110,14 @@ def test_loss_beyond_the_measured_rates_is_unknown_not_the_edge_loss():
 
 def test_diverged_runs_count_as_worse_than_any_finite_loss():
     opt = find_optima(frame(asymmetric(-5.0), diverged={(-5.0, 0), (-4.0, 0)}))[CELL]
-    assert opt.grid_lr_log2 == -6.0 and math.isinf(opt.losses[LRS.index(-5.0)])
+    assert opt.best_measured_log2 == -6.0 and math.isinf(opt.losses[LRS.index(-5.0)])
     assert opt.fit.pinned == "high" and not opt.found  # a diverged neighbour: the optimum lies toward it
     assert any("2 run(s) diverged (at lr 2^-5, 2^-4)" in f for f in opt.flags)
 
 
 def test_one_diverged_seed_makes_the_learning_rate_diverged():
     opt = find_optima(frame(asymmetric(-7.0), seeds=(0, 1), diverged={(-7.0, 1)}))[CELL]
-    assert opt.grid_lr_log2 != -7.0 and math.isinf(opt.losses[LRS.index(-7.0)])
+    assert opt.best_measured_log2 != -7.0 and math.isinf(opt.losses[LRS.index(-7.0)])
 
 
 def test_all_diverged_and_too_few_points():
@@ -132,10 +132,10 @@ def test_seeds_give_a_t_interval_around_the_mean_of_their_optima():
     df = curve_frame(lambda w, t: -7.3, widths=(32,), seeds=(0, 1, 2, 3), seed_sd=0.25, a_left=0.1, a_right=0.3)
     opt = find_optima(df)[("mup", 32, 2**20)]
     per_seed = [x for _, x in opt.seed_optima]
-    assert opt.lr_log2 == pytest.approx(np.mean(per_seed))
+    assert opt.optimum_log2 == pytest.approx(np.mean(per_seed))
     assert opt.interval == pytest.approx(widen(t_interval(per_seed), opt.resolution))
     assert opt.resolution == pytest.approx(RESOLUTION)  # rates an octave apart: the interpolant
-    assert opt.interval[0] < opt.lr_log2 < opt.interval[1]
+    assert opt.interval[0] < opt.optimum_log2 < opt.interval[1]
     assert opt.seed_sd == pytest.approx(np.std(per_seed, ddof=1))
     single = find_optima(curve_frame(lambda w, t: -7.3, widths=(32,), seeds=(0,)))[("mup", 32, 2**20)]
     assert single.interval is None and "no interval" in single.describe()
@@ -201,5 +201,5 @@ def test_the_audited_seed_cells_stay_by_their_argmin(grid, cell, seeds):
     fits, curves = dict(opt.seed_fits), dict(opt.seed_losses)
     for s in seeds:
         y = np.array(curves[s])
-        argmin = opt.lrs[int(np.argmin(np.where(np.isfinite(y), y, np.inf)))]
+        argmin = opt.xs[int(np.argmin(np.where(np.isfinite(y), y, np.inf)))]
         assert fits[s].found and abs(fits[s].x0 - argmin) < 0.125, (s, fits[s].x0, argmin)

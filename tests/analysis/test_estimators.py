@@ -87,7 +87,7 @@ def test_the_cell_optimum_on_unrefined_rates_covers_the_truth_without_bias(step)
             continue
         iv = optimum.interval
         hits.append(iv is not None and iv[0] <= truth <= iv[1])
-        errors.append(optimum.lr_log2 - truth)
+        errors.append(optimum.optimum_log2 - truth)
         walls.append(shape.wall)
     assert len(hits) >= 280, f"only {len(hits)} of 300 cells located"
     coverage, bias = float(np.mean(hits)), float(np.mean(errors))

@@ -144,7 +144,7 @@ def test_a_regret_read_where_the_optimum_is_cannot_be_zero_by_construction(seeds
     df = curve_frame(lambda w, t: -7.0, seeds=seeds, noise=0.004, lrs=lrs, a_left=0.03, a_right=0.06)
     optima = find_optima(df)
     other = optima[("mup", 256, 2**20)]
-    best = other.grid_lr_log2
+    best = other.best_measured_log2
     noise = noise_model(optima, "mup", NoiseSettings(optimum_sd_log2=0.2))  # two cells: no residuals for one seed
     regret = judge(Comparison("width", "mup", 2**20, 32, 256), optima, TransferSettings(), noise=noise).regret_at
     at_best = paired_regret(other, best, noise.loss)

@@ -115,8 +115,8 @@ def test_a_joint_sweep_profiles_each_key_over_the_other():
     for tuned, truth in (("output_mult", key_truth), ("lr", lr_truth)):
         optima = find_optima(df, tuned=tuned)
         for o in optima.values():
-            assert o.found and abs(o.lr_log2 - truth) < 0.5, (tuned, o.describe(), truth)
-            assert len(o.lrs) == 13  # one curve point per value of the tuned key, the other profiled out
+            assert o.found and abs(o.optimum_log2 - truth) < 0.5, (tuned, o.describe(), truth)
+            assert len(o.xs) == 13  # one curve point per value of the tuned key, the other profiled out
     profiled = along(df, "lr")
     assert len(profiled) == 2 * 6 * 13 and profiled.groupby(["width", "lr_log2", "seed"]).size().max() == 1
     best = joint_argmin(df)

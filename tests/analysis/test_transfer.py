@@ -113,7 +113,7 @@ def test_a_fitted_regret_reads_the_curve_against_its_own_minimum():
                      noise=0.004, rng_seed=3, lrs=lrs)
     optima = find_optima(df)
     other = optima[("mup", 256, 2**20)]
-    transferred = optima[("mup", 32, 2**20)].lr_log2
+    transferred = optima[("mup", 32, 2**20)].optimum_log2
     assert min(abs(x - transferred) for x in lrs) > 0.4  # no run near it: neither measured nor interpolated
     verdict = judge(COMP, optima, TransferSettings())
     assert verdict.regret_source == "fitted" and verdict.regret_interval is None
