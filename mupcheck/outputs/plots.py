@@ -109,8 +109,8 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                 ax.plot([v for v, _ in found], [c.optimum_log2 for _, c in found], "o-", color=color, label=label)
                 for v, c in found:
                     if c.interval:
-                        ax.errorbar([v], [c.optimum_log2], yerr=[[c.optimum_log2 - c.interval[0]], [c.interval[1] - c.optimum_log2]],
-                                    fmt="none", color=color, capsize=3)
+                        low, high = c.optimum_log2 - c.interval[0], c.interval[1] - c.optimum_log2
+                        ax.errorbar([v], [c.optimum_log2], yerr=[[low], [high]], fmt="none", color=color, capsize=3)
                 for v, c in zip(values, cells):
                     if c.censored:
                         ax.plot([v], [c.fit.x0], "v" if c.censored == "low" else "^", color=color, ms=9, mfc="none")
