@@ -22,7 +22,7 @@ from mupcheck.frame import records_frame
 from mupcheck.plan import Plan, plan_grid, refinement_configs
 from mupcheck.result import RunRecord
 from mupcheck.sources.tables import read_results
-from mupcheck.spec import Grid, RunConfig
+from mupcheck.spec import SETTINGS_KEYS, Grid, RunConfig
 from mupcheck.store import Store
 
 __all__ = ["MissingRunsError", "collect", "collect_coarse", "collect_results", "frame_of", "load_runs"]
@@ -62,11 +62,13 @@ def collect_results(grid: Grid) -> pd.DataFrame:
     if s is None:
         raise ValueError(f"{grid.path} trains its runs; collect them from the store")
     found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
-                         dict(s.listed))
-    # One depth and one batch size per results grid (spec refuses axes of them): the grid's.
-    rows = [{**{str(k): v for k, v in row.items()}, "depth": grid.depth, "batch_size": grid.batch_size}
-            for row in found.frame.to_dict("records")]
-    return records_frame(rows)
+                         dict(s.listed), SETTINGS_KEYS, s.ignore, dict(s.status))
+    frame = found.frame
+    # Depth and batch size: the table's columns where it has them (axes), else the grid's one value.
+    for axis in ("depth", "batch_size"):
+        if axis not in frame:
+            frame = frame.assign(**{axis: getattr(grid, axis)})
+    return records_frame([{str(k): v for k, v in row.items()} for row in frame.to_dict("records")])
 
 
 def frame_of(records: Iterable[RunRecord]) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["AXES", "MUP_ARMS", "PARAMETRIZATIONS", "Parametrization", "STATUSES"]
+__all__ = ["AXES", "MUP_ARMS", "PARAMETRIZATIONS", "Parametrization", "SKIP", "STATUSES"]
 
 # The arms: muP applied by mupcheck (mup's package), muP the user's model applies itself ("custom"), and the
 # standard parametrization, the control.
@@ -24,3 +24,6 @@ AXES = ("width", "tokens", "depth", "batch_size")
 # A run's outcome, best first: usable, unstable (its training loss spiked, or it ended no lower than it
 # started), diverged (a non-finite loss, or stopped by the divergence guard).
 STATUSES = ("ok", "unstable", "diverged")
+# What a tracking system's status may be translated to besides STATUSES: not a result (a run still running, or
+# killed before it finished), left out of the analysis and counted in the report.
+SKIP = "skip"

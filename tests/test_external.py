@@ -106,7 +106,7 @@ HEADER = "width,tokens,lr,seed,loss\n"
 
 
 @pytest.mark.parametrize(("csv", "extra", "expected"), [
-    ("width,tokens,lr,loss\n32,1000,0.01,2.5\n", "", "runs.csv: no column `seed`"),
+    ("width,tokens,lr,seed\n32,1000,0.01,0\n", "", "runs.csv: no column `loss`"),
     (HEADER + "32,1000,0.01,0,2.5\n32,1000,0.01,1,abc\n", "", "runs.csv: row 2: `loss`: 'abc' is not a number"),
     (HEADER + "32,1000,0.01,0,2.5\n32,1000,0.01,0,2.6\n", "",
      "row 1 and", ),

@@ -7,13 +7,20 @@
 
 A grid names its results instead of a model (`results = "runs.csv"`, or a `[results]` table with a
 `[results.columns]` mapping). The files are CSV, JSONL or Parquet (Parquet through pandas and pyarrow, an
-optional extra), or a glob of several. Columns, after mapping: `width`, `tokens`, `lr` or `lr_log2`,
-`seed`, `loss`; optional `parametrization` (default `mup`), `status` (`ok`, `diverged`, `unstable`; a
-non-finite or empty loss means diverged), `initial_loss`, a training curve (`curve`: an inline JSON list
-of losses, or the path of a CSV with `step` and `loss` columns or of a JSON list, relative to the results
-file; or columns `train_loss@<step>`), and any setting a grid can hold (`schedule`, `depth`, ...), which
-the grid picks one value of. A curve lets the suite judge a run *unstable* as it judges its own runs
-(`mupcheck.result.RunResult.judged_status`).
+optional extra), or a glob of several. Only the rate (`lr` or `lr_log2`) and `loss` are required; the other
+columns, after mapping: `width`, `tokens`, `seed`, `parametrization` (`mup`, `sp`, `custom`), `depth` and
+`batch_size` (axes, as in a grid that trains), `params` (the model's parameter count: a size ladder is ordered
+by it), `status` (`ok`, `diverged`, `unstable`; a non-finite or empty loss means diverged), `initial_loss`, a
+training curve (`curve`: an inline JSON list of losses, or the path of a CSV with `step` and `loss` columns
+or of a JSON list, relative to the results file; or columns `train_loss@<step>`), and any setting a grid can
+hold (`schedule`, `optimizer`, ...), which the grid picks one value of. A missing axis column is filled by
+the one value the grid lists (`tokens = 1e9`), else it means one value: seed 0, width and tokens 0 ("not
+stated"). A column that is empty in every row counts as absent. A curve lets the suite judge a run
+*unstable* as it judges its own runs (`mupcheck.result.RunResult.judged_status`).
+
+An export whose column names clash with mupcheck's (MLflow's own `status`, `FINISHED`) is mapped, ignored
+(`ignore = ["status"]`, or `status = ""` in `[results.columns]`) or translated (`[results.status]`: their
+value = `ok`, `unstable`, `diverged`, or `skip` for a run that is not a result, left out and counted).
 
 Every problem is one line naming the file, the row (1-based, as a spreadsheet counts data rows) and the
 column: a missing column, an unparsable or out-of-range number, an unknown status, two rows of the same
@@ -27,6 +34,7 @@ grids at every collection, and importing pandas costs 0.8 s there (`python -X im
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -41,12 +49,21 @@ import pandas as pd
 
 from mupcheck.errors import GridError
 from mupcheck.result import Checkpoint, RunRecord, RunResult
-from mupcheck.vocab import PARAMETRIZATIONS, STATUSES
+from mupcheck.vocab import PARAMETRIZATIONS, SKIP, STATUSES
 
 __all__ = ["REQUIRED", "ResultFile", "Results", "derived_axes", "read_results", "result_files", "runs_table",
            "write_results"]
 
-REQUIRED = ("width", "tokens", "seed", "loss")  # and `lr` or `lr_log2`
+REQUIRED = ("loss",)  # and `lr` or `lr_log2`
+# The axes a table may leave out, with what a missing column means when the grid lists no single value for it.
+AXIS_DEFAULTS = {"width": 0, "tokens": 0, "seed": 0, "parametrization": "mup"}
+# Settings that are axes: several values in a table are cells to compare, not two experiments.
+AXIS_SETTINGS = ("depth", "batch_size")
+# What an empty cell may read as.
+_EMPTY_WORDS = ("", "nan", "none", "null", "na", "n/a")
+# The grid's axis keys and the columns they select.
+AXIS_COLUMNS = {"widths": "width", "tokens": "tokens", "lr_log2": "lr_log2", "seeds": "seed",
+                "parametrization": "parametrization", "depths": "depth", "batch_sizes": "batch_size"}
 RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
 _CURVE_PREFIX = "train_loss@"
 
@@ -65,6 +82,8 @@ class Results:
     frame: pd.DataFrame  # parametrization, width, tokens, lr_log2, seed, loss (NaN: diverged), status, key, ...
     files: tuple[ResultFile, ...]
     combined: int  # rows merged into others by duplicates = "mean"
+    skipped: int = 0  # rows left out: their status translated to `skip` (a run still running, killed, ...)
+    columns: tuple[str, ...] = ()  # the columns the files gave, after mapping (not empty in every row)
 
 
 class _Where:
@@ -85,25 +104,65 @@ class _Where:
 
 def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
                  duplicates: str = "error", pick: dict[str, Any] | None = None,
-                 axes: dict[str, tuple[Any, ...]] | None = None, settings: Collection[str] = ()) -> Results:
+                 axes: dict[str, tuple[Any, ...]] | None = None, settings: Collection[str] = (),
+                 ignore: Collection[str] = (), status_map: dict[str, str] | None = None) -> Results:
     """Read, map, validate and combine the runs of a results grid.
 
-    `columns` maps our names to theirs; `pick` holds grid settings the user set (a results column of the same
-    name keeps the rows that match it); `axes` holds axes the grid lists (widths, tokens, lr_log2, seeds,
-    parametrization), which keep only those values and must each be found; `settings` names the columns that
-    are grid settings (a setting with several values and none picked is two experiments: an error)."""
+    `columns` maps our names to theirs (to "" to ignore ours); `pick` holds grid settings the user set (a
+    results column of the same name keeps the rows that match it); `axes` holds axes the grid lists (widths,
+    tokens, lr_log2, seeds, parametrization, depths, batch_sizes), which keep only those values and must each be
+    found, or fill a missing column with the one value listed; `settings` names the columns that are grid
+    settings (a setting with several values and none picked is two experiments: an error); `ignore` names
+    their columns to drop; `status_map` translates their status values (to STATUSES or `skip`)."""
     where = _Where(grid_path)
     files = _files(path_pattern, Path(grid_dir), where)
-    frames, infos = [], []
+    memo = (tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files), grid_path,
+            _frozen(columns), duplicates, _frozen(pick), _frozen(axes), tuple(sorted(settings)), tuple(ignore),
+            _frozen(status_map))
+    if memo not in _READ:
+        _READ.clear()  # one table at a time: a grid is parsed, then its runs collected, from the same read
+        _READ[memo] = _read_runs(files, where, columns or {}, duplicates, pick or {}, axes or {}, set(settings),
+                                 ignore, status_map or {})
+    found = _READ[memo]
+    return dataclasses.replace(found, frame=found.frame.copy())
+
+
+# The last table read and what it was read with: parsing a results grid reads its table to learn its axes, and
+# collecting its runs reads it again (a 20,000-row table takes seconds).
+_READ: dict[Any, Results] = {}
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable copy of an argument made of dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _read_runs(files: list[Path], where: _Where, columns: dict[str, str], duplicates: str, pick: dict[str, Any],
+               axes: dict[str, tuple[Any, ...]], settings: set[str], ignore: Collection[str],
+               status_map: dict[str, str]) -> Results:
+    frames, infos, skipped, given = [], [], 0, set()
     for f in files:
         raw = _read(f, where)
         infos.append(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], len(raw)))
-        frames.append(_runs(raw, str(f), columns or {}, where))
+        raw = _prepare(raw, str(f), columns, ignore, where)
+        given |= set(raw.columns)
+        raw, dropped = _translate_status(raw, str(f), status_map, where)
+        skipped += dropped
+        if raw.empty:
+            continue
+        frames.append(_runs(raw, str(f), where, axes))
+    if not frames:
+        raise where.grid(f"every row has a status translated to `{SKIP}` by [results.status]: no run to judge")
     frame = pd.concat(frames, ignore_index=True)
-    frame = _pick(frame, pick or {}, set(settings), where)
-    frame = _select(frame, axes or {}, where)
+    frame = _pick(frame, pick, settings, where)
+    frame = _select(frame, axes, given, where)
     frame, combined = _combine(frame, duplicates, where)
-    return Results(frame.sort_values(list(RUN_KEY), ignore_index=True), tuple(infos), combined)
+    return Results(frame.sort_values(list(RUN_KEY), ignore_index=True), tuple(infos), combined, skipped,
+                   tuple(sorted(given)))
 
 
 def result_files(path_pattern: str, grid_dir: str | Path, grid_path: str) -> tuple[ResultFile, ...]:
@@ -151,32 +210,93 @@ def _read(path: Path, where: _Where) -> pd.DataFrame:
     return raw
 
 
-def _runs(raw: pd.DataFrame, path: str, mapping: dict[str, str], where: _Where) -> pd.DataFrame:
-    """Map the columns, parse every value, and judge each run's status."""
+def _prepare(raw: pd.DataFrame, path: str, mapping: dict[str, str], ignore: Collection[str],
+             where: _Where) -> pd.DataFrame:
+    """Drop the columns to ignore, map the others to our names, drop columns empty in every row, and check
+    that the required ones are there."""
+    dropped = set(ignore) | {theirs for ours, theirs in mapping.items() if not theirs}
     for ours, theirs in mapping.items():
-        if theirs not in raw.columns:
+        if theirs and theirs not in raw.columns:
             raise where.file(path, f"no column {theirs!r} (mapped to `{ours}` by [results.columns]); its columns: "
                                    f"{', '.join(map(repr, raw.columns))}")
-    mapped = {theirs: ours for ours, theirs in mapping.items()}
-    raw = raw.rename(columns=mapped)
+    ignored_ours = {ours for ours, theirs in mapping.items() if not theirs}
+    raw = raw.drop(columns=[c for c in raw.columns if c in dropped or (c in ignored_ours and c not in
+                                                                        {t for t in mapping.values() if t})])
+    raw = raw.rename(columns={theirs: ours for ours, theirs in mapping.items() if theirs})
+    if raw.columns.duplicated().any():
+        twice = sorted(set(raw.columns[raw.columns.duplicated()]))
+        raise where.file(path, f"two columns are named `{twice[0]}` after [results.columns] maps them: map one "
+                               "of them to another name, or ignore it (ignore = [...] in [results])")
+    raw = raw[[c for c in raw.columns if not _empty(raw[c])]]
     for name in REQUIRED:
         if name not in raw.columns:
             raise where.file(path, f"no column `{name}`; its columns: {', '.join(map(repr, raw.columns))} (map one "
                                    f"in the grid: [results.columns] {name} = \"their name\")")
     if "lr" not in raw.columns and "lr_log2" not in raw.columns:
         raise where.file(path, "no column `lr` or `lr_log2` (map one in the grid: [results.columns] lr = \"...\")")
-    out = pd.DataFrame({"_file": path, "_row": np.arange(1, len(raw) + 1)})
-    out["width"] = _integers(raw, "width", path, where, minimum=1)
-    out["tokens"] = _integers(raw, "tokens", path, where, minimum=1)
-    out["seed"] = _integers(raw, "seed", path, where, minimum=0)
-    out["lr_log2"] = _rates(raw, path, where)
-    out["parametrization"] = _choices(raw, "parametrization", PARAMETRIZATIONS, "mup", path, where)
-    loss = _numbers(raw, "loss", path, where, empty_is_nan=True)
-    status = _choices(raw, "status", STATUSES, "ok", path, where)
+    return raw
+
+
+def _empty(column: pd.Series) -> bool:
+    """Every value of the column is empty (a blank cell, NaN, None): as if the column were not there."""
+    for value in column.tolist():
+        if isinstance(value, str):
+            if value.strip().lower() not in _EMPTY_WORDS:
+                return False
+        elif not (value is None or (isinstance(value, float) and math.isnan(value))):
+            return False
+    return True
+
+
+def _translate_status(raw: pd.DataFrame, path: str, status_map: dict[str, str],
+                      where: _Where) -> tuple[pd.DataFrame, int]:
+    """Their status values as ours (`[results.status]`); rows translated to `skip` are left out and counted."""
+    if not status_map or "status" not in raw.columns:
+        return raw, 0
+    table = {k.strip().lower(): v for k, v in status_map.items()}
+    values = []
+    for k, value in enumerate(raw["status"].tolist()):
+        text = str(value).strip()
+        ours = table.get(text.lower(), text)
+        if ours not in (*STATUSES, SKIP):
+            raise where.cell(path, k + 1, "status", f"{text!r} is not one of {', '.join(STATUSES)}, and "
+                                                    "[results.status] does not translate it")
+        values.append(ours)
+    keep = np.array(values) != SKIP
+    out = raw.assign(status=values)[keep]
+    out.index = np.flatnonzero(keep)  # the rows keep their numbers, for messages
+    return out, int((~keep).sum())
+
+
+def _runs(raw: pd.DataFrame, path: str, where: _Where, axes: dict[str, tuple[Any, ...]]) -> pd.DataFrame:
+    """Parse every value, fill the axes the table leaves out, and judge each run's status."""
+    rows = raw.index.to_numpy() + 1
+    raw = raw.reset_index(drop=True)
+    out = pd.DataFrame({"_file": path, "_row": rows})
+    listed = {AXIS_COLUMNS[k]: v for k, v in axes.items()}
+    for column, minimum in (("width", 1), ("tokens", 1), ("seed", 0)):
+        out[column] = (_integers(raw, column, path, where, minimum, rows) if column in raw.columns
+                       else _filled(column, listed, path, where))
+    out["lr_log2"] = _rates(raw, path, where, rows)
+    out["parametrization"] = (_choices(raw, "parametrization", PARAMETRIZATIONS, "mup", path, where, rows)
+                              if "parametrization" in raw.columns else _filled("parametrization", listed, path, where))
+    for column in AXIS_SETTINGS:
+        if column in raw.columns:
+            out[column] = _integers(raw, column, path, where, 1, rows)
+    if "params" in raw.columns:
+        params = _numbers(raw, "params", path, where, rows=rows)
+        bad = np.flatnonzero(~np.isfinite(params) | (params <= 0))
+        if len(bad):
+            raise where.cell(path, int(rows[bad[0]]), "params", f"must be a positive parameter count, got "
+                                                                 f"{raw['params'].iloc[bad[0]]!r}")
+        out["params"] = params
+    loss = _numbers(raw, "loss", path, where, empty_is_nan=True, rows=rows)
+    status = _choices(raw, "status", STATUSES, "ok", path, where, rows)
     # A run whose loss is not finite diverged, whatever its status says.
     status = np.where(np.isfinite(loss), status, "diverged")
-    initial = _numbers(raw, "initial_loss", path, where, empty_is_nan=True) if "initial_loss" in raw else None
-    curves = _curves(raw, path, where)
+    initial = (_numbers(raw, "initial_loss", path, where, empty_is_nan=True, rows=rows) if "initial_loss" in raw
+               else None)
+    curves = _curves(raw, path, where, rows)
     judged = []
     for k in range(len(raw)):
         curve = curves[k] if curves else ()
@@ -186,7 +306,7 @@ def _runs(raw: pd.DataFrame, path: str, mapping: dict[str, str], where: _Where) 
     out["status"] = judged
     out["loss"] = np.where(np.array(judged) == "diverged", np.nan, loss)
     for extra in raw.columns:
-        if extra not in out.columns and extra not in ("lr", "curve", "initial_loss") \
+        if extra not in out.columns and extra not in ("lr", "curve", "initial_loss", "status") \
                 and not extra.startswith(_CURVE_PREFIX):
             out[extra] = raw[extra].to_numpy()
     out["key"] = [f"{path}:{r}" for r in out["_row"]]
@@ -213,7 +333,7 @@ def _parse_number(value: Any) -> float | None:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
     text = str(value).strip()
-    if text == "" or text.lower() in ("nan", "none", "null", "na", "n/a"):
+    if text.lower() in _EMPTY_WORDS:
         return math.nan
     try:
         return float(text)
@@ -221,63 +341,85 @@ def _parse_number(value: Any) -> float | None:
         return None
 
 
-def _numbers(raw: pd.DataFrame, column: str, path: str, where: _Where, empty_is_nan: bool = False) -> np.ndarray:
+def _filled(column: str, listed: dict[str, tuple[Any, ...]], path: str, where: _Where) -> Any:
+    """A column the table leaves out: the one value the grid lists for it, else what it means (AXIS_DEFAULTS)."""
+    values = listed.get(column)
+    if values is None:
+        return AXIS_DEFAULTS[column]
+    if len(values) == 1:
+        return values[0]
+    raise where.file(path, f"has no `{column}` column, and the grid lists several values for it "
+                           f"({', '.join(map(str, values))}): map the column, or list one value to fill it")
+
+
+def _numbers(raw: pd.DataFrame, column: str, path: str, where: _Where, empty_is_nan: bool = False,
+             rows: np.ndarray | None = None) -> np.ndarray:
     values = []
     for k, value in enumerate(raw[column].tolist()):
         x = _parse_number(value)
         if x is None or (math.isnan(x) and not empty_is_nan):
-            raise where.cell(path, k + 1, column, f"{value!r} is not a number")
+            raise where.cell(path, _row(rows, k), column, f"{value!r} is not a number")
         values.append(x)
     return np.array(values, dtype=float)
 
 
-def _integers(raw: pd.DataFrame, column: str, path: str, where: _Where, minimum: int) -> np.ndarray:
-    values = _numbers(raw, column, path, where)
+def _row(rows: np.ndarray | None, k: int) -> int:
+    """The 1-based row number of the k-th row read (rows left out before keep their numbers)."""
+    return int(rows[k]) if rows is not None else k + 1
+
+
+def _integers(raw: pd.DataFrame, column: str, path: str, where: _Where, minimum: int,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    values = _numbers(raw, column, path, where, rows=rows)
     for k, x in enumerate(values):
-        if not math.isfinite(x) or x != round(x) or x < minimum:
-            raise where.cell(path, k + 1, column, f"must be an integer >= {minimum}, got {raw[column].iloc[k]!r}")
+        if not math.isfinite(x) or x != round(x) or x < minimum or abs(x) > 2**62:
+            raise where.cell(path, _row(rows, k), column, f"must be an integer >= {minimum}, got "
+                                                          f"{raw[column].iloc[k]!r}")
     return values.astype(np.int64)
 
 
-def _rates(raw: pd.DataFrame, path: str, where: _Where) -> np.ndarray:
+def _rates(raw: pd.DataFrame, path: str, where: _Where, rows: np.ndarray | None = None) -> np.ndarray:
     """log2 of the learning rate, from `lr_log2` or `lr` (rounded to 1e-6, so that a rate written the same in
     every cell is one rate); both columns must then agree."""
     out = None
     if "lr_log2" in raw.columns:
-        out = _numbers(raw, "lr_log2", path, where)
+        out = _numbers(raw, "lr_log2", path, where, rows=rows)
         bad = np.flatnonzero(~np.isfinite(out) | (np.abs(out) > 64))
         if len(bad):
-            raise where.cell(path, int(bad[0]) + 1, "lr_log2", f"must be a finite log2 of a rate (|x| <= 64), got "
-                                                               f"{raw['lr_log2'].iloc[bad[0]]!r}")
+            raise where.cell(path, _row(rows, int(bad[0])), "lr_log2",
+                             f"must be a finite log2 of a rate (|x| <= 64), got {raw['lr_log2'].iloc[bad[0]]!r}")
     if "lr" in raw.columns:
-        lr = _numbers(raw, "lr", path, where)
+        lr = _numbers(raw, "lr", path, where, rows=rows)
         bad = np.flatnonzero(~np.isfinite(lr) | (lr <= 0))
         if len(bad):
-            raise where.cell(path, int(bad[0]) + 1, "lr", f"must be a positive learning rate, got "
+            raise where.cell(path, _row(rows, int(bad[0])), "lr", f"must be a positive learning rate, got "
                                                            f"{raw['lr'].iloc[bad[0]]!r}")
         from_lr = np.log2(lr)
         if out is not None:
             off = np.flatnonzero(np.abs(from_lr - out) > 1e-3)
             if len(off):
-                raise where.cell(path, int(off[0]) + 1, "lr", f"log2 of {lr[off[0]]:g} is {from_lr[off[0]]:.4f}, but "
-                                                               f"`lr_log2` says {out[off[0]]:g}; keep one of them")
+                raise where.cell(path, _row(rows, int(off[0])), "lr",
+                                 f"log2 of {lr[off[0]]:g} is {from_lr[off[0]]:.4f}, but `lr_log2` says "
+                                 f"{out[off[0]]:g}; keep one of them")
         out = from_lr if out is None else out
     assert out is not None
     return np.round(out, 6)
 
 
 def _choices(raw: pd.DataFrame, column: str, allowed: tuple[str, ...], default: str, path: str,
-             where: _Where) -> np.ndarray:
+             where: _Where, rows: np.ndarray | None = None) -> np.ndarray:
     if column not in raw.columns:
         return np.full(len(raw), default, dtype=object)
     values = [str(v).strip().lower() if str(v).strip() else default for v in raw[column].tolist()]
     for k, v in enumerate(values):
         if v not in allowed:
-            raise where.cell(path, k + 1, column, f"{raw[column].iloc[k]!r} is not one of {', '.join(allowed)}")
+            raise where.cell(path, _row(rows, k), column, f"{raw[column].iloc[k]!r} is not one of "
+                                                          f"{', '.join(allowed)}")
     return np.array(values, dtype=object)
 
 
-def _curves(raw: pd.DataFrame, path: str, where: _Where) -> list[tuple[Checkpoint, ...]] | None:
+def _curves(raw: pd.DataFrame, path: str, where: _Where,
+            rows: np.ndarray | None = None) -> list[tuple[Checkpoint, ...]] | None:
     """Each run's training curve, from `curve` (inline JSON list, or a file) or `train_loss@<step>` columns."""
     stepped = sorted((c for c in raw.columns if c.startswith(_CURVE_PREFIX)), key=lambda c: _step_of(c, path, where))
     if "curve" not in raw.columns and not stepped:
@@ -288,10 +430,10 @@ def _curves(raw: pd.DataFrame, path: str, where: _Where) -> list[tuple[Checkpoin
             points = [(_step_of(c, path, where), _parse_number(raw[c].iloc[k])) for c in stepped]
             for (_, v), c in zip(points, stepped):
                 if v is None:
-                    raise where.cell(path, k + 1, c, f"{raw[c].iloc[k]!r} is not a number")
+                    raise where.cell(path, _row(rows, k), c, f"{raw[c].iloc[k]!r} is not a number")
             curve = [(s, float(v)) for s, v in points if v is not None and math.isfinite(v)]
         else:
-            curve = _curve_cell(raw["curve"].iloc[k], Path(path).parent, path, k + 1, where)
+            curve = _curve_cell(raw["curve"].iloc[k], Path(path).parent, path, _row(rows, k), where)
         out.append(tuple(Checkpoint(step=int(s), tokens=0, train_loss=v, val_loss=v) for s, v in curve))
     return out
 
@@ -336,18 +478,19 @@ def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: 
                 raise where.grid(f"no result has {column} = {pick[column]!r} (the results have "
                                  f"{', '.join(sorted(set(values)))})", key=column)
             frame = frame[keep.to_numpy()]
-        elif values.nunique() > 1 and column in settings:
+        elif values.nunique() > 1 and column in settings and column not in AXIS_SETTINGS:
             raise where.grid(f"the results have several `{column}` values ({', '.join(sorted(set(values))[:6])}): "
                              f"set {column} = ... in the grid to judge one of them", key=column)
     return frame
 
 
-def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], where: _Where) -> pd.DataFrame:
-    """Keep the values of the axes the grid lists; each listed value must have rows."""
-    column_of = {"widths": "width", "tokens": "tokens", "lr_log2": "lr_log2", "seeds": "seed",
-                 "parametrization": "parametrization"}
+def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], given: set[str], where: _Where) -> pd.DataFrame:
+    """Keep the values of the axes the grid lists; each listed value must have rows. (An axis the table left out
+    was filled with the one value listed.)"""
     for key, values in axes.items():
-        column = column_of[key]
+        column = AXIS_COLUMNS[key]
+        if column not in given and column != "lr_log2":
+            continue
         have = set(frame[column].tolist())
         missing = [v for v in values if v not in have]
         if missing:
@@ -385,13 +528,18 @@ def _combine(frame: pd.DataFrame, duplicates: str, where: _Where) -> tuple[pd.Da
 
 
 def derived_axes(frame: pd.DataFrame) -> dict[str, tuple[Any, ...]]:
-    """The grid's axes as the results have them."""
+    """The grid's axes as the results have them (depths and batch sizes where the table has them)."""
     pars = sorted(set(frame["parametrization"]), key=lambda p: PARAMETRIZATIONS.index(p))
-    return {"widths": tuple(sorted(int(w) for w in set(frame["width"]))),
-            "tokens": tuple(sorted(int(t) for t in set(frame["tokens"]))),
-            "lr_log2": tuple(sorted(float(x) for x in set(frame["lr_log2"]))),
-            "seeds": tuple(sorted(int(s) for s in set(frame["seed"]))),
-            "parametrization": tuple(pars)}
+    out: dict[str, tuple[Any, ...]] = {
+        "widths": tuple(sorted(int(w) for w in set(frame["width"]))),
+        "tokens": tuple(sorted(int(t) for t in set(frame["tokens"]))),
+        "lr_log2": tuple(sorted(float(x) for x in set(frame["lr_log2"]))),
+        "seeds": tuple(sorted(int(s) for s in set(frame["seed"]))),
+        "parametrization": tuple(pars)}
+    for key, column in (("depths", "depth"), ("batch_sizes", "batch_size")):
+        if column in frame:
+            out[key] = tuple(sorted(int(v) for v in set(frame[column])))
+    return out
 
 
 def runs_table(records: list[RunRecord], settings: Collection[str]) -> pd.DataFrame:

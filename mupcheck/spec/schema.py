@@ -76,8 +76,10 @@ class Cell(NamedTuple):
 
     def where(self, shown: tuple[str, ...] = ("depth", "batch_size")) -> str:
         """'mup width=64 tokens=1M', with depth and batch size when recorded and `shown` (a grid that varies
-        neither need not repeat them in every line)."""
-        text = f"{self.parametrization} width={self.width} tokens={format_tokens(self.tokens)}"
+        neither need not repeat them in every line); a width or budget a results table did not state (0) is
+        left out."""
+        text = self.parametrization + (f" width={self.width}" if self.width else "") + (
+            f" tokens={format_tokens(self.tokens)}" if self.tokens else "")
         return text + (f" depth={self.depth}" if self.depth and "depth" in shown else "") + (
             f" batch={self.batch_size}" if self.batch_size and "batch_size" in shown else "")
 
@@ -134,10 +136,18 @@ class ResultsSettings:
     path: str = _key("string")  # a file or a glob, from the grid file's folder
     # Two rows of one run: an error, or "mean" (GPU reruns of one seed differ: averaging is a choice).
     duplicates: Literal["error", "mean"] = _key("choice", "error", choices=("error", "mean"))
-    columns: tuple[tuple[str, str], ...] = _key("column_map", ())  # [results.columns]: our name = "their name"
-    # Not keys: what the grid file itself set, which the results must match (settings picked, axes listed).
+    # [results.columns]: our name = "their name" ("" ignores their column of our name: MLflow's own `status`).
+    columns: tuple[tuple[str, str], ...] = _key("column_map", ())
+    ignore: tuple[str, ...] = _key("string_list", ())  # their columns to leave out
+    # [results.status]: their status = ours (ok, unstable, diverged, or skip: not a result, left out and counted).
+    status: tuple[tuple[str, str], ...] = _key("status_map", ())
+    # Not keys: what the grid file itself set, which the results must match (settings picked, axes listed), and
+    # what reading them found (the settings stated by the file or the table, rows skipped, columns given).
     picked: tuple[tuple[str, Any], ...] = ()
     listed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    stated: tuple[tuple[str, str], ...] = ()
+    skipped: int = 0
+    columns_read: tuple[str, ...] = ()
 
 
 # What a [results.columns] table may map to: the run's coordinates and outcome, its curve, and any setting.
@@ -367,6 +377,9 @@ class Grid(RunSettings):
     lint: LintSettings | None = _table("lint")
     noise: NoiseSettings = _table("noise", NoiseSettings)
     results: ResultsSettings | None = _table("results")
+    # The cells a results grid has runs in (not a key): a ragged sweep lacks some combinations of its axes, and a
+    # comparison exists only where both cells do. Empty: every combination (a grid that trains).
+    cells: tuple[Cell, ...] = ()
     sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
     # Per-arm rates and optimizers (lr_log2 = {mup = [...], sp = [...]}, optimizer = {...}); not keys themselves:
     # `lr_log2` then holds the union of the arms' rates and `optimizer` the muP arm's.
@@ -377,6 +390,10 @@ class Grid(RunSettings):
     @property
     def grid_dir(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
+
+    def has_cell(self, cell: Cell) -> bool:
+        """Whether the grid has runs in `cell` (a results grid may be ragged; a grid that trains has them all)."""
+        return not self.cells or cell in self.cells
 
     def values(self, axis: str) -> tuple[int, ...]:
         """The values the grid takes along an axis of AXES."""

@@ -28,6 +28,7 @@ from mupcheck.spec.schema import (
     MUP_ARMS,
     RESULT_COLUMNS,
     SETTINGS_KEYS,
+    Cell,
     CoordCheckConfig,
     Grid,
     LintSettings,
@@ -40,6 +41,7 @@ from mupcheck.spec.schema import (
     setting_default,
     toml_fields,
 )
+from mupcheck.vocab import SKIP, STATUSES
 
 __all__ = ["load_grid", "parse_grid"]
 
@@ -119,7 +121,7 @@ def _resolve_axis(values: dict[str, Any], raw: dict[str, Any], path: str, axis: 
 
 
 # The axes a results grid may list (else they are read off its results) and the settings its rows are picked by.
-_RESULT_AXES = ("widths", "tokens", "lr_log2", "seeds", "parametrization")
+_RESULT_AXES = ("widths", "tokens", "lr_log2", "seeds", "parametrization", "depths", "batch_sizes")
 
 
 def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
@@ -136,34 +138,56 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
     for key in ("coord_check", "lint"):
         if key in raw:
             raise GridError(path, key, "needs a model to check; a results grid has none")
-    for key in ("depths", "batch_sizes", "depth_alpha"):
-        if key in raw:
-            raise GridError(path, key, "a results grid judges one depth and one batch size (pick them with `depth` "
-                                       "and `batch_size`); sweeping them is for grids that train")
+    if "depth_alpha" in raw:
+        raise GridError(path, "depth_alpha", "is a depth rule mupcheck applies to the models it trains; a results "
+                                             "grid judges runs trained elsewhere")
     for key in ("sweep", "sweep_log2"):
         if key in raw:
             raise GridError(path, key, "a results grid judges the learning rate's optimum; sweeping another key is "
                                        "for grids that train")
+    for axis, scalar in (("depths", "depth"), ("batch_sizes", "batch_size")):
+        if axis in raw and scalar in raw:
+            raise GridError(path, axis, f"set either `{scalar}` (pick one) or `{axis}` (judge several), not both")
     values = _Validator(path, raw).fields(Grid)
     settings: ResultsSettings = values.pop("results")
-    picked = tuple(sorted((k, raw[k]) for k in (f.name for f in dataclasses.fields(RunSettings)) if k in raw))
+    picked = tuple(sorted((k, raw[k]) for k in SETTINGS_KEYS if k in raw))
     listed = tuple((k, values[k]) for k in _RESULT_AXES if k in values)
     settings = dataclasses.replace(settings, picked=picked, listed=listed)
     found = tables.read_results(settings.path, Path(path).parent, path, dict(settings.columns),
-                                settings.duplicates, dict(picked), dict(listed), SETTINGS_KEYS)
+                                settings.duplicates, dict(picked), dict(listed), SETTINGS_KEYS, settings.ignore,
+                                dict(settings.status))
     derived = tables.derived_axes(found.frame)
     for axis in _RESULT_AXES:
-        values.setdefault(axis, derived[axis])
+        if axis in derived:
+            values.setdefault(axis, derived[axis])
     for scalar in ("depth", "batch_size"):  # a setting the results record once: what the report shows
         if scalar not in values and scalar in found.frame and found.frame[scalar].nunique() == 1:
             values[scalar] = int(found.frame[scalar].iloc[0])
     values.setdefault("base_width", min(values["widths"]))
-    _resolve_axis(values, raw, path, "depths", "depth")
-    _resolve_axis(values, raw, path, "batch_sizes", "batch_size")
+    for axis, scalar in (("depths", "depth"), ("batch_sizes", "batch_size")):
+        values.setdefault(axis, (values.get(scalar, setting_default(scalar)),))
+        values[scalar] = values[axis][0]
     values.setdefault("base_depth", values["depths"][0])
-    grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, **values)
+    stated = _stated_settings(found.frame, dict(picked))
+    settings = dataclasses.replace(settings, stated=stated, skipped=found.skipped, columns_read=found.columns)
+    cells = tuple(sorted({Cell(str(p), int(w), int(t), int(d), int(b)) for p, w, t, d, b in zip(
+        found.frame["parametrization"], found.frame["width"], found.frame["tokens"],
+        found.frame["depth"] if "depth" in found.frame else [values["depth"]] * len(found.frame),
+        found.frame["batch_size"] if "batch_size" in found.frame else [values["batch_size"]] * len(found.frame))}))
+    grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, cells=cells, **values)
     check_transfer(grid)
     return grid
+
+
+def _stated_settings(frame: Any, picked: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The settings a results grid states: those its file picks, and those its table gives one value of. The
+    report shows these and says "not stated" for the others, never a default as if it had been measured."""
+    stated = {k: str(v) for k, v in picked.items()}
+    for column in sorted(SETTINGS_KEYS & set(frame.columns)):
+        values = frame[column].astype(str).str.strip()
+        if column not in stated and values.nunique() == 1:
+            stated[column] = values.iloc[0]
+    return tuple(sorted(stated.items()))
 
 
 def _split_arm_table(raw: dict[str, Any], path: str, key: str) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
@@ -274,7 +298,10 @@ class _Validator:
         return float(val)
 
     def _list(self, key: str, kind: str) -> list:
+        """A list, or one value standing for a list of one (`tokens = 1e9`, `parametrization = "sp"`)."""
         val = self.raw[key]
+        if isinstance(val, (str, int, float)) and not isinstance(val, bool):
+            return [val]
         if not isinstance(val, list) or not val:
             raise self.fail(key, f"must be a non-empty list of {kind}, got {val!r}")
         return val
@@ -284,12 +311,34 @@ class _Validator:
             raise self.fail(key, f"must be strictly increasing (sorted, no repeats), got {vals}")
 
     def int_list(self, key: str, minimum: int) -> tuple[int, ...]:
+        """Integers; a whole number written as a float counts (`tokens = [4e9, 1.14e10]`: decimal budgets)."""
         vals = self._list(key, "integers")
-        bad = [x for x in vals if not _is_int(x) or x < minimum]
+        bad = [x for x in vals if not (_is_int(x) or (_is_number(x) and math.isfinite(x) and float(x).is_integer()))
+               or x < minimum]
         if bad:
             raise self.fail(key, f"must hold integers >= {minimum}, got {bad[0]!r}")
+        vals = [int(x) for x in vals]
         self._sorted(key, vals)
         return tuple(vals)
+
+    def string_list(self, key: str) -> tuple[str, ...]:
+        vals = self._list(key, "strings")
+        bad = [x for x in vals if not isinstance(x, str) or not x]
+        if bad:
+            raise self.fail(key, f"must hold non-empty strings, got {bad[0]!r}")
+        return tuple(vals)
+
+    def status_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        val = self.raw[key]
+        allowed = (*STATUSES, SKIP)
+        if not isinstance(val, dict):
+            raise self.fail(key, 'must be a table of their status = "ours", e.g. FINISHED = "ok", FAILED = '
+                                 '"diverged", RUNNING = "skip"')
+        for theirs, ours in val.items():
+            if ours not in allowed:
+                raise self.fail(f"{key}.{theirs}", f"must be one of {', '.join(allowed)} (skip: not a result, left "
+                                                   f"out and counted), got {ours!r}")
+        return tuple(sorted(val.items()))
 
     def float_list(self, key: str, minimum: float = -math.inf, maximum: float = math.inf,
                    what: str = "log2 learning rates") -> tuple[float, ...]:
@@ -383,8 +432,9 @@ class _Validator:
             if ours not in allowed:
                 raise self.fail(f"{key}.{ours}", f"not a column mupcheck reads; one of {', '.join(RESULT_COLUMNS)}, "
                                                  "or a grid setting (schedule, depth, ...)")
-            if not isinstance(theirs, str) or not theirs:
-                raise self.fail(f"{key}.{ours}", f"must be the name of a column in the results, got {theirs!r}")
+            if not isinstance(theirs, str):
+                raise self.fail(f"{key}.{ours}", f"must be the name of a column in the results (or \"\" to ignore "
+                                                 f"their `{ours}` column), got {theirs!r}")
         return tuple(sorted(val.items()))
 
     def refine(self, key: str) -> RefineSettings:
