@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import AXES, Cell, Grid, TransferSettings
 
-__all__ = ["RULE_FIT_BUDGETS", "Comparison", "batch_fit_sizes", "comparisons_for", "drift_of", "is_expected_break",
-           "plan_comparisons", "reference_value", "rule_comparisons", "axis_value", "split_rest"]
+__all__ = ["RULE_FIT_BUDGETS", "Comparison", "size_comparisons", "size_ladder", "batch_fit_sizes", "comparisons_for",
+           "drift_of", "is_expected_break", "plan_comparisons", "reference_value", "rule_comparisons",
+           "axis_value", "split_rest"]
 
 # The power rule's beta is fitted on this many shortest budgets by default: two budgets an octave apart
 # gave betas from -0.001 to 0.681 where all cells gave 0.015 to 0.388 (issue 13).
@@ -38,37 +39,48 @@ class Comparison:
     `fixed_axis` (tokens along width, width along the others), `at` the values of the remaining axes the grid
     varies (named in the check's id), `held` those it does not (left out of the id)."""
 
-    axis: str  # the axis that changes (AXES)
+    axis: str  # the axis that changes (AXES), or "size": width and depth together, along a size ladder
     parametrization: str
     fixed: int  # the value of fixed_axis
-    ref: int  # reference value along `axis`
+    ref: int  # reference value along `axis` (along size: the index of a shape in `shapes`)
     other: int
     at: tuple[tuple[str, int], ...] = ()
     held: tuple[tuple[str, int], ...] = ()
+    shapes: tuple[tuple[int, int, float], ...] = ()  # along size: (width, depth, parameters), smallest first
 
     @property
     def fixed_axis(self) -> str:
-        return "tokens" if self.axis == "width" else "width"
+        return "tokens" if self.axis in ("width", "size") else "width"
 
     def cell(self, value: int) -> Cell:
-        coords = {**dict(self.held), **dict(self.at), self.fixed_axis: self.fixed, self.axis: value}
+        coords = {**dict(self.held), **dict(self.at), self.fixed_axis: self.fixed}
+        if self.axis == "size":
+            coords["width"], coords["depth"] = self.shapes[value][0], self.shapes[value][1]
+        else:
+            coords[self.axis] = value
         return Cell(self.parametrization, coords["width"], coords["tokens"], coords.get("depth", 0),
                     coords.get("batch_size", 0))
+
+    def value_text(self, value: int) -> str:
+        """A value along the comparison's axis as ids show it: a budget as 1M, a shape as 1024x8."""
+        if self.axis == "size":
+            return f"{self.shapes[value][0]}x{self.shapes[value][1]}"
+        return axis_value(self.axis, value)
 
     def _where(self) -> str:
         return " ".join(f"{a}={axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
 
     @property
     def test_id(self) -> str:
-        """Reads like the finding: width[mup tokens=1M 32->256]."""
+        """Reads like the finding: width[mup tokens=1M 32->256], size[sp tokens=4B 960x7->1024x8]."""
         return (f"{self.axis}[{self.parametrization} {self._where()} "
-                f"{axis_value(self.axis, self.ref)}->{axis_value(self.axis, self.other)}]")
+                f"{self.value_text(self.ref)}->{self.value_text(self.other)}]")
 
     @property
     def label(self) -> str:
         """'width 32 -> 256 at tokens 1M', without the parametrization."""
         where = ", ".join(f"{a} {axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
-        return f"{self.axis} {axis_value(self.axis, self.ref)} -> {axis_value(self.axis, self.other)} at {where}"
+        return f"{self.axis} {self.value_text(self.ref)} -> {self.value_text(self.other)} at {where}"
 
     def title(self) -> str:
         return f"{self.label} ({self.parametrization})"
@@ -122,6 +134,37 @@ def plan_comparisons(grid: Grid) -> list[Comparison]:
         slices, held = split_rest([a for a in AXES if a not in (axis, fixed_axis)], grid.values)
         out += comparisons_for(axis, grid.parametrization, values, grid.values(fixed_axis),
                                reference_value(grid, axis), slices, held)
+    # A ragged sweep (a results grid) lacks some cells: a comparison exists only where both cells do.
+    out = [c for c in out if grid.has_cell(c.cell(c.ref)) and grid.has_cell(c.cell(c.other))]
+    return out + size_comparisons(grid)
+
+
+def size_ladder(grid: Grid) -> tuple[tuple[int, int, float], ...]:
+    """The model shapes (width, depth, parameters) smallest first, where a results grid scales width and depth
+    together (both vary, and not every width is measured at every depth); () otherwise."""
+    shapes = sorted({(c.width, c.depth) for c in grid.cells})
+    widths, depths = {w for w, _ in shapes}, {d for _, d in shapes}
+    if len(widths) < 2 or len(depths) < 2 or len(shapes) == len(widths) * len(depths) or 0 in widths:
+        return ()
+    return tuple(sorted(((w, d, grid.params_of(w, d)) for w, d in shapes), key=lambda s: (s[2], s[0], s[1])))
+
+
+def size_comparisons(grid: Grid) -> list[Comparison]:
+    """Along a size ladder, at each budget and batch size: every shape against the smallest, and each against
+    the next larger one, where both cells have runs."""
+    shapes = size_ladder(grid)
+    if not shapes:
+        return []
+    batches = grid.values("batch_size")
+    out = []
+    for par in grid.parametrization:
+        for tokens in grid.tokens:
+            for batch in batches:
+                at: tuple[tuple[str, int], ...] = (("batch_size", batch),) if len(batches) > 1 else ()
+                held: tuple[tuple[str, int], ...] = () if at else (("batch_size", batch),)
+                present = [i for i, (w, d, _) in enumerate(shapes) if grid.has_cell(Cell(par, w, tokens, d, batch))]
+                pairs = {(present[0], j) for j in present[1:]} | set(zip(present, present[1:]))
+                out += [Comparison("size", par, tokens, i, j, at, held, shapes) for i, j in sorted(pairs)]
     return out
 
 

@@ -122,7 +122,7 @@ def _law_residuals(cells: list[CellOptimum]) -> Noise | None:
     axes = [a for a in ("width", "tokens", "depth", "batch_size") if len({getattr(o, a) for o in located}) > 1]
     design = np.array([[1.0] + [math.log2(getattr(o, a)) for a in axes] for o in located])
     y = np.array([o.optimum_log2 for o in located])
-    rank = np.linalg.matrix_rank(design)
+    rank = int(np.linalg.matrix_rank(design))
     df = len(located) - rank
     if df < MIN_LAW_DF:
         return None

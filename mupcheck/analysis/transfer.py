@@ -287,10 +287,10 @@ def _one_seed_regret(regret: Regret, shift: float, interval: tuple[float, float]
                      other: CellOptimum) -> Regret:
     """A regret read in one seed rests on two noisy optima: the transferred rate, and the other cell's optimum
     its floor is read at, each as far off as one seed's optimum. Its interval (the loss noise of two reads)
-    therefore also spans what the regret would be at either end of the shift's interval: the measured regret
-    scaled quadratically in the shift, and never less than the other cell's fitted shape gives at the far end.
-    Without this, a comparison whose optimum does not move broke whenever one seed's optima fell apart by
-    their own noise on a steep curve (6% of simulated one-seed sweeps, issue 34)."""
+    therefore also spans what the regret would be at either end of the shift's interval: down to the measured
+    regret scaled quadratically to the end nearest 0 (0 where the interval covers it), up to the other cell's
+    fitted shape at the far end. Without this, a comparison whose optimum does not move broke whenever one
+    seed's optima fell apart by their own noise on a steep curve (6% of simulated one-seed sweeps, issue 34)."""
     assert regret.interval is not None
     (measured,) = regret.finite
     noise_lo, noise_hi = measured - regret.interval[0], regret.interval[1] - measured
@@ -301,11 +301,9 @@ def _one_seed_regret(regret: Regret, shift: float, interval: tuple[float, float]
     far = max(abs(lo), abs(hi))
     side = other.shape.a_left if shift > 0 else other.shape.a_right  # shift > 0: the transferred rate lies below
     shaped = side * far**2 / other.shape.c if other.shape.fitted and other.shape.c > 0 else 0.0
-    value = max(measured, 0.0)
-    scale = (lambda d: (d / abs(shift)) ** 2) if abs(shift) > 1e-9 else (lambda d: 0.0 if d == 0 else math.inf)
-    low = min(measured, value * scale(near)) - noise_lo
-    high = max(measured, value * scale(far) if value else 0.0, shaped) + noise_hi
-    return dataclasses.replace(regret, interval=(low, high))
+    scaled = max(measured, 0.0) * (near / abs(shift)) ** 2 if abs(shift) > 1e-9 else 0.0
+    return dataclasses.replace(regret, interval=(min(measured, scaled) - noise_lo,
+                                                 max(measured, shaped) + noise_hi))
 
 
 def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] | None,

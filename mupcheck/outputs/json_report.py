@@ -32,6 +32,8 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
                    tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds, seeds_used} | null,
                    margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null,
                    depth, batch_size: {slope, interval, n_seeds, seeds_used} | null,
+                   scaling: {c, a, a_interval, b, b_interval, g, g_interval, terms, cells, seeds_used, residual_df,
+                             lack_of_fit} | null (a size ladder, or a results table with `params`),
                    depth_by_tokens, batch_size_by_tokens: {<tokens>: the same at one budget} (several budgets)}}
                  (n_seeds: the grid's seeds; seeds_used: those with an optimum in every cell, which the
                  interval rests on; `fixed` is the value of the paired axis: tokens along width, width along the others;
@@ -47,6 +49,7 @@ from typing import Any
 from mupcheck.analysis.drift import AxisLaw, MarginLaw
 from mupcheck.analysis.noise import Noise
 from mupcheck.analysis.optima import CellOptimum
+from mupcheck.analysis.scaling import ScalingLaw
 from mupcheck.outputs.verdicts import GridSuite
 
 __all__ = ["SCHEMA", "suite_json"]
@@ -88,6 +91,21 @@ def _noise(n: Noise | None) -> dict[str, Any] | None:
 def _axis(law: AxisLaw | None) -> dict[str, Any] | None:
     return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval), "n_seeds": law.n_seeds,
                                      "seeds_used": law.seeds_used}
+
+
+def _scaling(law: ScalingLaw | None) -> dict[str, Any] | None:
+    """The published form: log2 lr* = c - a log2 N - b log2 D (+ g log2 B); a, b, g null where the term does not
+    enter; intervals 95% (over seeds when seeds_used > 0, else from the one fit's residuals)."""
+    if law is None:
+        return None
+    out: dict[str, Any] = {"c": _num(law.coef[0]), "terms": list(law.terms), "cells": law.cells,
+                           "seeds_used": law.seeds_used, "residual_df": law.residual_df,
+                           "lack_of_fit": law.lack_of_fit}
+    for name, letter, sign in (("params", "a", -1.0), ("tokens", "b", -1.0), ("batch_size", "g", 1.0)):
+        value, iv = law.term(name)
+        out[letter] = _num(sign * value) if math.isfinite(value) else None
+        out[f"{letter}_interval"] = None if iv is None else sorted([_num(sign * iv[0]), _num(sign * iv[1])])
+    return out
 
 
 def _margin(law: MarginLaw | None) -> dict[str, Any] | None:
@@ -133,6 +151,7 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
                 "curvature_interval": _pair(drift.curvature_interval), "lack_of_fit": drift.lack_of_fit,
                 "n_seeds": drift.n_seeds, "seeds_used": drift.seeds_used},
             "margin_tokens": _margin(suite.margin_law(par, "tokens")),
+            "scaling": _scaling(suite.scaling(par)),
             "margin_width": _margin(suite.margin_law(par, "width")),
         }
         for axis in ("depth", "batch_size"):

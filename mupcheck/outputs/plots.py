@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # reports are written on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mupcheck.analysis.comparison import size_ladder  # noqa: E402
 from mupcheck.analysis.optima import CellOptimum  # noqa: E402
 from mupcheck.fmt import format_tokens  # noqa: E402
 from mupcheck.spec import AXES, Cell, Grid, swept_quantity  # noqa: E402
@@ -30,10 +31,15 @@ def _fmt(axis: str, value: int) -> str:
     return format_tokens(value) if axis == "tokens" else str(value)
 
 
-def _slices(grid: Grid) -> list[tuple[int, int, str]]:
+def _slices(grid: Grid, merge_depth: bool = False) -> list[tuple[int, int, str]]:
     """(depth, batch size, name) of each combination (Grid.slices); the name ('_depth=4') is empty where the
-    grid varies neither, so that a plain grid's file names stay as they were."""
-    return [(d, b, "".join(f"_{a.replace('_size', '')}={v}" for a, v in named)) for d, b, named in grid.slices()]
+    grid varies neither, so that a plain grid's file names stay as they were. `merge_depth`: one slice per batch
+    size (a size ladder draws its shapes, depths included, as curves of one figure)."""
+    slices = [(d, b, "".join(f"_{a.replace('_size', '')}={v}" for a, v in named if not (merge_depth and a == "depth")))
+              for d, b, named in grid.slices()]
+    if not merge_depth:
+        return slices
+    return list({name: (d, b, name) for d, b, name in slices}.values())
 
 
 def _tuned_label(tuned: str) -> str:
@@ -49,26 +55,36 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
-    """Loss vs log2(lr), one curve per width, one figure per token budget, parametrizations side by side."""
+    """Loss vs log2(lr), one curve per width (per model shape along a size ladder), one figure per token budget
+    (and depth and batch size where the grid varies them), parametrizations side by side."""
     paths = []
     pars = list(grid.parametrization)
-    for (depth, batch, slice_name), tokens in itertools.product(_slices(grid), grid.tokens):
+    ladder = size_ladder(grid)
+    for (depth, batch, slice_name), tokens in itertools.product(_slices(grid, merge_depth=bool(ladder)), grid.tokens):
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.2), sharey=True, squeeze=False)
         finite_losses, diverged = [], []
+        shapes = [(w, d) for w, d, _ in ladder] if ladder else [(w, depth) for w in grid.widths]
+        drawn = 0
         for ax, par in zip(axes[0], pars):
-            colors = plt.cm.viridis([i / max(1, len(grid.widths) - 1) for i in range(len(grid.widths))])
-            for color, width in zip(colors, grid.widths):
-                opt = optima[Cell(par, width, tokens, depth, batch)]
+            colors = plt.cm.viridis([i / max(1, len(shapes) - 1) for i in range(len(shapes))])
+            for color, (width, d) in zip(colors, shapes):
+                if Cell(par, width, tokens, d, batch) not in optima:
+                    continue  # a ragged sweep has no runs there
+                opt = optima[Cell(par, width, tokens, d, batch)]
                 xs = [x for x, y in zip(opt.xs, opt.losses) if math.isfinite(y)]
                 ys = [y for y in opt.losses if math.isfinite(y)]
                 finite_losses += ys + ([opt.loss] if opt.found else [])
-                ax.plot(xs, ys, "o-", color=color, ms=3, label=f"width {width}")
+                ax.plot(xs, ys, "o-", color=color, ms=3, label=f"{width}x{d}" if ladder else f"width {width}")
+                drawn += 1
                 if opt.found:
                     ax.plot([opt.optimum_log2], [opt.loss], "*", color=color, ms=13, mec="black", mew=0.6)
                 diverged += [(ax, x, color) for x, y in zip(opt.xs, opt.losses) if math.isinf(y)]
             ax.set_title(f"{par}   tokens={format_tokens(tokens)}{slice_name.replace('_', '  ')}")
             ax.set_xlabel(_tuned_label(grid.tuned))
             ax.grid(alpha=0.3)
+        if not drawn:
+            plt.close(fig)
+            continue  # a ragged sweep has no cell at this budget and slice
         if finite_losses:
             # One y-range for the shared axis; losses far above the best are cut off, and diverged
             # runs are drawn as crosses on the top edge.
@@ -79,7 +95,8 @@ def plot_loss_curves(df: pd.DataFrame, optima: Optima, grid: Grid, out_dir: Path
             ax.plot([x], [ax.get_ylim()[1]], "x", color=color, ms=7, clip_on=False)
         axes[0][0].set_ylabel("final validation loss")
         for ax in axes[0]:
-            ax.legend(fontsize=8, title="star: optimum, x: diverged", title_fontsize=7)
+            ax.legend(fontsize=7 if len(shapes) > 8 else 8, title="star: optimum, x: diverged", title_fontsize=7,
+                      ncol=2 if len(shapes) > 8 else 1)
         paths.append(_save(fig, out_dir / f"loss_vs_lr_tokens={format_tokens(tokens)}{slice_name}.png"))
     return paths
 
@@ -90,10 +107,11 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
     they lie beyond; above them, dashed, the stability boundary (open squares; a boundary beyond the measured
     rates as an open triangle at its lower bound). The gap between the two lines is the margin."""
     paths = []
+    ladder = size_ladder(grid)
     for axis in AXES:
         values = grid.values(axis)
-        if len(values) < 2:
-            continue
+        if len(values) < 2 or (ladder and axis in ("width", "depth")):
+            continue  # along a size ladder, width and depth change together: the optimum against N, below
         pars = list(grid.parametrization)
         fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
         # One line per combination of the other axes; named by the paired axis and those the grid varies.
@@ -103,18 +121,23 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
         colors = plt.cm.viridis([i / max(1, len(series) - 1) for i in range(len(series))])
         for ax, par in zip(axes[0], pars):
             for color, s in zip(colors, series):
-                cells = [optima[Cell(par, **{**s, axis: v})] for v in values]
-                found = [(v, c) for v, c in zip(values, cells) if c.found]
+                keys = [(v, Cell(par, **{**s, axis: v})) for v in values]
+                present = [(v, optima[k]) for v, k in keys if k in optima]
+                if not present:
+                    continue  # a ragged sweep has no runs along this line
+                values_here = [v for v, _ in present]
+                cells = [c for _, c in present]
+                found = [(v, c) for v, c in present if c.found]
                 label = ", ".join(f"{a} {_fmt(a, s[a])}" for a in named)
                 ax.plot([v for v, _ in found], [c.optimum_log2 for _, c in found], "o-", color=color, label=label)
                 for v, c in found:
                     if c.interval:
                         low, high = c.optimum_log2 - c.interval[0], c.interval[1] - c.optimum_log2
                         ax.errorbar([v], [c.optimum_log2], yerr=[[low], [high]], fmt="none", color=color, capsize=3)
-                for v, c in zip(values, cells):
+                for v, c in zip(values_here, cells):
                     if c.censored:
                         ax.plot([v], [c.fit.x0], "v" if c.censored == "low" else "^", color=color, ms=9, mfc="none")
-                bounds = [(v, c) for v, c in zip(values, cells) if math.isfinite(c.boundary)]
+                bounds = [(v, c) for v, c in zip(values_here, cells) if math.isfinite(c.boundary)]
                 ax.plot([v for v, _ in bounds], [c.boundary for _, c in bounds], "--", color=color, lw=1)
                 for v, c in bounds:
                     iv = c.boundary_interval
@@ -132,7 +155,38 @@ def plot_optima(optima: Optima, grid: Grid, out_dir: Path) -> list[Path]:
                       "boundary", title_fontsize=7)
         axes[0][0].set_ylabel(f"optimal {_tuned_label(grid.tuned)}; boundary (dashed)")
         paths.append(_save(fig, out_dir / f"optimum_vs_{axis}.png"))
+    if ladder:
+        paths.append(_plot_optima_vs_params(optima, grid, ladder, out_dir))
     return paths
+
+
+def _plot_optima_vs_params(optima: Optima, grid: Grid, ladder: tuple[tuple[int, int, float], ...],
+                           out_dir: Path) -> Path:
+    """Along a size ladder: the optimum against the parameter count, one line per budget and batch size."""
+    pars = list(grid.parametrization)
+    fig, axes = plt.subplots(1, len(pars), figsize=(5.5 * len(pars), 4.0), sharey=True, squeeze=False)
+    series = list(itertools.product(grid.tokens, grid.values("batch_size")))
+    colors = plt.cm.viridis([i / max(1, len(series) - 1) for i in range(len(series))])
+    for ax, par in zip(axes[0], pars):
+        for color, (tokens, batch) in zip(colors, series):
+            cells = [(n, optima.get(Cell(par, w, tokens, d, batch))) for w, d, n in ladder]
+            found = [(n, c) for n, c in cells if c is not None and c.found]
+            if not found:
+                continue
+            label = f"tokens {format_tokens(tokens)}" + (f", batch {batch}" if len(grid.values("batch_size")) > 1
+                                                         else "")
+            ax.plot([n for n, _ in found], [c.optimum_log2 for _, c in found], "o-", color=color, ms=4, label=label)
+            for n, c in found:
+                if c.interval:
+                    low, high = c.optimum_log2 - c.interval[0], c.interval[1] - c.optimum_log2
+                    ax.errorbar([n], [c.optimum_log2], yerr=[[low], [high]], fmt="none", color=color, capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{par}: optimum vs parameters (width and depth together)")
+        ax.set_xlabel("parameters N" + ("" if grid.params_stated else " (12 x depth x width^2)"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
+    axes[0][0].set_ylabel(f"optimal {_tuned_label(grid.tuned)}")
+    return _save(fig, out_dir / "optimum_vs_params.png")
 
 
 def plot_coords(df: pd.DataFrame, path: Any, title: str = "") -> None:

@@ -13,51 +13,29 @@ the plot paths and the changes text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-import mupcheck
-from mupcheck.analysis.drift import PUBLISHED, AxisLaw
+from mupcheck.analysis.comparison import size_ladder
 from mupcheck.analysis.optima import CellOptimum, joint_argmin, tuned_names
-from mupcheck.analysis.transfer import Verdict, judge
 from mupcheck.errors import ReportError
 from mupcheck.fmt import format_tokens
 from mupcheck.outputs.json_report import suite_json
+from mupcheck.outputs.law_sections import axis_section, drift_section, scaling_section
+from mupcheck.outputs.markdown import SHOWN, cell_text, interval_text, regret_text, shift_text, table
 from mupcheck.outputs.plots import plot_coords, plot_loss_curves, plot_optima
+from mupcheck.outputs.provenance_table import provenance_for
 from mupcheck.outputs.verdicts import GridSuite, Outcome
-from mupcheck.plan import Plan, refinement_advice
-from mupcheck.provenance import git_commit
-from mupcheck.sources.tables import result_files
+from mupcheck.plan import refinement_advice
 from mupcheck.spec import AXES, Cell, Grid, swept_quantity
 
 __all__ = ["render_report", "write_report"]
-
-# How each outcome reads in the report (pytest shows the same outcome: see mupcheck.outputs.suite).
-SHOWN = {"pass": "pass", "fail": "FAIL", "xfail": "xfail (expected break)",
-         "xpass": "XPASS: expected break did not happen", "inconclusive": "inconclusive"}
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _cell_text(opt: CellOptimum) -> str:
-    if not math.isfinite(opt.fit.x0):
-        return "all diverged"
-    if opt.censored:
-        return f"{'<=' if opt.censored == 'low' else '>='} {opt.fit.x0:g} (censored)"
-    text = f"{opt.optimum_log2:.2f}"
-    if opt.interval:
-        text += f" [{opt.interval[0]:.2f}, {opt.interval[1]:.2f}]"
-    return text
 
 
 def _slices(grid: Grid) -> list[tuple[int, int, str]]:
@@ -65,6 +43,44 @@ def _slices(grid: Grid) -> list[tuple[int, int, str]]:
     is empty for the axes it does not vary."""
     return [(d, b, " at " + ", ".join(f"{a.replace('_size', '')} {v}" for a, v in named) if named else "")
             for d, b, named in grid.slices()]
+
+
+def _results_header(grid: Grid, runs: int) -> str:
+    """What a results grid holds, saying "not stated" for every setting neither its file nor its table gave:
+    a default is never shown as if it had been measured."""
+    assert grid.results is not None
+    stated = dict(grid.results.stated)
+    read = set(grid.results.columns_read)
+
+    def axis(name: str, column: str, values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
+        if column not in read and values == (0,):
+            return f"{name} not stated"
+        return f"{name} {', '.join(fmt(v) for v in values)}"
+
+    parts = [f"parametrization{'s' if len(grid.parametrization) > 1 else ''} {', '.join(grid.parametrization)}"
+             + ("" if "parametrization" in read or dict(grid.results.listed).get("parametrization") else
+                " (not stated: judged as muP)"),
+             axis("widths", "width", grid.widths), axis("tokens", "tokens", grid.tokens, format_tokens)]
+    ladder = size_ladder(grid)
+    if ladder:
+        source = ("parameters from the `params` column" if grid.params_stated else
+                  "non-embedding parameters computed as 12 x depth x width^2")
+        parts.append(f"{len(ladder)} model shapes scaled in width and depth together, {ladder[0][0]}x{ladder[0][1]} "
+                     f"({ladder[0][2]:.3g}) to {ladder[-1][0]}x{ladder[-1][1]} ({ladder[-1][2]:.3g}; {source})")
+    for name, column in (("depths", "depth"), ("batch sizes", "batch_size")):
+        values = grid.values(column)
+        if len(values) > 1:
+            parts.append(f"{name} {', '.join(map(str, values))}")
+        else:
+            parts.append(f"{column.replace('_', ' ')} {values[0]}" if column in read or column in stated
+                         else f"{column.replace('_', ' ')} not stated")
+    parts.append(f"lr_log2 {_rates_text(grid)} ({len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''})")
+    parts.append(f"seeds {', '.join(map(str, grid.seeds))}" if "seed" in read or len(grid.seeds) > 1 else
+                 "one seed (no seed column)")
+    parts += [f"{key} {stated[key]}" if key in stated else f"{key} not stated" for key in ("optimizer", "schedule")]
+    skipped = (f"; {grid.results.skipped} row(s) left out by [results.status] (not results: still running, "
+               "killed, ...)" if grid.results.skipped else "")
+    return f"Results trained elsewhere (see Provenance): {'; '.join(parts)}. {runs} runs{skipped}."
 
 
 def _depth_batch_text(grid: Grid) -> str:
@@ -81,53 +97,6 @@ def _depth_batch_text(grid: Grid) -> str:
     if len(grid.values("batch_size")) > 1:
         parts.append(f"batch sizes {', '.join(map(str, grid.values('batch_size')))} (equal token budgets)")
     return "".join(f"; {p}" for p in parts)
-
-
-def _axis_section(suite: GridSuite, axis: str, rules: list[Outcome]) -> list[str]:
-    """The law along depth or batch size per parametrization, and a batch rule's verdicts."""
-    grid = suite.grid
-    if len(grid.values(axis)) < 2:
-        return []
-    name = axis.replace("_", " ")
-    lines = [f"Fit of log2 lr* = a + slope * log2({name}) over the cells with a located optimum (one intercept per "
-             "combination of the other axes, one shared slope; 95% interval over seeds, from refitting on each "
-             "seed's own optima)." + (" Under a depth rule that works the slope is about 0 (CompleteP, arXiv "
-                                      "2505.01618); without one, muP alone is expected to drift." if axis == "depth"
-                                      else " For Adam the square-root rule predicts a slope of 0.5 (arXiv "
-                                           "2205.10287), for SGD the linear rule 1 (arXiv 1706.02677); both hold "
-                                           "below a critical batch size only."), ""]
-    for par in grid.parametrization:
-        lines.append(f"- {par}: {_law_text(suite.axis_law(par, axis))}.")
-        if len(grid.tokens) > 1:  # the same fit at each budget alone: does the slope change with duration?
-            lines += [f"  - at tokens {format_tokens(t)} alone: {_law_text(suite.axis_law(par, axis, t))}"
-                      for t in grid.tokens]
-    if rules:
-        lines += ["", f"**Batch rule** (`lr_batch_rule = \"{grid.transfer.lr_batch_rule}\"`): the reference "
-                  "optimum moved by (B / B_ref)^exponent, judged like any comparison (on cells not used to fit it).",
-                  "", _rule_table(suite, rules, axis, "rule")]
-    return lines
-
-
-def _law_text(law: AxisLaw | None) -> str:
-    if law is None:
-        return "no law: too few located optima"
-    return f"{law.sentence()}; over {law.cells} cells" + (f" ({law.left_out} left out: optimum not located)"
-                                                          if law.left_out else "")
-
-
-def _rule_table(suite: GridSuite, rules: list[Outcome], axis: str, source_header: str) -> str:
-    """A rule's verdicts (along tokens or batch size): its exponent's source, the transferred rate, the other
-    cell's optimum, how far off, the regret."""
-    rows = []
-    for o in rules:
-        if o.check.id not in suite.verdicts:
-            continue  # its rule could not be fitted: the outcome says why
-        v = suite.verdicts[o.check.id]
-        _, source = suite.rule(v.comparison.parametrization, axis)
-        rows.append([v.comparison.parametrization, v.comparison.label, source, f"{v.transferred:.2f}",
-                     _cell_text(v.other), _shift_text(v), _regret_text(v), SHOWN[o.outcome]])
-    return _table(["param.", "comparison", source_header, "transferred lr", "other lr*", "off by [95%]", "regret",
-                   "verdict"], rows)
 
 
 def _rates_text(grid: Grid) -> str:
@@ -189,12 +158,15 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
                if grid.refine else "")
     swept = (f"; {grid.sweep} swept over sweep_log2 {grid.sweep_log2[0]:g} .. {grid.sweep_log2[-1]:g} "
              f"({len(grid.sweep_log2)} values{refined})" if grid.sweep else "")
-    out += [f"{model}, parametrizations {', '.join(grid.parametrization)}; widths "
-            f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
-            f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {_rates_text(grid)} ("
-            f"{len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''}" + ("" if grid.sweep else refined)
-            + f"){swept}; seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
-            f"{grid.schedule} schedule{_depth_batch_text(grid)}. {len(df)} runs.", ""]
+    if grid.imported:
+        out += [_results_header(grid, len(df)), ""]
+    else:
+        out += [f"{model}, parametrizations {', '.join(grid.parametrization)}; widths "
+                f"{', '.join(map(str, grid.widths))} (base {grid.base_width}); tokens "
+                f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {_rates_text(grid)} ("
+                f"{len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''}" + ("" if grid.sweep else refined)
+                + f"){swept}; seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
+                f"{grid.schedule} schedule{_depth_batch_text(grid)}. {len(df)} runs.", ""]
     out += [_tuned_text(grid), ""] if grid.sweep else []
     out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
             "checks.", "", _how_decided(suite), ""]
@@ -221,21 +193,25 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             f"of `{key}`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
         for d, b, name in _slices(grid):
-            rows = [[str(w)] + [_cell_text(optima[Cell(par, w, t, d, b)]) for t in grid.tokens] for w in grid.widths]
+            rows = [[str(w)] + [cell_text(optima[Cell(par, w, t, d, b)]) if Cell(par, w, t, d, b) in optima else "-"
+                                for t in grid.tokens] for w in grid.widths]
             out += [f"**{par}{name}**", "",
-                    _table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+                    table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
 
     if grid.joint:
         out += ["## Joint optimum", ""] + _joint_section(suite) + [""]
     out += ["## Stability boundary and margin", ""] + _stability_section(suite, outcomes) + [""]
 
     rules = [o for o in outcomes if o.check.kind == "rule"]
-    drift = _drift_section(suite, [o for o in rules if o.check.comparison and o.check.comparison.axis == "tokens"])
+    drift = drift_section(suite, [o for o in rules if o.check.comparison and o.check.comparison.axis == "tokens"])
     if drift:
         out += ["## Drift along tokens", ""] + drift + [""]
+    scaling = scaling_section(suite)
+    if scaling:
+        out += ["## Scaling law", ""] + scaling + [""]
     for axis, title in (("depth", "## Along depth"), ("batch_size", "## Along batch size")):
         on_axis = [o for o in rules if o.check.comparison and o.check.comparison.axis == axis]
-        section = _axis_section(suite, axis, on_axis)
+        section = axis_section(suite, axis, on_axis)
         if section:
             out += [title, ""] + section + [""]
 
@@ -244,7 +220,7 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
         out += ["## Is the muP implementation right?", "",
                 "muP lint of the model at every width, coordinate checks (if the grid has a `[coord_check]` "
                 "table), and 'wider is better' at the reference width's best learning rate.", ""]
-        out += [_table(["check", "outcome", "detail"],
+        out += [table(["check", "outcome", "detail"],
                        [[o.check.id, SHOWN[o.outcome], o.detail.replace("\n", "<br>").replace("|", "\\|")]
                         for o in checks]), ""]
 
@@ -261,26 +237,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
     if changes:
         out += ["## What changed", "", changes.strip(), ""]
-    out += ["## Provenance", "", _table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
+    out += ["## Provenance", "", table(["", ""], [[k, v] for k, v in provenance.items()]), ""]
     return "\n".join(out)
-
-
-def _shift_text(v: Verdict) -> str:
-    if not math.isfinite(v.shift):
-        return "n/a"
-    return f"{v.shift:+.2f}" + (f" [{v.interval[0]:+.2f}, {v.interval[1]:+.2f}]" if v.interval else "")
-
-
-def _regret_text(v: Verdict) -> str:
-    return v.regret_at.text()
-
-
-def _interval_text(value: float, interval: tuple[float, float] | None, censored: bool = False) -> str:
-    if not math.isfinite(value):
-        return "n/a"
-    if censored:
-        return f">= {value:.2f} (beyond the rates)"
-    return f"{value:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
 def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
@@ -300,12 +258,14 @@ def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
         for d, b, _ in _slices(grid):
             for w in grid.widths:
                 for t in grid.tokens:
+                    if Cell(par, w, t, d, b) not in optima:
+                        continue  # a ragged sweep has no runs there
                     cell = optima[Cell(par, w, t, d, b)]
                     rows.append([*(str(cell.depth if a == "depth" else cell.batch_size) for a in varied),
-                                 str(w), format_tokens(t), _cell_text(cell),
-                                 _interval_text(cell.boundary, cell.boundary_interval, cell.boundary_censored),
-                                 _interval_text(cell.margin, cell.margin_interval, cell.boundary_censored)])
-        lines += [f"**{par}**", "", _table([*varied, "width", "tokens", "optimum", "boundary", "margin"], rows), ""]
+                                 str(w), format_tokens(t), cell_text(cell),
+                                 interval_text(cell.boundary, cell.boundary_interval, cell.boundary_censored),
+                                 interval_text(cell.margin, cell.margin_interval, cell.boundary_censored)])
+        lines += [f"**{par}**", "", table([*varied, "width", "tokens", "optimum", "boundary", "margin"], rows), ""]
         for axis in ("tokens", "width"):
             law = suite.margin_law(par, axis)
             if law is not None:
@@ -323,13 +283,13 @@ def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
         rows = []
         for o in items:
             v = suite.stability[o.check.id]
-            margin = (_interval_text(v.margin, v.interval, False) if math.isfinite(v.margin) else "n/a")
+            margin = (interval_text(v.margin, v.interval, False) if math.isfinite(v.margin) else "n/a")
             if v.boundary_censored and math.isfinite(v.margin):
                 margin = ">= " + margin
             rows.append([v.comparison.parametrization, v.comparison.label, f"{v.transferred:.2f}",
-                         _interval_text(v.boundary, None, v.boundary_censored), margin,
+                         interval_text(v.boundary, None, v.boundary_censored), margin,
                          SHOWN[o.outcome] + ("" if o.outcome == "pass" else f": {v.reason}")])
-        lines.append(_table(["param.", "comparison", "transferred lr", "other boundary", "margin below it [95%]",
+        lines.append(table(["param.", "comparison", "transferred lr", "other boundary", "margin below it [95%]",
                              "outcome"], rows))
     return lines
 
@@ -340,11 +300,11 @@ def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
         v = suite.verdicts[o.check.id]
         c = v.comparison
         band = f"{v.band[0]:+.2f} .. {v.band[1]:+.2f}" if all(map(math.isfinite, v.band)) else "n/a"
-        rows.append([c.axis, c.parametrization, c.label, _cell_text(v.ref), _cell_text(v.other), _shift_text(v),
-                     band, _regret_text(v), SHOWN[o.outcome] + ("" if o.outcome in ("pass", "xfail") else
+        rows.append([c.axis, c.parametrization, c.label, cell_text(v.ref), cell_text(v.other), shift_text(v),
+                     band, regret_text(v), SHOWN[o.outcome] + ("" if o.outcome in ("pass", "xfail") else
                                                                f": {v.reason}")])
     star = tuned_names(suite.grid.tuned)[0]
-    return _table(["axis", "param.", "comparison", f"ref {star}", f"other {star}", "shift [95%]", "allowed",
+    return table(["axis", "param.", "comparison", f"ref {star}", f"other {star}", "shift [95%]", "allowed",
                    f"regret at transferred {star[:-1]}", "verdict"], rows)
 
 
@@ -375,8 +335,8 @@ def _joint_section(suite: GridSuite) -> list[str]:
         lr_opt = suite.lr_optima.get(cell)
         best = argmins.get(cell)
         pair = f"({best[0]:g}, {best[1]:g}): {best[2]:.4f}" if best else "none usable"
-        rows.append([cell.where(()), _cell_text(opt), _cell_text(lr_opt) if lr_opt else "n/a", pair])
-    lines += [_table(["cell", f"{key}* (log2)", "lr* (log2)", "measured argmin (lr, x): loss"], rows), ""]
+        rows.append([cell.where(()), cell_text(opt), cell_text(lr_opt) if lr_opt else "n/a", pair])
+    lines += [table(["cell", f"{key}* (log2)", "lr* (log2)", "measured argmin (lr, x): loss"], rows), ""]
     if suite.lr_verdicts:
         lines += ["Does the learning rate's optimum move too? (each comparison of the items, judged on the lr* "
                   "column)", ""]
@@ -389,18 +349,17 @@ def _summary(suite: GridSuite) -> list[str]:
     """One plain sentence per (parametrization, axis): the law along it, and the outcomes."""
     lines = []
     for par in suite.grid.parametrization:
-        for axis in AXES:
+        for axis in (*AXES, "size"):
             group = [suite.verdicts[o.id] for o in suite.planned.values()
                      if o.kind == "transfer" and o.comparison and o.comparison.parametrization == par
                      and o.comparison.axis == axis]
             if not group:
                 continue
-            law = (suite.width_law(par) if axis == "width" else suite.drift(par) if axis == "tokens"
-                   else suite.axis_law(par, axis))
+            law: Any = (suite.width_law(par) if axis == "width" else suite.drift(par) if axis == "tokens"
+                        else suite.scaling(par) if axis == "size" else suite.axis_law(par, axis))
             law_text = law.sentence() if law is not None else "no law: too few found optima"
             tally = Counter(v.outcome for v in group)
-            ref = group[0].comparison.ref
-            ref_text = format_tokens(ref) if axis == "tokens" else str(ref)
+            ref_text = group[0].comparison.value_text(group[0].comparison.ref)
             parts = ", ".join(f"{tally[k]} {k}" for k in ("transfers", "breaks", "inconclusive") if tally[k])
             name = axis.replace("_", " ")
             lines.append(f"**{par} along {name}** (reference {name} {ref_text}): {law_text}; of {len(group)} "
@@ -424,136 +383,6 @@ def _grouped(flags: list[str]) -> list[str]:
         where, sep, text = flag.partition(": ")
         cells.setdefault(text if sep else flag, []).append(where if sep else "")
     return [f"{'; '.join(w for w in where if w)}: {text}" if any(where) else text for text, where in cells.items()]
-
-
-def _unique(values: Any) -> str:
-    vals = sorted({str(v) for v in values if v is not None and v == v})
-    return ", ".join(vals) if vals else "unknown"
-
-
-def _engine_summary(engines: pd.Series) -> str:
-    """'solo: 12 runs; fused x8: 64 runs' -- how the runs were trained."""
-    counts = engines.fillna("solo").value_counts()
-    return "; ".join(f"{engine}: {n} runs" for engine, n in sorted(counts.items()))
-
-
-def _shown_path(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def provenance_for(suite: GridSuite, extra: dict[str, str]) -> dict[str, str]:
-    """How the report was produced: for a grid this package trained, from each run's record; for a results
-    grid, the files it read and their hashes."""
-    if suite.grid.imported:
-        return _results_provenance(suite.grid, suite.df, extra)
-    assert suite.plan is not None
-    return _trained_provenance(suite.plan, suite.df, extra)
-
-
-def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
-    grid_path = Path(grid.path)
-    assert grid.results is not None
-    files = result_files(grid.results.path, grid.grid_dir, grid.path)
-    averaged = int(df["key"].astype(str).str.contains(" + ", regex=False).sum())
-    info = {
-        "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
-        "results": "; ".join(f"`{_shown_path(Path(f.path))}` (sha256 {f.sha256}, {f.rows} rows)" for f in files),
-        "runs": f"{len(df)} runs read, trained elsewhere (nothing was trained by mupcheck)"
-                + (f"; {averaged} of them averaged over reruns (duplicates = \"mean\")" if averaged else ""),
-        "mupcheck": mupcheck.__version__,
-        "grid repository": (f"commit {git_commit(grid_path)} when the report was written" if git_commit(grid_path)
-                            else "not a git repository"),
-    }
-    info.update(extra)
-    return info
-
-
-def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
-    """Command, grid hash, device, versions, dates, times, from the collected frame, which carries each
-    run's provenance."""
-    grid_path = Path(plan.grid.path)
-    ends = pd.to_datetime(df["date"])  # a record is dated when its run finished
-    starts = ends - pd.to_timedelta(df["wall_time_s"].fillna(0.0), unit="s")
-    span = (ends.max() - starts.min()).total_seconds()
-    commits = _unique(df["mupcheck_commit"])
-    info = {
-        "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
-        "data": f"{plan.data.description} (fingerprint {plan.data.fingerprint})",
-        "device": _unique(df["device"]),
-        "engine": _engine_summary(df["engine"]),
-        "torch": _unique(df["torch"]),
-        "mup": _unique(df["mup"]),
-        "mupcheck": _unique(df["mupcheck"])
-        + (f"; runs trained by mupcheck at commit {commits}" if commits != "unknown" else ""),
-        "grid repository": (f"commit {git_commit(grid_path)} when the report was written" if git_commit(grid_path)
-                            else "not a git repository"),
-        "runs trained": f"{df['date'].min()} .. {df['date'].max()} (finished)",
-        "training span": f"{span / 60:.1f} min from the first run's start to the last run's end",
-        # A fused run's wall_time_s is its share of its group's time, so the sum is the device time.
-        "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
-    }
-    info.update(extra)
-    return info
-
-
-def _drift_section(suite: GridSuite, rules: list[Outcome]) -> list[str]:
-    """The drift law per parametrization (fitted once, by the suite), candidate rules, the power rule's verdicts."""
-    grid = suite.grid
-    if len(grid.tokens) < 2:
-        return []
-    lines = ["Fit of log2 lr*(T) = a_width - beta * log2 T over the cells with a found optimum (one intercept "
-             "per width, one shared slope; censored optima left out; 95% interval over seeds, from refitting on "
-             "each seed's own optima).", ""]
-    rows = []
-    for par in grid.parametrization:
-        fit = suite.drift(par)
-        if fit is None:
-            continue
-        interval = f"[{fit.interval[0]:.3f}, {fit.interval[1]:.3f}]" if fit.interval else "n/a"
-        rows.append([par, "joint", f"{fit.beta:.3f}", interval, fit.sentence()])
-        rows += [[par, str(w), f"{b:.3f}", "", f"a = {fit.intercepts[w]:.2f} (joint fit); {a:.2f} alone"]
-                 for w, (a, b) in fit.per_width.items()]
-    lines += [_table(["param.", "width", "beta", "95% interval", "reading"], rows), "", f"*{PUBLISHED}.*", ""]
-    for par in grid.parametrization:
-        fit = suite.drift(par)
-        if fit is None:
-            continue
-        resid = ", ".join(f"w{w}/{format_tokens(t)}: {r:+.2f}" for w, t, r in fit.residuals)
-        lines += [f"- **Is one beta enough?** {par}: {fit.fit_sentence()}. Residuals (cell optimum minus the "
-                  f"law, log2): {resid}."]
-    lines += [""]
-    lines += _rules_compared(suite)
-    if rules:
-        lines += ["", "**Power rule** (`lr_rule = \"power\"`): the reference optimum moved by (T / T_ref)^-beta, "
-                  "judged like any comparison on cells not used to fit beta.", "",
-                  _rule_table(suite, rules, "tokens", "beta")]
-    return lines
-
-
-def _rules_compared(suite: GridSuite) -> list[str]:
-    """How each candidate beta would carry the shortest budget's optimum along tokens, over all cells."""
-    grid = suite.grid
-    lines = []
-    for par in grid.parametrization:
-        comps = [c.comparison for c in suite.planned.values() if c.kind == "transfer" and c.comparison
-                 and c.comparison.axis == "tokens" and c.comparison.parametrization == par]
-        fit = suite.drift(par)
-        if not comps or fit is None:
-            continue
-        candidates = [("no rule (beta 0)", 0.0), (f"this grid's fit (beta {fit.beta:.3f}; in-sample)", fit.beta),
-                      ("the published WSD value (beta 0.5)", 0.5)]
-        for name, beta in candidates:
-            verdicts = [judge(c, suite.optima, grid.transfer, beta=beta) for c in comps]
-            tally = Counter(v.outcome for v in verdicts)
-            shifts = [abs(v.shift) for v in verdicts if math.isfinite(v.shift)]
-            worst = f"{max(shifts):.2f}" if shifts else "n/a"
-            parts = ", ".join(f"{tally[k]} {k}" for k in ("transfers", "breaks", "inconclusive") if tally[k])
-            lines.append(f"- {par}, {name}: the transferred optimum misses by at most {worst} log2; of "
-                         f"{len(verdicts)} tokens comparisons: {parts}.")
-    return lines
 
 
 def write_report(suite: GridSuite, out_dir: Path, provenance_extra: dict[str, str], changes: str = "",

@@ -31,10 +31,12 @@ from mupcheck.analysis.comparison import (
     plan_comparisons,
     reference_value,
     rule_comparisons,
+    size_ladder,
 )
 from mupcheck.analysis.drift import AxisLaw, DriftFit, MarginLaw, WidthLaw, axis_law, drift_law, margin_law, width_law
 from mupcheck.analysis.noise import NoiseModel, noise_model
 from mupcheck.analysis.optima import CellOptimum, find_optima, one_slice
+from mupcheck.analysis.scaling import ScalingLaw, scaling_law
 from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import Verdict, batch_rule_exponent, judge, rule_beta
 from mupcheck.analysis.wider import WiderVerdict, wider_is_better
@@ -88,11 +90,19 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
         if not is_expected_break(comp, grid.transfer):
             checks.append(PlannedCheck(f"stability_{comp.test_id}", "stability", comp))
     if arm is not None and len(grid.widths) > 1:
-        for _, _, at in grid.slices():
+        for d, b, at in grid.slices():
             name = " ".join([f"{arm} tokens={{}}", *(f"{a}={v}" for a, v in at)])
             checks += [PlannedCheck(f"wider[{name.format(format_tokens(t))}]", "wider", parametrization=arm,
-                                    tokens=t, at=at) for t in grid.tokens]
+                                    tokens=t, at=at) for t in grid.tokens
+                       if len(wider_widths(grid, arm, t, d, b)) > 1]
     return checks
+
+
+def wider_widths(grid: Grid, arm: str, tokens: int, depth: int, batch_size: int) -> tuple[int, ...]:
+    """The widths 'wider is better' compares at one budget, depth and batch size: those the grid has runs at
+    (a ragged sweep may lack some), when the reference width is among them; () otherwise."""
+    widths = tuple(w for w in grid.widths if grid.has_cell(Cell(arm, w, tokens, depth, batch_size)))
+    return widths if reference_value(grid, "width") in widths else ()
 
 
 def reference_slice(grid: Grid) -> tuple[int, int]:
@@ -247,6 +257,19 @@ class GridSuite:
     def noise_floor(self, parametrization: str) -> NoiseFloor:
         return _noise_floor(self.optima, parametrization)
 
+    @property
+    def has_scaling(self) -> bool:
+        """The grid gets the published scaling law: a size ladder, or parameter counts from its results."""
+        return bool(size_ladder(self.grid)) or self.grid.params_stated
+
+    @functools.cache  # noqa: B019
+    def scaling(self, parametrization: str) -> ScalingLaw | None:
+        """log2 lr* = c - a log2 N - b log2 D (+ g log2 B) over the located cells (None without it)."""
+        if not self.has_scaling:
+            return None
+        params = {(c.width, c.depth): self.grid.params_of(c.width, c.depth) for c in self.optima}
+        return scaling_law(self.optima, parametrization, params)
+
     @functools.cache  # noqa: B019
     def noise(self, parametrization: str) -> NoiseModel:
         """The noise model of a parametrization's cells (for comparisons that cannot pair two seeds)."""
@@ -277,8 +300,10 @@ class GridSuite:
 
     def wider(self, tokens: int, at: tuple[tuple[str, int], ...] = ()) -> WiderVerdict:
         held = tuple((a, self.grid.values(a)[0]) for a in AXES[2:] if a not in dict(at))
-        return wider_is_better(self.optima, self.grid.mup_arm or "mup", tokens, self.grid.widths,
-                               reference_value(self.grid, "width"),
+        coords = {**dict(held), **dict(at)}
+        arm = self.grid.mup_arm or "mup"
+        widths = wider_widths(self.grid, arm, tokens, coords["depth"], coords["batch_size"])
+        return wider_is_better(self.optima, arm, tokens, widths, reference_value(self.grid, "width"),
                                self.grid.transfer.wider_tolerance, at, held)
 
     # --- outcomes --------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from mupcheck.errors import GridError
+from mupcheck.fmt import format_tokens
 from mupcheck.result import Checkpoint, RunRecord, RunResult
 from mupcheck.vocab import PARAMETRIZATIONS, SKIP, STATUSES
 
@@ -161,7 +162,7 @@ def _read_runs(files: list[Path], where: _Where, columns: dict[str, str], duplic
     frame = _pick(frame, pick, settings, where)
     frame = _select(frame, axes, given, where)
     frame, combined = _combine(frame, duplicates, where)
-    return Results(frame.sort_values(list(RUN_KEY), ignore_index=True), tuple(infos), combined, skipped,
+    return Results(frame.sort_values(_run_key(frame), ignore_index=True), tuple(infos), combined, skipped,
                    tuple(sorted(given)))
 
 
@@ -470,7 +471,8 @@ def _curve_cell(value: Any, base: Path, path: str, row: int, where: _Where) -> l
 def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: _Where) -> pd.DataFrame:
     """Grid settings that are also result columns: keep the rows that match the grid; a column with several
     values and no grid setting to pick one is an error (two schedules are two experiments)."""
-    for column in [c for c in frame.columns if not c.startswith("_") and c not in (*RUN_KEY, "loss", "status", "key")]:
+    for column in [c for c in frame.columns if not c.startswith("_") and c not in (*RUN_KEY, *AXIS_SETTINGS, "loss",
+                                                                                   "status", "key", "params")]:
         values = frame[column].astype(str).str.strip()
         if column in pick:
             keep = values == str(pick[column])
@@ -502,21 +504,24 @@ def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], given: set[st
 def _combine(frame: pd.DataFrame, duplicates: str, where: _Where) -> tuple[pd.DataFrame, int]:
     """One row per run. Two rows of one run are an error, unless duplicates = "mean": their mean loss, and the
     worst status (a rerun that diverged makes the rate unreliable)."""
-    dup = frame.duplicated(list(RUN_KEY), keep=False)
+    key = _run_key(frame)
+    dup = frame.duplicated(key, keep=False)
     if not dup.any():
         return frame, 0
     if duplicates != "mean":
         first = frame[dup].iloc[0]
-        same = frame[dup & (frame[list(RUN_KEY)] == first[list(RUN_KEY)]).all(axis=1)]
+        same = frame[dup & (frame[key] == first[key]).all(axis=1)]
         rows = " and ".join(f"{f}: row {r}" for f, r in zip(same["_file"], same["_row"]))
         losses = ", ".join("diverged" if not math.isfinite(x) else f"{x:g}" for x in same["loss"])
-        run = (f"{first['parametrization']} width={first['width']} tokens={first['tokens']} "
-               f"lr=2^{first['lr_log2']:g} seed={first['seed']}")
+        run = " ".join([str(first["parametrization"]), f"width={first['width']}",
+                        f"tokens={format_tokens(int(first['tokens']))}",
+                        *(f"{a}={first[a]}" for a in AXIS_SETTINGS if a in key),
+                        f"lr=2^{first['lr_log2']:g}", f"seed={first['seed']}"])
         raise where.grid(f"{rows} are the same run ({run}) with losses {losses}; set duplicates = \"mean\" in "
                          "[results] to average reruns, or remove one", key="results")
     rank = {s: k for k, s in enumerate(STATUSES)}
     merged = []
-    for _, group in frame.groupby(list(RUN_KEY), sort=False):
+    for _, group in frame.groupby(key, sort=False):
         row = group.iloc[0].copy()
         if len(group) > 1:
             row["status"] = max(group["status"], key=lambda s: rank[s])
@@ -524,7 +529,12 @@ def _combine(frame: pd.DataFrame, duplicates: str, where: _Where) -> tuple[pd.Da
             row["loss"] = float(finite.mean()) if row["status"] != "diverged" and len(finite) else math.nan
             row["key"] = " + ".join(group["key"])
         merged.append(row)
-    return pd.DataFrame(merged).reset_index(drop=True), int(dup.sum() - len(frame[dup].groupby(list(RUN_KEY))))
+    return pd.DataFrame(merged).reset_index(drop=True), int(dup.sum() - len(frame[dup].groupby(key)))
+
+
+def _run_key(frame: pd.DataFrame) -> list[str]:
+    """What identifies a run: its coordinates, with depth and batch size where the table has them (axes)."""
+    return [*RUN_KEY[:3], *(a for a in AXIS_SETTINGS if a in frame), *RUN_KEY[3:]]
 
 
 def derived_axes(frame: pd.DataFrame) -> dict[str, tuple[Any, ...]]:

@@ -39,6 +39,7 @@ from mupcheck.spec.schema import (
     TransferSettings,
     arm_config,
     coord_widths,
+    non_embedding_params,
     run_configs,
     setting_default,
     sweep_value,
@@ -51,5 +52,5 @@ __all__ = ["AXES", "BACKENDS", "BUILTIN_MODELS", "BUILTIN_OPTIMIZERS", "IMPORTED
            "RESULT_COLUMNS", "SETTINGS_KEYS", "SWEEP_KEYS", "Cell", "CoordCheckConfig", "Grid",
            "LintSettings", "NoiseSettings", "Parametrization", "RefineSettings", "ResultsSettings",
            "RunConfig", "RunSettings", "StabilitySettings", "TransferSettings", "arm_config",
-           "coord_widths", "factory_takes", "import_factory", "load_grid", "parse_grid", "run_configs",
-           "setting_default", "sweep_value", "swept_quantity"]
+           "coord_widths", "non_embedding_params", "factory_takes", "import_factory", "load_grid",
+           "parse_grid", "run_configs", "setting_default", "sweep_value", "swept_quantity"]

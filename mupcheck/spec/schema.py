@@ -380,6 +380,9 @@ class Grid(RunSettings):
     # The cells a results grid has runs in (not a key): a ragged sweep lacks some combinations of its axes, and a
     # comparison exists only where both cells do. Empty: every combination (a grid that trains).
     cells: tuple[Cell, ...] = ()
+    # (width, depth, parameter count) of each model shape a results table gives a `params` column for (not a
+    # key); where it gives none, `params_of` computes non-embedding parameters.
+    shapes: tuple[tuple[int, int, float], ...] = ()
     sp_model: str | None = None  # the SP arm's own factory (model = {mup = ..., sp = ...}); not a key itself
     # Per-arm rates and optimizers (lr_log2 = {mup = [...], sp = [...]}, optimizer = {...}); not keys themselves:
     # `lr_log2` then holds the union of the arms' rates and `optimizer` the muP arm's.
@@ -390,6 +393,16 @@ class Grid(RunSettings):
     @property
     def grid_dir(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
+
+    def params_of(self, width: int, depth: int) -> float:
+        """A model shape's parameter count: the results table's `params`, else `non_embedding_params`."""
+        given = {(w, d): n for w, d, n in self.shapes}
+        return given.get((width, depth), non_embedding_params(width, depth))
+
+    @property
+    def params_stated(self) -> bool:
+        """The parameter counts come from the results (a `params` column), not from a formula."""
+        return bool(self.shapes)
 
     def has_cell(self, cell: Cell) -> bool:
         """Whether the grid has runs in `cell` (a results grid may be ragged; a grid that trains has them all)."""
@@ -452,6 +465,12 @@ class Grid(RunSettings):
 
 # Every setting a run shares with its grid, by name: the columns of a results table that are settings.
 SETTINGS_KEYS = frozenset(f.name for f in dataclasses.fields(RunSettings))
+
+
+def non_embedding_params(width: int, depth: int) -> float:
+    """The non-embedding parameters of a standard transformer of this width and depth (12 d^2 per block: the
+    attention's 4 d^2 and an MLP of 4d's 8 d^2): what orders a size ladder that gives no `params` column."""
+    return 12.0 * depth * width**2
 
 
 def toml_fields(cls: type) -> dict[str, dataclasses.Field]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import statistics
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -174,9 +175,25 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
         found.frame["parametrization"], found.frame["width"], found.frame["tokens"],
         found.frame["depth"] if "depth" in found.frame else [values["depth"]] * len(found.frame),
         found.frame["batch_size"] if "batch_size" in found.frame else [values["batch_size"]] * len(found.frame))}))
-    grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, cells=cells, **values)
+    grid = Grid(path=path, model=IMPORTED_MODEL, results=settings, cells=cells,
+                shapes=_shapes(found.frame, path), **values)
     check_transfer(grid)
     return grid
+
+
+def _shapes(frame: Any, path: str) -> tuple[tuple[int, int, float], ...]:
+    """(width, depth, params) per model shape, from a `params` column (one value per shape); () without one."""
+    if "params" not in frame:
+        return ()
+    depth = frame["depth"] if "depth" in frame else 0
+    out = []
+    for (width, d), group in frame.assign(depth=depth).groupby(["width", "depth"]):
+        counts = sorted(set(float(n) for n in group["params"]))
+        if max(counts) > 1.01 * min(counts):
+            raise GridError(path, "results", f"the rows of width {width} and depth {d} give several `params` "
+                                             f"({', '.join(f'{n:.4g}' for n in counts[:4])}): one per model shape")
+        out.append((int(width), int(d), float(statistics.median(counts))))
+    return tuple(out)
 
 
 def _stated_settings(frame: Any, picked: dict[str, Any]) -> tuple[tuple[str, str], ...]:
