@@ -403,8 +403,8 @@ class Prediction:
         f = self.fit
         widths = sorted(f.intercepts)
         measured = sorted({c[1] for c in f.cells})
-        beyond_t = math.log2(self.tokens / measured[-1])
-        beyond_w = math.log2(self.width / widths[-1])
+        beyond_t = _octaves_outside(self.tokens, measured[0], measured[-1])
+        beyond_w = _octaves_outside(self.width, widths[0], widths[-1])
         lines = [f"predicted optimal learning rate for {f.parametrization} width={self.width} "
                  f"tokens={format_tokens(int(self.tokens))}: 2^{self.lr_log2:.2f} = {2 ** self.lr_log2:.3g}"]
         if self.interval:
@@ -426,16 +426,35 @@ class Prediction:
         if f.censored:
             left_out = ", ".join(f"w{w}/{format_tokens(t)}" for w, t in f.censored)
             lines.append(f"  left out (optimum censored or not located): {left_out}")
-        lines.append(f"  extrapolation: {beyond_t:+.1f} octaves of tokens beyond the largest measured budget "
-                     f"({format_tokens(measured[-1])}), {beyond_w:+.1f} octaves of width beyond the widest "
-                     f"measured ({widths[-1]})")
+        budgets = _outside_text(beyond_t, "budget", format_tokens(measured[0]), format_tokens(measured[-1]))
+        lines.append(f"  extrapolation: tokens {budgets}; width "
+                     f"{_outside_text(beyond_w, 'width', str(widths[0]), str(widths[-1]))}")
         if f.lack_of_fit:
             lines.append(f"  warning: one beta does not describe the measured budgets (the curvature check above); "
                          f"this prediction carries that law {max(beyond_t, 0.0):.1f} octaves of tokens past the data, "
                          "where the bend grows: treat it as a guess, and measure a budget nearer the target")
-        if beyond_t > 3 or beyond_w > 3:
+        if abs(beyond_t) > 3 or abs(beyond_w) > 3:
             lines.append("  warning: far outside the measured range")
         return "\n".join(lines)
+
+
+def _octaves_outside(value: float, lo: float, hi: float) -> float:
+    """How far (log2) `value` lies outside [lo, hi]: positive above, negative below, 0 within."""
+    if value > hi:
+        return math.log2(value / hi)
+    if value < lo:
+        return math.log2(value / lo)
+    return 0.0
+
+
+def _outside_text(octaves: float, what: str, lo: str, hi: str) -> str:
+    """'2.1 octaves above the largest measured budget (2M)', '5.3 octaves below the smallest ... (128K)', or
+    'within the measured budgets (128K .. 2M)'."""
+    if octaves > 0:
+        return f"{octaves:.1f} octaves above the largest measured {what} ({hi})"
+    if octaves < 0:
+        return f"{-octaves:.1f} octaves below the smallest measured {what} ({lo})"
+    return f"within the measured {what}s ({lo} .. {hi})"
 
 
 def predict(fit: DriftFit, width: int, tokens: float) -> Prediction:

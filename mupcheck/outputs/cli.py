@@ -22,10 +22,12 @@ from typing import Any
 import mupcheck
 from mupcheck.analysis.comparison import reference_value
 from mupcheck.analysis.drift import PUBLISHED, fit_drift, predict
+from mupcheck.analysis.scaling import predict_scaling
 from mupcheck.checks.coord import check_model, slope_table
-from mupcheck.collect import collect, collect_results
+from mupcheck.collect import collect
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
+from mupcheck.fmt import parse_count
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
@@ -128,10 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
     export.set_defaults(func=_cmd_export)
 
-    pred = sub.add_parser("predict", help="predict the optimal learning rate at a width and token budget")
-    pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store)")
-    pred.add_argument("--width", type=int, required=True)
-    pred.add_argument("--tokens", type=float, required=True, help="token budget, e.g. 100e9")
+    pred = sub.add_parser("predict", help="predict the optimal learning rate at a width (or parameter count) and "
+                                          "token budget")
+    pred.add_argument("grid", help="a grid whose runs vary tokens (trained into the store, or read from results)")
+    pred.add_argument("--width", type=int, default=None, help="the drift law's width (grids that vary width and "
+                                                              "tokens)")
+    pred.add_argument("--params", type=_count, default=None, metavar="N",
+                      help="a parameter count for the scaling law (a size ladder, or results with `params`), e.g. 7e9")
+    pred.add_argument("--tokens", type=_count, required=True,
+                      help="token budget: 100e9, 4B, 11.4B (decimal), or 1M, 128K (binary, as grids print them)")
+    pred.add_argument("--batch", type=_count, default=None, metavar="B",
+                      help="batch size, where the scaling law has a term in it")
     pred.add_argument("--parametrization", choices=list(PARAMETRIZATIONS), default="mup")
     _add_store(pred)
     pred.add_argument("--device", default=None, help="device the runs were trained on (default: the grid's)")
@@ -267,25 +276,38 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> float:
+    """An argparse type: a count written as grids and scaling studies write it (fmt.parse_count)."""
+    try:
+        return parse_count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
 
-    if args.width < 1 or args.tokens < 1:
-        raise MupcheckError("--width and --tokens must be positive")
+    if args.width is not None and args.width < 1:
+        raise MupcheckError("--width must be positive")
     grid = load_grid(args.grid)
     if args.parametrization not in grid.parametrization:
         raise MupcheckError(f"{args.grid} has no {args.parametrization} runs "
                             f"(parametrization = {grid.parametrization})")
-    if len(grid.tokens) < 2:
-        raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
     if len(grid.rates_of(args.parametrization)) < 2:
         tuned = f" (it tunes {grid.sweep}: the report and its JSON give that optimum)" if grid.sweep else ""
         raise MupcheckError(f"{args.grid}: `lr_log2` has one value for {args.parametrization}; predict predicts "
                             f"the optimal learning rate, and needs a sweep of it{tuned}")
-    df = collect_results(grid) if grid.imported else collect(plan_grid(grid, args.device), Store.open(args.store))
+    suite = GridSuite(grid) if grid.imported else GridSuite(plan_grid(grid, args.device), Store.open(args.store))
+    if args.params is not None or (suite.has_scaling and args.width is None):
+        return _predict_scaling(args, suite)
+    if args.width is None:
+        raise MupcheckError(f"{args.grid}: give --width (the drift law along width and tokens), or --params for the "
+                            "scaling law (a size ladder, or results with a `params` column)")
+    if len(grid.tokens) < 2:
+        raise MupcheckError(f"{args.grid}: `tokens` has one budget; a prediction along tokens needs two or more")
     depth, batch = reference_value(grid, "depth"), reference_value(grid, "batch_size")
     if len(grid.values("depth")) > 1 or len(grid.values("batch_size")) > 1:
         print(f"  at the reference depth {depth} and batch size {batch} (the grid sweeps them)")
-    df = df[(df["depth"] == depth) & (df["batch_size"] == batch)]
+    df = suite.df[(suite.df["depth"] == depth) & (suite.df["batch_size"] == batch)]
     fit = fit_drift(df, args.parametrization)
     if fit is None:
         raise MupcheckError(f"{args.grid}: no width has an optimum at two token budgets; nothing to fit")
@@ -295,6 +317,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise MupcheckError(f"{args.grid}: {e}") from None
     print(prediction.describe())
     print(f"  {PUBLISHED}")
+    return 0
+
+
+def _predict_scaling(args: argparse.Namespace, suite: GridSuite) -> int:
+    """`predict --params N --tokens D [--batch B]`: the published scaling law at a target."""
+    if not suite.has_scaling:
+        raise MupcheckError(f"{args.grid}: --params needs a scaling law: a size ladder (width and depth grown "
+                            "together) or results with a `params` column")
+    law = suite.scaling(args.parametrization)
+    if law is None:
+        raise MupcheckError(f"{args.grid}: too few located optima to fit the scaling law for {args.parametrization}")
+    if args.params is None:
+        raise MupcheckError(f"{args.grid}: the scaling law predicts at a parameter count: give --params N")
+    try:
+        prediction = predict_scaling(law, args.params, args.tokens, args.batch)
+    except ValueError as e:
+        raise MupcheckError(f"{args.grid}: {e} (--batch)" if "batch" in str(e) else f"{args.grid}: {e}") from None
+    print(prediction.describe())
     return 0
 
 
