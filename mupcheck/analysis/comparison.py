@@ -67,20 +67,26 @@ class Comparison:
             return f"{self.shapes[value][0]}x{self.shapes[value][1]}"
         return axis_value(self.axis, value)
 
+    def _named(self) -> list[tuple[str, int]]:
+        """The held axes an id names: the paired axis and the varied others, less a width or budget a results
+        table did not state (0)."""
+        return [(a, v) for a, v in ((self.fixed_axis, self.fixed), *self.at) if v or a not in ("width", "tokens")]
+
     def _where(self) -> str:
-        return " ".join(f"{a}={axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
+        return " ".join(f"{a}={axis_value(a, v)}" for a, v in self._named())
 
     @property
     def test_id(self) -> str:
         """Reads like the finding: width[mup tokens=1M 32->256], size[sp tokens=4B 960x7->1024x8]."""
-        return (f"{self.axis}[{self.parametrization} {self._where()} "
+        return (f"{self.axis}[{' '.join(filter(None, (self.parametrization, self._where())))} "
                 f"{self.value_text(self.ref)}->{self.value_text(self.other)}]")
 
     @property
     def label(self) -> str:
         """'width 32 -> 256 at tokens 1M', without the parametrization."""
-        where = ", ".join(f"{a} {axis_value(a, v)}" for a, v in ((self.fixed_axis, self.fixed), *self.at))
-        return f"{self.axis} {self.value_text(self.ref)} -> {self.value_text(self.other)} at {where}"
+        where = ", ".join(f"{a} {axis_value(a, v)}" for a, v in self._named())
+        return (f"{self.axis} {self.value_text(self.ref)} -> {self.value_text(self.other)}"
+                + (f" at {where}" if where else ""))
 
     def title(self) -> str:
         return f"{self.label} ({self.parametrization})"

@@ -232,6 +232,10 @@ class CellOptimum:
             return {}, "outside the measured rates"
         k = int(np.searchsorted(xs, x))
         if xs[k] - xs[k - 1] > INTERPOLATE_WITHIN:
+            # Between two runs that both diverged the rate diverges too, however far apart they are.
+            walled = {s: math.inf for s, curve in self.seed_losses if math.isinf(curve[k - 1]) and math.isinf(curve[k])}
+            if walled:
+                return walled, "interpolated"
             return {}, f"no runs within {INTERPOLATE_WITHIN:g} log2 on both sides"
         w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
         out = {}

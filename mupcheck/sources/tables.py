@@ -414,8 +414,11 @@ def _choices(raw: pd.DataFrame, column: str, allowed: tuple[str, ...], default: 
     values = [str(v).strip().lower() if str(v).strip() else default for v in raw[column].tolist()]
     for k, v in enumerate(values):
         if v not in allowed:
+            hint = (" (a tracking system's own status? translate it in the grid, [results.status] "
+                    f"{str(raw[column].iloc[k]).strip()} = \"ok\", or leave the column out: ignore = [\"status\"] "
+                    "in [results])" if column == "status" else "")
             raise where.cell(path, _row(rows, k), column, f"{raw[column].iloc[k]!r} is not one of "
-                                                          f"{', '.join(allowed)}")
+                                                          f"{', '.join(allowed)}{hint}")
     return np.array(values, dtype=object)
 
 
