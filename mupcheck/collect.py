@@ -2,6 +2,7 @@
 
     df = load_runs(grid)            # either kind of grid: what a user's own test calls
     df = collect(plan, store)       # one row per run of the plan (and its refinement runs); a missing run is an error
+    found = collect_available(plan, store)   # the cells whose runs are all in: a partly trained grid
     df = collect_results(grid)      # a results grid: its runs, read by mupcheck.sources
     df = collect_coarse(plan, store)    # the grid's own runs only: what refinement is planned from
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -22,10 +24,11 @@ from mupcheck.frame import records_frame
 from mupcheck.plan import Plan, plan_grid, refinement_configs
 from mupcheck.result import RunRecord
 from mupcheck.sources.tables import read_results
-from mupcheck.spec import SETTINGS_KEYS, Grid, RunConfig
+from mupcheck.spec import SETTINGS_KEYS, Cell, Grid, RunConfig
 from mupcheck.store import Store
 
-__all__ = ["MissingRunsError", "collect", "collect_coarse", "collect_results", "frame_of", "load_runs"]
+__all__ = ["Available", "MissingRunsError", "collect", "collect_available", "collect_coarse", "collect_results",
+           "frame_of", "load_runs"]
 
 
 class MissingRunsError(StoreError):
@@ -53,6 +56,52 @@ def collect(plan: Plan, store: Store) -> pd.DataFrame:
     rows = _gather(plan, store, plan.configs)
     extra = refinement_configs(plan.grid, records_frame(rows))
     return records_frame(rows + _gather(plan, store, extra)) if extra else records_frame(rows)
+
+
+@dataclass(frozen=True)
+class Available:
+    """The runs of a partly trained grid: those of its complete cells, and the cells left out."""
+
+    frame: pd.DataFrame
+    missing: tuple[tuple[Cell, int], ...]  # (cell, runs of it not in the store), in the plan's order
+
+    @property
+    def missing_runs(self) -> int:
+        return sum(n for _, n in self.missing)
+
+
+def collect_available(plan: Plan, store: Store) -> Available:
+    """Every run of the cells whose runs are all in the store: the coarse runs, then (with a `[refine]` table) the
+    refinement runs planned from them. A cell with any run missing is left out whole, and counted: an optimum
+    read off part of a curve would be a different estimate. Raises MissingRunsError when no cell is complete."""
+    rows, missing, labels = _gather_by_cell(plan, store, plan.configs)
+    coarse = {cell: cell_rows for cell, cell_rows in rows.items() if cell not in missing}
+    extra = refinement_configs(plan.grid, records_frame([r for cell_rows in coarse.values() for r in cell_rows]))
+    extra_rows, extra_missing, extra_labels = _gather_by_cell(plan, store, extra)
+    missing.update(extra_missing)
+    complete = [r for cell, cell_rows in coarse.items() if cell not in missing
+                for r in cell_rows + extra_rows.get(cell, [])]
+    if not complete:
+        raise MissingRunsError(labels + extra_labels, str(store.root))
+    return Available(records_frame(complete), tuple(missing.items()))
+
+
+def _gather_by_cell(plan: Plan, store: Store, configs: Iterable[RunConfig]
+                    ) -> tuple[dict[Cell, list[dict[str, Any]]], dict[Cell, int], list[str]]:
+    """The records found, by cell; how many runs of each cell are not in the store; and those runs, named."""
+    rows: dict[Cell, list[dict[str, Any]]] = {}
+    missing: dict[Cell, int] = {}
+    labels = []
+    for cfg in configs:
+        cell = Cell(cfg.parametrization, cfg.width, cfg.tokens, cfg.depth, cfg.batch_size)
+        key = plan.key(cfg)
+        record = store.load(key)
+        if record is None:
+            missing[cell] = missing.get(cell, 0) + 1
+            labels.append(f"{cfg.label()}  (key {key})")
+        else:
+            rows.setdefault(cell, []).append(_row(cfg.to_dict(), record))
+    return rows, missing, labels
 
 
 def collect_results(grid: Grid) -> pd.DataFrame:

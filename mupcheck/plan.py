@@ -215,7 +215,7 @@ class CostEstimate:
 
     def lines(self) -> list[str]:
         g = self.grid
-        product = " x ".join(f"{n} {what}" for what, n in self.factors)
+        product = _product_text(self.grid, self.factors)
         out = [f"{g.name}: {self.runs} runs = {product}",
                f"  tokens {format_tokens(self.tokens)} in all, {self.flops:.3g} training FLOPs"]
         if self.refine_runs:
@@ -284,6 +284,17 @@ def estimate_cost(plan: Plan, store: Any = None) -> CostEstimate:
     split_by = tuple(a.replace("_", " ") for a in ("width", "depth", "batch_size") if len(grid.values(a)) > 1)
     return CostEstimate(grid, _factors(grid), len(configs), sum(c.tokens for c in configs), flops, refine_runs,
                         refine_flops, cpu_s, workers, source, gpu_solo, gpu_batched, groups, split_by)
+
+
+def _product_text(grid: Grid, factors: tuple[tuple[str, int], ...]) -> str:
+    """'2 arms x 2 widths x 6 rates x 5 seeds', or per arm where the arms sweep different rates: 'mup: 2 widths
+    x 5 rates x 5 seeds + sp: 2 widths x 6 rates x 5 seeds' (a product that multiplies out to the runs)."""
+    counts = {p: len(grid.rates_of(p)) for p in grid.parametrization}
+    if len(set(counts.values())) <= 1:
+        return " x ".join(f"{n} {what}" for what, n in factors)
+    rest = [(what, n) for what, n in factors if what not in ("arms", "rates")]
+    return " + ".join(f"{p}: " + " x ".join(f"{n} {what}" for what, n in [*rest[:-1], ("rates", k), rest[-1]])
+                      for p, k in counts.items())
 
 
 def _factors(grid: Grid) -> tuple[tuple[str, int], ...]:

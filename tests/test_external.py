@@ -201,7 +201,7 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
     assert data["laws"]["mup"]["tokens"]["lack_of_fit"] is True and data["laws"]["mup"]["width"] is None
     # The schema the README documents, key for key: a tool that reads it must not be surprised.
     assert set(data) == {"schema", "grid", "tuned", "counts", "outcomes", "cells", "comparisons", "stability",
-                         "noise", "laws", "provenance"}
+                         "missing", "noise", "laws", "provenance"}
     assert data["noise"]["mup"]["optimum"]["source"] == "pooled seeds"
     assert data["tuned"] == {"key": "lr", "sweep_log2": [], "joint": False}
     assert set(data["cells"][0]) == {"parametrization", "width", "tokens", "depth", "batch_size", "lr_log2",

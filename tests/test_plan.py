@@ -47,3 +47,14 @@ def test_the_plan_command_prints_the_cost_and_calibrates_on_the_store(tiny_grid,
     assert main(["plan", str(tiny_grid), "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "calibrated on 8 of this grid's runs in the store" in out and "already holds 8 of the 8 runs" in out
+
+
+def test_plan_prints_per_arm_terms_when_the_arms_sweep_different_rates(capsys):
+    """smoke.toml's arms sweep 5 and 6 rates: '2 arms x 2 widths x 6 rates x 5 seeds' was 120, not its 110."""
+    from pathlib import Path
+
+    from mupcheck.outputs.cli import main
+
+    assert main(["plan", str(Path(__file__).parent.parent / "grids" / "smoke.toml")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "smoke: 110 runs = mup: 2 widths x 5 rates x 5 seeds + sp: 2 widths x 6 rates x 5 seeds"

@@ -353,3 +353,13 @@ def test_a_noise_prior_is_a_table_of_positive_numbers(tmp_path):
         load_grid(write_grid(tmp_path, name="bad.toml", extra="[noise]\noptimum_sd_log2 = -0.2\n"))
     with pytest.raises(GridError, match=r"`noise.loss`: unknown key"):
         load_grid(write_grid(tmp_path, name="typo.toml", extra="[noise]\nloss = 0.1\n"))
+
+
+def test_rates_written_where_their_log2_belongs_are_refused(tmp_path):
+    """lr_log2 = [0.001, 0.003, 0.01] trained 18 runs near lr 1 that all diverged, and pytest exited 0."""
+    path = write_grid(tmp_path, name="raw.toml")
+    path.write_text(path.read_text().replace("lr_log2 = [-8, -6]", "lr_log2 = [0.001, 0.003, 0.01]"))
+    with pytest.raises(GridError, match=r"`lr_log2`: every value lies above -1.*did you mean \[-9.97, -8.38, -6.64\]"):
+        load_grid(path)
+    path.write_text(path.read_text().replace("lr_log2 = [0.001, 0.003, 0.01]", "lr_log2 = [-1, 0, 1]"))
+    assert load_grid(path).lr_log2 == (-1.0, 0.0, 1.0)  # high rates on purpose: one value at or below -1

@@ -329,6 +329,13 @@ def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] 
                               "regret's interval lies above max_regret")
         return "breaks", "the measured regret's interval lies above max_regret"
     if interval is None:
+        a = {s for s, x in ref.seed_optima if math.isfinite(x)}
+        b = {s for s, x in other.seed_optima if math.isfinite(x)}
+        if not a & b and len(a) + len(b) > 2:
+            return "inconclusive", (f"the two cells share no seed with an optimum in both (seeds "
+                                    f"{', '.join(map(str, sorted(a)))} and {', '.join(map(str, sorted(b)))}), so the "
+                                    "shift cannot be paired; an unpaired one needs the noise of one seed's optimum: "
+                                    "two seeds located in some cell, or a [noise] table (optimum_sd_log2)")
         return "inconclusive", ("one seed in a cell, and no noise estimate for it: add seeds, state the noise in a "
                                 "[noise] table (optimum_sd_log2), or sweep more cells for a law's residuals")
     if not all(math.isfinite(x) for x in band):

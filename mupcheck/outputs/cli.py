@@ -211,6 +211,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = write_report(suite, out, extra, changes, as_json=args.json)
     written = f"{path} and {path.with_suffix('.json')}" if args.json else str(path)
     print(f"wrote {written} in {time.perf_counter() - start:.1f} s")
+    if suite.missing:
+        print(f"mupcheck: {args.grid}: {sum(n for _, n in suite.missing)} run(s) of {len(suite.missing)} cell(s) are "
+              "not in the store; the report judges the other cells and lists these (train them with mupcheck run)",
+              file=sys.stderr)
     for line in refinement_advice(grid, suite.df) if grid.imported else []:
         print(f"run next: {line}", file=sys.stderr)
     return 0

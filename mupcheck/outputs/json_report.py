@@ -26,6 +26,7 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
                  regret_noise: the noise model's source for a one-seed regret's interval, else null)
     stability    [{id, axis, parametrization, fixed, ref, other, outcome, transferred, boundary,
                    boundary_censored, margin, interval, min_margin, reason}]
+    missing      [{parametrization, width, tokens, depth, batch_size, runs}]   cells left out: runs not in the store
     noise        {<parametrization>: {optimum: {sd, df, source, detail} | null, loss: the same | null}}
                  (df null for a prior; the loss SD is relative)
     laws         {<parametrization>: {width: {slope, interval, n_seeds, seeds_used} | null,
@@ -169,6 +170,8 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         "cells": [_cell(o, suite.lr_optima.get(k)) for k, o in suite.optima.items()],
         "comparisons": comparisons,
         "stability": stability,
+        "missing": [{"parametrization": c.parametrization, "width": c.width, "tokens": c.tokens, "depth": c.depth,
+                     "batch_size": c.batch_size, "runs": n} for c, n in suite.missing],
         "noise": {par: {"optimum": _noise(suite.noise(par).optimum), "loss": _noise(suite.noise(par).loss)}
                   for par in suite.grid.parametrization},
         "laws": laws,

@@ -233,6 +233,13 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
                 "These results were trained elsewhere, so mupcheck trains nothing; the `[refine]` table asks for "
                 "these rates around each cell's argmin, which the results lack:", ""]
         out += [f"- {line}" for line in advice] + [""]
+    if suite.missing:
+        out += ["## Missing runs", "", f"{sum(n for _, n in suite.missing)} run(s) of the grid are not in the store; "
+                "these cells are left out whole (an optimum read off part of a curve would be another estimate), and "
+                "every check that needs one of them is inconclusive. Train them with `mupcheck run`, then write the "
+                "report again.", ""]
+        out += [table(["cell", "runs missing"], [[cell.where(grid.varied_axes), str(n)] for cell, n in suite.missing]),
+                ""]
     warnings = _warnings(df, optima)
     out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
     if changes:
@@ -282,6 +289,8 @@ def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
                   "boundary in the other cell).", ""]
         rows = []
         for o in items:
+            if o.check.id not in suite.stability:
+                continue  # a cell with runs missing (## Missing runs)
             v = suite.stability[o.check.id]
             margin = (interval_text(v.margin, v.interval, False) if math.isfinite(v.margin) else "n/a")
             if v.boundary_censored and math.isfinite(v.margin):
@@ -297,6 +306,12 @@ def _stability_section(suite: GridSuite, outcomes: list[Outcome]) -> list[str]:
 def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
     rows = []
     for o in transfer:
+        if o.check.id not in suite.verdicts:  # a cell with runs missing: the row says so
+            c0 = o.check.comparison
+            assert c0 is not None
+            rows.append([c0.axis, c0.parametrization, c0.label, "-", "-", "-", "-", "-", f"{SHOWN[o.outcome]}: runs "
+                         "missing from the store (## Missing runs)"])
+            continue
         v = suite.verdicts[o.check.id]
         c = v.comparison
         band = f"{v.band[0]:+.2f} .. {v.band[1]:+.2f}" if all(map(math.isfinite, v.band)) else "n/a"
@@ -352,7 +367,7 @@ def _summary(suite: GridSuite) -> list[str]:
         for axis in (*AXES, "size"):
             group = [suite.verdicts[o.id] for o in suite.planned.values()
                      if o.kind == "transfer" and o.comparison and o.comparison.parametrization == par
-                     and o.comparison.axis == axis]
+                     and o.comparison.axis == axis and o.id in suite.verdicts]
             if not group:
                 continue
             law: Any = (suite.width_law(par) if axis == "width" else suite.drift(par) if axis == "tokens"

@@ -42,7 +42,7 @@ from mupcheck.analysis.transfer import Verdict, batch_rule_exponent, judge, rule
 from mupcheck.analysis.wider import WiderVerdict, wider_is_better
 from mupcheck.checks.coord import CoordResult, check_model
 from mupcheck.checks.lint import LintFinding, lint_grid
-from mupcheck.collect import collect, collect_results
+from mupcheck.collect import collect_available, collect_results
 from mupcheck.fmt import format_tokens
 from mupcheck.plan import Plan
 from mupcheck.spec import AXES, Cell, Grid, Parametrization
@@ -170,6 +170,7 @@ class GridSuite:
         self._coord: dict[Parametrization, CoordResult] = {}
         self.rule_errors: dict[str, str] = {}  # rule checks whose rule could not be fitted, and why
         self.planned = {c.id: c for c in planned_checks(self.grid)}
+        self.missing: tuple[tuple[Cell, int], ...] = ()  # cells with runs missing from the store (collect_available)
         if frame is not None:
             # A frame that does not record depth or batch size (0, see Cell) is the grid's one depth and size.
             for axis in ("depth", "batch_size"):
@@ -181,12 +182,29 @@ class GridSuite:
 
     @functools.cached_property
     def df(self) -> pd.DataFrame:
-        """Every run of the grid (MissingRunsError names any that is absent)."""
+        """Every run of the grid's complete cells: a cell with runs missing from the store is left out whole and
+        listed in `missing` (MissingRunsError when no cell is complete)."""
         if self.grid.imported:
             return collect_results(self.grid)
         if self.store is None or self.plan is None:
             raise ValueError("a GridSuite of a trained grid needs its plan and store, or its frame")
-        return collect(self.plan, self.store)
+        found = collect_available(self.plan, self.store)
+        self.missing = found.missing
+        return found.frame
+
+    def missing_cells(self, check: PlannedCheck) -> list[Cell]:
+        """The cells a check needs that have runs missing from the store."""
+        absent = {cell for cell, _ in self.missing}
+        if not absent:
+            return []
+        needed: list[Cell] = []
+        if check.comparison is not None:
+            needed = [check.comparison.cell(check.comparison.ref), check.comparison.cell(check.comparison.other)]
+        elif check.kind == "wider" and check.tokens is not None:
+            coords = {**{a: self.grid.values(a)[0] for a in AXES[2:]}, **dict(check.at)}
+            needed = [Cell(self.grid.mup_arm or "mup", w, check.tokens, coords["depth"], coords["batch_size"])
+                      for w in self.grid.widths]
+        return [c for c in needed if c in absent]
 
     @functools.cached_property
     def optima(self) -> dict[Cell, CellOptimum]:
@@ -280,8 +298,9 @@ class GridSuite:
         """The transfer verdicts, plain and with a rule, by check id. A rule that cannot be fitted (too few
         located optima where it is fitted) leaves its checks out, with the reason in `rule_errors`."""
         out = {}
+        self.df  # noqa: B018  # collected first: it says which cells are missing
         for check in self.planned.values():
-            if check.kind in ("transfer", "rule") and check.comparison is not None:
+            if check.kind in ("transfer", "rule") and check.comparison is not None and not self.missing_cells(check):
                 comp = check.comparison
                 try:
                     beta = self.rule(comp.parametrization, comp.axis)[0] if check.kind == "rule" else 0.0
@@ -295,8 +314,10 @@ class GridSuite:
     @functools.cached_property
     def stability(self) -> dict[str, StabilityVerdict]:
         """The stability margin of each planned `stability_...` check, by check id."""
+        self.df  # noqa: B018  # collected first: it says which cells are missing
         return {c.id: judge_stability(c.comparison, self.optima, self.grid.stability)
-                for c in self.planned.values() if c.kind == "stability" and c.comparison is not None}
+                for c in self.planned.values() if c.kind == "stability" and c.comparison is not None
+                and not self.missing_cells(c)}
 
     def wider(self, tokens: int, at: tuple[tuple[str, int], ...] = ()) -> WiderVerdict:
         held = tuple((a, self.grid.values(a)[0]) for a in AXES[2:] if a not in dict(at))
@@ -311,6 +332,15 @@ class GridSuite:
     @functools.cache  # noqa: B019
     def outcome(self, check_id: str) -> Outcome:
         check = self.planned[check_id]
+        if check.needs_runs:
+            self.df  # noqa: B018  # collected first: it says which cells are missing
+        absent = self.missing_cells(check) if check.needs_runs else []
+        if absent:
+            runs = dict(self.missing)
+            where = "; ".join(f"{c.where(self.grid.varied_axes)} ({runs[c]} run(s))" for c in absent)
+            text = (f"{check.id}: INCONCLUSIVE: runs missing from the store in {where}: train them "
+                    "(mupcheck run), then judge again")
+            return Outcome(check, "inconclusive", text, text)
         if check.kind == "lint":
             findings = self.lint_findings
             failing = [f for f in findings if f.fails]

@@ -9,6 +9,7 @@ width the grid lacks, arms that cannot share a model.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mupcheck.errors import GridError, ModelError
@@ -29,6 +30,7 @@ def check_combinations(g: Grid, raw: dict[str, Any]) -> None:
     """Cross-key checks: things each valid alone but impossible together."""
     p = g.path
     _check_heads_divide(g, (*g.widths, g.base_width), key=None)
+    _check_rates_are_log2(g)
     batch = max(g.values("batch_size"))
     for budget in g.tokens:
         steps = budget // (batch * g.seq_len)
@@ -71,6 +73,21 @@ def check_combinations(g: Grid, raw: dict[str, Any]) -> None:
         except ModelError as e:
             raise GridError(p, key, str(e)) from None
     _check_arms(g)
+
+
+def _check_rates_are_log2(g: Grid) -> None:
+    """`lr_log2 = [0.001, 0.003, 0.01]` is rates written where their log2 belongs: every run would train near
+    lr 1 and diverge, and the suite would pass on nothing. Every value above -1 (rates above 0.5) is refused,
+    with the log2 values it probably meant; a grid that truly sweeps such rates lists one at or below -1."""
+    for arm in g.parametrization:
+        rates = g.rates_of(arm)
+        if len(rates) > 1 and all(x > -1 for x in rates):
+            key = "lr_log2" if not g.arm_lr_log2 else f"lr_log2.{arm}"
+            meant = ", ".join(f"{math.log2(x):.2f}" for x in rates if x > 0)
+            raise GridError(g.path, key, f"every value lies above -1, i.e. learning rates above 2^-1 = 0.5 "
+                                         f"({', '.join(f'{x:g}' for x in rates)}): lr_log2 holds the log2 of each "
+                                         f"rate (2^-10 = 0.001){f'; did you mean [{meant}]' if meant else ''}? To "
+                                         "sweep rates that high on purpose, include one value at or below -1")
 
 
 def _check_depth(g: Grid, raw: dict[str, Any]) -> None:

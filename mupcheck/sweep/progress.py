@@ -143,6 +143,7 @@ class ProgressBar:
         self.last_refresh = 0.0
         self.plain = enabled and not _is_terminal(self.stream)
         self.last_line = -math.inf
+        self.last_text = ""
         # tqdm's own ETA counts runs; ours, in the postfix, weighs them by their FLOPs.
         self.bar = tqdm(total=summary.total, initial=len(summary.outcomes), unit="run", desc="runs",
                         disable=not enabled or self.plain, file=self.stream, dynamic_ncols=True,
@@ -174,9 +175,13 @@ class ProgressBar:
         now = time.monotonic()
         if self.plain:
             done = len(self.summary.outcomes)
-            if now - self.last_line >= self.PLAIN_EVERY or (done == self.summary.total and force):
-                self.last_line = now
-                print(self._line(now), file=self.stream, flush=True)
+            line = self._line(now)
+            # A line every PLAIN_EVERY seconds, and the last one once: the runs a sweep finds in the store all
+            # report at the end, and each used to print the same 'runs 110/110' again (58 times in one log).
+            if now - self.last_line >= self.PLAIN_EVERY or (done == self.summary.total and force
+                                                            and line != self.last_text):
+                self.last_line, self.last_text = now, line
+                print(line, file=self.stream, flush=True)
             return
         if force or now - self.last_refresh > 0.5:
             self.last_refresh = now

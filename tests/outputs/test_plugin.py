@@ -225,3 +225,28 @@ def test_a_cuda_grid_is_skipped_with_its_reason_where_there_is_no_gpu(pytester, 
     assert "tiny.toml trains on 'cuda', and torch sees no CUDA device here" in result.stdout.str()
     runs = pytester.path / "store" / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # nothing trained
+
+
+def test_a_partial_store_judges_the_complete_cells_and_lists_the_rest(pytester):
+    """--mupcheck-no-train on a partly trained grid (issues 35 and 38): the cells whose runs are all in are judged,
+    a check that needs a cell with runs missing is inconclusive and says which, the report lists the missing
+    cells, and the exit status says it: 0 (skips), 1 under --mupcheck-inconclusive=fail, a gate's choice."""
+    grid = _grid(pytester, lrs=LR5)
+    _fill_store(grid, pytester.path / "store", lambda par, w, t: -7.0 if par == "mup" else -7.0 - (w == 32) * 2.0)
+    plan = plan_grid(load_grid(grid))
+    store = Store(pytester.path / "store")
+    removed = [c for c in plan.configs if c.parametrization == "sp" and c.width == 32 and c.lr_log2 > -4]
+    for cfg in removed:
+        store.path(plan.key(cfg)).unlink()
+    args = ["grids/tiny.toml", "-v", "-rs", "--mupcheck-store", "store", "--mupcheck-no-train", "--mupcheck-reports",
+            "out", "-p", "no:cacheprovider"]
+    result = pytester.runpytest(*args)
+    outcomes = _outcomes(result)
+    assert outcomes["width[mup tokens=2K 16->32]"] == "PASSED"
+    assert outcomes["width[sp tokens=2K 16->32]"] == "SKIPPED"
+    out = result.stdout.str()
+    assert f"runs missing from the store in sp width=32 tokens=2K ({len(removed)} run(s))" in out
+    assert result.ret == 0
+    report = (pytester.path / "out" / "tiny.md").read_text()
+    assert "## Missing runs" in report and f"| sp width=32 tokens=2K | {len(removed)} |" in report
+    assert pytester.runpytest(*args, "--mupcheck-inconclusive=fail").ret == 1

@@ -73,3 +73,16 @@ def test_a_group_stays_shown_until_its_last_run_finishes():
     bar.handle(("done", 0, "c", True, "ok"))
     bar.close()
     assert stream.getvalue().splitlines()[-1] == "mupcheck: runs 3/3"
+
+
+def test_the_last_line_is_printed_once_not_in_a_burst():
+    """Runs found in the store report after the last one trained: each forced a copy of 'runs 3/3' into the
+    log (58 identical lines in one CI log, issue 35)."""
+    stream = io.StringIO()
+    bar = ProgressBar(SweepSummary(total=3), enabled=True, stream=stream)
+    for key in "abc":
+        bar.handle(("done", 0, key, False, "ok"))
+    for key in "abc":  # the same runs reported again (another worker found them too)
+        bar.handle(("done", 1, key, False, "ok"))
+    bar.close()
+    assert stream.getvalue().splitlines().count("mupcheck: runs 3/3") == 1
