@@ -232,10 +232,12 @@ class CellOptimum:
             return {}, "outside the measured rates"
         k = int(np.searchsorted(xs, x))
         if xs[k] - xs[k - 1] > INTERPOLATE_WITHIN:
-            # Between two runs that both diverged the rate diverges too, however far apart they are.
-            walled = {s: math.inf for s, curve in self.seed_losses if math.isinf(curve[k - 1]) and math.isinf(curve[k])}
-            if walled:
-                return walled, "interpolated"
+            # Between two runs that both diverged the rate diverges too, however far apart they are (in every
+            # seed that ran both: a seed with a usable neighbour there says nothing of the rate between).
+            ran = [(s, curve) for s, curve in self.seed_losses
+                   if not (math.isnan(curve[k - 1]) or math.isnan(curve[k]))]
+            if ran and all(math.isinf(curve[k - 1]) and math.isinf(curve[k]) for _, curve in ran):
+                return {s: math.inf for s, _ in ran}, "interpolated"
             return {}, f"no runs within {INTERPOLATE_WITHIN:g} log2 on both sides"
         w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
         out = {}

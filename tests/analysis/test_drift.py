@@ -73,7 +73,7 @@ def test_prediction_uses_the_width():
     lo, hi = wide.interval
     assert lo <= wide.lr_log2 <= hi
     text = wide.describe()
-    assert "95% interval over 3 seeds" in text and "+4.0 octaves of width" in text
+    assert "95% interval over 3 seeds" in text and "4.0 octaves above the largest measured width" in text
 
 
 def test_prediction_says_why_it_has_no_interval_and_refuses_sp_with_one_width():
