@@ -109,7 +109,7 @@ class CellOptimum:
     def found_optima(self) -> list[float]:
         return [x for _, x in self.seed_optima if math.isfinite(x)]
 
-    @property
+    @functools.cached_property
     def found(self) -> bool:
         """An optimum inside the measured rates, with at least 3 usable rates to locate it, found for at least
         half of the seeds."""
@@ -188,7 +188,7 @@ class CellOptimum:
 
     # --- losses -----------------------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def best_measured_log2(self) -> float:
         """The measured rate with the lowest seed-mean loss."""
         if not np.isfinite(self.losses).any():

@@ -13,6 +13,7 @@ weight decay) is computed from it, never configured twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -406,7 +407,11 @@ class Grid(RunSettings):
 
     def has_cell(self, cell: Cell) -> bool:
         """Whether the grid has runs in `cell` (a results grid may be ragged; a grid that trains has them all)."""
-        return not self.cells or cell in self.cells
+        return not self.cells or cell in self._cell_set
+
+    @functools.cached_property
+    def _cell_set(self) -> frozenset[Cell]:
+        return frozenset(self.cells)
 
     def values(self, axis: str) -> tuple[int, ...]:
         """The values the grid takes along an axis of AXES."""
