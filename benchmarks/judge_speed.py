@@ -47,7 +47,7 @@ def table(rng: np.random.Generator) -> pd.DataFrame:
                 shape = random_shape(rng)
                 law = 2.0 - 0.35 * math.log2(n) - 0.1 * math.log2(tokens) + 0.3 * math.log2(batch)
                 x0 = law + 0.2 * rng.standard_normal()
-                for x in np.arange(math.floor(law) - 6, math.floor(law) + 6.51, 0.5):
+                for x in np.arange(math.floor(law) - 6, math.floor(law) + 7.01, 0.5):
                     loss = 2.5 * float(shape(x - x0)) * (1 + 0.003 * rng.standard_normal())
                     rows.append({"width": width, "depth": depth, "tokens": f"{tokens:g}", "batch_size": batch,
                                  "lr": 2.0**x, "loss": "" if loss > 7.5 else loss})
