@@ -69,6 +69,26 @@ def _shared_slope(points: list[Point]) -> tuple[float, dict[int, float]] | None:
     return slope, {g: float(np.mean([y - slope * x for x, y in pts])) for g, pts in groups.items()}
 
 
+def _residual_interval(points: list[Point]) -> tuple[tuple[float, float] | None, int]:
+    """The shared slope's 95% interval from the residuals of the cells' optima about the law (one intercept per
+    group), and its degrees of freedom: what one seed per cell allows (the noise model's `law residuals`). A bend
+    in the law counts as noise, so it errs wide. (None, 0) without residual freedom."""
+    fit = _shared_slope(points)
+    if fit is None:
+        return None, 0
+    slope, intercepts = fit
+    df = len(points) - len(intercepts) - 1
+    if df < 1:
+        return None, 0
+    resid = sum((y - intercepts[g] - slope * x) ** 2 for g, x, y in points)
+    groups: dict[int, list[float]] = {}
+    for g, x, _ in points:
+        groups.setdefault(g, []).append(x)
+    sxx = sum(float(((np.array(xs) - np.mean(xs)) ** 2).sum()) for xs in groups.values())
+    half = t_quantile(df) * math.sqrt(resid / df / sxx)
+    return (slope - half, slope + half), df
+
+
 def _curvature(points: list[Point]) -> float | None:
     """The q of y = intercept[group] + slope * x + q * (x - mean_x[group])^2; None without three x in a group."""
     groups = sorted({g for g, _, _ in points})
@@ -172,6 +192,7 @@ class DriftFit:
     curvature_interval: tuple[float, float] | None = None
     residuals: tuple[Cell, ...] = ()  # (width, tokens, cell optimum - law)
     seed_lines: tuple[tuple[float, float], ...] = ()  # one width: each complete seed's (intercept, slope)
+    residual_df: int = 0  # > 0: one seed, and beta's interval comes from the cells' residuals
 
     @property
     def lack_of_fit(self) -> bool:
@@ -183,7 +204,7 @@ class DriftFit:
         # The optimum moves by -beta per doubling; 0.0 - x keeps a zero from printing as "-0.00".
         moves = None if self.interval is None else (0.0 - self.interval[1], 0.0 - self.interval[0])
         return _doubling_sentence("tokens", "the optimum", 0.0 - self.beta, moves, self.n_seeds,
-                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
+                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used, self.residual_df)
 
     def fit_sentence(self) -> str:
         """Whether one beta describes the data: the curvature check, in words."""
@@ -208,10 +229,14 @@ def _why_no_interval(n_seeds: int, seeds_used: int) -> str:
 
 
 def _doubling_sentence(axis: str, what: str, slope: float, interval: tuple[float, float] | None, n_seeds: int,
-                       why_no_interval: str, seeds_used: int = 0) -> str:
+                       why_no_interval: str, seeds_used: int = 0, residual_df: int = 0) -> str:
     """'each doubling of <axis> moves <what> by <slope> log2 (95% interval .. over 3 of 5 seeds)', the laws' one
-    reading: it names the seeds the interval rests on (those with an optimum in every cell the law uses)."""
+    reading: it names the seeds the interval rests on (those with an optimum in every cell the law uses), or,
+    with one seed, the residuals it came from."""
     text = f"each doubling of {axis} moves {what} by {slope:+.2f} log2"
+    if interval and residual_df:
+        return text + (f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} from the cells' residuals about "
+                       f"the law, {residual_df} degrees of freedom: one seed)")
     if interval:
         of = f" of {n_seeds}" if seeds_used < n_seeds else ""
         return text + f" (95% interval {interval[0]:+.2f} .. {interval[1]:+.2f} over {seeds_used}{of} seeds)"
@@ -230,6 +255,9 @@ def drift_law(optima: Optima, parametrization: str = "mup", tokens: set[int] | N
     slope, interval = table.fit(_along_tokens, _slope)
     if slope is None:
         return None
+    df = 0
+    if interval is None and table.n_seeds < 2:
+        interval, df = _residual_interval(_along_tokens(table.cells))
     complete = len(table.seeds) >= 2
     intercepts = _intercepts(table, _along_tokens, slope)
     per_width = {}
@@ -247,7 +275,7 @@ def drift_law(optima: Optima, parametrization: str = "mup", tokens: set[int] | N
                   if len(per_width) == 1 and lines and None not in lines else ())
     return DriftFit(parametrization, -slope, intercepts, None if interval is None else (-interval[1], -interval[0]),
                     per_width, tuple(table.cells), table.left_out, plane, seed_planes, table.n_seeds,
-                    len(table.seeds) if complete else 0, curvature, curvature_iv, residuals, seed_lines)
+                    len(table.seeds) if complete else 0, curvature, curvature_iv, residuals, seed_lines, df)
 
 
 def _mean_plane(planes: tuple[tuple[float, float, float], ...]) -> tuple[float, float, float]:
@@ -273,10 +301,11 @@ class WidthLaw:
     n_seeds: int
     cells: int
     seeds_used: int = 0
+    residual_df: int = 0  # > 0: one seed, and the interval comes from the cells' residuals
 
     def sentence(self) -> str:
         return _doubling_sentence("width", "the optimum", self.slope, self.interval, self.n_seeds,
-                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
+                                  _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used, self.residual_df)
 
 
 def width_law(df: pd.DataFrame | Optima, parametrization: str = "mup") -> WidthLaw | None:
@@ -287,8 +316,11 @@ def width_law(df: pd.DataFrame | Optima, parametrization: str = "mup") -> WidthL
     slope, interval = table.fit(_along_width, _slope)
     if slope is None:
         return None
+    residual_df = 0
+    if interval is None and table.n_seeds < 2:
+        interval, residual_df = _residual_interval(_along_width(table.cells))
     return WidthLaw(parametrization, slope, interval, table.n_seeds, len(table.cells),
-                    len(table.seeds) if len(table.seeds) >= 2 else 0)
+                    len(table.seeds) if len(table.seeds) >= 2 else 0, residual_df)
 
 
 @dataclass(frozen=True)
@@ -306,10 +338,12 @@ class AxisLaw:
     cells: int  # cells with a located optimum that the law rests on
     left_out: int  # cells whose optimum was not located (censored, too few seeds)
     seeds_used: int = 0
+    residual_df: int = 0  # > 0: one seed, and the interval comes from the cells' residuals
 
     def sentence(self) -> str:
         return _doubling_sentence(self.axis.replace("_", " "), "the optimum", self.slope, self.interval,
-                                  self.n_seeds, _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used)
+                                  self.n_seeds, _why_no_interval(self.n_seeds, self.seeds_used), self.seeds_used,
+                                  self.residual_df)
 
 
 def axis_law(optima: dict[CellKey, CellOptimum], parametrization: str, axis: str,
@@ -338,8 +372,11 @@ def axis_law(optima: dict[CellKey, CellOptimum], parametrization: str, axis: str
         slope, interval, used_seeds = float(np.mean(complete)), t_interval(complete), len(complete)
     else:
         slope, interval, used_seeds = _slope(cells) or 0.0, None, 0
+    df = 0
+    if interval is None and len(all_seeds) < 2:
+        interval, df = _residual_interval(cells)
     return AxisLaw(parametrization, axis, round(slope, 9) + 0.0, interval, len(all_seeds), len(used),
-                   len(chosen) - len(used), used_seeds)
+                   len(chosen) - len(used), used_seeds, df)
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,17 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
     missing      [{parametrization, width, tokens, depth, batch_size, runs}]   cells left out: runs not in the store
     noise        {<parametrization>: {optimum: {sd, df, source, detail} | null, loss: the same | null}}
                  (df null for a prior; the loss SD is relative)
-    laws         {<parametrization>: {width: {slope, interval, n_seeds, seeds_used} | null,
-                   tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds, seeds_used} | null,
+    laws         {<parametrization>: {width: {slope, interval, n_seeds, seeds_used, residual_df} | null,
+                   tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds, seeds_used,
+                            residual_df} | null,
                    margin_tokens: {slope, interval} | null, margin_width: {slope, interval} | null,
-                   depth, batch_size: {slope, interval, n_seeds, seeds_used} | null,
+                   depth, batch_size: {slope, interval, n_seeds, seeds_used, residual_df} | null,
                    scaling: {c, a, a_interval, b, b_interval, g, g_interval, terms, cells, seeds_used, residual_df,
                              lack_of_fit} | null (a size ladder, or a results table with `params`),
                    depth_by_tokens, batch_size_by_tokens: {<tokens>: the same at one budget} (several budgets)}}
                  (n_seeds: the grid's seeds; seeds_used: those with an optimum in every cell, which the
-                 interval rests on; `fixed` is the value of the paired axis: tokens along width, width along the others;
+                 interval rests on; residual_df > 0: one seed, the interval from the cells' residuals;
+                 `fixed` is the value of the paired axis: tokens along width, width along the others;
                  `at` the other axes' values: {depth, batch_size, tokens})
     provenance   {<label>: <text>}                              as in the markdown report
 """
@@ -91,7 +93,7 @@ def _noise(n: Noise | None) -> dict[str, Any] | None:
 
 def _axis(law: AxisLaw | None) -> dict[str, Any] | None:
     return None if law is None else {"slope": _num(law.slope), "interval": _pair(law.interval), "n_seeds": law.n_seeds,
-                                     "seeds_used": law.seeds_used}
+                                     "seeds_used": law.seeds_used, "residual_df": law.residual_df}
 
 
 def _scaling(law: ScalingLaw | None) -> dict[str, Any] | None:
@@ -146,11 +148,12 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         width, drift = suite.width_law(par), suite.drift(par)
         laws[par] = {
             "width": None if width is None else {"slope": _num(width.slope), "interval": _pair(width.interval),
-                                                 "n_seeds": width.n_seeds, "seeds_used": width.seeds_used},
+                                                 "n_seeds": width.n_seeds, "seeds_used": width.seeds_used,
+                                                 "residual_df": width.residual_df},
             "tokens": None if drift is None else {
                 "beta": _num(drift.beta), "interval": _pair(drift.interval), "curvature": _num(drift.curvature),
                 "curvature_interval": _pair(drift.curvature_interval), "lack_of_fit": drift.lack_of_fit,
-                "n_seeds": drift.n_seeds, "seeds_used": drift.seeds_used},
+                "n_seeds": drift.n_seeds, "seeds_used": drift.seeds_used, "residual_df": drift.residual_df},
             "margin_tokens": _margin(suite.margin_law(par, "tokens")),
             "scaling": _scaling(suite.scaling(par)),
             "margin_width": _margin(suite.margin_law(par, "width")),

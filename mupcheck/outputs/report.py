@@ -75,8 +75,8 @@ def _results_header(grid: Grid, runs: int) -> str:
             parts.append(f"{column.replace('_', ' ')} {values[0]}" if column in read or column in stated
                          else f"{column.replace('_', ' ')} not stated")
     parts.append(f"lr_log2 {_rates_text(grid)} ({len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''})")
-    parts.append(f"seeds {', '.join(map(str, grid.seeds))}" if "seed" in read or len(grid.seeds) > 1 else
-                 "one seed (no seed column)")
+    parts.append(f"seeds {', '.join(map(str, grid.seeds))}" if len(grid.seeds) > 1 else
+                 f"one seed ({grid.seeds[0]})" if "seed" in read else "one seed (no seed column)")
     parts += [f"{key} {stated[key]}" if key in stated else f"{key} not stated" for key in ("optimizer", "schedule")]
     skipped = (f"; {grid.results.skipped} row(s) left out by [results.status] (not results: still running, "
                "killed, ...)" if grid.results.skipped else "")
@@ -196,7 +196,8 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             rows = [[str(w)] + [cell_text(optima[Cell(par, w, t, d, b)]) if Cell(par, w, t, d, b) in optima else "-"
                                 for t in grid.tokens] for w in grid.widths]
             out += [f"**{par}{name}**", "",
-                    table(["width \\ tokens"] + [format_tokens(t) for t in grid.tokens], rows), ""]
+                    table(["width \\ tokens"] + [format_tokens(t) if t else "not stated" for t in grid.tokens], rows),
+                    ""]
 
     if grid.joint:
         out += ["## Joint optimum", ""] + _joint_section(suite) + [""]

@@ -43,13 +43,17 @@ def test_censored_optima_are_left_out_not_fitted_as_exact():
     assert all(w_t not in {(c[0], c[1]) for c in fit.cells} for w_t in fit.censored)
 
 
-def test_interval_over_seeds_covers_the_truth_and_one_seed_has_none():
+def test_interval_over_seeds_covers_the_truth_and_one_seed_reads_it_off_the_residuals():
     df = curve_frame(drifting(0.3, a=-2.0), tokens=TOKENS, seeds=(0, 1, 2, 3, 4), seed_sd=0.2, lrs=WIDE_LRS)
     fit = fit_drift(df, "mup")
     lo, hi = fit.interval
     assert lo <= 0.3 <= hi and lo <= fit.beta <= hi and hi - lo < 0.5
-    one = fit_drift(curve_frame(drifting(0.3, a=-2.0), tokens=TOKENS, seeds=(0,), lrs=WIDE_LRS), "mup")
-    assert one.interval is None and "one seed: no interval" in one.sentence()
+    one = fit_drift(curve_frame(drifting(0.3, a=-2.0), tokens=TOKENS, seeds=(0,), seed_sd=0.2, lrs=WIDE_LRS), "mup")
+    lo, hi = one.interval  # one seed: from the cells' residuals about the law (issue 35)
+    assert one.residual_df > 0 and lo <= 0.3 <= hi and "from the cells' residuals" in one.sentence()
+    two_cells = fit_drift(curve_frame(drifting(0.3, a=-2.0), tokens=TOKENS[:2], widths=(32,), seeds=(0,),
+                                      lrs=WIDE_LRS), "mup")
+    assert two_cells.interval is None and "one seed: no interval" in two_cells.sentence()  # no residual freedom
 
 
 def test_width_law_is_flat_under_mup_and_falls_under_sp():
