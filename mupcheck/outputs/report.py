@@ -193,8 +193,12 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
             f"of `{key}`, so the optimum lies beyond.", ""]
     for par in grid.parametrization:
         for d, b, name in _slices(grid):
+            # a ragged table (a size ladder) lists only the widths it ran at this depth and batch size
+            widths = [w for w in grid.widths if any(grid.has_cell(Cell(par, w, t, d, b)) for t in grid.tokens)]
             rows = [[str(w)] + [cell_text(optima[Cell(par, w, t, d, b)]) if Cell(par, w, t, d, b) in optima else "-"
-                                for t in grid.tokens] for w in grid.widths]
+                                for t in grid.tokens] for w in widths]
+            if not rows:
+                continue
             out += [f"**{par}{name}**", "",
                     table(["width \\ tokens"] + [format_tokens(t) if t else "not stated" for t in grid.tokens], rows),
                     ""]
