@@ -110,7 +110,7 @@ def collect_results(grid: Grid) -> pd.DataFrame:
     s = grid.results
     if s is None:
         raise ValueError(f"{grid.path} trains its runs; collect them from the store")
-    found = read_results(s.path, grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
+    found = read_results(s.where(), grid.grid_dir, grid.path, dict(s.columns), s.duplicates, dict(s.picked),
                          dict(s.listed), SETTINGS_KEYS, s.ignore, dict(s.status))
     frame = found.frame
     # Depth and batch size: the table's columns where it has them (axes), else the grid's one value.

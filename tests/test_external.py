@@ -15,7 +15,8 @@ from mupcheck.errors import GridError
 from mupcheck.outputs.cli import main
 from mupcheck.outputs.json_report import SCHEMA
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.sources.tables import read_results, runs_table, write_results
+from mupcheck.sources.files import runs_table, write_results
+from mupcheck.sources.tables import read_results
 from mupcheck.spec import SETTINGS_KEYS, load_grid
 from mupcheck.store import Store
 

@@ -21,8 +21,9 @@ TORCH_FREE = ["mupcheck.outputs.plugin", "mupcheck.spec", "mupcheck.store", "mup
               "mupcheck.provenance", "mupcheck.frame", "mupcheck.analysis.optima", "mupcheck.analysis.transfer",
               "mupcheck.analysis.drift", "mupcheck.analysis.stability", "mupcheck.analysis.noise",
               "mupcheck.sources.tables"]
-# Imports inside functions (besides ray, an optional extra imported where it is used): each pays a measured
-# start-up cost only where it is needed, and says so in a comment.
+# Imports inside functions (besides the optional extras, each imported where it is used, so that mupcheck works
+# without them): each pays a measured start-up cost only where it is needed, and says so in a comment.
+OPTIONAL_EXTRAS = ("ray", "mlflow", "tensorboard", "optuna")
 MAX_INNER_IMPORTS = 2
 MAX_LINES = 600
 
@@ -82,7 +83,7 @@ def test_the_circle_finder_finds_a_circle():
 
 
 def _inner_imports() -> list[tuple[str, int, str, bool]]:
-    """(file, line, module, commented) of every import inside a function, besides ray."""
+    """(file, line, module, commented) of every import inside a function, besides the optional extras."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         lines = path.read_text().splitlines()
@@ -92,7 +93,7 @@ def _inner_imports() -> list[tuple[str, int, str, bool]]:
             for inner in ast.walk(node):
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
                     name = inner.module if isinstance(inner, ast.ImportFrom) else inner.names[0].name
-                    if name and name.split(".")[0] == "ray":
+                    if name and name.split(".")[0] in OPTIONAL_EXTRAS:
                         continue
                     around = lines[inner.lineno - 3:inner.lineno]
                     found.append((str(path.relative_to(ROOT)), inner.lineno, str(name),

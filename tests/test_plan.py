@@ -58,3 +58,24 @@ def test_plan_prints_per_arm_terms_when_the_arms_sweep_different_rates(capsys):
     assert main(["plan", str(Path(__file__).parent.parent / "grids" / "smoke.toml")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first == "smoke: 110 runs = mup: 2 widths x 5 rates x 5 seeds + sp: 2 widths x 6 rates x 5 seeds"
+
+
+def test_a_slice_of_budgets_is_planned_and_trained_with_the_grids_own_keys(tmp_path, capsys):
+    """`--tokens` cuts a grid to some of its budgets (what answers first); the runs are the whole grid's, so a
+    later run of the whole grid reuses them. A budget the grid does not have is one line naming the ones it has."""
+    from helpers import two_budget_grid
+
+    from mupcheck.outputs.cli import main
+
+    grid = two_budget_grid(tmp_path, "[-8, -6]")
+    store = tmp_path / "store"
+    assert main(["plan", str(grid), "--tokens", "2K"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny (only tokens 2K):" in out and "tiny: 4 runs = 1 arms x 2 widths x 2 rates x 1 seeds" in out
+    assert "training tokens on this machine" in out
+    assert main(["run", str(grid), "--store", str(store), "--tokens", "2048", "--no-progress"]) == 0
+    assert "4 trained, 0 reused" in capsys.readouterr().out
+    assert main(["run", str(grid), "--store", str(store), "--no-progress"]) == 0
+    assert "4 trained, 4 reused" in capsys.readouterr().out
+    assert main(["run", str(grid), "--store", str(store), "--tokens", "1M"]) == 2
+    assert "--tokens 1M: not in the grid's tokens (2K, 4K)" in capsys.readouterr().err

@@ -13,6 +13,7 @@ naming the file and the field, and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -27,13 +28,13 @@ from mupcheck.checks.coord import check_model, slope_table
 from mupcheck.collect import collect
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
-from mupcheck.fmt import parse_count
+from mupcheck.fmt import format_tokens, parse_count
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
-from mupcheck.plan import estimate_cost, plan_grid, refinement_advice
+from mupcheck.plan import estimate_cost, plan_grid, refinement_advice, repeated_data_warning
 from mupcheck.provenance import utc_now
-from mupcheck.sources.tables import runs_table, write_results
+from mupcheck.sources.files import runs_table, write_results
 from mupcheck.spec import (
     BACKENDS,
     PARAMETRIZATIONS,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "on CPU and on a GPU")
     plan.add_argument("grid", help="grid file, e.g. grids/cpu_depth.toml")
     _add_store(plan)
+    _add_slice(plan)
     plan.set_defaults(func=_cmd_plan)
 
     run = sub.add_parser("run", help="train every run of a grid that the store does not hold yet")
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", default=None, metavar="ADDRESS",
                      help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster for this run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_slice(run)
+    run.add_argument("--no-refine", action="store_true",
+                     help="train the coarse runs only; a later run without it adds the grid's [refine] stage")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="write reports/<grid>.md from the store, without training")
@@ -152,12 +157,19 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     grid = load_grid(args.grid)
     if grid.results is not None:
-        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.path}): nothing to train")
+        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.described}): nothing to train")
+    grid, sliced = _slice(grid, args)
+    if sliced:
+        print(f"{grid.name}{sliced}:")
     plan = plan_grid(grid, "cpu")
     store = Store.open(args.store) if args.store or os.environ.get(STORE_ENV) else None
     estimate = estimate_cost(plan, store)
     for line in estimate.lines():
         print(line)
+    print(f"  data: {plan.data.description}, {len(plan.data.train):,} training tokens on this machine")
+    warning = repeated_data_warning(plan)
+    if warning:
+        print(f"  {warning}")
     if grid.model not in ("gpt", "mlp"):
         print("  note: FLOPs per token are those of the built-in GPT of the same width and depth; your model's may "
               "differ, and so may the times")
@@ -175,17 +187,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise MupcheckError(f"--fuse must be >= 1, got {args.fuse}")
     grid = load_grid(args.grid)
     if grid.results is not None:
-        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.path}): nothing to train; "
-                            "judge them with `mupcheck report` or `pytest`")
+        raise MupcheckError(f"{args.grid} reads results trained elsewhere ({grid.results.described}): nothing to "
+                            "train; judge them with `mupcheck report` or `pytest`")
+    grid, sliced = _slice(grid, args)
     store = Store.open(args.store)
-    print(f"grid {args.grid}: {grid.name}, store {store.root}", file=sys.stderr)
+    coarse = " (coarse runs only)" if args.no_refine and grid.refine else ""
+    print(f"grid {args.grid}: {grid.name}{sliced}{coarse}, store {store.root}", file=sys.stderr)
     summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
-                       fuse=args.fuse, compile=args.compile, backend=args.backend, ray_address=args.ray_address)
+                       fuse=args.fuse, compile=args.compile, backend=args.backend, ray_address=args.ray_address,
+                       refine=not args.no_refine)
     print(summary.line())
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)
         return 130
     return 0
+
+
+def _add_slice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokens", type=_count, nargs="+", default=None, metavar="T",
+                        help="only these of the grid's budgets (1M 16M): a slice that answers first; its runs are "
+                             "the grid's own, so the whole grid reuses them")
+    parser.add_argument("--widths", type=int, nargs="+", default=None, metavar="W",
+                        help="only these of the grid's widths (as --tokens)")
+
+
+def _slice(grid: Grid, args: argparse.Namespace) -> tuple[Grid, str]:
+    """The grid cut to the budgets and widths `--tokens` and `--widths` name (each must be one of the grid's),
+    and how the progress line names the slice ("" for the whole grid)."""
+    parts: list[str] = []
+    changes: dict[str, Any] = {}
+    for axis, given in (("tokens", args.tokens), ("widths", args.widths)):
+        if given is None:
+            continue
+        values = getattr(grid, axis)
+        wanted = [int(round(v)) for v in given]
+        unknown = [v for v in wanted if v not in values]
+        if unknown:
+            shown = format_tokens if axis == "tokens" else str
+            raise MupcheckError(f"--{axis} {', '.join(map(shown, unknown))}: not in the grid's {axis} "
+                                f"({', '.join(map(shown, values))})")
+        changes[axis] = tuple(v for v in values if v in wanted)
+        parts.append(f"{axis} {', '.join(map(format_tokens if axis == 'tokens' else str, changes[axis]))}")
+    if not changes:
+        return grid, ""
+    return dataclasses.replace(grid, **changes), f" (only {'; '.join(parts)})"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ import mupcheck
 from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
-from mupcheck.sources.tables import result_files
 from mupcheck.spec import Grid
 
 __all__ = ["provenance_for"]
@@ -53,11 +52,11 @@ def provenance_for(suite: GridSuite, extra: dict[str, str]) -> dict[str, str]:
 def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:
     grid_path = Path(grid.path)
     assert grid.results is not None
-    files = result_files(grid.results.path, grid.grid_dir, grid.path)
+    files = grid.results.inputs  # what was read when the grid was parsed: (name, sha256, rows)
     averaged = int(df["key"].astype(str).str.contains(" + ", regex=False).sum())
     info = {
         "grid file": f"`{_shown_path(grid_path)}` (sha256 {hashlib.sha256(grid_path.read_bytes()).hexdigest()[:12]})",
-        "results": "; ".join(f"`{_shown_path(Path(f.path))}` (sha256 {f.sha256}, {f.rows} rows)" for f in files),
+        "results": "; ".join(_input_text(grid.results.source, name, sha, rows) for name, sha, rows in files),
         "runs": f"{len(df)} runs read, trained elsewhere (nothing was trained by mupcheck)"
                 + (f"; {averaged} of them averaged over reruns (duplicates = \"mean\")" if averaged else ""),
         "mupcheck": mupcheck.__version__,
@@ -66,6 +65,14 @@ def _results_provenance(grid: Grid, df: pd.DataFrame, extra: dict[str, str]) -> 
     }
     info.update(extra)
     return info
+
+
+def _input_text(source: str, name: str, sha256: str, rows: int) -> str:
+    """One input of a results grid: a file with its hash and rows, or a tracking system's runs with the hash of
+    the table read from them."""
+    if source == "table":
+        return f"`{_shown_path(Path(name))}` (sha256 {sha256}, {rows} rows)"
+    return f"{name} ({rows} runs; sha256 {sha256} of the runs read)"
 
 
 def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:

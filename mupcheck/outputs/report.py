@@ -78,8 +78,8 @@ def _results_header(grid: Grid, runs: int) -> str:
     parts.append(f"seeds {', '.join(map(str, grid.seeds))}" if len(grid.seeds) > 1 else
                  f"one seed ({grid.seeds[0]})" if "seed" in read else "one seed (no seed column)")
     parts += [f"{key} {stated[key]}" if key in stated else f"{key} not stated" for key in ("optimizer", "schedule")]
-    skipped = (f"; {grid.results.skipped} row(s) left out by [results.status] (not results: still running, "
-               "killed, ...)" if grid.results.skipped else "")
+    left_out = ", ".join(f"{n} {why}" for why, n in grid.results.left_out)
+    skipped = f"; {grid.results.skipped} left out, not results ({left_out})" if grid.results.skipped else ""
     return f"Results trained elsewhere (see Provenance): {'; '.join(parts)}. {runs} runs{skipped}."
 
 

@@ -1,12 +1,16 @@
-"""Results trained elsewhere, from a table: a sweep's CSV, JSONL or Parquet file read as runs.
+"""Results trained elsewhere, as runs: a sweep's CSV, JSONL or Parquet file, or a tracking system's store.
 
     rows = read_results("runs.csv", grid_dir="grids", grid_path="grids/theirs.toml", pick={"schedule": "cosine"})
+    read_results(Source(kind="optuna", storage="sqlite:///study.db", study="lr"), ...)   # a tracking system
     rows.frame        # one row per run: parametrization, width, tokens, lr_log2, seed, loss, status, ...
-    rows.files        # (path, sha256, rows) of every file read: the report's provenance
+    rows.files        # (what was read, sha256, rows) of every input: the report's provenance
+    rows.left_out     # (why, how many) of the runs that are not results (still running, pruned, ...)
     write_results(runs_table(records), "runs.csv")   # the other way: a store's records as such a table
 
 A grid names its results instead of a model (`results = "runs.csv"`, or a `[results]` table with a
-`[results.columns]` mapping). The files are CSV, JSONL or Parquet (Parquet through pandas and pyarrow, an
+`[results.columns]` mapping). A tracking system's store (`source = "mlflow"`, `"tensorboard"`, `"optuna"`) is
+read by its own module into a raw table of one row per run, in its own column names; from there every source
+is mapped, validated and judged alike. The files are CSV, JSONL or Parquet (Parquet through pandas and pyarrow, an
 optional extra), or a glob of several. Only the rate (`lr` or `lr_log2`) and `loss` are required; the other
 columns, after mapping: `width`, `tokens`, `seed`, `parametrization` (`mup`, `sp`, `custom`), `depth` and
 `batch_size` (axes, as in a grid that trains), `params` (the model's parameter count: a size ladder is ordered
@@ -35,8 +39,6 @@ grids at every collection, and importing pandas costs 0.8 s there (`python -X im
 from __future__ import annotations
 
 import dataclasses
-import glob
-import hashlib
 import json
 import math
 from collections.abc import Collection
@@ -47,13 +49,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mupcheck.errors import GridError
 from mupcheck.fmt import format_tokens
-from mupcheck.result import Checkpoint, RunRecord, RunResult
+from mupcheck.result import Checkpoint, RunResult
+from mupcheck.sources import files, mlflow_store, optuna_study, tensorboard_logs
+from mupcheck.sources.base import RUN_KEY, RawTable, ResultFile, Source, Where
 from mupcheck.vocab import PARAMETRIZATIONS, SKIP, STATUSES
 
-__all__ = ["REQUIRED", "ResultFile", "Results", "derived_axes", "read_results", "result_files", "runs_table",
-           "write_results"]
+__all__ = ["REQUIRED", "Results", "derived_axes", "read_results"]
 
 REQUIRED = ("loss",)  # and `lr` or `lr_log2`
 # The axes a table may leave out, with what a missing column means when the grid lists no single value for it.
@@ -65,15 +67,7 @@ _EMPTY_WORDS = ("", "nan", "none", "null", "na", "n/a")
 # The grid's axis keys and the columns they select.
 AXIS_COLUMNS = {"widths": "width", "tokens": "tokens", "lr_log2": "lr_log2", "seeds": "seed",
                 "parametrization": "parametrization", "depths": "depth", "batch_sizes": "batch_size"}
-RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
 _CURVE_PREFIX = "train_loss@"
-
-
-@dataclass(frozen=True)
-class ResultFile:
-    path: str
-    sha256: str
-    rows: int
 
 
 @dataclass(frozen=True)
@@ -83,31 +77,17 @@ class Results:
     frame: pd.DataFrame  # parametrization, width, tokens, lr_log2, seed, loss (NaN: diverged), status, key, ...
     files: tuple[ResultFile, ...]
     combined: int  # rows merged into others by duplicates = "mean"
-    skipped: int = 0  # rows left out: their status translated to `skip` (a run still running, killed, ...)
-    columns: tuple[str, ...] = ()  # the columns the files gave, after mapping (not empty in every row)
+    skipped: int = 0  # runs left out: not results (still running, killed, pruned, failed), or skipped by the grid
+    columns: tuple[str, ...] = ()  # the columns the source gave, after mapping (not empty in every row)
+    left_out: tuple[tuple[str, int], ...] = ()  # (why, how many) of the runs left out
 
 
-class _Where:
-    """Names a place in the input for messages: the grid's `results` key, a file, a row, a column."""
-
-    def __init__(self, grid_path: str):
-        self.grid_path = grid_path
-
-    def grid(self, message: str, key: str = "results") -> GridError:
-        return GridError(self.grid_path, key, message)
-
-    def file(self, path: str, message: str) -> GridError:
-        return GridError(path, None, message)
-
-    def cell(self, path: str, row: int, column: str, message: str) -> GridError:
-        return GridError(f"{path}: row {row}", column, message)
-
-
-def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
+def read_results(source: Source | str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
                  duplicates: str = "error", pick: dict[str, Any] | None = None,
                  axes: dict[str, tuple[Any, ...]] | None = None, settings: Collection[str] = (),
                  ignore: Collection[str] = (), status_map: dict[str, str] | None = None) -> Results:
-    """Read, map, validate and combine the runs of a results grid.
+    """Read, map, validate and combine the runs of a results grid, from its source (files, or a tracking
+    system's store: `Source.kind`; a string is the path of a file or a glob).
 
     `columns` maps our names to theirs (to "" to ignore ours); `pick` holds grid settings the user set (a
     results column of the same name keeps the rows that match it); `axes` holds axes the grid lists (widths,
@@ -115,22 +95,44 @@ def read_results(path_pattern: str, grid_dir: str | Path, grid_path: str, column
     found, or fill a missing column with the one value listed; `settings` names the columns that are grid
     settings (a setting with several values and none picked is two experiments: an error); `ignore` names
     their columns to drop; `status_map` translates their status values (to STATUSES or `skip`)."""
-    where = _Where(grid_path)
-    files = _files(path_pattern, Path(grid_dir), where)
-    memo = (tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files), grid_path,
-            _frozen(columns), duplicates, _frozen(pick), _frozen(axes), tuple(sorted(settings)), tuple(ignore),
-            _frozen(status_map))
-    if memo not in _READ:
-        _READ.clear()  # one table at a time: a grid is parsed, then its runs collected, from the same read
-        _READ[memo] = _read_runs(files, where, columns or {}, duplicates, pick or {}, axes or {}, set(settings),
-                                 ignore, status_map or {})
+    where = Where(grid_path)
+    source = Source(path=source) if isinstance(source, str) else source
+    stamp = _stamp(source, Path(grid_dir), where)
+    memo = (source, str(grid_dir), stamp, grid_path, _frozen(columns), duplicates, _frozen(pick), _frozen(axes),
+            tuple(sorted(settings)), tuple(ignore), _frozen(status_map))
+    if stamp is None or memo not in _READ:
+        readers = {"table": files.raw_tables, "mlflow": mlflow_store.raw_tables,
+                   "tensorboard": tensorboard_logs.raw_tables, "optuna": optuna_study.raw_tables}
+        raws = readers[source.kind](source, Path(grid_dir), where)
+        found = _judge_tables(raws, where, columns or {}, duplicates, pick or {}, axes or {}, set(settings), ignore,
+                              status_map or {})
+        _READ.clear()  # one source at a time: a grid is parsed, then its runs collected, from the same read
+        _READ[memo] = found
     found = _READ[memo]
     return dataclasses.replace(found, frame=found.frame.copy())
 
 
-# The last table read and what it was read with: parsing a results grid reads its table to learn its axes, and
+# The last source read and what it was read with: parsing a results grid reads its table to learn its axes, and
 # collecting its runs reads it again (a 20,000-row table takes seconds).
 _READ: dict[Any, Results] = {}
+
+
+def _stamp(source: Source, grid_dir: Path, where: Where) -> tuple | None:
+    """What says a source has not changed since it was read: its files' sizes and times (None: no such files,
+    read it again)."""
+    if source.kind == "table":
+        paths = files.files_of(source.path, grid_dir, where)
+    else:
+        local = {"mlflow": source.tracking_uri, "optuna": source.storage, "tensorboard": source.path}[source.kind]
+        target = Path(local.removeprefix("sqlite:///").removeprefix("file://"))
+        target = target if target.is_absolute() else grid_dir / target
+        if target.is_file():
+            paths = [target]
+        elif target.is_dir():
+            paths = sorted(p for p in target.rglob("*") if p.is_file())
+        else:
+            return None
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in paths)
 
 
 def _frozen(value: Any) -> Any:
@@ -142,77 +144,38 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _read_runs(files: list[Path], where: _Where, columns: dict[str, str], duplicates: str, pick: dict[str, Any],
-               axes: dict[str, tuple[Any, ...]], settings: set[str], ignore: Collection[str],
-               status_map: dict[str, str]) -> Results:
-    frames, infos, skipped, given = [], [], 0, set()
-    for f in files:
-        raw = _read(f, where)
-        infos.append(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], len(raw)))
-        raw = _prepare(raw, str(f), columns, ignore, where)
+def _judge_tables(raws: list[RawTable], where: Where, columns: dict[str, str], duplicates: str,
+                  pick: dict[str, Any], axes: dict[str, tuple[Any, ...]], settings: set[str], ignore: Collection[str],
+                  status_map: dict[str, str]) -> Results:
+    """Map, validate, translate and combine the raw tables' runs (the same for every source)."""
+    frames, given = [], set()
+    left_out: dict[str, int] = {}
+    for table in raws:
+        for reason, n in table.left_out:
+            left_out[reason] = left_out.get(reason, 0) + n
+        if table.frame.empty:
+            continue
+        raw = _prepare(table.frame, table.name, columns, ignore, where)
         given |= set(raw.columns)
-        raw, dropped = _translate_status(raw, str(f), status_map, where)
-        skipped += dropped
+        raw, dropped = _translate_status(raw, table.name, status_map, where)
+        if dropped:
+            left_out["[results.status] skip"] = left_out.get("[results.status] skip", 0) + dropped
         if raw.empty:
             continue
-        frames.append(_runs(raw, str(f), where, axes))
+        frames.append(_runs(raw, table.name, where, axes))
     if not frames:
-        raise where.grid(f"every row has a status translated to `{SKIP}` by [results.status]: no run to judge")
+        reasons = ", ".join(f"{n} {why}" for why, n in left_out.items()) or "none read"
+        raise where.grid(f"no run to judge: every run was left out ({reasons})")
     frame = pd.concat(frames, ignore_index=True)
     frame = _pick(frame, pick, settings, where)
     frame = _select(frame, axes, given, where)
     frame, combined = _combine(frame, duplicates, where)
-    return Results(frame.sort_values(_run_key(frame), ignore_index=True), tuple(infos), combined, skipped,
-                   tuple(sorted(given)))
-
-
-def result_files(path_pattern: str, grid_dir: str | Path, grid_path: str) -> tuple[ResultFile, ...]:
-    """The files a results grid reads, with their hashes and row counts (for provenance)."""
-    files = _files(path_pattern, Path(grid_dir), _Where(grid_path))
-    return tuple(ResultFile(str(f), hashlib.sha256(f.read_bytes()).hexdigest()[:12], _count_rows(f)) for f in files)
-
-
-def _count_rows(path: Path) -> int:
-    return len(_read(path, _Where(str(path))))
-
-
-def _files(pattern: str, grid_dir: Path, where: _Where) -> list[Path]:
-    full = pattern if Path(pattern).is_absolute() else str(grid_dir / pattern)
-    if any(c in pattern for c in "*?["):
-        found = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
-        if not found:
-            raise where.grid(f"no file matches {pattern!r} (globs are taken from the grid file's folder)")
-        return found
-    path = Path(full)
-    if not path.is_file():
-        raise where.grid(f"no such results file {pattern!r} (paths are taken from the grid file's folder: {path})")
-    return [path]
-
-
-def _read(path: Path, where: _Where) -> pd.DataFrame:
-    """The file as a table of strings and numbers, by its suffix."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            raw = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        elif suffix in (".jsonl", ".ndjson"):
-            raw = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".parquet":
-            raw = pd.read_parquet(path)
-        else:
-            raise where.file(str(path), "unknown format: results are .csv, .tsv, .jsonl (.ndjson) or .parquet")
-    except ImportError as e:
-        raise where.file(str(path), f"reading Parquet needs pyarrow: pip install 'mupcheck[parquet]' ({e})") from None
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise where.file(str(path), f"cannot be read as {suffix[1:]}: {str(e).splitlines()[0]}") from None
-    if raw.empty:
-        raise where.file(str(path), "has no rows")
-    raw.columns = [str(c).strip() for c in raw.columns]
-    return raw
+    return Results(frame.sort_values(_run_key(frame), ignore_index=True), tuple(t.info for t in raws), combined,
+                   sum(left_out.values()), tuple(sorted(given)), tuple(sorted(left_out.items())))
 
 
 def _prepare(raw: pd.DataFrame, path: str, mapping: dict[str, str], ignore: Collection[str],
-             where: _Where) -> pd.DataFrame:
+             where: Where) -> pd.DataFrame:
     """Drop the columns to ignore, map the others to our names, drop columns empty in every row, and check
     that the required ones are there."""
     dropped = set(ignore) | {theirs for ours, theirs in mapping.items() if not theirs}
@@ -250,7 +213,7 @@ def _empty(column: pd.Series) -> bool:
 
 
 def _translate_status(raw: pd.DataFrame, path: str, status_map: dict[str, str],
-                      where: _Where) -> tuple[pd.DataFrame, int]:
+                      where: Where) -> tuple[pd.DataFrame, int]:
     """Their status values as ours (`[results.status]`); rows translated to `skip` are left out and counted."""
     if not status_map or "status" not in raw.columns:
         return raw, 0
@@ -269,7 +232,7 @@ def _translate_status(raw: pd.DataFrame, path: str, status_map: dict[str, str],
     return out, int((~keep).sum())
 
 
-def _runs(raw: pd.DataFrame, path: str, where: _Where, axes: dict[str, tuple[Any, ...]]) -> pd.DataFrame:
+def _runs(raw: pd.DataFrame, path: str, where: Where, axes: dict[str, tuple[Any, ...]]) -> pd.DataFrame:
     """Parse every value, fill the axes the table leaves out, and judge each run's status."""
     rows = raw.index.to_numpy() + 1
     raw = raw.reset_index(drop=True)
@@ -342,7 +305,7 @@ def _parse_number(value: Any) -> float | None:
         return None
 
 
-def _filled(column: str, listed: dict[str, tuple[Any, ...]], path: str, where: _Where) -> Any:
+def _filled(column: str, listed: dict[str, tuple[Any, ...]], path: str, where: Where) -> Any:
     """A column the table leaves out: the one value the grid lists for it, else what it means (AXIS_DEFAULTS)."""
     values = listed.get(column)
     if values is None:
@@ -353,7 +316,7 @@ def _filled(column: str, listed: dict[str, tuple[Any, ...]], path: str, where: _
                            f"({', '.join(map(str, values))}): map the column, or list one value to fill it")
 
 
-def _numbers(raw: pd.DataFrame, column: str, path: str, where: _Where, empty_is_nan: bool = False,
+def _numbers(raw: pd.DataFrame, column: str, path: str, where: Where, empty_is_nan: bool = False,
              rows: np.ndarray | None = None) -> np.ndarray:
     values = []
     for k, value in enumerate(raw[column].tolist()):
@@ -369,7 +332,7 @@ def _row(rows: np.ndarray | None, k: int) -> int:
     return int(rows[k]) if rows is not None else k + 1
 
 
-def _integers(raw: pd.DataFrame, column: str, path: str, where: _Where, minimum: int,
+def _integers(raw: pd.DataFrame, column: str, path: str, where: Where, minimum: int,
               rows: np.ndarray | None = None) -> np.ndarray:
     values = _numbers(raw, column, path, where, rows=rows)
     for k, x in enumerate(values):
@@ -379,7 +342,7 @@ def _integers(raw: pd.DataFrame, column: str, path: str, where: _Where, minimum:
     return values.astype(np.int64)
 
 
-def _rates(raw: pd.DataFrame, path: str, where: _Where, rows: np.ndarray | None = None) -> np.ndarray:
+def _rates(raw: pd.DataFrame, path: str, where: Where, rows: np.ndarray | None = None) -> np.ndarray:
     """log2 of the learning rate, from `lr_log2` or `lr` (rounded to 1e-6, so that a rate written the same in
     every cell is one rate); both columns must then agree."""
     out = None
@@ -408,7 +371,7 @@ def _rates(raw: pd.DataFrame, path: str, where: _Where, rows: np.ndarray | None 
 
 
 def _choices(raw: pd.DataFrame, column: str, allowed: tuple[str, ...], default: str, path: str,
-             where: _Where, rows: np.ndarray | None = None) -> np.ndarray:
+             where: Where, rows: np.ndarray | None = None) -> np.ndarray:
     if column not in raw.columns:
         return np.full(len(raw), default, dtype=object)
     values = [str(v).strip().lower() if str(v).strip() else default for v in raw[column].tolist()]
@@ -422,7 +385,7 @@ def _choices(raw: pd.DataFrame, column: str, allowed: tuple[str, ...], default: 
     return np.array(values, dtype=object)
 
 
-def _curves(raw: pd.DataFrame, path: str, where: _Where,
+def _curves(raw: pd.DataFrame, path: str, where: Where,
             rows: np.ndarray | None = None) -> list[tuple[Checkpoint, ...]] | None:
     """Each run's training curve, from `curve` (inline JSON list, or a file) or `train_loss@<step>` columns."""
     stepped = sorted((c for c in raw.columns if c.startswith(_CURVE_PREFIX)), key=lambda c: _step_of(c, path, where))
@@ -442,26 +405,25 @@ def _curves(raw: pd.DataFrame, path: str, where: _Where,
     return out
 
 
-def _step_of(column: str, path: str, where: _Where) -> int:
+def _step_of(column: str, path: str, where: Where) -> int:
     step = _parse_number(column[len(_CURVE_PREFIX):])
     if step is None or not math.isfinite(step) or step < 0:
         raise where.file(path, f"column {column!r}: the part after '@' must be a step number")
     return int(step)
 
 
-def _curve_cell(value: Any, base: Path, path: str, row: int, where: _Where) -> list[tuple[int, float]]:
-    """An inline JSON list of losses (evenly spaced steps), or a file: CSV with `step` and `loss`, or JSON."""
+def _curve_cell(value: Any, base: Path, path: str, row: int, where: Where) -> list[tuple[int, float]]:
+    """An inline JSON list (of losses at evenly spaced steps, or of [step, loss] pairs, as a tracking system's
+    metric history gives them), or a file: CSV with `step` and `loss`, or such a JSON list."""
     text = "" if value is None else str(value).strip()
     if not text or text.lower() == "nan":
         return []
     try:
         if text.startswith("["):
-            losses = json.loads(text)
-            return [(k + 1, float(v)) for k, v in enumerate(losses)]
+            return _curve_points(json.loads(text))
         file = base / text
         if file.suffix.lower() == ".json":
-            losses = json.loads(file.read_text(encoding="utf-8"))
-            return [(k + 1, float(v)) for k, v in enumerate(losses)]
+            return _curve_points(json.loads(file.read_text(encoding="utf-8")))
         table = pd.read_csv(file)
         if not {"step", "loss"} <= set(table.columns):
             raise where.cell(path, row, "curve", f"{file} needs columns `step` and `loss`, has "
@@ -471,7 +433,18 @@ def _curve_cell(value: Any, base: Path, path: str, row: int, where: _Where) -> l
         raise where.cell(path, row, "curve", f"cannot read the curve {text[:60]!r}: {str(e).splitlines()[0]}") from None
 
 
-def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: _Where) -> pd.DataFrame:
+def _curve_points(items: list[Any]) -> list[tuple[int, float]]:
+    """[loss, ...] at steps 1, 2, ... or [[step, loss], ...]; raises ValueError or TypeError on anything else."""
+    if not isinstance(items, list):
+        raise ValueError("not a list")
+    if items and all(isinstance(v, list) for v in items):
+        if any(len(v) != 2 for v in items):
+            raise ValueError("a [step, loss] pair has not two numbers")
+        return [(int(step), float(v)) for step, v in items]
+    return [(k + 1, float(v)) for k, v in enumerate(items)]
+
+
+def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: Where) -> pd.DataFrame:
     """Grid settings that are also result columns: keep the rows that match the grid; a column with several
     values and no grid setting to pick one is an error (two schedules are two experiments)."""
     for column in [c for c in frame.columns if not c.startswith("_") and c not in (*RUN_KEY, *AXIS_SETTINGS, "loss",
@@ -489,7 +462,7 @@ def _pick(frame: pd.DataFrame, pick: dict[str, Any], settings: set[str], where: 
     return frame
 
 
-def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], given: set[str], where: _Where) -> pd.DataFrame:
+def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], given: set[str], where: Where) -> pd.DataFrame:
     """Keep the values of the axes the grid lists; each listed value must have rows. (An axis the table left out
     was filled with the one value listed.)"""
     for key, values in axes.items():
@@ -504,7 +477,7 @@ def _select(frame: pd.DataFrame, axes: dict[str, tuple[Any, ...]], given: set[st
     return frame
 
 
-def _combine(frame: pd.DataFrame, duplicates: str, where: _Where) -> tuple[pd.DataFrame, int]:
+def _combine(frame: pd.DataFrame, duplicates: str, where: Where) -> tuple[pd.DataFrame, int]:
     """One row per run. Two rows of one run are an error, unless duplicates = "mean": their mean loss, and the
     worst status (a rerun that diverged makes the rate unreliable)."""
     key = _run_key(frame)
@@ -553,36 +526,3 @@ def derived_axes(frame: pd.DataFrame) -> dict[str, tuple[Any, ...]]:
         if column in frame:
             out[key] = tuple(sorted(int(v) for v in set(frame[column])))
     return out
-
-
-def runs_table(records: list[RunRecord], settings: Collection[str]) -> pd.DataFrame:
-    """Run records (a store's) as a results table that `read_results` reads back to the same runs: the
-    coordinates, the loss, the engine's status, the first loss and the checkpoints' training losses (so
-    that a run is judged unstable alike), and every setting (of `settings`) the run was trained with."""
-    rows = []
-    for record in records:
-        config, result = record.config, record.result
-        row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
-        row["lr"] = 2.0 ** float(config["lr_log2"])
-        row["loss"] = result.loss if result.status != "diverged" else math.nan
-        row["status"] = result.status
-        row["initial_loss"] = result.initial_loss
-        row["curve"] = json.dumps([c.train_loss for c in result.checkpoints])
-        row.update({k: v for k, v in config.items() if k not in row and k in settings})
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values(list(RUN_KEY), ignore_index=True)
-
-
-def write_results(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a results table by the file's suffix (.csv, .tsv, .jsonl, .parquet)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        table.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
-    elif suffix in (".jsonl", ".ndjson"):
-        table.to_json(path, orient="records", lines=True, double_precision=15)  # pandas keeps 10 digits by default
-    elif suffix == ".parquet":
-        table.to_parquet(path, index=False)
-    else:
-        raise GridError(str(path), None, "unknown format: write .csv, .tsv, .jsonl or .parquet")
-    return path

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from mupcheck.fmt import format_tokens
+from mupcheck.sources.base import KINDS, Source
 from mupcheck.vocab import AXES, MUP_ARMS, PARAMETRIZATIONS, Parametrization
 
 __all__ = ["AXES", "BACKENDS", "BUILTIN_MODELS", "BUILTIN_OPTIMIZERS", "Cell", "CoordCheckConfig",
@@ -132,9 +133,20 @@ class TransferSettings:
 @dataclass(frozen=True)
 class ResultsSettings:
     """`results = "runs.csv"`, or a `[results]` table: runs trained elsewhere, judged instead of trained
-    (mupcheck.sources)."""
+    (mupcheck.sources), from a file or a tracking system's store."""
 
-    path: str = _key("string")  # a file or a glob, from the grid file's folder
+    # Where the runs are: "table" (files), "mlflow", "tensorboard" or "optuna"; each needs its own keys
+    # (mupcheck.sources.base.REQUIRED_KEYS).
+    source: str = _key("choice", "table", choices=KINDS)
+    path: str = _key("string", "")  # table: a file or a glob, from the grid file's folder
+    tracking_uri: str = _key("string", "")  # mlflow: an mlruns/ folder, sqlite:///mlflow.db, or a server
+    experiment: str = _key("string", "")  # mlflow: the experiment's name
+    filter: str = _key("string", "")  # mlflow: a search filter in MLflow's syntax
+    logdir: str = _key("string", "")  # tensorboard: the log folder, one folder of event files per run
+    pattern: str = _key("string", "")  # tensorboard: the run folder's name with {fields} (w{width}_lr{lr})
+    curve: str = _key("string", "")  # mlflow: the metric, tensorboard: the scalar tag that is the training curve
+    storage: str = _key("string", "")  # optuna: the study's storage (sqlite:///study.db)
+    study: str = _key("string", "")  # optuna: the study's name
     # Two rows of one run: an error, or "mean" (GPU reruns of one seed differ: averaging is a choice).
     duplicates: Literal["error", "mean"] = _key("choice", "error", choices=("error", "mean"))
     # [results.columns]: our name = "their name" ("" ignores their column of our name: MLflow's own `status`).
@@ -143,12 +155,32 @@ class ResultsSettings:
     # [results.status]: their status = ours (ok, unstable, diverged, or skip: not a result, left out and counted).
     status: tuple[tuple[str, str], ...] = _key("status_map", ())
     # Not keys: what the grid file itself set, which the results must match (settings picked, axes listed), and
-    # what reading them found (the settings stated by the file or the table, rows skipped, columns given).
+    # what reading them found (the settings stated by the file or the table, the runs left out and why, the
+    # columns given, and what was read: (name, sha256, rows) per file or tracking-system table).
     picked: tuple[tuple[str, Any], ...] = ()
     listed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     stated: tuple[tuple[str, str], ...] = ()
-    skipped: int = 0
+    left_out: tuple[tuple[str, int], ...] = ()
     columns_read: tuple[str, ...] = ()
+    inputs: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def described(self) -> str:
+        """Where the runs are, in a few words: the file, or the tracking system's store and experiment."""
+        return {"table": self.path, "mlflow": f"MLflow {self.tracking_uri} experiment {self.experiment!r}",
+                "tensorboard": f"TensorBoard logs {self.logdir}",
+                "optuna": f"Optuna {self.storage} study {self.study!r}"}[self.source]
+
+    @property
+    def skipped(self) -> int:
+        """How many runs the source held that are not results (still running, pruned, skipped by the grid)."""
+        return sum(n for _, n in self.left_out)
+
+    def where(self) -> Source:
+        """Where the runs are, as the readers take it."""
+        return Source(kind=self.source, path=self.logdir if self.source == "tensorboard" else self.path,
+                      tracking_uri=self.tracking_uri, experiment=self.experiment, filter=self.filter,
+                      curve=self.curve, pattern=self.pattern, storage=self.storage, study=self.study)
 
 
 # What a [results.columns] table may map to: the run's coordinates and outcome, its curve, and any setting.

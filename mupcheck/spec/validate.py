@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mupcheck.errors import GridError
+from mupcheck.sources.base import KEY_HELP, KINDS, OPTIONAL_KEYS, REQUIRED_KEYS
 from mupcheck.spec.checks import check_combinations, check_transfer
 from mupcheck.spec.factories import FACTORY_RE, factory_depth
 from mupcheck.spec.schema import (
@@ -154,7 +155,7 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
     picked = tuple(sorted((k, raw[k]) for k in SETTINGS_KEYS if k in raw))
     listed = tuple((k, values[k]) for k in _RESULT_AXES if k in values)
     settings = dataclasses.replace(settings, picked=picked, listed=listed)
-    found = tables.read_results(settings.path, Path(path).parent, path, dict(settings.columns),
+    found = tables.read_results(settings.where(), Path(path).parent, path, dict(settings.columns),
                                 settings.duplicates, dict(picked), dict(listed), SETTINGS_KEYS, settings.ignore,
                                 dict(settings.status))
     derived = tables.derived_axes(found.frame)
@@ -170,7 +171,8 @@ def _parse_results_grid(raw: dict[str, Any], path: str) -> Grid:
         values[scalar] = values[axis][0]
     values.setdefault("base_depth", values["depths"][0])
     stated = _stated_settings(found.frame, dict(picked))
-    settings = dataclasses.replace(settings, stated=stated, skipped=found.skipped, columns_read=found.columns)
+    settings = dataclasses.replace(settings, stated=stated, left_out=found.left_out, columns_read=found.columns,
+                                   inputs=tuple((f.path, f.sha256, f.rows) for f in found.files))
     cells = tuple(sorted({Cell(str(p), int(w), int(t), int(d), int(b)) for p, w, t, d, b in zip(
         found.frame["parametrization"], found.frame["width"], found.frame["tokens"],
         found.frame["depth"] if "depth" in found.frame else [values["depth"]] * len(found.frame),
@@ -435,10 +437,23 @@ class _Validator:
             raise self.fail(key, 'must be the path of a results file (results = "runs.csv") or a [results] table '
                                  "with `path`")
         table = self._subtable(key, ResultsSettings)
-        if "path" not in val:
-            raise self.fail(f"{key}.path", "required key is missing: the results file (or a glob), from the grid "
-                                           "file's folder")
-        return ResultsSettings(**table.fields(ResultsSettings))
+        settings = ResultsSettings(**table.fields(ResultsSettings))
+        self._source_keys(key, val, settings.source)
+        return settings
+
+    def _source_keys(self, key: str, val: dict[str, Any], kind: str) -> None:
+        """Each source kind's own keys: those it needs are there, and none of another kind's."""
+        for name in REQUIRED_KEYS[kind]:
+            if name not in val:
+                what = KEY_HELP[name]
+                raise self.fail(f"{key}.{name}", f"required key is missing: {what}" + (
+                    "" if kind == "table" else f' (source = "{kind}")'))
+        own = set(REQUIRED_KEYS[kind]) | set(OPTIONAL_KEYS[kind])
+        for name in sorted(KEY_HELP):
+            if name in val and name not in own:
+                kinds = [k for k in KINDS if name in REQUIRED_KEYS[k] + OPTIONAL_KEYS[k]]
+                raise self.fail(f"{key}.{name}", f"belongs to source = {' or '.join(map(repr, kinds))}; this "
+                                                 f"[results] table reads source = {kind!r}")
 
     def column_map(self, key: str) -> tuple[tuple[str, str], ...]:
         val = self.raw[key]

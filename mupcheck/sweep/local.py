@@ -87,8 +87,9 @@ class Engine:
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
              show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
              worker: int | None = None, backend: str | None = None, ray_address: str | None = None,
-             peers: int = 1) -> SweepSummary:
+             peers: int = 1, refine: bool = True) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
+    With `refine` False, only the coarse runs (a grid's `[refine]` stage is left for a later call).
 
     `workers`: training processes (0: automatic, one per CPU core for a CPU sweep that is the only process
     training it, else one). `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's
@@ -113,11 +114,11 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
     try:
         _train_missing(plan, store, summary, bar, workers, engine, device, share)
         # Refinement runs are planned from the coarse records, so they start once every coarse run is in.
-        extra = refinement_configs(grid, collect_coarse(plan, store))
+        extra = refinement_configs(grid, collect_coarse(plan, store)) if refine else []
         if extra:
-            refine = dataclasses.replace(plan, configs=tuple(extra))
-            bar.add_runs(refine.costs())
-            _train_missing(refine, store, summary, bar, workers, engine, device, share)
+            refined = dataclasses.replace(plan, configs=tuple(extra))
+            bar.add_runs(refined.costs())
+            _train_missing(refined, store, summary, bar, workers, engine, device, share)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

@@ -4,8 +4,8 @@ The CPU suite proves the batched engines' arithmetic in float64 (tests/engine/te
 prove the CUDA path itself, where vmap over the fused attention kernels once trained NaN or wrong
 models while every CPU test passed: per-step losses of batched members against solo runs of the
 `gpu_reference` GPT shape (depth 4, head_dim 32, batch 32 x 256) at widths 128, 256 and 512, a member
-leaving the batch, bf16 autocast, eager and compiled, the user-model (vmap) path, the canary, and a
-small grid end to end.
+leaving the batch, bf16 autocast, eager and compiled, the user-model (vmap) path, the depth rule, SP's
+readout multiplier and per-run Adam beta2/epsilon, the canary, and a small grid end to end.
 
 GPU training is not bit-reproducible (nondeterministic kernels), so batched members are compared with
 solo runs within a tolerance measured the same way the canary measures it: two solo runs of the same
@@ -82,10 +82,28 @@ def test_user_model_path_follows_solo_runs_on_cuda(tmp_path, step_losses, width,
     _check_against_solo(tmp_path, step_losses, width, engine="vmap")
 
 
-def _check_against_solo(tmp_path, step_losses, width: int, engine: str, compile: bool = False) -> None:
-    """Four members at lr 2^-11..2^-5 (one leaving the batch half way) against solo runs, step by step."""
+# The CUDA paths the last wave changed, each equal to solo runs in float64 on CPU (tests/engine/test_fused.py)
+# but never run on a GPU: the depth rule (each residual branch multiplied by (depth / base_depth)^-alpha, the
+# hidden blocks' Adam epsilon in their own optimizer group), SP's readout with an output multiplier, and Adam's
+# beta2 and epsilon set per run.
+CHANGED_PATHS = {
+    "depth_rule": dict(depth_alpha=1.0, base_depth=2),
+    "sp_output_mult": dict(parametrization="sp", output_mult=4.0),  # SP at width 128: rates 2^-13..2^-7
+    "adam_beta2_eps": dict(adam_beta2=0.99, adam_eps=1e-6),
+}
+
+
+@pytest.mark.parametrize("path", sorted(CHANGED_PATHS))
+def test_the_changed_cuda_paths_follow_their_solo_runs(tmp_path, step_losses, path):
+    rates = (-13, -11, -9, -7) if path == "sp_output_mult" else (-11, -9, -7, -5)  # SP diverges at 2^-5 here
+    _check_against_solo(tmp_path, step_losses, 128, engine="native", overrides=CHANGED_PATHS[path], rates=rates)
+
+
+def _check_against_solo(tmp_path, step_losses, width: int, engine: str, compile: bool = False,
+                        overrides: dict | None = None, rates: tuple[int, ...] = (-11, -9, -7, -5)) -> None:
+    """Four members at `rates` (one leaving the batch half way) against solo runs, step by step."""
     data = load_data("synthetic")
-    group = [_cfg(tmp_path, width, lr) for lr in (-11, -9, -7, -5)]
+    group = [dataclasses.replace(_cfg(tmp_path, width, lr), **(overrides or {})) for lr in rates]
     group[1] = dataclasses.replace(group[1], tokens=group[1].tokens // 2)  # leaves the batch half way
     results = train_fused(group, data, DEVICE, compile=compile)
     batched = {cfg: _per_step(step_losses, cfg) for cfg in group}

@@ -1,0 +1,119 @@
+"""What every source of results shares: where a grid's runs come from, a raw table of them, and how a message
+names a place in it.
+
+    source = Source(kind="mlflow", tracking_uri="sqlite:///mlflow.db", experiment="sweep")
+    RawTable(name, frame, info)    # one row per run, in the source's own column names, with its provenance
+
+The readers (`tables` for files, `mlflow_store`, `tensorboard_logs`, `optuna_study`) each turn their source
+into raw tables; `tables` then maps, validates and judges every raw table alike. Plain values only: the
+readers sit below the grid's schema (`mupcheck.spec` builds a `Source` from its `[results]` table), which
+parses every grid at each pytest collection: this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mupcheck.errors import GridError
+
+if TYPE_CHECKING:  # pandas is imported by the readers, not here: the grid's schema imports this module
+    import pandas as pd
+
+__all__ = ["KEY_HELP", "KINDS", "OPTIONAL_KEYS", "REQUIRED_KEYS", "RUN_KEY", "RawTable", "ResultFile", "Source",
+           "Where", "frame_digest", "missing_extra", "sqlite_from"]
+
+# The sources a `[results]` table may name (`source = "..."`): files, or a tracking system's own store.
+KINDS = ("table", "mlflow", "tensorboard", "optuna")
+# What makes one run: two rows with the same values of these are two reruns of it.
+RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
+# The `[results]` keys each kind needs, and those it may add (every other source key belongs to another kind).
+REQUIRED_KEYS = {"table": ("path",), "mlflow": ("tracking_uri", "experiment"), "tensorboard": ("logdir",),
+                 "optuna": ("storage", "study")}
+OPTIONAL_KEYS = {"table": (), "mlflow": ("filter", "curve"), "tensorboard": ("pattern", "curve"), "optuna": ()}
+# What each of those keys holds, for messages.
+KEY_HELP = {
+    "path": "the results file (or a glob), from the grid file's folder",
+    "tracking_uri": "the MLflow tracking store: an mlruns/ folder, sqlite:///mlflow.db, or a server's URI",
+    "experiment": "the MLflow experiment's name",
+    "filter": "an MLflow search filter (\"params.optimizer = 'adamw'\")",
+    "curve": "the metric (MLflow) or scalar tag (TensorBoard) whose history is the training curve",
+    "logdir": "the TensorBoard log folder, one folder of event files per run, from the grid file's folder",
+    "pattern": "the run folder's name with {fields} (\"w{width}_lr{lr}_s{seed}\")",
+    "storage": "the Optuna storage (sqlite:///study.db, from the grid file's folder)",
+    "study": "the Optuna study's name",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a results grid's runs come from, with what each kind needs (REQUIRED_KEYS, OPTIONAL_KEYS: the
+    `[results]` keys that set them)."""
+
+    kind: str = "table"
+    path: str = ""  # table: a file or a glob; tensorboard: the log folder (one subfolder per run)
+    tracking_uri: str = ""  # mlflow: an mlruns/ folder, sqlite:///mlflow.db, or a server's URI
+    experiment: str = ""  # mlflow: the experiment's name
+    filter: str = ""  # mlflow: a search filter ("params.optimizer = 'adamw'")
+    curve: str = ""  # mlflow: the metric, tensorboard: the scalar tag whose history is the training curve
+    pattern: str = ""  # tensorboard: the run folder's name, with {fields} (w{width}_lr{lr}_s{seed})
+    storage: str = ""  # optuna: the study's storage (sqlite:///study.db)
+    study: str = ""  # optuna: the study's name
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One input that was read, for provenance: a file, or a tracking system's run table."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One table of runs as a source gave it: their columns, one row per run; `left_out` counts the runs the
+    source knew of but are not results (still running, killed, pruned, failed), by reason."""
+
+    name: str  # what messages call it: a file's path, "sqlite:///mlflow.db experiment 'sweep'"
+    frame: pd.DataFrame
+    info: ResultFile
+    left_out: tuple[tuple[str, int], ...] = field(default=())
+
+
+class Where:
+    """Names a place in the input for messages: the grid's `results` key, a file, a row, a column."""
+
+    def __init__(self, grid_path: str):
+        self.grid_path = grid_path
+
+    def grid(self, message: str, key: str = "results") -> GridError:
+        return GridError(self.grid_path, key, message)
+
+    def file(self, path: str, message: str) -> GridError:
+        return GridError(path, None, message)
+
+    def cell(self, path: str, row: int, column: str, message: str) -> GridError:
+        return GridError(f"{path}: row {row}", column, message)
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A short hash of a table's content (a tracking system has no file to hash): its CSV text."""
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:12]
+
+
+def missing_extra(where: Where, kind: str, reader: str) -> GridError:
+    """The one line for a source whose optional extra is not installed."""
+    return where.grid(f"source = \"{kind}\" reads {reader}: pip install 'mupcheck[{kind}]'", key="results.source")
+
+
+def sqlite_from(given: str, grid_dir: Path) -> str:
+    """A `sqlite:///` URL with a relative path taken from the grid file's folder, as every path in a grid file
+    is; any other URL as given."""
+    if not given.startswith("sqlite:///"):
+        return given
+    path = Path(given.removeprefix("sqlite:///"))
+    return given if path.is_absolute() else f"sqlite:///{(grid_dir / path).resolve()}"
+

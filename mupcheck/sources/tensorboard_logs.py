@@ -1,0 +1,127 @@
+"""Runs logged as TensorBoard event files (`torch.utils.tensorboard.SummaryWriter`, nanoGPT-style trainers,
+torchtitan, Lightning): one folder per run under a log folder.
+
+    [results]
+    source = "tensorboard"
+    logdir = "runs"                          # from the grid file's folder
+    pattern = "w{width}_lr{lr}_s{seed}"      # optional: the run folder's name gives settings
+    curve = "train/loss"                     # optional: the scalar tag whose history is the training curve
+    [results.columns]
+    loss = "val/loss"                        # a scalar tag: its last value is the run's loss
+
+A run is a folder that holds event files (`events.out.tfevents.*`). Its row has the fields its name gives
+through `pattern` (`{name}` matches anything but `/` and `_`; the rest is matched as written), the
+hyperparameters of TensorBoard's hparams plugin (`SummaryWriter.add_hparams` writes them in the run's folder or
+a folder inside it), and the last value of every scalar tag, named by its tag. A run whose folder name does not
+fit the pattern is left out and counted. Read with TensorBoard's own event reader (the `tensorboard` extra:
+`pip install 'mupcheck[tensorboard]'`); tbparse, a wrapper over it, has had no release since 2024.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, missing_extra
+
+__all__ = ["pattern_regex", "raw_tables"]
+
+_EVENTS = "events.out.tfevents"
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """'w{width}_lr{lr}_s{seed}' as a regular expression with a named group per field."""
+    parts = re.split(r"\{(\w+)\}", pattern)
+    regex = "".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>[^/_]+)" for k, p in enumerate(parts))
+    return re.compile(f"^{regex}$")
+
+
+def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
+    """The log folder's runs as one raw table (see the module docstring)."""
+    try:  # an optional extra, imported where it is used (like ray)
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.plugins.hparams import plugin_data_pb2
+    except ImportError:
+        raise missing_extra(where, "tensorboard", "event files with TensorBoard's reader") from None
+    logdir = Path(source.path) if Path(source.path).is_absolute() else grid_dir / source.path
+    if not logdir.is_dir():
+        raise where.grid(f"no log folder {source.path!r} ({logdir}; paths are taken from the grid file's folder)",
+                         key="results.logdir")
+    try:
+        regex = pattern_regex(source.pattern) if source.pattern else None
+    except re.error as e:
+        raise where.grid(f"{source.pattern!r} is not a pattern of folder names: {e}", key="results.pattern") from None
+    folders = sorted({p.parent for p in logdir.rglob(f"{_EVENTS}*")})
+    # A folder inside a run's folder is part of that run (SummaryWriter.add_hparams writes its summary there).
+    runs = [f for f in folders if not any(other in f.parents for other in folders)]
+    if not runs:
+        raise where.grid(f"no event files ({_EVENTS}.*) under {source.path!r}", key="results.logdir")
+    rows, left_out = [], 0
+    for run in runs:
+        name = run.relative_to(logdir).as_posix()
+        row: dict[str, Any] = {"run": name}
+        if regex is not None:
+            match = regex.match(run.name)
+            if match is None:
+                left_out += 1
+                continue
+            row.update(match.groupdict())
+        row.update(_hparams(run, EventAccumulator, plugin_data_pb2))
+        scalars = _scalars(run, EventAccumulator)
+        row.update({tag: values[-1][1] for tag, values in scalars.items() if values})
+        if source.curve:
+            row["curve"] = json.dumps(scalars.get(source.curve, []), allow_nan=True)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    info = ResultFile(f"TensorBoard logs {source.path}" + (f" ({source.pattern})" if source.pattern else ""),
+                      frame_digest(frame), len(runs))
+    why = (("folder name does not fit the pattern", left_out),) if left_out else ()
+    return [RawTable(f"{source.path} (TensorBoard)", frame, info, why)]
+
+
+def _accumulator(folder: Path, accumulator: Any) -> Any:
+    acc = accumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(run: Path, accumulator: Any) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of the run's event files and of the folders inside it (add_hparams logs its metrics
+    there): (step, value), by step (NaN kept: a diverged run). The run's own tags win a clash."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for folder in [*_event_folders(run)[1:], run]:
+        acc = _accumulator(folder, accumulator)
+        for tag in acc.Tags().get("scalars", []):
+            values = sorted((int(e.step), float(e.value)) for e in acc.Scalars(tag))
+            out[tag] = [(s, v if math.isfinite(v) else math.nan) for s, v in values]
+    return out
+
+
+def _event_folders(run: Path) -> list[Path]:
+    """The run's folder, then every folder inside it that holds event files."""
+    inner = sorted({p.parent for p in run.rglob(f"{_EVENTS}*")} - {run})
+    return [run, *inner]
+
+
+def _hparams(run: Path, accumulator: Any, plugin_data_pb2: Any) -> dict[str, Any]:
+    """The hparams plugin's session values in the run's folder or a folder inside it (add_hparams puts them
+    there), by name."""
+    out: dict[str, Any] = {}
+    for folder in _event_folders(run):
+        acc = _accumulator(folder, accumulator)
+        try:
+            content = acc.PluginTagToContent("hparams")
+        except KeyError:  # no hparams in this folder
+            content = {}
+        for blob in content.values():
+            data = plugin_data_pb2.HParamsPluginData.FromString(blob)
+            if data.HasField("session_start_info"):
+                for name, value in data.session_start_info.hparams.items():
+                    kind = value.WhichOneof("kind")
+                    out[name] = getattr(value, kind) if kind else None
+    return out
