@@ -345,6 +345,8 @@ def test_a_source_whose_extra_is_missing_says_how_to_install_it(tmp_path, monkey
 def test_the_documented_source_tables_are_valid_keys(tmp_path):
     """Each `[results] source = ...` recipe in docs/imported.md passes the grid's key checks: loading it stops only
     at the store, which is not there."""
+    for extra in ("mlflow", "tensorboard", "optuna"):
+        pytest.importorskip(extra)
     docs = (Path(__file__).parents[1] / "docs" / "imported.md").read_text()
     recipes = [block for block in re.findall(r"```toml\n(.*?)```", docs, re.S) if "source = " in block]
     assert len(recipes) == 3

@@ -122,7 +122,9 @@ def test_a_user_width_sweep_with_empty_columns_breaks_where_the_widest_diverged(
             rows.append({"width": width, "tokens": "", "depth": "", "batch_size": "", "lr": 2.0**x,
                          "loss": "nan" if diverged else loss, "seed": 0})
     path = _write(tmp_path, pd.DataFrame(rows), par="mup")
-    suite = GridSuite(load_grid(path))
+    grid = load_grid(path)
+    assert grid.not_stated == ("tokens", "depth", "batch_size")  # their coordinates are placeholders, and say so
+    suite = GridSuite(grid)
     verdict = suite.verdicts["width[mup 96->768]"]
     assert verdict.outcome == "breaks" and "diverged" in verdict.reason, verdict.summary()
     assert suite.noise("mup").optimum is not None and suite.noise("mup").optimum.source == "law residuals"

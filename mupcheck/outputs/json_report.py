@@ -10,7 +10,8 @@ regrets are fractions (0.005 = 0.5%); intervals are 95%, `[lo, hi]` or null. A c
 learning rate optimum (null where the grid tunes another key); `optimum_log2` is the tuned key's.
 
     schema       "mupcheck.report/1"
-    grid         {name, path, imported}
+    grid         {name, path, imported, not_stated: the axes a results table never gave, whose coordinate in
+                 every cell (0, or the default depth and batch size) is a placeholder}
     tuned        {key, sweep_log2, joint}                    what each cell's curve runs along
     counts       {pass, fail, xfail, xpass, inconclusive}
     outcomes     [{id, kind, outcome, summary}]                 every check, as pytest shows it
@@ -165,7 +166,8 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
                                                   for t in suite.grid.tokens}
     return {
         "schema": SCHEMA,
-        "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported},
+        "grid": {"name": suite.grid.name, "path": suite.grid.path, "imported": suite.grid.imported,
+                 "not_stated": list(suite.grid.not_stated)},
         "tuned": {"key": suite.grid.tuned, "sweep_log2": list(suite.grid.sweep_log2), "joint": suite.grid.joint},
         "counts": counts,
         "outcomes": [{"id": o.check.id, "kind": o.check.kind, "outcome": o.outcome, "summary": o.summary}

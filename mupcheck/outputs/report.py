@@ -51,9 +51,10 @@ def _results_header(grid: Grid, runs: int) -> str:
     assert grid.results is not None
     stated = dict(grid.results.stated)
     read = set(grid.results.columns_read)
+    unstated = grid.not_stated
 
     def axis(name: str, column: str, values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
-        if column not in read and values == (0,):
+        if column in unstated:
             return f"{name} not stated"
         return f"{name} {', '.join(fmt(v) for v in values)}"
 
@@ -72,8 +73,8 @@ def _results_header(grid: Grid, runs: int) -> str:
         if len(values) > 1:
             parts.append(f"{name} {', '.join(map(str, values))}")
         else:
-            parts.append(f"{column.replace('_', ' ')} {values[0]}" if column in read or column in stated
-                         else f"{column.replace('_', ' ')} not stated")
+            parts.append(f"{column.replace('_', ' ')} not stated" if column in unstated
+                         else f"{column.replace('_', ' ')} {values[0]}")
     parts.append(f"lr_log2 {_rates_text(grid)} ({len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''})")
     parts.append(f"seeds {', '.join(map(str, grid.seeds))}" if len(grid.seeds) > 1 else
                  f"one seed ({grid.seeds[0]})" if "seed" in read else "one seed (no seed column)")

@@ -445,6 +445,21 @@ class Grid(RunSettings):
     def _cell_set(self) -> frozenset[Cell]:
         return frozenset(self.cells)
 
+    @property
+    def not_stated(self) -> tuple[str, ...]:
+        """The axes (AXES order) that a results grid's table and file never gave: their one coordinate in every
+        cell (0 for width and tokens, the default depth and batch size) is a placeholder, not a measurement."""
+        if self.results is None:
+            return ()
+        read, stated = set(self.results.columns_read), dict(self.results.stated)
+        out = []
+        for axis in AXES:
+            values = self.values(axis)
+            given = axis in read or (values != (0,) if axis in ("width", "tokens") else axis in stated)
+            if len(values) == 1 and not given:
+                out.append(axis)
+        return tuple(out)
+
     def values(self, axis: str) -> tuple[int, ...]:
         """The values the grid takes along an axis of AXES."""
         return {"width": self.widths, "tokens": self.tokens, "depth": self.depths or (self.depth,),
