@@ -17,6 +17,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,14 +221,14 @@ def _slice(grid: Grid, args: argparse.Namespace) -> tuple[Grid, str]:
         if given is None:
             continue
         values = getattr(grid, axis)
+        shown: Callable[[int], str] = format_tokens if axis == "tokens" else str
         wanted = [int(round(v)) for v in given]
         unknown = [v for v in wanted if v not in values]
         if unknown:
-            shown = format_tokens if axis == "tokens" else str
             raise MupcheckError(f"--{axis} {', '.join(map(shown, unknown))}: not in the grid's {axis} "
                                 f"({', '.join(map(shown, values))})")
         changes[axis] = tuple(v for v in values if v in wanted)
-        parts.append(f"{axis} {', '.join(map(format_tokens if axis == 'tokens' else str, changes[axis]))}")
+        parts.append(f"{axis} {', '.join(map(shown, changes[axis]))}")
     if not changes:
         return grid, ""
     return dataclasses.replace(grid, **changes), f" (only {'; '.join(parts)})"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pandas is imported by the readers, not here: the grid's sch
     import pandas as pd
 
 __all__ = ["KEY_HELP", "KINDS", "OPTIONAL_KEYS", "REQUIRED_KEYS", "RUN_KEY", "RawTable", "ResultFile", "Source",
-           "Where", "frame_digest", "missing_extra", "sqlite_from"]
+           "Where", "frame_digest", "local_store", "missing_extra"]
 
 # The sources a `[results]` table may name (`source = "..."`): files, or a tracking system's own store.
 KINDS = ("table", "mlflow", "tensorboard", "optuna")
@@ -109,11 +109,17 @@ def missing_extra(where: Where, kind: str, reader: str) -> GridError:
     return where.grid(f"source = \"{kind}\" reads {reader}: pip install 'mupcheck[{kind}]'", key="results.source")
 
 
-def sqlite_from(given: str, grid_dir: Path) -> str:
-    """A `sqlite:///` URL with a relative path taken from the grid file's folder, as every path in a grid file
-    is; any other URL as given."""
-    if not given.startswith("sqlite:///"):
-        return given
-    path = Path(given.removeprefix("sqlite:///"))
-    return given if path.is_absolute() else f"sqlite:///{(grid_dir / path).resolve()}"
-
+def local_store(source: Source, grid_dir: Path) -> Path | None:
+    """The file or folder on this machine that holds a tracking system's runs (an mlruns/ folder, a SQLite file,
+    a log folder), with a relative path taken from the grid file's folder, as every path in a grid file is;
+    None for a server's URI."""
+    given = {"mlflow": source.tracking_uri, "optuna": source.storage, "tensorboard": source.path}[source.kind]
+    for scheme in ("sqlite:///", "file://"):
+        if given.startswith(scheme):
+            given = given.removeprefix(scheme)
+            break
+    else:
+        if "://" in given:
+            return None
+    path = Path(given)
+    return path if path.is_absolute() else (grid_dir / path).resolve()

@@ -35,22 +35,20 @@ from typing import Any
 
 import pandas as pd
 
-from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, missing_extra, sqlite_from
+from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, local_store, missing_extra
 
 __all__ = ["raw_tables", "tracking_uri"]
 
 _PAGE = 1000  # runs per search request
 
 
-def tracking_uri(given: str, grid_dir: Path) -> str:
-    """The tracking URI with a relative path taken from the grid file's folder: 'mlruns' and 'sqlite:///x.db' are
-    relative to it, as every path in a grid file is; a server's URI is kept as it is."""
-    if given.startswith("sqlite:///"):
-        return sqlite_from(given, grid_dir)
-    if "://" in given and not given.startswith("file://"):
-        return given
-    path = Path(given.removeprefix("file://"))
-    return (path if path.is_absolute() else (grid_dir / path).resolve()).as_uri()
+def tracking_uri(source: Source, grid_dir: Path) -> str:
+    """The tracking URI with a store on disk (mlruns/, sqlite:///x.db) taken from the grid file's folder; a
+    server's URI as it is."""
+    path = local_store(source, grid_dir)
+    if path is None:
+        return source.tracking_uri
+    return f"sqlite:///{path}" if source.tracking_uri.startswith("sqlite:///") else path.as_uri()
 
 
 def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
@@ -60,8 +58,11 @@ def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise missing_extra(where, "mlflow", "runs with MLflow's client") from None
-    uri = tracking_uri(source.tracking_uri, grid_dir)
-    _check_store(uri, source.tracking_uri, where)
+    path = local_store(source, grid_dir)
+    if path is not None and not path.exists():  # MLflow would create an empty store and find no experiment
+        raise where.grid(f"no MLflow store at {source.tracking_uri!r} ({path}; paths are taken from the grid "
+                         "file's folder)", key="results.tracking_uri")
+    uri = tracking_uri(source, grid_dir)
     with _quiet(), _file_store_allowed(uri):
         try:
             client = MlflowClient(tracking_uri=uri)
@@ -93,19 +94,6 @@ def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
     info = ResultFile(f"MLflow {name}" + (f" where {source.filter}" if source.filter else ""), frame_digest(frame),
                       len(frame) + sum(left_out.values()))
     return [RawTable(name, frame, info, tuple(sorted(left_out.items())))]
-
-
-def _check_store(uri: str, given: str, where: Where) -> None:
-    """A store on disk must be there: MLflow would create an empty one and report no experiment."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-    elif uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://"))
-    else:
-        return
-    if not path.exists():
-        raise where.grid(f"no MLflow store at {given!r} ({path}; paths are taken from the grid file's folder)",
-                         key="results.tracking_uri")
 
 
 @contextlib.contextmanager

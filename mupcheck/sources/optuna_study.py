@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, missing_extra, sqlite_from
+from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, local_store, missing_extra
 
 __all__ = ["raw_tables"]
 
@@ -38,10 +38,11 @@ def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
         import optuna
     except ImportError:
         raise missing_extra(where, "optuna", "studies with Optuna") from None
-    uri = sqlite_from(source.storage, grid_dir)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise where.grid(f"no Optuna storage at {source.storage!r} ({uri.removeprefix('sqlite:///')}; paths are "
-                         "taken from the grid file's folder)", key="results.storage")
+    path = local_store(source, grid_dir) if source.storage.startswith("sqlite:///") else None
+    if path is not None and not path.is_file():
+        raise where.grid(f"no Optuna storage at {source.storage!r} ({path}; paths are taken from the grid file's "
+                         "folder)", key="results.storage")
+    uri = source.storage if path is None else f"sqlite:///{path}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         names = optuna.study.get_all_study_names(storage=uri)

@@ -52,7 +52,7 @@ import pandas as pd
 from mupcheck.fmt import format_tokens
 from mupcheck.result import Checkpoint, RunResult
 from mupcheck.sources import files, mlflow_store, optuna_study, tensorboard_logs
-from mupcheck.sources.base import RUN_KEY, RawTable, ResultFile, Source, Where
+from mupcheck.sources.base import RUN_KEY, RawTable, ResultFile, Source, Where, local_store
 from mupcheck.vocab import PARAMETRIZATIONS, SKIP, STATUSES
 
 __all__ = ["REQUIRED", "Results", "derived_axes", "read_results"]
@@ -77,9 +77,10 @@ class Results:
     frame: pd.DataFrame  # parametrization, width, tokens, lr_log2, seed, loss (NaN: diverged), status, key, ...
     files: tuple[ResultFile, ...]
     combined: int  # rows merged into others by duplicates = "mean"
-    skipped: int = 0  # runs left out: not results (still running, killed, pruned, failed), or skipped by the grid
     columns: tuple[str, ...] = ()  # the columns the source gave, after mapping (not empty in every row)
-    left_out: tuple[tuple[str, int], ...] = ()  # (why, how many) of the runs left out
+    # (why, how many) of the runs left out: not results (still running, killed, pruned, failed), or skipped by
+    # the grid's [results.status]
+    left_out: tuple[tuple[str, int], ...] = ()
 
 
 def read_results(source: Source | str, grid_dir: str | Path, grid_path: str, columns: dict[str, str] | None = None,
@@ -123,9 +124,9 @@ def _stamp(source: Source, grid_dir: Path, where: Where) -> tuple | None:
     if source.kind == "table":
         paths = files.files_of(source.path, grid_dir, where)
     else:
-        local = {"mlflow": source.tracking_uri, "optuna": source.storage, "tensorboard": source.path}[source.kind]
-        target = Path(local.removeprefix("sqlite:///").removeprefix("file://"))
-        target = target if target.is_absolute() else grid_dir / target
+        target = local_store(source, grid_dir)
+        if target is None:  # a server: no file says whether it changed
+            return None
         if target.is_file():
             paths = [target]
         elif target.is_dir():
@@ -171,7 +172,7 @@ def _judge_tables(raws: list[RawTable], where: Where, columns: dict[str, str], d
     frame = _select(frame, axes, given, where)
     frame, combined = _combine(frame, duplicates, where)
     return Results(frame.sort_values(_run_key(frame), ignore_index=True), tuple(t.info for t in raws), combined,
-                   sum(left_out.values()), tuple(sorted(given)), tuple(sorted(left_out.items())))
+                   tuple(sorted(given)), tuple(sorted(left_out.items())))
 
 
 def _prepare(raw: pd.DataFrame, path: str, mapping: dict[str, str], ignore: Collection[str],

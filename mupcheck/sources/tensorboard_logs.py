@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, missing_extra
+from mupcheck.sources.base import RawTable, ResultFile, Source, Where, frame_digest, local_store, missing_extra
 
 __all__ = ["pattern_regex", "raw_tables"]
 
@@ -48,8 +48,8 @@ def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
         from tensorboard.plugins.hparams import plugin_data_pb2
     except ImportError:
         raise missing_extra(where, "tensorboard", "event files with TensorBoard's reader") from None
-    logdir = Path(source.path) if Path(source.path).is_absolute() else grid_dir / source.path
-    if not logdir.is_dir():
+    logdir = local_store(source, grid_dir)
+    if logdir is None or not logdir.is_dir():
         raise where.grid(f"no log folder {source.path!r} ({logdir}; paths are taken from the grid file's folder)",
                          key="results.logdir")
     try:
