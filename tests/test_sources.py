@@ -139,7 +139,7 @@ def _log_mlflow(uri: str) -> None:
 def mlflow_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SQLite store and one file store (mlruns/) holding the same sweep, logged once per test module."""
     pytest.importorskip("mlflow")
-    folder = tmp_path_factory.mktemp("mlflow")
+    folder = tmp_path_factory.mktemp("mlflow store")  # a space: a file URI percent-encodes it
     _log_mlflow(f"sqlite:///{folder / 'mlflow.db'}")
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 writes a file store only when asked
     try:
