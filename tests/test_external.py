@@ -212,8 +212,10 @@ def test_cli_report_json_round_trip_and_refinement_advice(tmp_path, capsys):
                                      "resolution"}
     assert data["cells"][0]["optimum_log2"] == data["cells"][0]["lr_log2"]
     assert set(one) == {"id", "kind", "axis", "parametrization", "fixed", "at", "ref", "other", "outcome", "verdict",
-                        "transferred", "shift", "interval", "noise", "band", "band_source", "regret",
-                        "regret_interval", "regret_source", "regret_noise", "regret_diverged", "reason", "beta"}
+                        "transferred", "shift", "interval", "noise", "band", "band_outer", "band_sides",
+                        "band_source", "regret", "regret_interval", "regret_source", "regret_noise",
+                        "regret_diverged", "regret_read_at", "regret_diverged_nearby", "reason", "borderline",
+                        "beta"}
     assert set(data["stability"][0]) == {"id", "axis", "parametrization", "fixed", "ref", "other", "outcome",
                                          "transferred", "boundary", "boundary_censored", "margin", "interval",
                                          "min_margin", "reason"}

@@ -127,7 +127,7 @@ def test_a_user_width_sweep_with_empty_columns_breaks_where_the_widest_diverged(
     suite = GridSuite(grid)
     verdict = suite.verdicts["width[mup 96->768]"]
     assert verdict.outcome == "breaks" and "diverged" in verdict.reason, verdict.summary()
-    assert suite.noise("mup").optimum is not None and suite.noise("mup").optimum.source == "law residuals"
+    assert suite.noise("mup").optimum is not None and suite.noise("mup").optimum.source == "propagated"
 
 
 def test_one_entry_point_serves_both_kinds_of_grid(tmp_path):

@@ -301,10 +301,21 @@ def _hermite_minimum(x: np.ndarray, y: np.ndarray, t: np.ndarray, k: int) -> tup
 
     # d/du: 3 A u^2 + 2 B u + C
     a, b, c = 6 * ya + 3 * ta - 6 * yb + 3 * tb, -6 * ya - 4 * ta + 6 * yb - 2 * tb, ta
-    roots = np.roots([a, b, c]) if abs(a) > 1e-15 or abs(b) > 1e-15 else np.array([])
-    us = [0.0, 1.0] + [float(r.real) for r in np.atleast_1d(roots) if abs(r.imag) < 1e-12 and 0 < r.real < 1]
+    us = [0.0, 1.0] + [r for r in _real_roots(a, b, c) if 0 < r < 1]
     u = min(us, key=value)
     return float(x[k] + u * h), value(u)
+
+
+def _real_roots(a: float, b: float, c: float) -> list[float]:
+    """The real roots of a u^2 + b u + c, in closed form (np.roots solves an eigenproblem: 40x slower, and the
+    bootstrap of issue 41 calls this hundreds of thousands of times)."""
+    if abs(a) <= 1e-15:
+        return [-c / b] if abs(b) > 1e-15 else []
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return []
+    q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # the stable form: no cancellation
+    return [q / a] + ([c / q] if q != 0 else [])
 
 
 @dataclass(frozen=True)
@@ -317,6 +328,9 @@ class CurveShape:
     a_left: float  # curvature below x0, loss per log2^2 (NaN without a fit)
     a_right: float
     n_points: int
+    # The span of the points the fit used (log2): a loss read off the fit outside it is an extrapolation.
+    lo: float = math.nan
+    hi: float = math.nan
 
     @property
     def fitted(self) -> bool:
@@ -354,7 +368,8 @@ def fit_shape(xs: ArrayLike, ys: ArrayLike, x0: float) -> CurveShape:
     design = np.stack([np.ones_like(d), np.where(d < 0, d * d, 0.0), np.where(d >= 0, d * d, 0.0)], axis=1)
     (c, a_l, a_r), *_ = np.linalg.lstsq(design, y[keep], rcond=None)
     # A negative curvature (noise on a flat side) means no measurable rise there: zero, i.e. a wide band.
-    return CurveShape(x0, float(c), max(0.0, float(a_l)), max(0.0, float(a_r)), int(keep.sum()))
+    return CurveShape(x0, float(c), max(0.0, float(a_l)), max(0.0, float(a_r)), int(keep.sum()),
+                      float(x[keep].min()), float(x[keep].max()))
 
 
 # --- intervals over seeds --------------------------------------------------------------------------

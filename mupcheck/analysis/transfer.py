@@ -31,7 +31,6 @@ interval lies inside the band and no measured regret reaches past `max_regret`. 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -53,11 +52,13 @@ from mupcheck.analysis.curves import t_interval, widen
 from mupcheck.analysis.drift import axis_law, fit_drift
 from mupcheck.analysis.noise import Noise, NoiseModel, noise_model
 from mupcheck.analysis.optima import CellOptimum, find_optima
+from mupcheck.analysis.regret import MAX_BAND_LOG2, Band, Regret, one_seed_regret, paired_regret, regret_band
 from mupcheck.fmt import format_loss, format_tokens
 from mupcheck.spec import AXES, LR_BATCH_RULES, Cell, Grid, TransferSettings
 
-__all__ = ["MAX_BAND_LOG2", "Outcome", "Regret", "TransferError", "Verdict", "assert_transfer", "batch_rule_exponent",
-           "judge", "paired_regret", "regret_band", "rule_beta"]
+__all__ = ["BORDERLINE_LOG2", "BORDERLINE_REGRET", "MAX_BAND_LOG2", "Band", "Outcome", "Regret", "TransferError",
+           "Verdict", "assert_transfer", "batch_rule_exponent", "combined_half_width", "judge", "paired_regret",
+           "regret_band", "rule_beta"]
 
 
 class TransferError(AssertionError):
@@ -67,76 +68,10 @@ class TransferError(AssertionError):
 Outcome = Literal["transfers", "breaks", "inconclusive"]
 
 
-# A band wider than this (a flat curve: no regret anywhere near) is capped: the measured range is finite.
-MAX_BAND_LOG2 = 3.0
-
-
-@dataclass(frozen=True)
-class Regret:
-    """The relative extra loss, in the other cell, of using the transferred rate instead of its optimum."""
-
-    value: float  # mean over seeds (may be negative: noise, or a fitted optimum off the best run); inf: diverged
-    # 95%: over seeds, or from the noise model with one seed; where some seed diverged, the other seeds'
-    interval: tuple[float, float] | None
-    per_seed: tuple[float, ...]
-    source: str  # "measured", "interpolated", "fitted", or why it is unknown
-    at: float  # the rate it was read at (log2)
-    noise: str = ""  # where a one-seed interval's noise came from (NoiseModel.loss.source); "" over seeds
-
-    @property
-    def from_runs(self) -> bool:
-        """Read off real runs (every seed's own), not a fitted curve."""
-        return self.source in ("measured", "interpolated")
-
-    @property
-    def finite(self) -> list[float]:
-        """The seeds' regrets where the transferred rate did not diverge."""
-        return [r for r in self.per_seed if math.isfinite(r)]
-
-    def text(self) -> str:
-        if self.value == math.inf:
-            bad = sum(math.isinf(r) for r in self.per_seed)
-            rest = self.finite
-            others = ""
-            if rest:
-                iv = f" [{100 * self.interval[0]:.2f}, {100 * self.interval[1]:.2f}]" if self.interval else ""
-                others = f"; the other{'s' if len(rest) > 1 else ''} {100 * float(np.mean(rest)):.2f}%{iv}"
-            return f"diverged ({bad} of {len(self.per_seed)} seeds, {self.source}){others}"
-        if not math.isfinite(self.value):
-            return f"unknown ({self.source})"
-        iv = f" [{100 * self.interval[0]:.2f}, {100 * self.interval[1]:.2f}]" if self.interval else ""
-        noise = f", noise: {self.noise}" if self.noise else ""
-        return f"{100 * self.value:.2f}%{iv} ({self.source}{noise})"
-
-
-def paired_regret(other: CellOptimum, x: float, loss_noise: Noise | None = None) -> Regret:
-    """Regret of lr 2^x in the `other` cell. Per seed, from its own runs: its loss at x over its own smooth curve
-    at the cell's optimum (the least squares shape of `curves.fit_shape`, with x0 held at the optimum: a fit over
-    the seed's runs near it, never the run read at x), minus 1; both from the same seed, so the seed's level
-    cancels. A seed with no such fit is left out, except that a run that diverged at x counts as diverged. Needs
-    runs at (or on both sides of) x. The interval is over seeds, or with one seed from `loss_noise` (two reads
-    of one curve: sqrt(2) times its SD). Without runs near x, the cell's fitted shape's rise above its own
-    minimum, with no interval."""
-    at, source = other.seed_losses_at(x)
-    if at:
-        floors = other.seed_floors() if math.isfinite(other.optimum_log2) else {}
-        per_seed = tuple(math.inf if math.isinf(at[s]) else at[s] / floors[s] - 1
-                         for s in sorted(at) if math.isinf(at[s]) or s in floors)
-        if per_seed:
-            # A seed that diverged there makes the regret infinite; the interval is then the other seeds'.
-            finite = [r for r in per_seed if math.isfinite(r)]
-            value = math.inf if len(finite) < len(per_seed) else float(np.mean(finite))
-            if len(finite) >= 2:
-                return Regret(value, t_interval(finite), per_seed, source, x)
-            if len(finite) == 1 and loss_noise is not None:
-                half = loss_noise.half_width(math.sqrt(2) * (1 + finite[0]))
-                return Regret(value, (finite[0] - half, finite[0] + half), per_seed, source, x, loss_noise.source)
-            return Regret(value, None, per_seed, source, x)
-        source = "fitted"
-    fitted = other.shape.loss_at(x) if other.shape.fitted else math.nan
-    if math.isfinite(fitted) and other.xs[0] <= x <= other.xs[-1]:
-        return Regret(fitted / other.shape.c - 1, None, (), "fitted", x)
-    return Regret(math.nan, None, (), source, x)
+# A decisive verdict whose deciding bound lies this close to its threshold is marked borderline: the outcome
+# stands, but a reviewer should know that a little more data could move it (issue 41).
+BORDERLINE_REGRET = 0.0002  # 0.02 percentage points of regret
+BORDERLINE_LOG2 = 0.05  # of the band's edge
 
 
 @dataclass(frozen=True)
@@ -149,14 +84,23 @@ class Verdict:
     other: CellOptimum
     shift: float  # other optimum - transferred optimum, log2, mean over the paired seeds (NaN if none)
     interval: tuple[float, float] | None  # 95% interval of the shift, over the same seeds
-    band: tuple[float, float]  # shifts whose regret stays within max_regret: (-delta_right, +delta_left)
-    band_source: str  # "regret" (from the other cell's curvature) or "fixed" (tolerance_log2)
+    bands: Band  # the shifts whose regret stays within max_regret (mupcheck.analysis.regret)
     regret_at: Regret  # in the other cell at the transferred rate
     max_regret: float
     outcome: Outcome
     reason: str  # why this outcome, in a phrase
     beta: float = 0.0  # a rule's exponent (see drift_of): along tokens, transferred = ref - beta * log2(T / T_ref)
     noise: str = "paired seeds"  # where the shift's interval came from: paired seeds, or the noise model's source
+    borderline: str = ""  # why a decisive outcome is borderline (its deciding bound near its threshold); "" if not
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """The shifts known to cost at most max_regret: (-delta_right, +delta_left)."""
+        return self.bands.inner
+
+    @property
+    def band_source(self) -> str:
+        return self.bands.source
 
     @property
     def regret(self) -> float:
@@ -194,9 +138,10 @@ class Verdict:
         else:
             shift = "no optimum to compare"
         why = (f"at most {100 * self.max_regret:g}% regret" if self.band_source == "regret" else "tolerance_log2")
-        band = (f"allowed {self.band[0]:+.2f} .. {self.band[1]:+.2f} log2 ({why})" if all(map(math.isfinite, self.band))
-                else "no band")
-        return f"{c.title()}: {self.outcome.upper()}: {shift}; {band}; regret {self.regret_at.text()}; {self.reason}"
+        band = (f"allowed {self.bands.text()} log2 ({why})" if all(map(math.isfinite, self.band)) else "no band")
+        edge = f" (BORDERLINE: {self.borderline})" if self.borderline else ""
+        return (f"{c.title()}: {self.outcome.upper()}{edge}: {shift}; {band}; regret {self.regret_at.text()}; "
+                f"{self.reason}")
 
     def message(self) -> str:
         """Both cells, both optima with intervals, the shift, the band, the regret, and the curves behind them."""
@@ -217,24 +162,6 @@ class Verdict:
         return "\n".join(lines)
 
 
-def regret_band(other: CellOptimum, settings: TransferSettings) -> tuple[tuple[float, float], str]:
-    """The shifts (other optimum - transferred lr) that cost at most `max_regret` in the other cell: a
-    positive shift puts the transferred lr below the optimum, on the curve's left side, so its limit is
-    sqrt(max_regret * c / a_left), from the curvature fitted around the cell's optimum with x0 held there
-    (so the band and the shift are measured from the same optimum); or +-tolerance_log2 when the grid
-    fixes it."""
-    if settings.tolerance_log2 is not None:
-        return (-settings.tolerance_log2, settings.tolerance_log2), "fixed"
-    shape = other.shape
-
-    def limit(a: float) -> float:
-        if not math.isfinite(a):
-            return math.nan
-        return MAX_BAND_LOG2 if a <= 0 else min(MAX_BAND_LOG2, math.sqrt(settings.max_regret * shape.c / a))
-
-    return (-limit(shape.a_right), limit(shape.a_left)), "regret"
-
-
 def judge(comp: Comparison, optima: dict[Cell, CellOptimum],
           settings: TransferSettings = TransferSettings(), beta: float = 0.0,
           noise: NoiseModel | None = None) -> Verdict:
@@ -247,28 +174,29 @@ def judge(comp: Comparison, optima: dict[Cell, CellOptimum],
     ref, other = optima[comp.cell(comp.ref)], optima[comp.cell(comp.other)]
     if noise is None:
         noise = noise_model({comp.cell(comp.ref): ref, comp.cell(comp.other): other}, comp.parametrization)
-    band, band_source = regret_band(other, settings)
+    band = regret_band(other, settings)
     drift = drift_of(comp, beta)
     shift, interval, source = math.nan, None, ""
     regret = Regret(math.nan, None, (), "no optimum", math.nan)
     if ref.found:
-        regret = paired_regret(other, ref.optimum_log2 - drift, noise.loss)
+        regret = paired_regret(other, ref.optimum_log2 - drift, noise.loss_of(other))
         if other.found:
-            shift, interval, source = _shift(ref, other, drift, noise.optimum)
-            if len(regret.finite) == 1 and regret.interval is not None:
-                regret = _one_seed_regret(regret, shift, interval, other)
-    outcome, reason = _decide(ref, other, interval, band, regret, settings.max_regret)
-    return Verdict(comp, ref, other, shift, interval, band, band_source, regret, settings.max_regret, outcome,
-                   reason, beta, source)
+            shift, interval, source = _shift(ref, other, drift, noise)
+            if regret.from_runs and len(regret.finite) == 1 and regret.interval is not None:
+                regret = one_seed_regret(regret, shift, interval, other)
+    decision = _decide(ref, other, interval, band, regret, settings.max_regret)
+    return Verdict(comp, ref, other, shift, interval, band, regret, settings.max_regret, decision.outcome,
+                   decision.reason, beta, source, decision.borderline)
 
 
 def _shift(ref: CellOptimum, other: CellOptimum, drift: float,
-           noise: Noise | None) -> tuple[float, tuple[float, float] | None, str]:
+           noise: NoiseModel) -> tuple[float, tuple[float, float] | None, str]:
     """(shift, its 95% interval, where the interval's noise came from). Paired over the seeds whose optimum was
     found in both cells, where there are two or more: seed s fixes init and data order in both, so its two optima
     are paired and their difference is what varies from seed to seed; point and interval rest on the same seeds.
-    Otherwise the difference of the cells' means, with `noise` (a seed's optimum SD) for each mean. A coarse
-    fit's resolution widens either interval."""
+    Otherwise the difference of the cells' means, each with its cell's noise of one seed's optimum (the noise
+    model's, with what the cell's rates can resolve in quadrature). A coarse fit's resolution widens the paired
+    interval (a systematic error the seeds share); the noise model's already holds it."""
     a, b = dict(ref.seed_optima), dict(other.seed_optima)
     diffs = [b[s] - (a[s] - drift) for s in sorted(set(a) & set(b)) if math.isfinite(a[s]) and math.isfinite(b[s])]
     resolution = math.hypot(ref.resolution, other.resolution)
@@ -277,95 +205,132 @@ def _shift(ref: CellOptimum, other: CellOptimum, drift: float,
         return round(float(np.mean(diffs)), 9) + 0.0, widen(t_interval(diffs), resolution), "paired seeds"
     ra, rb = ref.found_optima, other.found_optima
     shift = round(float(np.mean(rb) - (np.mean(ra) - drift)), 9) + 0.0
-    if noise is None:
+    na, nb = noise.optimum_of(ref), noise.optimum_of(other)
+    if na is None or nb is None:
         return shift, None, ""
-    half = math.hypot(noise.half_width(math.sqrt(1 / len(ra) + 1 / len(rb))), resolution)
-    return shift, (shift - half, shift + half), noise.source
+    # The cells' noise already holds their rates' resolution (NoiseModel.optimum_of): not added again.
+    half = combined_half_width((na, len(ra)), (nb, len(rb)))
+    return shift, (shift - half, shift + half), na.source if na.source == nb.source else f"{na.source}, {nb.source}"
 
 
-def _one_seed_regret(regret: Regret, shift: float, interval: tuple[float, float] | None,
-                     other: CellOptimum) -> Regret:
-    """A regret read in one seed rests on two noisy optima: the transferred rate, and the other cell's optimum
-    its floor is read at, each as far off as one seed's optimum. Its interval (the loss noise of two reads)
-    therefore also spans what the regret would be at either end of the shift's interval: down to the measured
-    regret scaled quadratically to the end nearest 0 (0 where the interval covers it), up to the other cell's
-    fitted shape at the far end. Without this, a comparison whose optimum does not move broke whenever one
-    seed's optima fell apart by their own noise on a steep curve (6% of simulated one-seed sweeps, issue 34)."""
-    assert regret.interval is not None
-    (measured,) = regret.finite
-    noise_lo, noise_hi = measured - regret.interval[0], regret.interval[1] - measured
-    if interval is None or not math.isfinite(shift):
-        return dataclasses.replace(regret, interval=None)
-    lo, hi = interval
-    near = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
-    far = max(abs(lo), abs(hi))
-    side = other.shape.a_left if shift > 0 else other.shape.a_right  # shift > 0: the transferred rate lies below
-    shaped = side * far**2 / other.shape.c if other.shape.fitted and other.shape.c > 0 else 0.0
-    scaled = max(measured, 0.0) * (near / abs(shift)) ** 2 if abs(shift) > 1e-9 else 0.0
-    return dataclasses.replace(regret, interval=(min(measured, scaled) - noise_lo,
-                                                 max(measured, shaped) + noise_hi))
+def combined_half_width(*terms: tuple[Noise, int]) -> float:
+    """The 95% half-width of a sum of means, each of `n` values with SD `noise.sd`: Student's t at the smallest
+    degrees of freedom among them (conservative where they differ)."""
+    sd = math.sqrt(sum(n.sd**2 / k for n, k in terms))
+    worst = min(terms, key=lambda t: t[0].df)[0]
+    return worst.quantile() * sd
+
+
+@dataclass(frozen=True)
+class _Decision:
+    outcome: Outcome
+    reason: str
+    borderline: str = ""
 
 
 def _decide(ref: CellOptimum, other: CellOptimum, interval: tuple[float, float] | None,
-            band: tuple[float, float], regret: Regret, max_regret: float) -> tuple[Outcome, str]:
+            band: Band, regret: Regret, max_regret: float) -> _Decision:
     for name, cell in (("reference", ref), ("other", other)):
         if not np.isfinite(cell.losses).any():
-            return "inconclusive", f"every learning rate of the {name} cell diverged: extend lr_log2 lower"
+            return _Decision("inconclusive", f"every learning rate of the {name} cell diverged: extend lr_log2 lower")
     measured = regret.from_runs and regret.per_seed
     if measured and all(map(math.isinf, regret.per_seed)):
         n = len(regret.per_seed)
-        return "breaks", (f"the transferred rate diverged in {'the' if n == 1 else f'every one of the {n}'} seed(s) "
-                          "of the other cell that ran it")
+        return _Decision("breaks", f"the transferred rate diverged in {'the' if n == 1 else f'every one of the {n}'} "
+                                   "seed(s) of the other cell that ran it")
+    if regret.lower_bound and regret.value == math.inf and all(map(math.isinf, regret.per_seed)):
+        return _Decision("breaks", f"a rate between the transferred rate and the other cell's optimum (2^"
+                                   f"{regret.read_at:.2f}) diverged in every seed that ran it")
     for name, cell in (("reference", ref), ("other", other)):
         if cell.censored:
             side = "lower" if cell.censored == "low" else "upper"
-            return "inconclusive", f"the {name} cell's optimum is censored on the {side} edge: extend lr_log2"
+            return _Decision("inconclusive", f"the {name} cell's optimum is censored on the {side} edge: extend "
+                                             "lr_log2")
         if not cell.found:
-            return "inconclusive", (f"the {name} cell's optimum is not located: fewer than half of its seeds' "
-                                    "optima were found (pinned or censored); refine the rates near it")
-    if measured and regret.interval and regret.interval[0] > max_regret:
+            return _Decision("inconclusive", f"the {name} cell's optimum is not located: fewer than half of its seeds' "
+                                             "optima were found (pinned or censored); refine the rates near it")
+    if (measured or regret.lower_bound) and regret.interval and regret.interval[0] > max_regret:
+        near = _near(regret.interval[0] - max_regret, BORDERLINE_REGRET,
+                     f"the regret's lower end {100 * regret.interval[0]:.3f}% is within 0.02 points of max_regret")
+        if near and interval is not None and _outside(interval, band.outer) >= BORDERLINE_LOG2:
+            near = ""  # the shift's interval breaks it too, clear of the band's edge: two pieces of evidence agree
+        if regret.lower_bound:
+            return _Decision("breaks", f"the regret at the transferred rate is at least the regret of the run at 2^"
+                                       f"{regret.read_at:.2f}, between it and the other cell's optimum, whose "
+                                       "interval lies above max_regret", near)
         if regret.value == math.inf:
-            return "breaks", ("the transferred rate diverged in some seeds of the other cell, and the others' measured "
-                              "regret's interval lies above max_regret")
-        return "breaks", "the measured regret's interval lies above max_regret"
+            return _Decision("breaks", "the transferred rate diverged in some seeds of the other cell, and the others' "
+                                       "measured regret's interval lies above max_regret", near)
+        return _Decision("breaks", "the measured regret's interval lies above max_regret", near)
     if interval is None:
         a = {s for s, x in ref.seed_optima if math.isfinite(x)}
         b = {s for s, x in other.seed_optima if math.isfinite(x)}
         if not a & b and len(a) + len(b) > 2:
-            return "inconclusive", (f"the two cells share no seed with an optimum in both (seeds "
-                                    f"{', '.join(map(str, sorted(a)))} and {', '.join(map(str, sorted(b)))}), so the "
-                                    "shift cannot be paired; an unpaired one needs the noise of one seed's optimum: "
-                                    "two seeds located in some cell, or a [noise] table (optimum_sd_log2)")
-        return "inconclusive", ("one seed in a cell, and no noise estimate for it: add seeds, state the noise in a "
-                                "[noise] table (optimum_sd_log2), or sweep more cells for a law's residuals")
-    if not all(math.isfinite(x) for x in band):
-        return "inconclusive", ("the other cell's curve has too few usable rates on one side of its optimum to "
-                                "set the band; refine the rates there")
+            return _Decision("inconclusive", f"the two cells share no seed with an optimum in both (seeds "
+                                             f"{', '.join(map(str, sorted(a)))} and {', '.join(map(str, sorted(b)))}), "
+                                             "so the shift cannot be paired; an unpaired one needs the noise of one "
+                                             "seed's optimum: two seeds located in some cell, or a [noise] table "
+                                             "(optimum_sd_log2)")
+        return _Decision("inconclusive", "one seed in a cell, and no noise estimate for it: add seeds, state the noise "
+                                         "in a [noise] table (optimum_sd_log2), or sweep more cells for a law's "
+                                         "residuals")
+    if not all(math.isfinite(x) for x in band.inner):
+        return _Decision("inconclusive", "the other cell's curve has too few usable rates on one side of its optimum "
+                                         "to set the band; refine the rates there")
+    return _decide_band(interval, band, regret, max_regret, bool(measured))
+
+
+def _decide_band(interval: tuple[float, float], band: Band, regret: Regret, max_regret: float,
+                 measured: bool) -> _Decision:
+    """The shift's interval against the band (inner: known cheap; outer: known costly), and the regret."""
     lo, hi = interval
+    (inner_lo, inner_hi), (outer_lo, outer_hi) = band.inner, band.outer
     reaches = measured and (regret.interval is None or regret.interval[1] > max_regret or regret.value == math.inf)
-    if band[0] <= lo and hi <= band[1]:
+    reaches = reaches or (regret.lower_bound and regret.value > max_regret)
+    if inner_lo <= lo and hi <= inner_hi:
         if reaches:
             what = (f"the transferred rate diverged or was unusable in {sum(map(math.isinf, regret.per_seed))} "
                     "seed(s)" if any(map(math.isinf, regret.per_seed)) else
+                    f"the regret is at least {100 * regret.value:.2f}%" if regret.lower_bound else
                     "the measured regret has no interval (one seed, and no loss noise estimate)"
                     if regret.interval is None else
                     f"the measured regret's interval reaches {100 * regret.interval[1]:.2f}%, past max_regret")
-            return "inconclusive", f"the shift's interval lies inside the band, but {what}; add seeds"
-        return "transfers", "the shift's interval lies inside the band" + (
-            " and the measured regret's interval stays within max_regret" if measured else "")
-    if hi < band[0] or lo > band[1]:
+            return _Decision("inconclusive", f"the shift's interval lies inside the band, but {what}; add seeds")
+        near = "; ".join(filter(None, (
+            _near(min(lo - inner_lo, inner_hi - hi), BORDERLINE_LOG2,
+                  f"the shift's interval ends {min(lo - inner_lo, inner_hi - hi):.2f} log2 inside the band's edge"),
+            _near(max_regret - regret.interval[1], BORDERLINE_REGRET,
+                  f"the measured regret's upper end {100 * regret.interval[1]:.3f}% is within 0.02 points of "
+                  "max_regret") if measured and regret.interval else "")))
+        return _Decision("transfers", "the shift's interval lies inside the band" + (
+            " and the measured regret's interval stays within max_regret" if measured else ""), near)
+    if hi < outer_lo or lo > outer_hi:
         if measured and not reaches:
-            return "inconclusive", ("the shift's interval lies outside the band read off the fitted curvature, but "
-                                    "the measured regret's interval stays within max_regret: the curve is flatter "
-                                    "there than its fit; refine the rates")
-        return "breaks", "the shift's interval lies outside the band"
-    edge = band[0] if lo < band[0] else band[1]
+            return _Decision("inconclusive", "the shift's interval lies outside the band read off the fitted "
+                                             "curvature, but the measured regret's interval stays within max_regret: "
+                                             "the curve is flatter there than its fit; refine the rates")
+        gap = outer_lo - hi if hi < outer_lo else lo - outer_hi
+        return _Decision("breaks", "the shift's interval lies outside the band",
+                         _near(gap, BORDERLINE_LOG2, f"the shift's interval ends {gap:.2f} log2 past the band's edge"))
+    if (lo < inner_lo and inner_lo != outer_lo) or (hi > inner_hi and inner_hi != outer_hi):
+        return _Decision("inconclusive", "the other cell's runs bound the band's edge on that side without locating "
+                                         f"it (between {band.text()}): refine the rates there, or add seeds")
+    edge = inner_lo if lo < inner_lo else inner_hi
     also = ""
     if measured and regret.interval is not None and regret.interval[0] <= max_regret < regret.interval[1]:
         also = (f"; the measured regret ({100 * regret.interval[0]:.2f} .. {100 * regret.interval[1]:.2f}%) "
                 f"straddles max_regret too")
-    return "inconclusive", (f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at {edge:+.2f}"
-                            f"{also}: add seeds (or refine the rates)")
+    return _Decision("inconclusive", f"the shift's interval ({lo:+.2f} .. {hi:+.2f}) straddles the band's edge at "
+                                     f"{edge:+.2f}{also}: add seeds (or refine the rates)")
+
+
+def _outside(interval: tuple[float, float], band: tuple[float, float]) -> float:
+    """How far (log2) the interval lies outside the band; negative where they overlap."""
+    return max(band[0] - interval[1], interval[0] - band[1])
+
+
+def _near(gap: float, within: float, text: str) -> str:
+    return text if 0 <= gap < within else ""
 
 
 def assert_transfer(df: pd.DataFrame, axis: str = "width", parametrization: str = "mup",

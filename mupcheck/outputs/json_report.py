@@ -21,15 +21,25 @@ learning rate optimum (null where the grid tunes another key); `optimum_log2` is
                  (resolution: a coarse fit's systematic error in log2, 0 for the local fit)
                  (joint_...: a joint sweep's learning-rate optimum, with the swept key tuned per seed)
     comparisons  [{id, kind, axis, parametrization, fixed, at, ref, other, outcome, verdict, transferred,
-                   shift, interval, noise, band, band_source, regret, regret_interval, regret_source,
-                   regret_noise, regret_diverged, reason, beta}]
+                   shift, interval, noise, band, band_outer, band_sides, band_source, regret, regret_interval,
+                   regret_source, regret_noise, regret_diverged, regret_read_at, regret_diverged_nearby, reason,
+                   borderline, beta}]
                  (noise: where the shift's interval came from: "paired seeds", or the noise model's source;
-                 regret_noise: the noise model's source for a one-seed regret's interval, else null)
+                 band: the shifts known to cost at most max_regret; band_outer: past it, known to cost more
+                 (null: no run says where), equal to band where the fit locates the edge; band_sides: how the
+                 sides below and above the optimum were read;
+                 regret_source: "measured", "interpolated", "fitted" (inside the fit's span only) or "at least"
+                 (a lower bound from the run at regret_read_at, between the optimum and the transferred rate;
+                 regret_diverged_nearby: the next rate beyond it, where every seed diverged, else null);
+                 regret_noise: the noise model's source for a one-seed regret's interval, else null;
+                 borderline: why a decisive verdict's deciding bound lies near its threshold, else null)
     stability    [{id, axis, parametrization, fixed, ref, other, outcome, transferred, boundary,
                    boundary_censored, margin, interval, min_margin, reason}]
     missing      [{parametrization, width, tokens, depth, batch_size, runs}]   cells left out: runs not in the store
-    noise        {<parametrization>: {optimum: {sd, df, source, detail} | null, loss: the same | null}}
-                 (df null for a prior; the loss SD is relative)
+    noise        {<parametrization>: {optimum: {sd, df, source, detail} | null, loss: the same | null,
+                  law: the same | null, notes: [sentence]}}
+                 (df null where exact; the loss SD is relative; law: the cross-check, the cells' optima about a
+                 smooth law; notes: what it says of the model)
     laws         {<parametrization>: {width: {slope, interval, n_seeds, seeds_used, residual_df} | null,
                    tokens: {beta, interval, curvature, curvature_interval, lack_of_fit, n_seeds, seeds_used,
                             residual_df} | null,
@@ -130,10 +140,13 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
             "verdict": by_id[check_id],
             "transferred": _num(v.transferred), "shift": _num(v.shift), "interval": _pair(v.interval),
             "noise": v.noise or None,
-            "band": _pair(v.band), "band_source": v.band_source, "regret": _num(v.regret),
+            "band": _pair(v.band), "band_outer": _pair(v.bands.outer), "band_sides": list(v.bands.sides),
+            "band_source": v.band_source, "regret": _num(v.regret),
             "regret_interval": _pair(v.regret_interval), "regret_source": v.regret_source,
             "regret_noise": v.regret_at.noise or None,
-            "regret_diverged": v.regret == math.inf, "reason": v.reason, "beta": v.beta,
+            "regret_diverged": v.regret == math.inf, "regret_read_at": _num(v.regret_at.read_at),
+            "regret_diverged_nearby": _num(v.regret_at.diverged_nearby), "reason": v.reason,
+            "borderline": v.borderline or None, "beta": v.beta,
         })
     stability = []
     for check_id, sv in suite.stability.items():
@@ -177,7 +190,8 @@ def suite_json(suite: GridSuite, provenance: dict[str, str]) -> dict[str, Any]:
         "stability": stability,
         "missing": [{"parametrization": c.parametrization, "width": c.width, "tokens": c.tokens, "depth": c.depth,
                      "batch_size": c.batch_size, "runs": n} for c, n in suite.missing],
-        "noise": {par: {"optimum": _noise(suite.noise(par).optimum), "loss": _noise(suite.noise(par).loss)}
+        "noise": {par: {"optimum": _noise(suite.noise(par).optimum), "loss": _noise(suite.noise(par).loss),
+                        "law": _noise(suite.noise(par).law), "notes": list(suite.noise(par).notes)}
                   for par in suite.grid.parametrization},
         "laws": laws,
         "provenance": dict(provenance),

@@ -135,7 +135,7 @@ def _rules_compared(suite: GridSuite) -> list[str]:
         candidates = [("no rule (beta 0)", 0.0), (f"this grid's fit (beta {fit.beta:.3f}; in-sample)", fit.beta),
                       ("the published WSD value (beta 0.5)", 0.5)]
         for name, beta in candidates:
-            verdicts = [judge(c, suite.optima, grid.transfer, beta=beta) for c in comps]
+            verdicts = [judge(c, suite.optima, grid.transfer, beta=beta, noise=suite.noise(par)) for c in comps]
             tally = Counter(v.outcome for v in verdicts)
             shifts = [abs(v.shift) for v in verdicts if math.isfinite(v.shift)]
             worst = f"{max(shifts):.2f}" if shifts else "n/a"

@@ -112,20 +112,27 @@ def _rates_text(grid: Grid) -> str:
 def _how_decided(suite: GridSuite) -> str:
     t = suite.grid.transfer
     band = (f"the band of shifts that cost at most {100 * t.max_regret:g}% loss in the other cell (read off its "
-            "curvature on each side of its optimum, so a flat optimum allows a wider shift)" if t.tolerance_log2 is None
+            "curvature on each side of its optimum, so a flat optimum allows a wider shift; where a side has too "
+            "few rates, or the fit reaches past its own points, from the runs: a run costlier than that caps the "
+            "band, and the band reaches only as far as runs measured it cheap)" if t.tolerance_log2 is None
             else f"the fixed band +-{t.tolerance_log2:g} log2 (`tolerance_log2`)")
     return ("A comparison **breaks** when the transferred rate diverged in the other cell, when the *measured "
             "regret* (each seed's loss at the transferred rate, a real run, over its own smooth curve at the other "
             "cell's optimum, a fit over several runs, never that same run; with a 95% interval over seeds, or from "
             f"the noise model with one seed) lies above {100 * t.max_regret:g}%, or when the 95% interval of the "
             "optimum's shift lies outside "
-            f"{band}. The shift is paired over seeds where two or more have an optimum in both cells (a seed fixes "
-            "init and data order in both); otherwise it is the difference of the cells' means, with the noise "
-            "model below (named beside the verdict); an optimum read off coarse rates widens it by the "
-            "interpolant's resolution. A comparison **transfers** when the shift's interval lies inside the band "
-            "and no measured regret reaches past it; otherwise, or without a noise estimate, or with an optimum "
-            "censored on the edge of `lr_log2`, it is **inconclusive**, with the cause (not a pass: pytest skips it "
-            "with the reason, or fails it under `--mupcheck-inconclusive=fail`).")
+            f"{band}. A regret read off the fitted curve is a number only inside the span of rates that fit used; "
+            "past it, it is a lower bound from the run between the optimum and the transferred rate (*at least*: "
+            "the loss only rises further out), which breaks the comparison where its interval lies above "
+            f"{100 * t.max_regret:g}%. The shift is paired over seeds where two or more have an optimum in both cells "
+            "(a seed fixes init and data order in both), and an optimum read off coarse rates widens it by the "
+            "interpolant's resolution; otherwise it is the difference of the cells' means, with the noise model "
+            "below (named beside the verdict; it holds the rates' resolution). A comparison **transfers** when the "
+            "shift's interval lies inside the band and no measured regret reaches past it; otherwise, or without a "
+            "noise estimate, or with an optimum censored on the edge of `lr_log2`, it is **inconclusive**, with the "
+            "cause (not a pass: pytest skips it with the reason, or fails it under `--mupcheck-inconclusive=fail`). "
+            "A decisive verdict whose deciding bound lies within 0.05 log2 of the band's edge, or within 0.02 points "
+            "of the regret threshold, is marked **borderline**: it stands, but a little more data could move it.")
 
 
 def _family_statement(suite: GridSuite, outcomes: list[Outcome]) -> str:
@@ -320,10 +327,10 @@ def _verdict_table(suite: GridSuite, transfer: list[Outcome]) -> str:
             continue
         v = suite.verdicts[o.check.id]
         c = v.comparison
-        band = f"{v.band[0]:+.2f} .. {v.band[1]:+.2f}" if all(map(math.isfinite, v.band)) else "n/a"
+        band = v.bands.text() if all(map(math.isfinite, v.band)) else "n/a"
+        shown = SHOWN[o.outcome] + (f" (borderline: {v.borderline})" if v.borderline else "")
         rows.append([c.axis, c.parametrization, c.label, cell_text(v.ref), cell_text(v.other), shift_text(v),
-                     band, regret_text(v), SHOWN[o.outcome] + ("" if o.outcome in ("pass", "xfail") else
-                                                               f": {v.reason}")])
+                     band, regret_text(v), shown + ("" if o.outcome in ("pass", "xfail") else f": {v.reason}")])
     star = tuned_names(suite.grid.tuned)[0]
     return table(["axis", "param.", "comparison", f"ref {star}", f"other {star}", "shift [95%]", "allowed",
                    f"regret at transferred {star[:-1]}", "verdict"], rows)

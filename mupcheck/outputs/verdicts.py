@@ -118,6 +118,7 @@ class Outcome:
     outcome: OutcomeName
     summary: str
     detail: str
+    borderline: str = ""  # a decisive transfer verdict whose deciding bound lies near its threshold: why
 
 
 @dataclass(frozen=True)
@@ -221,10 +222,12 @@ class GridSuite:
     def lr_verdicts(self) -> dict[str, Verdict]:
         """Under a joint sweep, each transfer comparison judged on `lr_optima` (by check id): whether the
         learning rate's part of the joint optimum moves too."""
-        return {c.id: judge(c.comparison, self.lr_optima, self.grid.transfer,
-                            noise=noise_model(self.lr_optima, c.comparison.parametrization, self.grid.noise))
-                for c in self.planned.values()
-                if self.grid.joint and c.kind == "transfer" and c.comparison is not None}
+        checks = [c for c in self.planned.values()
+                  if self.grid.joint and c.kind == "transfer" and c.comparison is not None]
+        noise = {par: noise_model(self.lr_optima, par, self.grid.noise)
+                 for par in {c.comparison.parametrization for c in checks if c.comparison is not None}}
+        return {c.id: judge(c.comparison, self.lr_optima, self.grid.transfer, noise=noise[c.comparison.parametrization])
+                for c in checks if c.comparison is not None}
 
     @functools.cached_property
     def reference_optima(self) -> dict[Cell, CellOptimum]:
@@ -365,7 +368,8 @@ class GridSuite:
             assert check.comparison is not None
             text = f"{check.comparison.title()}: INCONCLUSIVE: {self.rule_errors[check_id]}"
             return Outcome(check, "inconclusive", text, text)
-        return Outcome(check, _transfer_outcome(verdict, check.expected_break), verdict.summary(), verdict.message())
+        return Outcome(check, _transfer_outcome(verdict, check.expected_break), verdict.summary(), verdict.message(),
+                       verdict.borderline)
 
     def outcomes(self) -> list[Outcome]:
         """Every planned check's outcome, in order (the runs must all be in the store)."""

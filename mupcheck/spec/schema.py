@@ -214,6 +214,9 @@ class NoiseSettings:
     optimum_sd_log2: float | None = _key("number", None, above=0.0)
     # One run's final loss around its seed's smooth curve, relative (SD). The committed CPU records: about 0.003.
     loss_sd: float | None = _key("number", None, above=0.0, below=1.0)
+    # How well the prior is known, as the degrees of freedom of the estimate it came from (5 seeds in 3 cells:
+    # 12): its intervals use Student's t there. A prior is not exact: 4 by default, a guess from a small study.
+    df: int = _key("integer", 4, minimum=1)
 
 
 @dataclass(frozen=True)

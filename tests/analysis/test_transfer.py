@@ -44,12 +44,23 @@ def test_moved_optimum_breaks_with_a_message_that_pinpoints_it():
     assert "lr_log2" in msg and "<- ref optimum" in msg and "<- other optimum" in msg
 
 
-def test_one_seed_is_inconclusive_not_a_pass():
-    df = curve_frame(lambda w, t: -7.2, seeds=(0,))
+def test_one_seed_without_a_noise_estimate_is_inconclusive_not_a_pass():
+    """Three rates a cell: too few for the curves' own residuals (a quadratic through four neighbours), no prior,
+    no second seed anywhere: nothing says how noisy one seed's optimum is."""
+    df = curve_frame(lambda w, t: -7.2, seeds=(0,), lrs=(-8.0, -7.0, -6.0))
     verdict = judge(COMP, find_optima(df), TransferSettings())
     assert verdict.outcome == "inconclusive" and "one seed" in verdict.reason and "add seeds" in verdict.reason
     with pytest.raises(TransferError, match="1 inconclusive"):
         assert_transfer(df, axis="width")
+
+
+def test_one_seed_is_judged_with_its_propagated_noise_and_names_it():
+    """Enough rates for the curves' residuals: the loss noise, propagated through each cell's fit, gives the
+    shift its interval, and the verdict names where it came from."""
+    df = curve_frame(lambda w, t: -7.2 if w == 32 else -9.7, seeds=(0,), noise=0.003, lrs=REFINED)
+    verdict = judge(COMP, find_optima(df), TransferSettings())
+    assert verdict.noise == "propagated" and "noise: propagated" in verdict.summary()
+    assert verdict.outcome == "breaks" and verdict.interval[1] < verdict.band[0]
 
 
 def test_an_interval_across_the_band_edge_is_inconclusive():
@@ -75,12 +86,13 @@ def test_a_flat_basin_transfers_where_a_fixed_tolerance_would_break():
 
 def test_band_comes_from_the_other_cells_curvature_on_each_side():
     optima = find_optima(curve_frame(lambda w, t: -7.0, a_left=0.05, a_right=0.2, seed_sd=0.01))
-    band, source = regret_band(optima[("mup", 256, 2**20)], TransferSettings(max_regret=0.005))
-    loss = optima[("mup", 256, 2**20)].loss
-    assert source == "regret"
+    bands = regret_band(optima[("mup", 256, 2**20)], TransferSettings(max_regret=0.005))
+    band, loss = bands.inner, optima[("mup", 256, 2**20)].loss
+    assert bands.source == "regret" and bands.located and bands.sides == ("fitted", "fitted")
     assert band[1] == pytest.approx((0.005 * loss / 0.05) ** 0.5, rel=0.1)  # lr below the optimum: left side
     assert -band[0] == pytest.approx((0.005 * loss / 0.2) ** 0.5, rel=0.1)
-    assert regret_band(optima[("mup", 256, 2**20)], TransferSettings(tolerance_log2=0.3)) == ((-0.3, 0.3), "fixed")
+    fixed = regret_band(optima[("mup", 256, 2**20)], TransferSettings(tolerance_log2=0.3))
+    assert (fixed.inner, fixed.outer, fixed.source) == ((-0.3, 0.3), (-0.3, 0.3), "fixed")
 
 
 def test_a_censored_cell_is_inconclusive():
