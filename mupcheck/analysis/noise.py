@@ -122,7 +122,7 @@ class NoiseModel:
         # The rates' quantisation adds to the noise, independently: in quadrature, with Welch-Satterthwaite's
         # degrees of freedom (the floor is known exactly).
         sd = math.hypot(base.sd, floor)
-        df = math.inf if math.isinf(base.df) else sd**4 * base.df / base.sd**4
+        df = math.inf if math.isinf(base.df) or base.sd == 0 else sd**4 * base.df / base.sd**4
         return Noise(sd, df, base.source, f"{base.detail}; with the rates' resolution, {QUANTISATION:g} x their "
                                           f"{spacing(cell):g}-log2 spacing, in quadrature")
 
@@ -227,6 +227,8 @@ def _curve_residuals(o: CellOptimum) -> list[float]:
         if basin is None:
             continue
         xs, ys = basin
+        if ys.min() <= 0:
+            continue  # not a loss a relative noise can be read from
         rel = ys / ys.min()
         width = min(LOCAL_POINTS, len(xs))
         if width < 4:

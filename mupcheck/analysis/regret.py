@@ -161,6 +161,9 @@ def regret_band(other: CellOptimum, settings: TransferSettings) -> Band:
         return Band(nan, nan, "regret", ("no optimum", "no optimum"))
     shape = other.shape
     floor = shape.c if shape.fitted and shape.c > 0 else other.loss
+    if not floor > 0:  # no positive loss to read a relative regret against
+        nan = (math.nan, math.nan)
+        return Band(nan, nan, "regret", ("no positive loss", "no positive loss"))
     xs, ys = np.asarray(other.xs, dtype=float), usable_curve(other)
     span = (shape.lo, shape.hi) if shape.fitted else (math.nan, math.nan)
     left = _side(xs, ys, x0, floor, shape.a_left if shape.fitted else math.nan, span, -1, settings.max_regret)

@@ -251,3 +251,22 @@ def test_a_partial_store_judges_the_complete_cells_and_lists_the_rest(pytester):
     report = (pytester.path / "out" / "tiny.md").read_text()
     assert "## Missing runs" in report and f"| sp width=32 tokens=2K | {len(removed)} |" in report
     assert pytester.runpytest(*args, "--mupcheck-inconclusive=fail").ret == 1
+
+
+def test_a_borderline_pass_passes_and_says_so_in_a_warning(pytester):
+    """Issue 41: a verdict whose deciding bound lies within 0.05 log2 of its band's edge stands, and is marked.
+    Three seeds move the wider cell's optimum by +0.10, +0.12 and +0.14 log2: the shift's interval is +0.07 ..
+    +0.17 (Student's t, 2 degrees of freedom), 0.03 inside a fixed band of +-0.2."""
+    rows = ["width,lr_log2,seed,loss"]
+    for width, moves in ((32, (0.0, 0.0, 0.0)), (64, (0.10, 0.12, 0.14))):
+        for seed, move in enumerate(moves):
+            for k in range(25):
+                x = -10.0 + 0.25 * k
+                rows.append(f"{width},{x},{seed},{3.0 + 0.05 * (x - (-7.0 + move)) ** 2}")
+    (pytester.path / "runs.csv").write_text("\n".join(rows) + "\n")
+    (pytester.path / "edge.toml").write_text('name = "edge"\nresults = "runs.csv"\nparametrization = "mup"\n'
+                                             "[transfer]\ntolerance_log2 = 0.2\n")
+    result = pytester.runpytest("edge.toml", "-v", "--mupcheck-no-report", "-p", "no:cacheprovider")
+    out = result.stdout.str()
+    assert _outcomes(result)["width[mup 32->64]"] == "PASSED", out
+    assert "BorderlineVerdict" in out and "borderline: the shift's interval ends 0.03 log2 inside" in out
