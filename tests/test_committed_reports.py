@@ -78,7 +78,9 @@ def test_the_committed_reports_are_found():
 @pytest.mark.parametrize("name", COMMITTED)
 def test_a_committed_report_regenerates_identically_from_its_records(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    assert main(regenerate_command(name, str(tmp_path))) == 0, capsys.readouterr().err
+    status = main(regenerate_command(name, str(tmp_path)))
+    counts = json.loads((REPORTS / f"{name}.json").read_text())["counts"]
+    assert status == (1 if counts["fail"] + counts["xpass"] else 0), capsys.readouterr().err  # pytest's status
     stale = (f"is stale: regenerate it with `mupcheck {' '.join(regenerate_command(name))}` and say what moved in "
              f"reports/changes/{name}.md")
     fresh, committed = (tmp_path / f"{name}.md").read_text(), (REPORTS / f"{name}.md").read_text()
@@ -107,9 +109,22 @@ def test_the_comparison_takes_another_cpus_last_digits_and_nothing_more(relative
     change of method is still caught)."""
     name = "public_mup_issue66"
     monkeypatch.chdir(ROOT)
-    assert main(regenerate_command(name, str(tmp_path))) == 0, capsys.readouterr().err
+    assert main(regenerate_command(name, str(tmp_path))) in (0, 1), capsys.readouterr().err
     committed = _stable_json((REPORTS / f"{name}.json").read_text())
     moved = _perturbed(committed, relative)
     assert moved != committed  # the perturbation reached some floats
     differences = json_differences(_stable_json((tmp_path / f"{name}.json").read_text()), moved)
     assert (not differences) is passes, differences[:5]
+
+
+def test_report_exits_as_pytest_does_and_says_why_in_its_last_line(tmp_path, monkeypatch, capsys):
+    """Issue 42: `mupcheck report` exited 0 with failing checks, while pytest exits 1: a CI gate needs one rule.
+    mup#66 has a failing check; the ladder has none, only inconclusive ones, which fail under --inconclusive fail."""
+    monkeypatch.chdir(ROOT)
+    assert main(["report", "grids/public_mup_issue66.toml", "--out", str(tmp_path)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("1 check of 7 failed, 6 inconclusive"), last
+    ladder = ["report", "grids/cpu_ladder.toml", "--store", "reports/cpu_ladder.store", "--out", str(tmp_path)]
+    assert main(ladder) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("0 checks of 38 failed, 38 inconclusive")
+    assert main([*ladder, "--inconclusive", "fail"]) == 1

@@ -10,7 +10,7 @@ import pytest
 from helpers import TINY_GRID, write_grid
 
 from mupcheck.errors import GridError
-from mupcheck.fmt import format_tokens
+from mupcheck.fmt import format_tokens, parse_count
 from mupcheck.spec import load_grid, run_configs
 
 
@@ -154,11 +154,16 @@ def test_shipped_grids_are_valid():
 
 
 def test_format_tokens():
-    assert format_tokens(2**20) == "1M" and format_tokens(65536) == "64K" and format_tokens(3_000_000) == "3M"
+    assert format_tokens(2**20) == "1M" and format_tokens(65536) == "64K" and format_tokens(3 * 2**20) == "3M"
     assert format_tokens(12345) == "12345"
     # Decimal budgets, as scaling studies write them (issue 35): never 3906250K for 4e9.
     assert format_tokens(4 * 10**9) == "4B" and format_tokens(11_400_000_000) == "11.4B"
-    assert format_tokens(10**11) == "100B" and format_tokens(2**30) == "1G" and format_tokens(1500) == "1.5K"
+    assert format_tokens(10**11) == "100B" and format_tokens(2**30) == "1G"
+    # K and M are binary (parse_count reads them so): a decimal million is not '1M', nor 8192000 '8000K' (issue 42)
+    assert format_tokens(10**6) == "1e6" and format_tokens(8_192_000) == "8.192e6" and format_tokens(1500) == "1500"
+    assert format_tokens(3_000_000) == "3e6"
+    for n in (2**20, 10**6, 8_192_000, 4 * 10**9, 11_400_000_000, 131072, 1500, 12345, 5 * 10**5):
+        assert parse_count(format_tokens(n)) == n, n
 
 
 def test_extends_overrides_key_by_key_and_table_by_table(tmp_path):

@@ -76,6 +76,10 @@ def judge_stability(comp: Comparison, optima: dict[Cell, CellOptimum],
 
     if not ref.found:
         return verdict(math.nan, None, False, "inconclusive", "no reference optimum to transfer")
+    at, _ = other.seed_losses_at(transferred)
+    if at and all(math.isinf(v) for v in at.values()):
+        return verdict(math.nan, None, False, "fail", f"the transferred rate diverged in every seed of the other "
+                                                      f"cell that ran it ({len(at)}): it lies past the boundary")
     bounds = dict(other.seed_boundaries)
     pairs = [(s, bounds[s], x - drift) for s, x in ref.seed_optima if math.isfinite(x) and s in bounds
              and math.isfinite(bounds[s].x)]

@@ -29,7 +29,7 @@ from mupcheck.checks.coord import check_model, slope_table
 from mupcheck.collect import collect
 from mupcheck.engine.data import load_data
 from mupcheck.errors import GridError, MupcheckError
-from mupcheck.fmt import format_tokens, parse_count
+from mupcheck.fmt import format_tokens, parse_count, plural
 from mupcheck.outputs.plots import plot_coords
 from mupcheck.outputs.report import write_report
 from mupcheck.outputs.verdicts import GridSuite
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--changes", metavar="FILE", default=None,
                         help="a markdown file whose text becomes the report's 'What changed' section (for a report "
                              "regenerated after a change of method)")
+    report.add_argument("--inconclusive", choices=("skip", "fail"), default="skip",
+                        help="exit 1 when a check is inconclusive too (fail), as pytest's --mupcheck-inconclusive")
     report.set_defaults(func=_cmd_report)
 
     coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
@@ -263,7 +265,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
     for line in refinement_advice(grid, suite.df) if grid.imported else []:
         print(f"run next: {line}", file=sys.stderr)
-    return 0
+    return _report_status(suite, args.inconclusive)
+
+
+def _report_status(suite: GridSuite, inconclusive: str) -> int:
+    """The exit status pytest gives the same grid, with a last line that says why: 1 when a check fails (an
+    expected break that did not happen too; with --inconclusive fail, an inconclusive check too), else 0."""
+    outcomes = [o.outcome for o in suite.outcomes()]
+    failed = sum(o in ("fail", "xpass") for o in outcomes)
+    undecided = outcomes.count("inconclusive")
+    strict = inconclusive == "fail" and undecided
+    print(f"{plural(failed, 'check')} of {len(outcomes)} failed, {undecided} inconclusive"
+          + ("" if inconclusive == "fail" else " (not failures: --inconclusive fail counts them)"))
+    return 1 if failed or strict else 0
 
 
 def _coord_grid(args: argparse.Namespace) -> Grid:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 import mupcheck
+from mupcheck.fmt import plural
 from mupcheck.outputs.verdicts import GridSuite
 from mupcheck.plan import Plan
 from mupcheck.provenance import git_commit
@@ -72,7 +73,7 @@ def _input_text(source: str, name: str, sha256: str, rows: int) -> str:
     the table read from them."""
     if source == "table":
         return f"`{_shown_path(Path(name))}` (sha256 {sha256}, {rows} rows)"
-    return f"{name} ({rows} runs; sha256 {sha256} of the runs read)"
+    return f"{name} ({plural(rows, 'run')}; sha256 {sha256} of the runs read)"
 
 
 def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> dict[str, str]:

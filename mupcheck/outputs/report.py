@@ -25,7 +25,7 @@ import pandas as pd
 from mupcheck.analysis.comparison import size_ladder
 from mupcheck.analysis.optima import CellOptimum, joint_argmin, tuned_names
 from mupcheck.errors import ReportError
-from mupcheck.fmt import format_tokens
+from mupcheck.fmt import format_tokens, plural
 from mupcheck.outputs.json_report import suite_json
 from mupcheck.outputs.law_sections import axis_section, drift_section, scaling_section
 from mupcheck.outputs.markdown import SHOWN, cell_text, interval_text, regret_text, shift_text, table
@@ -81,7 +81,7 @@ def _results_header(grid: Grid, runs: int) -> str:
     parts += [f"{key} {stated[key]}" if key in stated else f"{key} not stated" for key in ("optimizer", "schedule")]
     left_out = ", ".join(f"{n} {why}" for why, n in grid.results.left_out)
     skipped = f"; {grid.results.skipped} left out, not results ({left_out})" if grid.results.skipped else ""
-    return f"Results trained elsewhere (see Provenance): {'; '.join(parts)}. {runs} runs{skipped}."
+    return f"Results trained elsewhere (see Provenance): {'; '.join(parts)}. {plural(runs, 'run')}{skipped}."
 
 
 def _depth_batch_text(grid: Grid) -> str:
@@ -174,10 +174,11 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
                 f"{', '.join(format_tokens(t) for t in grid.tokens)}; lr_log2 {_rates_text(grid)} ("
                 f"{len(grid.lr_log2)} value{'s' if len(grid.lr_log2) > 1 else ''}" + ("" if grid.sweep else refined)
                 + f"){swept}; seeds {', '.join(map(str, grid.seeds))}; {grid.optimizer}, "
-                f"{grid.schedule} schedule{_depth_batch_text(grid)}. {len(df)} runs.", ""]
+                f"{grid.schedule} schedule{_depth_batch_text(grid)}. {plural(len(df), 'run')}.", ""]
     out += [_tuned_text(grid), ""] if grid.sweep else []
-    out += ["**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
-            "checks.", "", _how_decided(suite), ""]
+    out += [("**" + ", ".join(f"{counts[k]} {SHOWN[k]}" for k in SHOWN if counts[k]) + f"** of {len(outcomes)} "
+             "checks." if outcomes else "**No checks**: the runs hold nothing to compare (one cell per "
+             "parametrization, or no muP arm to check)."), "", _how_decided(suite), ""]
     family = _family_statement(suite, outcomes)
     out += [family, ""] if family else []
     out += [f"- {line}" for line in _summary(suite)] + [""]

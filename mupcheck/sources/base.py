@@ -12,7 +12,12 @@ parses every grid at each pytest collection: this module imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,11 +27,18 @@ from mupcheck.errors import GridError
 if TYPE_CHECKING:  # pandas is imported by the readers, not here: the grid's schema imports this module
     import pandas as pd
 
-__all__ = ["KEY_HELP", "KINDS", "OPTIONAL_KEYS", "REQUIRED_KEYS", "RUN_KEY", "RawTable", "ResultFile", "Source",
-           "Where", "frame_digest", "local_store", "missing_extra"]
+__all__ = ["KEY_HELP", "KINDS", "NOT_RESULTS", "OPTIONAL_KEYS", "REQUIRED_KEYS", "RUN_KEY", "SQLITE_TABLES", "RawTable",
+           "ResultFile", "Source", "Where", "frame_digest", "local_store", "missing_extra",
+           "read_only_copy", "sqlite_kind"]
 
 # The sources a `[results]` table may name (`source = "..."`): files, or a tracking system's own store.
 KINDS = ("table", "mlflow", "tensorboard", "optuna")
+# What a tracking system's reader writes as a run's status where the run is not a result: left out and counted,
+# unless the grid's [results.status] translates it (an Optuna trial whose objective returned NaN is stored as
+# FAIL with no value, like one that raised: `failed = "diverged"` says which yours are).
+NOT_RESULTS = ("still running", "failed", "killed", "pruned")
+# The tables that tell the tracking systems' SQLite databases apart.
+SQLITE_TABLES = {"mlflow": frozenset({"experiments", "runs"}), "optuna": frozenset({"studies", "trials"})}
 # What makes one run: two rows with the same values of these are two reruns of it.
 RUN_KEY = ("parametrization", "width", "tokens", "lr_log2", "seed")
 # The `[results]` keys each kind needs, and those it may add (every other source key belongs to another kind).
@@ -95,7 +107,7 @@ class Where:
     def file(self, path: str, message: str) -> GridError:
         return GridError(path, None, message)
 
-    def cell(self, path: str, row: int, column: str, message: str) -> GridError:
+    def cell(self, path: str, row: int | str, column: str, message: str) -> GridError:
         return GridError(f"{path}: row {row}", column, message)
 
 
@@ -109,12 +121,50 @@ def missing_extra(where: Where, kind: str, reader: str) -> GridError:
     return where.grid(f"source = \"{kind}\" reads {reader}: pip install 'mupcheck[{kind}]'", key="results.source")
 
 
+@contextlib.contextmanager
+def read_only_copy(path: Path) -> Iterator[Path]:
+    """A copy of a SQLite database (with its -wal and -journal files) in a temporary folder, for the tracking
+    library to open: MLflow and Optuna create tables, migrate schemas and take locks in any database they open,
+    and a store mupcheck was asked to read must keep its bytes (issue 42: an empty file got 71 MLflow tables)."""
+    with tempfile.TemporaryDirectory(prefix="mupcheck-read-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        for suffix in ("-wal", "-journal"):
+            side = path.with_name(path.name + suffix)
+            if side.is_file():
+                shutil.copyfile(side, copy.with_name(copy.name + suffix))
+        yield copy
+
+
+def sqlite_kind(path: Path, where: Where, key: str, expected: str) -> None:
+    """Check that a SQLite file is the tracking system's store that `expected` ("mlflow" or "optuna") reads: one
+    line naming the store and what is wrong where it is not a database, is empty, or is the other system's.
+    Read from a read-only copy (`read_only_copy`)."""
+    label = {"mlflow": "an MLflow tracking store", "optuna": "an Optuna storage"}
+    try:
+        with read_only_copy(path) as copy, contextlib.closing(sqlite3.connect(copy)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as e:
+        raise where.grid(f"{path} is not {label[expected]}: not a SQLite database ({e})", key=key) from None
+    if SQLITE_TABLES[expected] <= tables:
+        return
+    if not tables:
+        raise where.grid(f"{path} is not {label[expected]}: an empty database (no tables)", key=key)
+    other = next((k for k, need in SQLITE_TABLES.items() if k != expected and need <= tables), None)
+    if other is not None:
+        raise where.grid(f"{path} is {label[other]}, not {label[expected]}: set source = \"{other}\" in [results]",
+                         key=key)
+    raise where.grid(f"{path} is a SQLite database, but not {label[expected]} (its tables: "
+                     f"{', '.join(sorted(tables)[:8])})", key=key)
+
+
 def local_store(source: Source, grid_dir: Path) -> Path | None:
     """The file or folder on this machine that holds a tracking system's runs (an mlruns/ folder, a SQLite file,
     a log folder), with a relative path taken from the grid file's folder, as every path in a grid file is;
     None for a server's URI."""
     given = {"mlflow": source.tracking_uri, "optuna": source.storage, "tensorboard": source.path}[source.kind]
-    for scheme in ("sqlite:///", "file://"):
+    # Every form the libraries accept for a file: sqlite:///rel.db, sqlite:////abs.db, file:///abs, file:rel
+    for scheme in ("sqlite:///", "file://", "file:"):
         if given.startswith(scheme):
             given = given.removeprefix(scheme)
             break

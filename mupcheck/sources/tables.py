@@ -52,7 +52,7 @@ import pandas as pd
 from mupcheck.fmt import format_tokens
 from mupcheck.result import Checkpoint, RunResult
 from mupcheck.sources import files, mlflow_store, optuna_study, tensorboard_logs
-from mupcheck.sources.base import RUN_KEY, RawTable, ResultFile, Source, Where, local_store
+from mupcheck.sources.base import NOT_RESULTS, RUN_KEY, RawTable, ResultFile, Source, Where, local_store
 from mupcheck.vocab import PARAMETRIZATIONS, SKIP, STATUSES
 
 __all__ = ["REQUIRED", "Results", "derived_axes", "read_results"]
@@ -157,10 +157,11 @@ def _judge_tables(raws: list[RawTable], where: Where, columns: dict[str, str], d
         if table.frame.empty:
             continue
         raw = _prepare(table.frame, table.name, columns, ignore, where)
-        given |= set(raw.columns)
+        given |= {c for c in raw.columns if not c.startswith("_")}
         raw, dropped = _translate_status(raw, table.name, status_map, where)
-        if dropped:
-            left_out["[results.status] skip"] = left_out.get("[results.status] skip", 0) + dropped
+        raw, unlogged = _unlogged(raw, columns.get("loss") or "loss")
+        for why, n in (*dropped.items(), *unlogged.items()):
+            left_out[why] = left_out.get(why, 0) + n
         if raw.empty:
             continue
         frames.append(_runs(raw, table.name, where, axes))
@@ -214,28 +215,52 @@ def _empty(column: pd.Series) -> bool:
 
 
 def _translate_status(raw: pd.DataFrame, path: str, status_map: dict[str, str],
-                      where: Where) -> tuple[pd.DataFrame, int]:
-    """Their status values as ours (`[results.status]`); rows translated to `skip` are left out and counted."""
-    if not status_map or "status" not in raw.columns:
-        return raw, 0
+                      where: Where) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Their status values as ours (`[results.status]`). Rows translated to `skip`, and runs a tracking system's
+    reader marks as not results (NOT_RESULTS: still running, failed, killed, pruned) unless the map translates
+    them, are left out and counted, by reason."""
+    if "status" not in raw.columns:
+        return raw, {}
     table = {k.strip().lower(): v for k, v in status_map.items()}
-    values = []
+    values, reasons = [], []
     for k, value in enumerate(raw["status"].tolist()):
         text = str(value).strip()
         ours = table.get(text.lower(), text)
-        if ours not in (*STATUSES, SKIP):
+        if ours in NOT_RESULTS:
+            ours, why = SKIP, ours
+        else:
+            why = "[results.status] skip"
+        if ours not in (*STATUSES, SKIP) and table:
             raise where.cell(path, k + 1, "status", f"{text!r} is not one of {', '.join(STATUSES)}, and "
                                                     "[results.status] does not translate it")
         values.append(ours)
+        reasons.append(why)
     keep = np.array(values) != SKIP
     out = raw.assign(status=values)[keep]
-    out.index = np.flatnonzero(keep)  # the rows keep their numbers, for messages
-    return out, int((~keep).sum())
+    out.index = raw.index[keep]  # the rows keep their numbers, for messages
+    dropped: dict[str, int] = {}
+    for why in np.array(reasons, dtype=object)[~keep]:
+        dropped[why] = dropped.get(why, 0) + 1
+    return out, dropped
+
+
+def _unlogged(raw: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Runs a tracking system holds that never logged the loss metric (`_logged`: what each logged): not a
+    divergence, but no result either; left out and counted. A run that diverged keeps its status."""
+    if "_logged" not in raw.columns:
+        return raw, {}
+    logged = np.array([loss in json.loads(v) if isinstance(v, str) else True for v in raw["_logged"]])
+    keep = logged | (raw["status"].astype(str) == "diverged").to_numpy() if "status" in raw else logged
+    out = raw[keep].drop(columns="_logged")
+    return out, ({f"logged no `{loss}`": int((~keep).sum())} if (~keep).any() else {})
 
 
 def _runs(raw: pd.DataFrame, path: str, where: Where, axes: dict[str, tuple[Any, ...]]) -> pd.DataFrame:
     """Parse every value, fill the axes the table leaves out, and judge each run's status."""
     rows = raw.index.to_numpy() + 1
+    if "_label" in raw.columns:  # a tracking system's run: messages name it, not only its row
+        rows = np.array([f"{n} ({label})" for n, label in zip(rows, raw["_label"])], dtype=object)
+        raw = raw.drop(columns="_label")
     raw = raw.reset_index(drop=True)
     out = pd.DataFrame({"_file": path, "_row": rows})
     listed = {AXIS_COLUMNS[k]: v for k, v in axes.items()}
@@ -328,9 +353,12 @@ def _numbers(raw: pd.DataFrame, column: str, path: str, where: Where, empty_is_n
     return np.array(values, dtype=float)
 
 
-def _row(rows: np.ndarray | None, k: int) -> int:
-    """The 1-based row number of the k-th row read (rows left out before keep their numbers)."""
-    return int(rows[k]) if rows is not None else k + 1
+def _row(rows: np.ndarray | None, k: int) -> int | str:
+    """The 1-based row number of the k-th row read (rows left out before keep their numbers), with the run's name
+    where a tracking system gave one."""
+    if rows is None:
+        return k + 1
+    return rows[k] if isinstance(rows[k], str) else int(rows[k])
 
 
 def _integers(raw: pd.DataFrame, column: str, path: str, where: Where, minimum: int,
@@ -402,6 +430,8 @@ def _curves(raw: pd.DataFrame, path: str, where: Where,
             curve = [(s, float(v)) for s, v in points if v is not None and math.isfinite(v)]
         else:
             curve = _curve_cell(raw["curve"].iloc[k], Path(path).parent, path, _row(rows, k), where)
+        if len(curve) < 2:
+            curve = []  # one point is a final loss, not a curve: it cannot spike or fail to fall
         out.append(tuple(Checkpoint(step=int(s), tokens=0, train_loss=v, val_loss=v) for s, v in curve))
     return out
 
@@ -413,7 +443,7 @@ def _step_of(column: str, path: str, where: Where) -> int:
     return int(step)
 
 
-def _curve_cell(value: Any, base: Path, path: str, row: int, where: Where) -> list[tuple[int, float]]:
+def _curve_cell(value: Any, base: Path, path: str, row: int | str, where: Where) -> list[tuple[int, float]]:
     """An inline JSON list (of losses at evenly spaced steps, or of [step, loss] pairs, as a tracking system's
     metric history gives them), or a file: CSV with `step` and `loss`, or such a JSON list."""
     text = "" if value is None else str(value).strip()
@@ -485,6 +515,16 @@ def _combine(frame: pd.DataFrame, duplicates: str, where: Where) -> tuple[pd.Dat
     dup = frame.duplicated(key, keep=False)
     if not dup.any():
         return frame, 0
+    for _, group in frame[dup].groupby(key, sort=False):
+        differ = _differing(frame, group)
+        if differ:  # not reruns: runs that differ in a column the mapping left out (issue 42: four widths)
+            column = differ[0]
+            values = ", ".join(map(str, sorted(set(group[column].astype(str)))[:6]))
+            raise where.grid(f"{len(group)} runs look like reruns of one run, but differ in `{column}` ({values}): "
+                             f"map it to the axis it is ([results.columns] width = \"{column}\", say), keep one "
+                             f"value of it (a filter, or a grid setting of that name), or, if it does not change a "
+                             f"run (a host name), ignore it: ignore = [\"{column}\"] in [results]",
+                             key="results.columns")
     if duplicates != "mean":
         first = frame[dup].iloc[0]
         same = frame[dup & (frame[key] == first[key]).all(axis=1)]
@@ -507,6 +547,23 @@ def _combine(frame: pd.DataFrame, duplicates: str, where: Where) -> tuple[pd.Dat
             row["key"] = " + ".join(group["key"])
         merged.append(row)
     return pd.DataFrame(merged).reset_index(drop=True), int(dup.sum() - len(frame[dup].groupby(key)))
+
+
+# Columns that differ between true reruns: who and when, and what they measured.
+_PER_RUN = ("loss", "status", "key", "curve", "initial_loss", "params", "run_id", "run_name", "run", "number")
+
+
+def _differing(frame: pd.DataFrame, group: pd.DataFrame) -> list[str]:
+    """The columns in which rows of one run key differ, among those that hold settings (few values across the
+    table: a metric has nearly one per run); what tells runs apart that the mapping did not."""
+    out = []
+    for column in frame.columns:
+        if column.startswith(("_", "metrics.")) or column in _PER_RUN or column in RUN_KEY or column in AXIS_SETTINGS:
+            continue
+        values = frame[column].astype(str)
+        if values.nunique() <= max(2, len(frame) // 2) and group[column].astype(str).nunique() > 1:
+            out.append(column)
+    return out
 
 
 def _run_key(frame: pd.DataFrame) -> list[str]:

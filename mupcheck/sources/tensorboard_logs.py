@@ -13,8 +13,12 @@ A run is a folder that holds event files (`events.out.tfevents.*`). Its row has 
 through `pattern` (`{name}` matches anything but `/` and `_`; the rest is matched as written), the
 hyperparameters of TensorBoard's hparams plugin (`SummaryWriter.add_hparams` writes them in the run's folder or
 a folder inside it), and the last value of every scalar tag, named by its tag. A run whose folder name does not
-fit the pattern is left out and counted. Read with TensorBoard's own event reader (the `tensorboard` extra:
-`pip install 'mupcheck[tensorboard]'`); tbparse, a wrapper over it, has had no release since 2024.
+fit the pattern is left out and counted. One writer with one `add_hparams` call per trial (the PyTorch docs'
+example) leaves one folder per call inside the writer's: each is then a run, with that call's hyperparameters
+and metrics (the pattern, if any, reads the writer's folder name). A run that never logged the loss tag is left
+out and counted, not diverged; a `curve` tag that no run logged is one line. Read with TensorBoard's own event
+reader (the `tensorboard` extra: `pip install 'mupcheck[tensorboard]'`); tbparse, a wrapper over it, has had no
+release since 2024.
 """
 
 from __future__ import annotations
@@ -57,29 +61,39 @@ def raw_tables(source: Source, grid_dir: Path, where: Where) -> list[RawTable]:
     except re.error as e:
         raise where.grid(f"{source.pattern!r} is not a pattern of folder names: {e}", key="results.pattern") from None
     folders = sorted({p.parent for p in logdir.rglob(f"{_EVENTS}*")})
-    # A folder inside a run's folder is part of that run (SummaryWriter.add_hparams writes its summary there).
-    runs = [f for f in folders if not any(other in f.parents for other in folders)]
-    if not runs:
+    # A folder inside a run's folder is part of that run (SummaryWriter.add_hparams writes its summary there) ...
+    tops = [f for f in folders if not any(other in f.parents for other in folders)]
+    if not tops:
         raise where.grid(f"no event files ({_EVENTS}.*) under {source.path!r}", key="results.logdir")
     rows, left_out = [], 0
-    for run in runs:
-        name = run.relative_to(logdir).as_posix()
-        row: dict[str, Any] = {"run": name}
-        if regex is not None:
-            match = regex.match(run.name)
-            if match is None:
-                left_out += 1
-                continue
-            row.update(match.groupdict())
-        row.update(_hparams(run, EventAccumulator, plugin_data_pb2))
-        scalars = _scalars(run, EventAccumulator)
-        row.update({tag: values[-1][1] for tag, values in scalars.items() if values})
-        if source.curve:
-            row["curve"] = json.dumps(scalars.get(source.curve, []), allow_nan=True)
-        rows.append(row)
+    for top in tops:
+        # ... unless it holds several hparams sessions: one writer, one add_hparams call per trial (the PyTorch
+        # docs' pattern), each call in a folder of its own with its hparams and metrics. Each is then a run.
+        trials = [f for f in _event_folders(top)[1:] if _hparams([f], EventAccumulator, plugin_data_pb2)]
+        units = [(t, [t]) for t in trials] if len(trials) >= 2 else [(top, _event_folders(top))]
+        for run, parts in units:
+            name = run.relative_to(logdir).as_posix()
+            row: dict[str, Any] = {"run": name, "_label": f"run {name!r}"}
+            if regex is not None:
+                match = regex.match(top.name)
+                if match is None:
+                    left_out += 1
+                    continue
+                row.update(match.groupdict())
+            row.update(_hparams(parts, EventAccumulator, plugin_data_pb2))
+            scalars = _scalars(parts, EventAccumulator)
+            row.update({tag: values[-1][1] for tag, values in scalars.items() if values})
+            row["_logged"] = json.dumps(sorted(scalars))
+            if source.curve:
+                row["curve"] = json.dumps(scalars.get(source.curve, []), allow_nan=True)
+            rows.append(row)
+    if source.curve and rows and not any(json.loads(r["curve"]) for r in rows):
+        tags = sorted({t for r in rows for t in json.loads(r["_logged"])})
+        raise where.grid(f"no run under {source.path!r} logged the scalar tag {source.curve!r} (they logged: "
+                         f"{', '.join(map(repr, tags[:12])) or 'no scalar'})", key="results.curve")
     frame = pd.DataFrame(rows)
     info = ResultFile(f"TensorBoard logs {source.path}" + (f" ({source.pattern})" if source.pattern else ""),
-                      frame_digest(frame), len(runs))
+                      frame_digest(frame), len(rows) + left_out)
     why = (("folder name does not fit the pattern", left_out),) if left_out else ()
     return [RawTable(f"{source.path} (TensorBoard)", frame, info, why)]
 
@@ -90,11 +104,11 @@ def _accumulator(folder: Path, accumulator: Any) -> Any:
     return acc
 
 
-def _scalars(run: Path, accumulator: Any) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of the run's event files and of the folders inside it (add_hparams logs its metrics
-    there): (step, value), by step (NaN kept: a diverged run). The run's own tags win a clash."""
+def _scalars(folders: list[Path], accumulator: Any) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of the run's event folders (its own first, then those inside it, where add_hparams logs
+    its metrics): (step, value), by step (NaN kept: a diverged run). The run's own folder wins a clash."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for folder in [*_event_folders(run)[1:], run]:
+    for folder in [*folders[1:], folders[0]]:
         acc = _accumulator(folder, accumulator)
         for tag in acc.Tags().get("scalars", []):
             values = sorted((int(e.step), float(e.value)) for e in acc.Scalars(tag))
@@ -108,11 +122,11 @@ def _event_folders(run: Path) -> list[Path]:
     return [run, *inner]
 
 
-def _hparams(run: Path, accumulator: Any, plugin_data_pb2: Any) -> dict[str, Any]:
-    """The hparams plugin's session values in the run's folder or a folder inside it (add_hparams puts them
-    there), by name."""
+def _hparams(folders: list[Path], accumulator: Any, plugin_data_pb2: Any) -> dict[str, Any]:
+    """The hparams plugin's session values in these event folders (add_hparams puts them in a folder inside the
+    run's), by name."""
     out: dict[str, Any] = {}
-    for folder in _event_folders(run):
+    for folder in folders:
         acc = _accumulator(folder, accumulator)
         try:
             content = acc.PluginTagToContent("hparams")

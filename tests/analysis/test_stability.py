@@ -14,6 +14,7 @@ from mupcheck.analysis.curves import seed_boundary
 from mupcheck.analysis.drift import margin_law
 from mupcheck.analysis.optima import find_optima
 from mupcheck.analysis.stability import judge_stability
+from mupcheck.frame import records_frame
 from mupcheck.result import Checkpoint
 from mupcheck.spec import StabilitySettings
 
@@ -98,3 +99,18 @@ def test_a_boundary_above_the_grid_is_a_lower_bound_and_inconclusive_when_it_dec
     assert optima[comp.cell(comp.other)].boundary_censored and optima[comp.cell(comp.other)].margin_interval is None
     v = judge_stability(comp, optima, StabilitySettings(min_margin_log2=2.0))
     assert v.boundary_censored and v.outcome == "inconclusive" and "extend lr_log2 upward" in v.reason
+
+
+def test_a_transferred_rate_that_diverged_in_every_seed_fails_whatever_the_seed_count():
+    """Issue 42: one seed, and the transferred rate diverged in the other cell: past its boundary, not
+    'inconclusive: one seed'."""
+    rows = []
+    for w, x0 in ((32, -5.0), (256, -8.0)):
+        for x in np.arange(-10.0, -2.9, 1.0):
+            diverged = w == 256 and x >= -6.0
+            rows.append(dict(parametrization="sp", width=w, tokens=2**20, lr_log2=float(x), seed=0,
+                             loss=None if diverged else 3.0 + 0.05 * (x - x0) ** 2,
+                             status="diverged" if diverged else "ok"))
+    optima = find_optima(records_frame(rows))
+    verdict = judge_stability(Comparison("width", "sp", 2**20, 32, 256), optima, StabilitySettings())
+    assert verdict.outcome == "fail" and "diverged in every seed" in verdict.reason
