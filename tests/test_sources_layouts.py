@@ -88,34 +88,124 @@ def _log_fluently(uri: str, halves: list[list[dict[str, Any]]]) -> None:
         mlflow.set_tracking_uri(previous)
 
 
-@pytest.mark.parametrize("layout", ["nested=True", "optuna callback", "ray tune callback"])
-def test_nested_mlflow_runs_read_as_mlflows_ui_shows_them(tmp_path, layout, capsys):
-    """A parent run that only holds the sweep's runs is a container: left out and counted, and the verdicts are
-    those of the runs alone. The layouts: `mlflow.start_run(nested=True)` under a parent with no params; Optuna's
-    MLflowCallback (nest_trials=True) under a study run that logs the study's own settings; Ray Tune's
-    MLflowLoggerCallback, a run per trial tagged with its trial name under a parent run of the tuning job."""
+def test_nested_mlflow_runs_read_as_mlflows_ui_shows_them(tmp_path, capsys):
+    """`mlflow.start_run(nested=True)` under a parent run per half of the sweep: a parent that only holds the
+    sweep's runs is a container, left out and counted, and the verdicts are those of the runs alone. Issue 42:
+    the documented grid failed with 'row 121: width: nan is not a number' on the parent."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = _client(uri)
-    experiment = client.create_experiment("lr-sweep")
-    parents = {"nested=True": ({}, {}), "optuna callback": ({"n_trials": str(len(RUNS)), "sampler": "TPESampler"},
-                                                           {"study_name": "lr-sweep"}),
-               "ray tune callback": ({"num_samples": "1"}, {"ray_tune": "true"})}[layout]
-    halves = [RUNS[: len(RUNS) // 2], RUNS[len(RUNS) // 2:]]
-    if layout == "nested=True":
-        _log_fluently(uri, halves)
-    for part in halves if layout != "nested=True" else ():  # two parents, each holding half of the sweep
-        parent = _parent(client, experiment, *parents)
-        for k, run in enumerate(part):
-            tags = {"trial_name": f"trial_{k:05d}"} if layout == "ray tune callback" else None
-            _log_run(client, experiment, run, parent=parent, tags=tags)
+    _client(uri).create_experiment("lr-sweep")
+    _log_fluently(uri, [RUNS[: len(RUNS) // 2], RUNS[len(RUNS) // 2:]])
     path = tmp_path / "grid.toml"
     path.write_text(MLFLOW_GRID.format(uri="sqlite:///mlflow.db"))
     _assert_same_as_csv(path, tmp_path)
     grid = load_grid(path)
     assert grid.results is not None and dict(grid.results.left_out) == {"parent runs that only hold nested runs": 2}
-    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 1  # SP breaks where muP is expected
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 1  # SP breaks: a check fails
     capsys.readouterr()
     assert "2 parent runs that only hold nested runs" in (tmp_path / "out" / "from_mlflow.md").read_text()
+
+
+OPTUNA_VIA_MLFLOW = """name = "from_mlflow"
+parametrization = "sp"
+[results]
+source = "mlflow"
+tracking_uri = "sqlite:///mlflow.db"
+experiment = "lr-sweep"
+[results.columns]
+lr = "params.lr"
+loss = "metrics.val_loss"
+width = "params.width"
+tokens = "params.tokens"
+seed = "params.seed"
+status = "tags.state"          # the trial's state, as Optuna's callback tags it
+[results.status]
+COMPLETE = "ok"
+FAIL = "diverged"
+"""
+
+
+def test_optunas_mlflow_callback_nested_under_a_study_run_reads_as_its_trials(tmp_path):
+    """optuna-integration's MLflowCallback(nest_trials): one MLflow run per trial under the study's run, the trial's
+    params and value, its state as a tag. A NaN objective fails the trial and logs no metric: its state tag says
+    FAIL, which the grid translates to diverged. The study run is a container."""
+    optuna = pytest.importorskip("optuna")
+    mlflow = pytest.importorskip("mlflow")
+    integration = pytest.importorskip("optuna_integration.mlflow")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    callback = integration.MLflowCallback(tracking_uri=uri, metric_name="val_loss", mlflow_kwargs={"nested": True})
+    study = optuna.create_study(study_name="lr-sweep")
+    for run in RUNS:
+        study.enqueue_trial({"width": run["width"], "tokens": run["tokens"], "seed": run["seed"], "lr": run["lr"]})
+    rates = sorted({r["lr"] for r in RUNS})
+
+    def objective(trial: Any) -> float:
+        width = trial.suggest_categorical("width", [32, 128])
+        tokens = trial.suggest_categorical("tokens", [2**20, 2**22])
+        seed = trial.suggest_categorical("seed", [0, 1, 2])
+        lr = trial.suggest_categorical("lr", rates)
+        run = next(r for r in RUNS if (r["width"], r["tokens"], r["seed"], r["lr"]) == (width, tokens, seed, lr))
+        return math.nan if run["diverged"] else run["loss"]
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("lr-sweep")
+        with mlflow.start_run(run_name="study"):
+            mlflow.log_params({"sampler": "TPESampler", "n_trials": len(RUNS)})
+            study.optimize(objective, n_trials=len(RUNS), callbacks=[callback])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    path = tmp_path / "grid.toml"
+    path.write_text(OPTUNA_VIA_MLFLOW)
+    grid = load_grid(path)
+    assert grid.results is not None and dict(grid.results.left_out) == {"parent runs that only hold nested runs": 1}
+    _assert_same_as_csv(path, tmp_path, curves=False)
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("one_ray_test_at_a_time")
+def test_ray_tunes_mlflow_callback_under_a_parent_run_reads_as_its_trials(tmp_path):
+    """Ray Tune's MLflowLoggerCallback: one MLflow run per trial (its config as params, every reported result as
+    metrics, tagged with the trial's name), nested under the tuning job's run through the parentRunId tag."""
+    pytest.importorskip("ray.tune")
+    import ray
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = _client(uri)
+    experiment = client.create_experiment("lr-sweep")
+    parent = _parent(client, experiment, {"search": "grid"})
+    part = [r for r in RUNS if r["seed"] == 0 and r["tokens"] == 2**20][:8]
+
+    def trainable(config: dict[str, Any]) -> None:
+        run = next(r for r in part if (r["width"], r["lr"]) == (config["width"], config["lr"]))
+        for _, value in run["curve"]:
+            tune.report({"train_loss": value, "val_loss": run["loss"]})
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        tuner = tune.Tuner(trainable, param_space={
+            "width": tune.grid_search(sorted({r["width"] for r in part})),
+            "lr": tune.grid_search(sorted({r["lr"] for r in part})), "tokens": 2**20, "seed": 0},
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[MLflowLoggerCallback(
+                tracking_uri=uri, experiment_name="lr-sweep", tags={"mlflow.parentRunId": parent},
+                save_artifact=False)]))
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    path = tmp_path / "grid.toml"
+    path.write_text(MLFLOW_GRID.format(uri="sqlite:///mlflow.db").replace("params.d_model", "params.width"))
+    grid = load_grid(path)
+    assert grid.results is not None and dict(grid.results.left_out) == {"parent runs that only hold nested runs": 1}
+    from mupcheck.outputs.verdicts import GridSuite
+
+    df = GridSuite(grid).df
+    combos = {(r["width"], r["lr"]) for r in part}
+    assert len(df) <= len(part) and {(int(w), 2.0**x) for w, x in zip(df["width"], df["lr_log2"])} <= combos
+    assert (df["status"] == "diverged").sum() == sum(r["diverged"] for r in part
+                                                     if (r["width"], r["lr"]) in combos)
 
 
 def test_finished_runs_that_never_logged_the_loss_are_left_out_named_not_diverged(tmp_path):

@@ -181,6 +181,8 @@ def _prepare(raw: pd.DataFrame, path: str, mapping: dict[str, str], ignore: Coll
     """Drop the columns to ignore, map the others to our names, drop columns empty in every row, and check
     that the required ones are there."""
     dropped = set(ignore) | {theirs for ours, theirs in mapping.items() if not theirs}
+    if mapping.get("status") and mapping["status"] != "status":
+        dropped.add("status")  # the grid maps its own column to status (an Optuna state tag): the reader's yields
     for ours, theirs in mapping.items():
         if theirs and theirs not in raw.columns:
             raise where.file(path, f"no column {theirs!r} (mapped to `{ours}` by [results.columns]); its columns: "
