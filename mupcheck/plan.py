@@ -36,6 +36,8 @@ import torch
 
 import mupcheck
 from mupcheck.engine import ENGINE_VERSION
+from mupcheck.engine.command import check_trainer
+from mupcheck.engine.command import fingerprint as command_fingerprint
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
 from mupcheck.engine.groups import fusion_groups
@@ -95,6 +97,8 @@ class RunContext:
 
     @classmethod
     def for_grid(cls, grid: Grid, data_fingerprint: str, device: torch.device) -> RunContext:
+        if grid.trainer is not None:  # the team's code trains: its command and source make the key, not ours
+            return cls("", command_fingerprint(grid), "trainer", device.type, mupcheck.__version__)
         return cls(data_fingerprint, model_source_hash(grid.model), f"engine-{ENGINE_VERSION}",
                    device.type, mupcheck.__version__)
 
@@ -142,7 +146,10 @@ def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
 def plan_grid(grid: Grid, device: str | None = None, worker: int | None = None) -> Plan:
     """Load the grid's data, resolve the device (pinned to one GPU for `worker`, see `pin_device`)
     and compute every run's store key."""
-    data = load_data(grid.data, grid.grid_dir, grid.vocab_size)
+    if grid.trainer is not None:
+        check_trainer(grid)  # one line before anything runs
+    # A trainer reads its own data; mupcheck's corpus is not loaded for it.
+    data = load_data("synthetic" if grid.trainer is not None else grid.data, grid.grid_dir, grid.vocab_size)
     dev = resolve_device(device or grid.device)
     if worker is not None:
         dev = pin_device(dev, worker)

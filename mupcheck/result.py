@@ -83,15 +83,19 @@ class RunResult:
     weight_decay: float
     tau_steps: float | None  # the weight-decay timescale in steps (None: no decay)
     tau_frac_of_run: float | None
-    engine: str = "solo"  # "solo" or "fused"
+    engine: str = "solo"  # "solo", "fused", or "trainer" (the team's own code: mupcheck.engine.command)
     fused: FusedInfo | None = None
     notes: tuple[str, ...] = ()  # what the engine had to do differently (a fallback, a failed canary)
+    # A trainer's run: the last lines of its output that were not metrics, and the coordinate sizes
+    # `mupcheck.watch` recorded in its first steps (its lines' `coord` objects): its own muP check.
+    log: tuple[str, ...] = ()
+    coords: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["checkpoints"] = [dataclasses.asdict(c) for c in self.checkpoints]
         # Records of solo runs never had these keys; keep them out, so old and new records read alike.
-        for key in ("fused", "notes"):
+        for key in ("fused", "notes", "log", "coords"):
             if not d[key]:
                 del d[key]
         return d
@@ -117,7 +121,9 @@ class RunResult:
                 device=str(d.get("device", "unknown")), data_repeats=float(d.get("data_repeats") or 0.0),
                 weight_decay=float(d.get("weight_decay") or 0.0), tau_steps=d.get("tau_steps"),
                 tau_frac_of_run=d.get("tau_frac_of_run"), engine=str(d.get("engine", "solo")),
-                fused=FusedInfo(**fused) if fused else None, notes=tuple(d.get("notes", ())))
+                fused=FusedInfo(**fused) if fused else None, notes=tuple(d.get("notes", ())),
+                log=tuple(str(line) for line in d.get("log", ())),
+                coords=tuple(dict(c) for c in d.get("coords", ()) if isinstance(c, dict)))
         except KeyError as e:
             raise ValueError(f"`result.{e.args[0]}` is missing") from None
         except (TypeError, ValueError) as e:

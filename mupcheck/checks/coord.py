@@ -15,7 +15,7 @@ or None; here those outputs are handled (the first tensor of a tuple; None is sk
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from mupcheck.engine.optim import build_optimizer
 from mupcheck.spec import MUP_ARMS, CoordCheckConfig, Grid, Parametrization, RunConfig, arm_config, coord_widths
 
 __all__ = ["coord_data", "fit_slopes", "slope_table", "assert_coords_stable", "CoordCheckError",
-           "check_model", "CoordResult"]
+           "check_model", "check_trainer_coords", "coords_frame", "CoordResult"]
 
 
 class CoordCheckError(AssertionError):
@@ -317,3 +317,33 @@ def check_model(grid: Grid, parametrization: Parametrization, data: TokenData) -
     except CoordCheckError as e:
         error = str(e)
     return CoordResult(parametrization, tuple(widths), df, findings, error)
+
+
+# --- the same check on a team's own trainer (mupcheck.watch in its loop) --------------------------------------
+
+def coords_frame(runs: Iterable[tuple[int, int, Sequence[dict[str, Any]]]]) -> pd.DataFrame:
+    """The frame `coord_data` gives, from what `mupcheck.watch` recorded in trainer runs: (width, seed, its
+    `coord` objects) per run. Sizes are of each layer's output on a fixed probe batch after each of the first
+    steps of the team's own loop."""
+    rows = [{"module": c["layer"], "type": c.get("type", ""), "step": int(c["step"]), "width": width, "seed": seed,
+             "out": c["size"], "centred": math.nan, "delta": c["update"] if c["step"] else math.nan,
+             "numel": c.get("numel", 0), "last_dim": c.get("last_dim", 0), "probabilities": False}
+            for width, seed, coords in runs for c in coords]
+    return pd.DataFrame(rows)
+
+
+def check_trainer_coords(grid: Grid, parametrization: str, df: pd.DataFrame) -> CoordResult:
+    """The coordinate check of a trainer's own training step (coords_frame); an error says when no run recorded
+    coordinates (the trainer never called `mupcheck.watch`) or they span too few widths."""
+    cc = grid.coord_check or CoordCheckConfig()
+    widths = tuple(sorted(int(w) for w in df["width"].unique())) if len(df) else ()
+    if len(widths) < 2:
+        return CoordResult(parametrization, widths, df, (), "the trainer recorded no coordinate sizes at two widths "
+                                                            "or more: call mupcheck.watch(model) in it "
+                                                            "(docs/trainers.md)")
+    try:
+        assert_coords_stable(df, cc)
+        error = None
+    except (CoordCheckError, ValueError) as e:
+        error = str(e)
+    return CoordResult(parametrization, widths, df, (), error)

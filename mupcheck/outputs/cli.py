@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "grid's `backend`)")
     run.add_argument("--ray-address", default=None, metavar="ADDRESS",
                      help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster for this run)")
+    run.add_argument("--gpus", default=None, metavar="IDS",
+                     help="a [trainer]'s runs on GPUs: one worker per GPU (0,1 or all; runs_per_gpu share one), each "
+                          "run with CUDA_VISIBLE_DEVICES set to its GPU")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_slice(run)
     run.add_argument("--no-refine", action="store_true",
@@ -198,7 +201,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"grid {args.grid}: {grid.name}{sliced}{coarse}, store {store.root}", file=sys.stderr)
     summary = run_grid(grid, store, device=args.device, workers=args.workers, show_progress=not args.no_progress,
                        fuse=args.fuse, compile=args.compile, backend=args.backend, ray_address=args.ray_address,
-                       refine=not args.no_refine)
+                       refine=not args.no_refine, gpus=args.gpus)
     print(summary.line())
     if summary.interrupted:
         print("rerun the same command to resume: finished runs are kept", file=sys.stderr)

@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where missing runs train: local processes, or Ray tasks (default: the grid's `backend`)")
     group.addoption("--mupcheck-ray-address", metavar="ADDRESS", default=None,
                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
+    group.addoption("--mupcheck-gpus", metavar="IDS", default=None,
+                    help="a [trainer]'s runs on GPUs: one per GPU (0,1 or all; CUDA_VISIBLE_DEVICES)")
     group.addoption("--mupcheck-reports", metavar="DIR", default=None,
                     help="where reports are written (default: reports/ in the directory pytest is started from)")
     group.addoption("--mupcheck-no-report", action="store_true", help="write no report")

@@ -161,7 +161,9 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
     outcomes = suite.outcomes()
     counts: Counter[str] = Counter(o.outcome for o in outcomes)
     out = [f"# mupcheck report: `{grid.name}`", ""]
-    model = "Results trained elsewhere (see Provenance)" if grid.imported else f"Model `{grid.model}`"
+    model = ("Results trained elsewhere (see Provenance)" if grid.imported else
+             f"The team's own trainer (`{grid.trainer.command or grid.trainer.python}`)" if grid.trainer else
+             f"Model `{grid.model}`")
     refined = (f", refined by {grid.refine.step_log2:g} within {grid.refine.span_log2:g} of each argmin"
                if grid.refine else "")
     swept = (f"; {grid.sweep} swept over sweep_log2 {grid.sweep_log2[0]:g} .. {grid.sweep_log2[-1]:g} "
@@ -254,6 +256,14 @@ def render_report(suite: GridSuite, provenance: dict[str, str], plots: list[str]
                 "report again.", ""]
         out += [table(["cell", "runs missing"], [[cell.where(grid.varied_axes), str(n)] for cell, n in suite.missing]),
                 ""]
+        failures = suite.failures()
+        if failures:
+            out += [f"{len(failures)} of them failed to train (`failures/` in the store); the first of them, with the "
+                    "last lines of its output:", ""]
+            for failure in failures[:5]:
+                out += [f"- {failure.get('run', '?')}: {failure.get('error', '?')}"]
+                out += [f"  > {line}" for line in failure.get("log", [])[-5:]]
+            out += [""]
     warnings = _warnings(df, optima)
     out += ["## Warnings", ""] + ([f"- {w}" for w in warnings] if warnings else ["None."]) + [""]
     if changes:

@@ -57,6 +57,7 @@ def activate(config: pytest.Config) -> State:
         compile=config.getoption("mupcheck_compile"),
         backend=config.getoption("mupcheck_backend"),
         ray_address=config.getoption("mupcheck_ray_address"),
+        gpus=config.getoption("mupcheck_gpus"),
         no_train=config.getoption("mupcheck_no_train"),
         reports_dir=Path(reports),
         write_reports=not config.getoption("mupcheck_no_report"),
@@ -76,6 +77,7 @@ class State:
     compile: bool | None
     backend: str | None
     ray_address: str | None
+    gpus: str | None
     no_train: bool
     reports_dir: Path
     write_reports: bool
@@ -117,8 +119,9 @@ class GridFile(pytest.File):
         if reason is None and not grid.imported:
             # Data and model problems are one collection error here, not the same failure in every item.
             state = self.config.stash[STATE]
-            plan = state.plan(grid)
-            build_model(plan.configs[0], plan.data.vocab_size)
+            plan = state.plan(grid)  # a trainer's command is checked here (mupcheck.engine.command.check_trainer)
+            if grid.trainer is None:
+                build_model(plan.configs[0], plan.data.vocab_size)
         for check in planned_checks(grid):
             item = CheckItem.from_parent(self, name=check.id, check=check)
             item.add_marker(pytest.mark.mupcheck)
@@ -309,7 +312,7 @@ class SuiteHooks:
                                            workers=1 if in_worker else 0,
                                            fuse=state.fuse, compile=state.compile, worker=worker,
                                            backend=state.backend, ray_address=state.ray_address,
-                                           peers=int(workerinput["workercount"]) if workerinput else 1)
+                                           gpus=state.gpus, peers=int(workerinput["workercount"]) if workerinput else 1)
                     # pytest shows warnings raised by tests, not by this hook: say each corrupt record here.
                     for w in caught:
                         if issubclass(w.category, CorruptRecordWarning):

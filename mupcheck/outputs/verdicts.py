@@ -17,10 +17,12 @@ pass: pytest shows it as a skip with the reason, or a failure under --mupcheck-i
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,7 +42,7 @@ from mupcheck.analysis.scaling import ScalingLaw, scaling_law
 from mupcheck.analysis.stability import StabilityVerdict, judge_stability
 from mupcheck.analysis.transfer import Verdict, batch_rule_exponent, judge, rule_beta
 from mupcheck.analysis.wider import WiderVerdict, wider_is_better
-from mupcheck.checks.coord import CoordResult, check_model
+from mupcheck.checks.coord import CoordResult, check_model, check_trainer_coords, coords_frame
 from mupcheck.checks.lint import LintFinding, lint_grid
 from mupcheck.collect import collect_available, collect_results
 from mupcheck.fmt import format_tokens
@@ -75,7 +77,7 @@ def planned_checks(grid: Grid) -> list[PlannedCheck]:
     """Every check of a grid, in the order items and report rows appear."""
     checks: list[PlannedCheck] = []
     arm = grid.mup_arm
-    if arm is not None and not grid.imported:  # a results grid has no model to lint
+    if arm is not None and not grid.imported and grid.trainer is None:  # no model of mupcheck's to lint
         checks.append(PlannedCheck(f"lint[{arm}]", "lint", parametrization=arm))
     for par in grid.coord_check.parametrization if grid.coord_check else ():
         checks.append(PlannedCheck(f"coord[{par}]", "coord", parametrization=par))
@@ -207,6 +209,19 @@ class GridSuite:
                       for w in self.grid.widths]
         return [c for c in needed if c in absent]
 
+    def failures(self) -> list[dict[str, Any]]:
+        """Why runs of the grid that are missing could not be trained (the store's failures/), in plan order."""
+        if self.store is None or self.plan is None or not self.missing:
+            return []
+        folder = self.store.root / "failures"
+        out = []
+        for cfg in self.plan.configs:
+            path = folder / f"{self.plan.key(cfg)}.json"
+            if path.is_file() and self.store.load(self.plan.key(cfg)) is None:
+                with contextlib.suppress(OSError, ValueError):
+                    out.append(json.loads(path.read_text()))
+        return out
+
     @functools.cached_property
     def optima(self) -> dict[Cell, CellOptimum]:
         return find_optima(self.df, self.grid.stability.boundary_rise, self.grid.tuned)
@@ -242,8 +257,29 @@ class GridSuite:
     def coord(self, parametrization: Parametrization) -> CoordResult:
         if parametrization not in self._coord:
             assert self.plan is not None, "a results grid has no model to check"
-            self._coord[parametrization] = check_model(self.grid, parametrization, self.plan.data)
+            if self.grid.trainer is not None:  # the team's own training step, as mupcheck.watch recorded it
+                self._coord[parametrization] = check_trainer_coords(self.grid, parametrization,
+                                                                    self._trainer_coords(parametrization))
+            else:
+                self._coord[parametrization] = check_model(self.grid, parametrization, self.plan.data)
         return self._coord[parametrization]
+
+    def _trainer_coords(self, parametrization: str) -> pd.DataFrame:
+        """The coordinate sizes a trainer's runs recorded: its first seed and budget, at the grid's rate nearest
+        `[coord_check] lr_log2`, every width."""
+        assert self.plan is not None and self.store is not None
+        cc, grid = self.grid.coord_check, self.grid
+        target = cc.lr_log2 if cc is not None else grid.lr_log2[0]
+        rate = min(grid.rates_of(parametrization), key=lambda x: abs(x - target))
+        runs = []
+        for cfg in self.plan.configs:
+            if (cfg.parametrization, cfg.lr_log2, cfg.seed, cfg.tokens) != (parametrization, rate, grid.seeds[0],
+                                                                             grid.tokens[0]):
+                continue
+            record = self.store.load(self.plan.key(cfg))
+            if record is not None and record.result.coords:
+                runs.append((cfg.width, cfg.seed, record.result.coords))
+        return coords_frame(runs)
 
     @functools.cache  # noqa: B019  # one suite per grid and session: the cache lives as long as it should
     def drift(self, parametrization: str) -> DriftFit | None:

@@ -25,6 +25,7 @@ from mupcheck.spec.schema import (
     RESULT_COLUMNS,
     SETTINGS_KEYS,
     SWEEP_KEYS,
+    TRAINER_MODEL,
     Cell,
     CoordCheckConfig,
     Grid,
@@ -36,6 +37,7 @@ from mupcheck.spec.schema import (
     RunConfig,
     RunSettings,
     StabilitySettings,
+    TrainerSettings,
     TransferSettings,
     arm_config,
     coord_widths,
@@ -49,8 +51,8 @@ from mupcheck.spec.validate import load_grid, parse_grid
 
 __all__ = ["AXES", "BACKENDS", "BUILTIN_MODELS", "BUILTIN_OPTIMIZERS", "IMPORTED_MODEL", "LINT_CODES",
            "LR_BATCH_RULES", "LR_LOG2_RANGE", "MODEL_SWEEP_KEYS", "MUP_ARMS", "PARAMETRIZATIONS",
-           "RESULT_COLUMNS", "SETTINGS_KEYS", "SWEEP_KEYS", "Cell", "CoordCheckConfig", "Grid",
+           "RESULT_COLUMNS", "SETTINGS_KEYS", "SWEEP_KEYS", "TRAINER_MODEL", "Cell", "CoordCheckConfig", "Grid",
            "LintSettings", "NoiseSettings", "Parametrization", "RefineSettings", "ResultsSettings",
-           "RunConfig", "RunSettings", "StabilitySettings", "TransferSettings", "arm_config",
+           "RunConfig", "RunSettings", "StabilitySettings", "TrainerSettings", "TransferSettings", "arm_config",
            "coord_widths", "non_embedding_params", "factory_takes", "import_factory", "load_grid",
            "parse_grid", "run_configs", "setting_default", "sweep_value", "swept_quantity"]

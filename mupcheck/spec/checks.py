@@ -19,6 +19,7 @@ from mupcheck.spec.schema import (
     BUILTIN_OPTIMIZERS,
     MODEL_SWEEP_KEYS,
     SWEEP_KEYS,
+    TRAINER_MODEL,
     Grid,
     coord_widths,
 )
@@ -66,7 +67,7 @@ def check_combinations(g: Grid, raw: dict[str, Any]) -> None:
         _check_heads_divide(g, widths, key="coord_check.widths")
     optimizers = [(f"optimizer.{arm}", spec) for arm, spec in g.arm_optimizer] or [("optimizer", g.optimizer)]
     for key, spec in (("model", g.model), ("model.sp", g.sp_model), *optimizers):
-        if spec is None or spec in BUILTIN_MODELS + BUILTIN_OPTIMIZERS:
+        if spec is None or spec in (*BUILTIN_MODELS, *BUILTIN_OPTIMIZERS, TRAINER_MODEL):
             continue
         try:
             import_factory(spec)
@@ -166,13 +167,16 @@ def _check_model_takes(g: Grid, key: str, where: str) -> None:
 def _factory_without(g: Grid, key: str) -> str | None:
     """The first of the grid's own factories (its model, its SP arm's) that does not take the keyword `key`;
     None when every one does, or the model is built in."""
-    return next((spec for spec in (g.model, g.sp_model) if spec is not None and spec not in BUILTIN_MODELS
+    return next((spec for spec in (g.model, g.sp_model) if spec is not None
+                 and spec not in (*BUILTIN_MODELS, TRAINER_MODEL)
                  and not factory_takes(import_factory(spec), key)), None)
 
 
 def _check_arms(g: Grid) -> None:
     """What each parametrization needs of the model."""
-    p, user = g.path, g.model not in BUILTIN_MODELS
+    p, user = g.path, g.model not in (*BUILTIN_MODELS, TRAINER_MODEL)
+    if g.model == TRAINER_MODEL:
+        return  # the trainer serves every arm itself ({parametrization} in its command)
     if "custom" in g.parametrization and not user:
         raise GridError(p, "parametrization", "\"custom\" means the model applies muP itself; the built-in models "
                                               "use mup (\"mup\"): give your factory as `model`")

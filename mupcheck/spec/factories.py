@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mupcheck.errors import ModelError
-from mupcheck.spec.schema import BUILTIN_MODELS, setting_default
+from mupcheck.spec.schema import BUILTIN_MODELS, TRAINER_MODEL, setting_default
 
 __all__ = ["FACTORY_RE", "factory_depth", "factory_takes", "import_factory"]
 
@@ -42,7 +42,7 @@ def factory_depth(model: str) -> int:
     (mupcheck passes `depth` to a factory that takes it, and must not override the factory's choice unasked),
     else RunSettings' default."""
     default: int = setting_default("depth")
-    if model in BUILTIN_MODELS:
+    if model in (*BUILTIN_MODELS, TRAINER_MODEL):
         return default
     try:
         param = inspect.signature(import_factory(model)).parameters.get("depth")

@@ -29,8 +29,8 @@ __all__ = ["AXES", "BACKENDS", "BUILTIN_MODELS", "BUILTIN_OPTIMIZERS", "Cell", "
            "LR_LOG2_RANGE", "LintSettings", "MODEL_SWEEP_KEYS", "MUP_ARMS", "NoiseSettings",
            "PARAMETRIZATIONS", "Parametrization", "RESULT_COLUMNS", "RefineSettings", "SETTINGS_KEYS",
            "ResultsSettings", "RunConfig", "RunSettings", "SWEEP_KEYS", "StabilitySettings",
-           "TransferSettings", "arm_config", "coord_widths", "run_configs", "setting_default",
-           "sweep_value", "swept_quantity", "toml_fields"]
+           "TRAINER_MODEL", "TrainerSettings", "TransferSettings", "arm_config", "coord_widths", "run_configs",
+           "setting_default", "sweep_value", "swept_quantity", "toml_fields"]
 
 # The arms (mupcheck.vocab): "custom" is a model that applies muP itself (hand-written muP); mupcheck neither
 # sets its base shapes nor wraps its optimizer, and judges it as the muP arm.
@@ -188,6 +188,8 @@ RESULT_COLUMNS = ("width", "tokens", "lr", "lr_log2", "seed", "loss", "parametri
                   "curve")
 # The model of a results grid: nothing is built or trained.
 IMPORTED_MODEL = "(results)"
+# The model of a grid whose runs the team's own trainer trains ([trainer]): not built by mupcheck.
+TRAINER_MODEL = "(trainer)"
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,26 @@ class NoiseSettings:
     # How well the prior is known, as the degrees of freedom of the estimate it came from (5 seeds in 3 cells:
     # 12): its intervals use Student's t there. A prior is not exact: 4 by default, a guess from a small study.
     df: int = _key("integer", 4, minimum=1)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The `[trainer]` table: the team's own training code runs each run instead of mupcheck's engine
+    (mupcheck.engine.command), as a command template or a Python function; it reports its losses as JSON lines
+    (docs/trainers.md)."""
+
+    # A shell-free command template: {width}, {depth}, {tokens}, {batch_size}, {lr}, {lr_log2}, {seed},
+    # {parametrization}, {run_dir}, any swept key and any run setting ({schedule}, {optimizer}, ...).
+    command: str = _key("string", "")
+    # Or a function "package.module:train", called in a process of its own as train(run) -> curve.
+    python: str = _key("string", "", pattern=r"^$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", allowed="'package.module:function'")
+    cwd: str = _key("string", "")  # where it runs, from the grid file's folder (default: that folder)
+    env: tuple[tuple[str, str], ...] = _key("string_map", ())  # [trainer.env]: variables added to its environment
+    timeout_s: float = _key("number", 0.0, minimum=0.0)  # a run that takes longer failed (0: no limit)
+    # Files whose content enters every run's store key (a changed trainer never reuses a stale record); default:
+    # the script the command names, or the function's module.
+    code: tuple[str, ...] = _key("string_list", ())
+    runs_per_gpu: int = _key("integer", 1, minimum=1)  # runs sharing one GPU (CUDA_VISIBLE_DEVICES), with --gpus
 
 
 @dataclass(frozen=True)
@@ -413,6 +435,7 @@ class Grid(RunSettings):
     lint: LintSettings | None = _table("lint")
     noise: NoiseSettings = _table("noise", NoiseSettings)
     results: ResultsSettings | None = _table("results")
+    trainer: TrainerSettings | None = _table("trainer")
     # The cells a results grid has runs in (not a key): a ragged sweep lacks some combinations of its axes, and a
     # comparison exists only where both cells do. Empty: every combination (a grid that trains).
     cells: tuple[Cell, ...] = ()

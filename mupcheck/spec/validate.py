@@ -30,6 +30,7 @@ from mupcheck.spec.schema import (
     MUP_ARMS,
     RESULT_COLUMNS,
     SETTINGS_KEYS,
+    TRAINER_MODEL,
     Cell,
     CoordCheckConfig,
     Grid,
@@ -39,6 +40,7 @@ from mupcheck.spec.schema import (
     ResultsSettings,
     RunSettings,
     StabilitySettings,
+    TrainerSettings,
     TransferSettings,
     setting_default,
     toml_fields,
@@ -93,6 +95,10 @@ def parse_grid(raw: dict[str, Any], path: str = "<grid>") -> Grid:
         raise GridError(path, unknown[0], f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
     if "results" in raw:
         return _parse_results_grid(raw, path)
+    if "trainer" in raw:
+        if "model" in raw:
+            raise GridError(path, "model", "a grid with a [trainer] trains with the team's own code: leave `model` out")
+        raw = {**raw, "model": TRAINER_MODEL}
     for required in _REQUIRED:
         if required not in raw:
             raise GridError(path, required, "required key is missing")
@@ -347,6 +353,12 @@ class _Validator:
             raise self.fail(key, f"must hold non-empty strings, got {bad[0]!r}")
         return tuple(vals)
 
+    def string_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        val = self.raw[key]
+        if not isinstance(val, dict) or not all(isinstance(v, (str, int, float)) for v in val.values()):
+            raise self.fail(key, 'must be a table of NAME = "value" (environment variables)')
+        return tuple(sorted((str(k), str(v)) for k, v in val.items()))
+
     def status_map(self, key: str) -> tuple[tuple[str, str], ...]:
         val = self.raw[key]
         allowed = (*STATUSES, SKIP)
@@ -383,7 +395,7 @@ class _Validator:
 
     def model(self, key: str) -> str:
         val = self.string(key)
-        if val not in BUILTIN_MODELS and not FACTORY_RE.match(val):
+        if val not in (*BUILTIN_MODELS, TRAINER_MODEL) and not FACTORY_RE.match(val):
             raise self.fail(key, f"{val!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
                                  "nor a factory written 'package.module:function'")
         return val
@@ -471,6 +483,12 @@ class _Validator:
 
     def refine(self, key: str) -> RefineSettings:
         return RefineSettings(**self._subtable(key, RefineSettings).fields(RefineSettings))
+
+    def trainer(self, key: str) -> TrainerSettings:
+        settings = TrainerSettings(**self._subtable(key, TrainerSettings).fields(TrainerSettings))
+        if bool(settings.command) == bool(settings.python):
+            raise self.fail(key, "needs one of `command` (a command template) or `python` ('package.module:train')")
+        return settings
 
     def noise(self, key: str) -> NoiseSettings:
         return NoiseSettings(**self._subtable(key, NoiseSettings).fields(NoiseSettings))

@@ -21,7 +21,7 @@ import torch
 
 from mupcheck.spec import RunConfig
 
-__all__ = ["balance", "local_slots"]
+__all__ = ["balance", "gpu_slots", "local_slots"]
 
 
 def balance(groups: Sequence[Sequence[RunConfig]], slots: int,
@@ -60,3 +60,26 @@ def local_slots(device: torch.device, workers: int) -> int:
     if device.index is not None:
         return 1
     return max(1, min(workers, torch.cuda.device_count()))
+
+
+def gpu_slots(spec: str | None, runs_per_gpu: int = 1, visible: str | None = None,
+              count: int | None = None) -> tuple[str, ...]:
+    """The CUDA_VISIBLE_DEVICES of each worker slot of a trainer's sweep (`--gpus`): "0,1" -> ("0", "1"); "all"
+    -> every GPU this process sees (the ids in `visible`, the parent's CUDA_VISIBLE_DEVICES, else 0 .. count - 1,
+    `count` defaulting to torch's device count); each GPU given `runs_per_gpu` slots. None or "": no slots (the
+    runs inherit the environment). ValueError names a malformed list."""
+    if not spec:
+        return ()
+    if spec.strip() == "all":
+        if visible:
+            ids = [v.strip() for v in visible.split(",") if v.strip()]
+        else:
+            n = torch.cuda.device_count() if count is None else count
+            ids = [str(i) for i in range(n)]
+        if not ids:
+            raise ValueError("--gpus all: this machine has no GPU that CUDA can see")
+    else:
+        ids = [v.strip() for v in spec.split(",")]
+        if not all(ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"--gpus {spec!r}: write GPU ids separated by commas (0,1,3), each once, or 'all'")
+    return tuple(i for i in ids for _ in range(max(1, runs_per_gpu)))

@@ -32,14 +32,14 @@ from typing import Any
 import torch
 
 from mupcheck.checks.lint import lint_grid
-from mupcheck.collect import collect_coarse
+from mupcheck.collect import MissingRunsError, collect_coarse
 from mupcheck.engine.device import pin_threads, resolve_device, select_gpu
 from mupcheck.engine.groups import fusion_groups
 from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan, auto_workers, plan_grid, refinement_configs, repeated_data_warning
 from mupcheck.spec import Grid, RunConfig
 from mupcheck.store import Store
-from mupcheck.sweep.balance import balance, local_slots
+from mupcheck.sweep.balance import balance, gpu_slots, local_slots
 from mupcheck.sweep.progress import Event, ProgressBar, SweepSummary
 from mupcheck.sweep.ray_backend import run_on_ray
 from mupcheck.sweep.trainer import GroupTrainer
@@ -68,16 +68,34 @@ class Engine:
     compile: bool = False
     backend: str = "local"  # "local" (processes on this machine) or "ray" (tasks on a Ray cluster)
     ray_address: str | None = None
+    # A trainer's sweep on GPUs: each worker's CUDA_VISIBLE_DEVICES (`gpu_slots`); () inherits the environment.
+    gpus: tuple[str, ...] = ()
 
     @classmethod
     def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None, compile: bool | None = None,
-                 backend: str | None = None, ray_address: str | None = None) -> Engine:
-        """The grid's settings, overridden by the command line's where given."""
+                 backend: str | None = None, ray_address: str | None = None, gpus: str | None = None) -> Engine:
+        """The grid's settings, overridden by the command line's where given. A trainer's runs are never
+        batched; `gpus` ("0,1", "all") gives its workers their GPUs, `runs_per_gpu` each."""
+        if grid.trainer is not None:
+            try:
+                slots = gpu_slots(gpus, grid.trainer.runs_per_gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            except ValueError as e:
+                raise MupcheckError(str(e)) from None
+            return cls(1, False, backend or grid.backend, ray_address, slots)
+        if gpus:
+            raise MupcheckError("--gpus gives GPUs to a [trainer]'s runs; mupcheck's own engine places runs itself "
+                                "(--device, one GPU per worker)")
         return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile,
                    backend or grid.backend, ray_address)
 
+    def env_for(self, worker: int) -> dict[str, str]:
+        """The environment a worker gives its trainer's runs: its GPU slot, if the sweep has slots."""
+        return {"CUDA_VISIBLE_DEVICES": self.gpus[worker % len(self.gpus)]} if self.gpus else {}
+
     def describe(self) -> str:
         where = " as Ray tasks" if self.backend == "ray" else ""
+        if self.gpus:
+            return f"one trainer process per run, {len(self.gpus)} at a time on GPUs {','.join(self.gpus)}" + where
         if self.fuse <= 1:
             return "one run at a time" + where
         return (f"up to {self.fuse} runs (same shape; lr, seed, tokens differ) per batched model"
@@ -87,13 +105,14 @@ class Engine:
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
              show_progress: bool = True, fuse: int | None = None, compile: bool | None = None,
              worker: int | None = None, backend: str | None = None, ray_address: str | None = None,
-             peers: int = 1, refine: bool = True) -> SweepSummary:
+             peers: int = 1, refine: bool = True, gpus: str | None = None) -> SweepSummary:
     """Train the missing runs of `grid` into `store`; return counts of trained, reused and diverged runs.
     With `refine` False, only the coarse runs (a grid's `[refine]` stage is left for a later call).
 
     `workers`: training processes (0: automatic, one per CPU core for a CPU sweep that is the only process
     training it, else one). `fuse` and `compile` override the grid's settings; `worker` (a pytest-xdist worker's
-    index) pins the sweep to that worker's GPU, and `peers` says how many such processes share the sweep.
+    index) pins the sweep to that worker's GPU, and `peers` says how many such processes share the sweep. `gpus`
+    ("0,1", "all"): a [trainer]'s runs get one GPU each (`runs_per_gpu` share one), one worker per slot.
     """
     start = time.perf_counter()
     plan = plan_grid(grid, device, worker)
@@ -101,20 +120,27 @@ def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int =
         workers = auto_workers(plan, peers == 1 and worker is None)
     # Groups are split for the devices that the sweep's processes use together (`balance`).
     share = _Share(worker or 0, peers, local_slots(resolve_device(device or grid.device), max(workers, peers)))
-    engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address)
+    engine = Engine.for_grid(grid, plan.device, fuse, compile, backend, ray_address, gpus)
+    if engine.gpus and workers <= 1:
+        workers = len(engine.gpus)
     if show_progress:
         print(f"mupcheck: training on {plan.device}, {engine.describe()}", file=sys.stderr)
-    warning = repeated_data_warning(plan)
+    warning = repeated_data_warning(plan) if grid.trainer is None else None  # a trainer reads its own data
     if warning:
         print(warning, file=sys.stderr)
-    for finding in lint_grid(grid, plan.data):
+    for finding in lint_grid(grid, plan.data) if grid.trainer is None else ():  # no model of ours to lint
         print(f"WARNING: muP lint: {finding}", file=sys.stderr)
     summary = SweepSummary(total=len(plan.configs))
     bar = ProgressBar(summary, enabled=show_progress, costs=plan.costs())
     try:
         _train_missing(plan, store, summary, bar, workers, engine, device, share)
         # Refinement runs are planned from the coarse records, so they start once every coarse run is in.
-        extra = refinement_configs(grid, collect_coarse(plan, store)) if refine else []
+        extra = []
+        if refine and grid.refine is not None:
+            try:
+                extra = refinement_configs(grid, collect_coarse(plan, store))
+            except MissingRunsError:  # runs that failed to train: refinement waits for them (a later sweep)
+                print("mupcheck: the [refine] stage waits until every coarse run is in the store", file=sys.stderr)
         if extra:
             refined = dataclasses.replace(plan, configs=tuple(extra))
             bar.add_runs(refined.costs())
@@ -179,8 +205,9 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
     pin_threads(plan.device)
     shift = worker * len(groups) // max(1, n_workers)
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
-    select_gpu(plan.device)
-    trainer = GroupTrainer(plan, store, worker, emit, engine.compile)
+    if plan.grid.trainer is None:  # a trainer's runs are its own processes; this one needs no GPU context
+        select_gpu(plan.device)
+    trainer = GroupTrainer(plan, store, worker, emit, engine.compile, engine.env_for(worker))
     deferred = []
     for group in groups:
         deferred += trainer.train_group(group)

@@ -11,20 +11,27 @@ from __future__ import annotations
 import dataclasses
 import gc
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+from mupcheck.engine.command import TrainerFailed, train_command
 from mupcheck.engine.fused import FusedCanaryFailed, FusedOutOfMemory, FusedUnsupported, train_fused
 from mupcheck.engine.groups import group_label
 from mupcheck.engine.solo import train_run
+from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan
 from mupcheck.result import RunRecord, RunResult
 from mupcheck.spec import RunConfig
 from mupcheck.store import Store
 from mupcheck.sweep.progress import Event
 
-__all__ = ["GroupRunner", "GroupTrainer"]
+__all__ = ["STOP_AFTER_FAILURES", "GroupRunner", "GroupTrainer"]
+
+# A trainer that fails on this many runs in a row before any finishes stops the sweep (its first error).
+STOP_AFTER_FAILURES = 3
 
 
 class GroupRunner:
@@ -33,23 +40,47 @@ class GroupRunner:
     it at once and a Ray task sends it back to its driver."""
 
     def __init__(self, plan: Plan, deliver: Callable[[RunConfig, RunResult], None], worker: int = 0,
-                 emit: Callable[[Event], None] | None = None, compile: bool = False):
+                 emit: Callable[[Event], None] | None = None, compile: bool = False,
+                 fail: Callable[[RunConfig, TrainerFailed], None] | None = None, run_root: Path | None = None,
+                 env: dict[str, str] | None = None):
+        """`fail`: what to do with a run the team's trainer did not finish (None: raise); `run_root`: where a
+        trainer's runs get their folders ({run_dir}); `env`: variables for a trainer's runs (a GPU slot)."""
         self.plan, self.deliver, self.worker = plan, deliver, worker
         self.emit: Callable[[Event], None] = emit or (lambda event: None)
         self.compile = compile
         self.fallback_said = False
+        self.fail, self.env = fail, env or {}
+        self.run_root = run_root if run_root is not None else Path(tempfile.gettempdir()) / "mupcheck-trainer-runs"
 
     def _progress(self, step: int, steps: int) -> None:
         self.emit(("step", self.worker, step, steps))
 
     def solo(self, cfg: RunConfig) -> Callable[[], RunResult]:
         def go() -> RunResult:
-            self.emit(("start", self.worker, cfg.label(), (self.plan.key(cfg),)))
+            key = self.plan.key(cfg)
+            self.emit(("start", self.worker, cfg.label(), (key,)))
+            if self.plan.grid.trainer is not None:
+                return train_command(cfg, self.plan.grid, self.run_root / key, self._progress, self.env)
             return train_run(cfg, self.plan.data, self.plan.device, progress=self._progress)
         return go
 
+    def one(self, cfg: RunConfig) -> None:
+        """Train one run and deliver it; a run the team's trainer did not finish goes to `fail`."""
+        try:
+            result = self.solo(cfg)()
+        except TrainerFailed as e:
+            if self.fail is None:
+                raise
+            self.fail(cfg, e)
+            return
+        self.deliver(cfg, result)
+
     def run(self, configs: list[RunConfig]) -> None:
         """Train `configs` (runs that differ only in lr, seed and tokens), delivering each result."""
+        if self.plan.grid.trainer is not None:  # the team's own code: one process per run, never batched
+            for cfg in configs:
+                self.one(cfg)
+            return
         if len(configs) <= 1:
             for cfg in configs:
                 self.deliver(cfg, self.solo(cfg)())
@@ -125,9 +156,12 @@ class GroupTrainer:
     """Trains groups of runs for one worker on this machine: claims them in the store, trains them with a
     `GroupRunner`, stores each result as it finishes, and reports each finished run through `emit`."""
 
-    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False):
+    def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False,
+                 env: dict[str, str] | None = None):
         self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
-        self.runner = GroupRunner(plan, self._store, worker, emit, compile)
+        self.runner = GroupRunner(plan, self._store, worker, emit, compile, fail=self._failed,
+                                  run_root=store.root / "trainer-runs", env=env)
+        self.finished, self.failures = 0, 0
 
     def train_group(self, group: list[RunConfig]) -> list[RunConfig]:
         """Train the runs of `group` that nobody has stored or claimed; return those others hold."""
@@ -140,14 +174,34 @@ class GroupTrainer:
 
     def train_alone(self, cfg: RunConfig) -> None:
         """Train (or wait for, and take) one run that another process held."""
-        record, trained = self.store.get_or_train(self.plan.key(cfg), self.plan.key_material(cfg),
-                                                  self.runner.solo(cfg), block=True)
+        try:
+            record, trained = self.store.get_or_train(self.plan.key(cfg), self.plan.key_material(cfg),
+                                                      self.runner.solo(cfg), block=True)
+        except TrainerFailed as e:
+            self._failed(cfg, e)
+            return
         assert record is not None  # block=True waits for the lock instead of giving up
         self.done(record, trained)
 
     def _store(self, cfg: RunConfig, result: RunResult) -> None:
         record = self.store.save_result(self.plan.key(cfg), self.plan.key_material(cfg), result)
+        self.finished += 1
         self.done(record, trained=True)
+
+    def _failed(self, cfg: RunConfig, error: TrainerFailed) -> None:
+        """A run the team's trainer did not finish: said in one line, kept in the store's failures/ with the last
+        lines of its output (the report shows them), and left missing, so that a later sweep tries it again. A
+        trainer that fails on its first STOP_AFTER_FAILURES runs, none finished, stops the sweep with the first
+        error: hundreds of identical failures say nothing more."""
+        key = self.plan.key(cfg)
+        self.store.record_failure(key, {"run": cfg.label(), "error": str(error), "log": list(error.log[-10:]),
+                                        "backend": "trainer"})
+        print(f"mupcheck: {cfg.label()}: the trainer failed: {error}", file=sys.stderr)
+        self.emit(("failed", self.worker, key, str(error)))
+        self.failures += 1
+        if not self.finished and self.failures >= STOP_AFTER_FAILURES:
+            raise MupcheckError(f"the trainer failed on each of its first {self.failures} runs, and none finished: "
+                                f"{cfg.label()}: {error} (every failure is in {self.store.root / 'failures'})")
 
     def done(self, record: RunRecord, trained: bool) -> None:
         """Report a finished run (trained now, or found in the store) to the progress display."""
