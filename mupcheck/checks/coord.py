@@ -345,5 +345,12 @@ def check_trainer_coords(grid: Grid, parametrization: str, df: pd.DataFrame) -> 
         assert_coords_stable(df, cc)
         error = None
     except (CoordCheckError, ValueError) as e:
-        error = str(e)
+        error = f"{e}\n  in a trainer: {_TRAINER_HINT}"
     return CoordResult(parametrization, widths, df, (), error)
+
+
+# What the trainer adds to the model's own causes (docs/trainers.md).
+_TRAINER_HINT = ("a schedule that writes one rate into every parameter group (group['lr'] = lr, as nanoGPT's loop "
+                 "does) erases MuAdamW's per-group width scaling; so do groups built by hand, torch's own optimizer "
+                 "where MuAdamW was meant, weight decay scaled by a muP rate, or a model re-initialised, compiled or "
+                 "wrapped after set_base_shapes")

@@ -43,6 +43,7 @@ from mupcheck.spec import (
     CoordCheckConfig,
     Grid,
     RunSettings,
+    coord_widths,
     load_grid,
     parse_grid,
 )
@@ -109,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_cmd_report)
 
     coord = sub.add_parser("coord-check", help="is the muP implementation right? coordinate check + muP lint")
-    coord.add_argument("--model", required=True, help="gpt, mlp, or package.module:build (importable from here)")
+    coord.add_argument("--model", default=None, help="gpt, mlp, or package.module:build (importable from here)")
+    coord.add_argument("--grid", default=None, metavar="GRID",
+                       help="instead of --model: a grid with a [trainer], whose own training step is checked (its "
+                            "runs at the [coord_check] rate are trained first where the store lacks them)")
+    _add_store(coord)
+    coord.add_argument("--device", default=None, help="with --grid: the device the runs were trained on")
     coord.add_argument("--widths", default="64,128,256,512",
                        help="comma-separated, spanning >= 8x (default %(default)s)")
     coord.add_argument("--parametrization", choices=list(PARAMETRIZATIONS), default="mup",
@@ -171,12 +177,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     store = Store.open(args.store) if args.store or os.environ.get(STORE_ENV) else None
     estimate = estimate_cost(plan, store)
     for line in estimate.lines():
-        print(line)
-    print(f"  data: {plan.data.description}, {len(plan.data.train):,} training tokens on this machine")
-    warning = repeated_data_warning(plan)
+        if grid.trainer is None or not line.lstrip().startswith(("GPU", "batching")):  # a trainer is never batched
+            print(line)
+    if grid.trainer is not None:
+        print(f"  trainer: {grid.trainer.command or grid.trainer.python}, one process per run; the times above are "
+              "the built-in GPT's at the same width and depth, not your trainer's")
+    else:
+        print(f"  data: {plan.data.description}, {len(plan.data.train):,} training tokens on this machine")
+    warning = repeated_data_warning(plan) if grid.trainer is None else None
     if warning:
         print(f"  {warning}")
-    if grid.model not in ("gpt", "mlp"):
+    if grid.model not in ("gpt", "mlp") and grid.trainer is None:
         print("  note: FLOPs per token are those of the built-in GPT of the same width and depth; your model's may "
               "differ, and so may the times")
     held = sum(store.path(plan.key(c)).exists() for c in plan.configs) if store is not None else 0
@@ -311,7 +322,10 @@ def _coord_grid(args: argparse.Namespace) -> Grid:
 
 
 def _cmd_coord_check(args: argparse.Namespace) -> int:
-
+    if args.grid:
+        return _coord_check_trainer(args)
+    if not args.model:
+        raise MupcheckError("coord-check needs --model (a model to build) or --grid (a grid with a [trainer])")
     grid = _coord_grid(args)
     data = load_data(grid.data, Path.cwd(), grid.vocab_size)
     print(f"coordinate check of {args.model} ({args.parametrization}) at widths {args.widths}, "
@@ -324,6 +338,26 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot_coords(result.data, plot, title=f"{args.model} {args.parametrization}")
     print(f"plot: {plot}")
+    print(result.message())
+    return 0 if result.passed else 1
+
+
+def _coord_check_trainer(args: argparse.Namespace) -> int:
+    """The coordinate check of a trainer's own training step (mupcheck.watch in it): the runs it needs, the
+    [coord_check] rate's first seed and budget at every [coord_check] width, trained where missing, then judged."""
+    grid = load_grid(args.grid)
+    if grid.trainer is None or grid.coord_check is None:
+        raise MupcheckError(f"{args.grid}: --grid needs a grid with a [trainer] and a [coord_check] table")
+    store = Store.open(args.store)
+    arm, target = grid.mup_arm or grid.parametrization[0], grid.coord_check.lr_log2
+    rate = min(grid.rates_of(arm), key=lambda x: abs(x - target))
+    needed = dataclasses.replace(grid, widths=coord_widths(grid), lr_log2=(rate,), seeds=grid.seeds[:1],
+                                 tokens=grid.tokens[:1], parametrization=(arm,), refine=None)
+    run_grid(needed, store, device=args.device, show_progress=True)
+    result = GridSuite(plan_grid(needed, args.device), store).coord(arm)
+    if len(result.data):
+        print("slopes of log2(mean |x|) per doubling of width (0: width-independent, as muP wants)")
+        print(slope_table(result.data).to_string(index=False, float_format=lambda x: f"{x:+.2f}"))
     print(result.message())
     return 0 if result.passed else 1
 

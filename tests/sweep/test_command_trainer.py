@@ -24,7 +24,7 @@ from mupcheck.store import Store
 from mupcheck.sweep.balance import gpu_slots
 from mupcheck.sweep.local import run_grid
 
-SCRIPT = Path(__file__).resolve().parents[1] / "trainers" / "nanogpt_train.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "grids" / "trainers" / "nanogpt_train.py"
 COMMAND = (f"{sys.executable} nanogpt_train.py --n_embd {{width}} --lr {{lr}} --max_tokens {{tokens}} --seed {{seed}} "
            "--out {run_dir}")
 
@@ -224,19 +224,22 @@ def test_kill_9_of_a_sweep_then_resume_trains_only_what_was_not_finished(tmp_pat
     assert all((store / "runs" / name).stat().st_mtime_ns == t for name, t in kept.items())
 
 
-def test_the_trainers_own_training_step_is_coordinate_checked(tmp_path):
-    """mupcheck.watch in the script: the correct muP trainer passes its coordinate check, and the same script
-    with nanoGPT's schedule bug (every group at the base rate) fails it, naming layers whose updates grow."""
-    outcomes = {}
-    for bug in ("", " --bug group_lr"):
-        path = _grid(tmp_path / f"g{bug.strip()}", command=COMMAND + " --watch" + bug, widths="[32, 64, 256]",
-                     lrs="[-6]", extra='[coord_check]\nparametrization = ["mup"]\nlr_log2 = -6\n')
-        store = Store(tmp_path / f"store{bug.strip()}")
-        run_grid(load_grid(path), store, device="cpu", show_progress=False)
-        outcomes[bug] = GridSuite(plan_grid(load_grid(path), "cpu"), store).outcome("coord[mup]")
-    assert outcomes[""].outcome == "pass", outcomes[""].detail
-    assert outcomes[" --bug group_lr"].outcome == "fail"
-    assert "update" in outcomes[" --bug group_lr"].detail and "grow with width" in outcomes[" --bug group_lr"].detail
+def test_the_trainers_own_training_step_is_coordinate_checked(tmp_path, capsys):
+    """mupcheck.watch in the script: the correct muP trainer passes its coordinate check (the grid's coord item),
+    and the same script with nanoGPT's schedule bug (every group at the base rate) fails it under `mupcheck
+    coord-check --grid`, which trains the runs the check needs and names the layers whose updates grow."""
+    extra = '[coord_check]\nparametrization = ["mup"]\nlr_log2 = -6\n'
+    path = _grid(tmp_path / "ok", command=COMMAND + " --watch", widths="[32, 64, 256]", lrs="[-6]", extra=extra)
+    store = Store(tmp_path / "store_ok")
+    run_grid(load_grid(path), store, device="cpu", show_progress=False)
+    outcome = GridSuite(plan_grid(load_grid(path), "cpu"), store).outcome("coord[mup]")
+    assert outcome.outcome == "pass", outcome.detail
+    bugged = _grid(tmp_path / "bug", command=COMMAND + " --watch --bug group_lr", widths="[32, 64, 256]",
+                   lrs="[-8, -6]", extra=extra)
+    assert main(["coord-check", "--grid", str(bugged), "--store", str(tmp_path / "store_bug")]) == 1
+    out = capsys.readouterr().out
+    assert "update" in out and "grow with width" in out
+    assert len(list((tmp_path / "store_bug" / "runs").glob("*.json"))) == 3  # only the check's rate was trained
 
 
 def _alive(pid: int) -> bool:

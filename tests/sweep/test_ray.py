@@ -63,6 +63,19 @@ def test_ray_sweep_stores_what_a_local_sweep_stores(cluster, tmp_path):
     assert again.trained == 0 and again.reused == 8
 
 
+def test_a_trainer_grid_runs_on_ray_as_it_runs_here(cluster, tmp_path):
+    """Issue 43: the team's own training script as the grid's trainer, each run a process of its own in a Ray
+    task: the same losses as a sweep on this machine (CPU, deterministic)."""
+    from test_command_trainer import _grid, _losses
+
+    path = _grid(tmp_path / "g")
+    local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    assert run_grid(load_grid(path), local, device="cpu", show_progress=False).trained == 4
+    summary = run_grid(load_grid(path), remote, device="cpu", show_progress=False, backend="ray")
+    assert summary.trained == 4 and not summary.failed
+    assert _losses(path, local) == _losses(path, remote) and None not in _losses(path, remote).values()
+
+
 def test_local_and_ray_sweeps_from_the_command_line_agree_key_for_key(tmp_path):
     """`mupcheck run` (one process per core) and `mupcheck run --backend ray` (one CPU per task) store the same
     numbers under the same keys: every CPU run trains on one thread (issue 28: 111 of the smoke grid's 144

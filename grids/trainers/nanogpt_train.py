@@ -27,6 +27,7 @@ from mup import MuAdamW, MuReadout, set_base_shapes
 from torch import nn
 
 VOCAB = 64
+VALIDATION = 128  # held-out sequences: the validation loss is read on the same ones in every run
 
 
 class Block(nn.Module):
@@ -77,12 +78,12 @@ def data(seed: int, steps: int, batch: int, seq_len: int) -> tuple[torch.Tensor,
     g = torch.Generator().manual_seed(1234)
     table = torch.softmax(3.0 * torch.randn(VOCAB, VOCAB, generator=g), dim=1)
     rng = torch.Generator().manual_seed(seed)
-    n = steps * batch + 16
+    n = steps * batch + VALIDATION
     seqs = torch.empty(n, seq_len + 1, dtype=torch.long)
     seqs[:, 0] = torch.randint(VOCAB, (n,), generator=rng)
     for t in range(seq_len):
         seqs[:, t + 1] = torch.multinomial(table[seqs[:, t]], 1, generator=rng).squeeze(1)
-    return seqs[:-16], seqs[-16:]  # training sequences, validation sequences
+    return seqs[:-VALIDATION], seqs[-VALIDATION:]  # training sequences, validation sequences
 
 
 def main(argv: list[str] | None = None) -> int:
