@@ -59,7 +59,7 @@ def test_one_seed_sweeps_whose_optimum_stays_are_rarely_called_breaks(step):
 
 @pytest.mark.parametrize("step", [1.0, 0.5])
 def test_one_seed_sweeps_whose_optimum_moves_break_and_never_transfer(step):
-    """SP with Adam: one octave per doubling of width. At least 60% of the comparisons break (measured: 67% on
+    """SP with Adam: one octave per doubling of width. At least 60% of the comparisons break (measured: 68% on
     octave rates, 88% on half-octave ones); four octaves or more nearly always; a moving optimum is never called
     transfers. (One octave, about the noise of two one-seed optima on octave rates, stays inconclusive there.)"""
     by_shift = _calibrate(-1.0, step)
