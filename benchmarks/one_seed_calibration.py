@@ -73,12 +73,17 @@ class Case:
         return False
 
 
+# The studies whose seeds measure the truth a one-seed sweep is checked against.
+MIN_SEEDS = 5
+
+
 def studies(root: Path = ROOT) -> list[str]:
-    """The committed studies with two or more seeds per cell and their records beside them."""
+    """The committed studies with MIN_SEEDS seeds per cell or more, trained by mupcheck's own engine, and their
+    records beside them."""
     out = []
     for store in sorted((root / "reports").glob("*.store")):
         grid = load_grid(root / "grids" / f"{store.name[:-len('.store')]}.toml")
-        if len(grid.seeds) >= 2:
+        if len(grid.seeds) >= MIN_SEEDS and grid.trainer is None:
             out.append(grid.name)
     return out
 

@@ -12,21 +12,27 @@ with the shortest at the same width. Two pieces of evidence decide:
 
 - the **shift** of the optimum, paired over the seeds whose optimum was found in both cells (a seed
   fixes init and data order in both), with its 95% interval, against the **band**: the shifts that cost
-  at most `max_regret` of loss in the other cell, from its curvature on each side of its optimum (or
-  +-`tolerance_log2` when the grid fixes it). With fewer than two paired seeds (one seed per cell, or
-  seeds the cells do not share) the shift is the difference of the cells' means, and its interval comes
-  from the sweep's noise model (`mupcheck.analysis.noise`), which the verdict names. A coarse fit's
-  resolution (`curves.widen`) widens the interval either way;
-- the **measured regret**: where the other cell has runs at (or on both sides of) the transferred rate,
-  each seed's loss there over the lowest loss its own curve reaches (its fitted minimum), minus 1, with
-  its 95% interval over seeds, or from the noise model's loss noise with one seed. It never compares a
-  run with itself, so it cannot be zero by construction.
+  at most `max_regret` of loss in the other cell (`mupcheck.analysis.regret`: from its curvature on each
+  side of its optimum, never wider than its runs support, or +-`tolerance_log2` when the grid fixes it).
+  With fewer than two paired seeds (one seed per cell, or seeds the cells do not share) the shift is the
+  difference of the cells' means, and its interval comes from each cell's noise in the sweep's noise model
+  (`mupcheck.analysis.noise`), which the verdict names; a coarse fit's resolution (`curves.widen`) widens a
+  paired interval, and is part of the noise model's;
+- the **regret** at the transferred rate (`mupcheck.analysis.regret.paired_regret`): each seed's loss there
+  over that seed's own smooth curve at the other cell's optimum (the intercept of a fit over its runs near
+  the optimum, x0 held there: never the run read at the transferred rate, so it cannot be zero by
+  construction), minus 1; measured from a run there (or interpolated between two close ones) with its 95%
+  interval over seeds, or from the loss noise with one seed; read off the fitted curve only inside the
+  span of rates that fit used; past it, a lower bound from the run between the optimum and the transferred
+  rate (*at least*).
 
 A comparison **breaks** when the transferred rate diverged in every seed of the other cell that ran it
-(wherever that cell's optimum lies), when the regret's interval lies above `max_regret` (whatever the
-shift says), or when the shift's interval lies outside the band. It **transfers** when the shift's
-interval lies inside the band and no measured regret reaches past `max_regret`. Anything else is
-**inconclusive**, with the reason that stopped it.
+(wherever that cell's optimum lies), when the measured regret's interval, or a lower bound's, lies above
+`max_regret` (whatever the shift says), or when the shift's interval lies outside the band. It
+**transfers** when the shift's interval lies inside the band and no measured regret reaches past
+`max_regret`. Anything else is **inconclusive**, with the reason that stopped it. A decisive verdict whose
+deciding bound lies within BORDERLINE_LOG2 of the band's edge or BORDERLINE_REGRET of `max_regret` is
+marked *borderline*; its outcome stands.
 """
 
 from __future__ import annotations
