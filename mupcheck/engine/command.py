@@ -270,7 +270,8 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout_s: float, o
                                 bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as e:
         raise TrainerFailed(f"cannot start {command[0]!r}: {e}") from None
-    timer = threading.Timer(timeout_s, _stop, args=(proc,)) if timeout_s else None
+    stopped = threading.Event()  # set by `_stop`: the run ended at its timeout, not by its own exit
+    timer = threading.Timer(timeout_s, _stop, args=(proc, stopped)) if timeout_s else None
     if timer is not None:
         timer.daemon = True
         timer.start()
@@ -282,20 +283,17 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout_s: float, o
                 on_line(line)
         code = proc.wait()
     except BaseException:
-        _stop(proc)
+        _stop(proc, stopped)
         raise
     finally:
         if timer is not None:
             timer.cancel()
-    return None if proc.pid in _STOPPED else code
+    return None if stopped.is_set() else code
 
 
-_STOPPED: set[int] = set()  # the runs `_stop` ended: a timeout, not the trainer's own exit
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str], stopped: threading.Event) -> None:
     """Stop a run's whole process group: SIGTERM, then SIGKILL after a grace period."""
-    _STOPPED.add(proc.pid)
+    stopped.set()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
