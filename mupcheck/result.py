@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Checkpoint", "FusedInfo", "RunRecord", "RunResult", "Status"]
+__all__ = ["Checkpoint", "FusedInfo", "RunRecord", "RunResult", "SharedInfo", "Status"]
 
 # "unstable": the run ended with a finite loss, but its training loss spiked or it ended no lower than it
 # started (see RunResult.judged_status); "diverged": non-finite, or far above its first loss (the engine
@@ -65,6 +65,26 @@ class FusedInfo:
 
 
 @dataclass(frozen=True)
+class SharedInfo:
+    """How a run of a duration study was trained with the other budgets of its rate and seed
+    (`mupcheck.engine.shared`): its numbers are those it would have had alone."""
+
+    # "trunk": the run trained to the longest budget; "prefix": read off the trunk at its own last step;
+    # "branch": its own decay, branched off the trunk where that decay starts.
+    kind: str
+    trunk_tokens: int  # the budget of the run it shares
+    leaves_at: int  # the trunk's step where it left (its own last step for a prefix; the trunk's steps for it)
+    budgets: int  # how many budgets the shared run served in this sweep
+
+    def describe(self) -> str:
+        if self.kind == "trunk":
+            return f"trained once for {self.budgets} budgets"
+        if self.kind == "prefix":
+            return f"read at step {self.leaves_at} of the run to {self.trunk_tokens:,} tokens"
+        return f"decay branched at step {self.leaves_at} of the run to {self.trunk_tokens:,} tokens"
+
+
+@dataclass(frozen=True)
 class RunResult:
     """The outcome of one training run."""
 
@@ -90,12 +110,13 @@ class RunResult:
     # `mupcheck.watch` recorded in its first steps (its lines' `coord` objects): its own muP check.
     log: tuple[str, ...] = ()
     coords: tuple[dict[str, Any], ...] = ()
+    shared: SharedInfo | None = None  # trained as part of one run per rate and seed (a duration study)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["checkpoints"] = [dataclasses.asdict(c) for c in self.checkpoints]
         # Records of solo runs never had these keys; keep them out, so old and new records read alike.
-        for key in ("fused", "notes", "log", "coords"):
+        for key in ("fused", "notes", "log", "coords", "shared"):
             if not d[key]:
                 del d[key]
         return d
@@ -112,7 +133,7 @@ class RunResult:
         if status != "diverged" and (not isinstance(loss, (int, float)) or not math.isfinite(loss)):
             raise ValueError(f"`result.loss` is {loss!r} for a run with status {status}")
         try:
-            fused = d.get("fused")
+            fused, shared = d.get("fused"), d.get("shared")
             return cls(
                 status=status, loss=loss, train_loss=d.get("train_loss"), initial_loss=d.get("initial_loss"),
                 diverged_step=d.get("diverged_step"), steps=int(d["steps"]), steps_trained=int(d["steps_trained"]),
@@ -123,7 +144,8 @@ class RunResult:
                 tau_frac_of_run=d.get("tau_frac_of_run"), engine=str(d.get("engine", "solo")),
                 fused=FusedInfo(**fused) if fused else None, notes=tuple(d.get("notes", ())),
                 log=tuple(str(line) for line in d.get("log", ())),
-                coords=tuple(dict(c) for c in d.get("coords", ()) if isinstance(c, dict)))
+                coords=tuple(dict(c) for c in d.get("coords", ()) if isinstance(c, dict)),
+                shared=SharedInfo(**shared) if shared else None)
         except KeyError as e:
             raise ValueError(f"`result.{e.args[0]}` is missing") from None
         except (TypeError, ValueError) as e:

@@ -427,6 +427,10 @@ class Grid(RunSettings):
     fuse: int = _key("integer", 0, minimum=0)
     # torch.compile the fused model and update: faster steps, but tens of seconds to compile each group.
     compile: bool = _key("boolean", False)
+    # Budgets that differ only in tokens train as one run per rate and seed where that is exact (constant and
+    # WSD schedules with warmup_tokens: mupcheck.engine.groups): a duration study costs its longest budget, not
+    # their sum. false: every budget trains alone (the results are the same; only the cost differs).
+    share_runs: bool = _key("boolean", True)
     backend: str = _key("choice", "local", choices=BACKENDS)  # where runs train (BACKENDS)
     transfer: TransferSettings = _table("transfer", TransferSettings)
     stability: StabilitySettings = _table("stability", StabilitySettings)

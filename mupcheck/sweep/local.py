@@ -70,6 +70,8 @@ class Engine:
     ray_address: str | None = None
     # A trainer's sweep on GPUs: each worker's CUDA_VISIBLE_DEVICES (`gpu_slots`); () inherits the environment.
     gpus: tuple[str, ...] = ()
+    # Budgets that differ only in tokens train as one shared run where exact (`mupcheck.engine.shared`).
+    share: bool = False
 
     @classmethod
     def for_grid(cls, grid: Grid, device: torch.device, fuse: int | None = None, compile: bool | None = None,
@@ -81,12 +83,12 @@ class Engine:
                 slots = gpu_slots(gpus, grid.trainer.runs_per_gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
             except ValueError as e:
                 raise MupcheckError(str(e)) from None
-            return cls(1, False, backend or grid.backend, ray_address, slots)
+            return cls(1, False, backend or grid.backend, ray_address, slots)  # the team's code: never shared
         if gpus:
             raise MupcheckError("--gpus gives GPUs to a [trainer]'s runs; mupcheck's own engine places runs itself "
                                 "(--device, one GPU per worker)")
         return cls(fuse_size(grid, device, fuse), grid.compile if compile is None else compile,
-                   backend or grid.backend, ray_address)
+                   backend or grid.backend, ray_address, share=grid.share_runs)
 
     def env_for(self, worker: int) -> dict[str, str]:
         """The environment a worker gives its trainer's runs: its GPU slot, if the sweep has slots."""
@@ -96,10 +98,11 @@ class Engine:
         where = " as Ray tasks" if self.backend == "ray" else ""
         if self.gpus:
             return f"one trainer process per run, {len(self.gpus)} at a time on GPUs {','.join(self.gpus)}" + where
+        shared = ", budgets of a rate and seed sharing one run where exact" if self.share else ""
         if self.fuse <= 1:
-            return "one run at a time" + where
+            return "one run at a time" + shared + where
         return (f"up to {self.fuse} runs (same shape; lr, seed, tokens differ) per batched model"
-                + (", compiled" if self.compile else "") + where)
+                + (", compiled" if self.compile else "") + shared + where)
 
 
 def run_grid(grid: Grid, store: Store, device: str | None = None, workers: int = 1,
@@ -180,7 +183,7 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
         return  # nothing to write: a complete store may be read-only
     store.check_writable()  # before anything trains, not after the first run
     if engine.backend == "ray":
-        run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address)
+        run_on_ray(plan, store, summary, bar.handle, engine.fuse, engine.compile, engine.ray_address, engine.share)
         return
     # Runs another process trains now (a peer's group, whose first runs may be stored already) are kept
     # out of this process's groups, which would otherwise overlap that group and break into small pieces;
@@ -188,7 +191,8 @@ def _train_missing(plan: Plan, store: Store, summary: SweepSummary, bar: Progres
     busy = {c for c in missing if store.held(keys[c])}
     held = [c for c in missing if c in busy]
     free = [c for c in missing if c not in busy]
-    groups = balance(fusion_groups(free, engine.fuse), share.slots, plan.cost) + fusion_groups(held, engine.fuse)
+    groups = (balance(fusion_groups(free, engine.fuse, engine.share), share.slots, plan.cost)
+              + fusion_groups(held, engine.fuse, engine.share))
     if workers <= 1:
         _work(plan, store.root, share.index, bar.handle, groups, share.peers, engine)
     else:
@@ -207,7 +211,7 @@ def _work(plan: Plan, store_root: os.PathLike, worker: int, emit: Callable[[Even
     groups = groups[shift:] + groups[:shift]  # workers start at different places: less lock contention
     if plan.grid.trainer is None:  # a trainer's runs are its own processes; this one needs no GPU context
         select_gpu(plan.device)
-    trainer = GroupTrainer(plan, store, worker, emit, engine.compile, engine.env_for(worker))
+    trainer = GroupTrainer(plan, store, worker, emit, engine.compile, engine.env_for(worker), engine.share)
     deferred = []
     for group in groups:
         deferred += trainer.train_group(group)

@@ -83,7 +83,7 @@ def connect(address: str | None) -> Any:
 
 
 def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool, mailbox: Any,
-                group_id: int) -> int:
+                group_id: int, share: bool = False) -> int:
     """On a Ray worker: train the runs of one group that no earlier attempt finished, with the local engine,
     sending each result to `mailbox` as the run finishes; return how many this attempt trained."""
     ray = import_ray()
@@ -98,7 +98,8 @@ def _train_task(grid: Grid, configs: list[RunConfig], device: str, compile: bool
         ray.get(mailbox.put.remote(group_id, index[cfg], result.to_dict()))
 
     todo = [cfg for i, cfg in enumerate(configs) if i not in finished]
-    GroupRunner(plan, send, compile=compile).run(todo)
+    # A shared run's state stays on this node (a retry here resumes it; elsewhere it starts over).
+    GroupRunner(plan, send, compile=compile, share=share).run(todo)
     return len(todo)
 
 
@@ -129,16 +130,18 @@ class _Mailbox:
 
 
 def run_on_ray(plan: Plan, store: Store, summary: SweepSummary, handle: Callable[[Event], None], fuse: int,
-               compile: bool, address: str | None, attempts_out: dict[int, list[int]] | None = None) -> None:
+               compile: bool, address: str | None, share: bool = False,
+               attempts_out: dict[int, list[int]] | None = None) -> None:
     """Train the plan's runs that the store lacks as Ray tasks; store each result as it arrives."""
     ray = connect(address)
     by_key = {plan.key(cfg): cfg for cfg in plan.configs}
     with store.claim_missing(by_key) as claim:
         for record in claim.found.values():
             handle(("done", 0, record.key, False, record.result.status))
-        groups = balance(fusion_groups([by_key[k] for k in claim.mine], fuse), _slots(ray, plan.device), plan.cost)
+        groups = balance(fusion_groups([by_key[k] for k in claim.mine], fuse, share), _slots(ray, plan.device),
+                         plan.cost)
         if groups:
-            _run_groups(ray, plan, store, groups, handle, compile, attempts_out)
+            _run_groups(ray, plan, store, groups, handle, compile, attempts_out, share)
     for key in claim.held:  # another driver or worker holds them: wait for its results
         with store.claim(key, block=True):
             waited = store.load(key)
@@ -160,13 +163,13 @@ def _slots(ray: Any, device: torch.device) -> int:
 
 
 def _run_groups(ray: Any, plan: Plan, store: Store, groups: list[list[RunConfig]], handle: Callable[[Event], None],
-                compile: bool, attempts_out: dict[int, list[int]] | None) -> None:
+                compile: bool, attempts_out: dict[int, list[int]] | None, share: bool = False) -> None:
     cuda = plan.device.type == "cuda"
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_train_task).options(
         num_gpus=1 if cuda else 0, num_cpus=1)
     mailbox = ray.remote(_Mailbox).options(num_cpus=0, scheduling_strategy=_on_this_node(ray)).remote()
     device = "cuda" if cuda else str(plan.device)
-    pending = {task.remote(plan.grid, group, device, compile, mailbox, i): i for i, group in enumerate(groups)}
+    pending = {task.remote(plan.grid, group, device, compile, mailbox, i, share): i for i, group in enumerate(groups)}
     stored: dict[int, set[int]] = {i: set() for i in range(len(groups))}  # group -> its runs in the store
     handle(("start", 0, f"{len(groups)} task(s) on Ray ({'one GPU' if cuda else 'one CPU'} each)"))
 

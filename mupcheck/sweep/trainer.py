@@ -3,7 +3,9 @@
 The store is asked first: runs already stored are reported as found, runs another process holds are
 left for later, and the rest are claimed and trained together. A batched group that does not fit in
 GPU memory is split in halves; one whose compilation fails is retried without torch.compile; a model
-that cannot be batched trains its runs one at a time.
+that cannot be batched trains its runs one at a time. Budgets of one rate and seed that can share a run
+(`mupcheck.engine.groups.share_chains`) train as one (`mupcheck.engine.shared`), its resumable state kept
+under the store's `shared-runs/` until the last of them is stored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 
 from mupcheck.engine.command import TrainerFailed, train_command
 from mupcheck.engine.fused import FusedCanaryFailed, FusedOutOfMemory, FusedUnsupported, train_fused
-from mupcheck.engine.groups import group_label
+from mupcheck.engine.groups import group_label, share_chains
+from mupcheck.engine.shared import train_shared
 from mupcheck.engine.solo import train_run
 from mupcheck.errors import MupcheckError
 from mupcheck.plan import Plan
@@ -42,10 +45,14 @@ class GroupRunner:
     def __init__(self, plan: Plan, deliver: Callable[[RunConfig, RunResult], None], worker: int = 0,
                  emit: Callable[[Event], None] | None = None, compile: bool = False,
                  fail: Callable[[RunConfig, TrainerFailed], None] | None = None, run_root: Path | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, share: bool = False, state_root: Path | None = None):
         """`fail`: what to do with a run the team's trainer did not finish (None: raise); `run_root`: where a
-        trainer's runs get their folders ({run_dir}); `env`: variables for a trainer's runs (a GPU slot)."""
+        trainer's runs get their folders ({run_dir}); `env`: variables for a trainer's runs (a GPU slot);
+        `share`: budgets of one rate and seed train as one run where exact, its state under `state_root`."""
         self.plan, self.deliver, self.worker = plan, deliver, worker
+        self.share = share and plan.grid.trainer is None
+        self.state_root = (state_root if state_root is not None
+                           else Path(tempfile.gettempdir()) / "mupcheck-shared-runs")
         self.emit: Callable[[Event], None] = emit or (lambda event: None)
         self.compile = compile
         self.fallback_said = False
@@ -85,6 +92,10 @@ class GroupRunner:
             for cfg in configs:
                 self.deliver(cfg, self.solo(cfg)())
             return
+        chains = share_chains(configs) if self.share else []
+        if len(chains) == 1:
+            self.shared(chains[0])
+            return
         self.emit(("start", self.worker, group_label(configs), tuple(self.plan.key(c) for c in configs)))
         failure, configs = self._batched(configs)
         if failure is None or not configs:
@@ -117,6 +128,14 @@ class GroupRunner:
                 self.fallback_said = True
             for cfg in configs:
                 self.deliver(cfg, self.solo(cfg)())
+
+    def shared(self, chain: list[RunConfig]) -> None:
+        """Train the budgets of one rate and seed as one run (`share_chains`), delivering each as it ends."""
+        trunk = chain[-1]
+        self.emit(("start", self.worker, f"{group_label(chain)} shared", tuple(self.plan.key(c) for c in chain)))
+        train_shared(chain, self.plan.data, self.plan.device, progress=self._progress,
+                     on_result=lambda i, result: self.deliver(chain[i], result),
+                     state_dir=self.state_root / self.plan.key(trunk))
 
     def _batched(self, configs: list[RunConfig]) -> tuple[Exception | None, list[RunConfig]]:
         """Train `configs` as one batched model, delivering each run as it finishes. On a failure the
@@ -157,10 +176,11 @@ class GroupTrainer:
     `GroupRunner`, stores each result as it finishes, and reports each finished run through `emit`."""
 
     def __init__(self, plan: Plan, store: Store, worker: int, emit: Callable[[Event], None], compile: bool = False,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, share: bool = False):
         self.plan, self.store, self.worker, self.emit = plan, store, worker, emit
         self.runner = GroupRunner(plan, self._store, worker, emit, compile, fail=self._failed,
-                                  run_root=store.root / "trainer-runs", env=env)
+                                  run_root=store.root / "trainer-runs", env=env, share=share,
+                                  state_root=store.root / "shared-runs")
         self.finished, self.failures = 0, 0
 
     def train_group(self, group: list[RunConfig]) -> list[RunConfig]:

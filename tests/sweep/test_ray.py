@@ -182,7 +182,7 @@ def _sweep_in_thread(plan, store: Store, fuse: int) -> tuple[threading.Thread, S
     summary, attempts = SweepSummary(total=len(plan.configs)), {}
     thread = threading.Thread(target=ray_backend.run_on_ray, args=(
         plan, store, summary, lambda e: summary.record(e[2], e[3], e[4]) if e[0] == "done" else None, fuse, False,
-        None, attempts))
+        None), kwargs={"attempts_out": attempts})
     thread.start()
     return thread, summary, attempts
 
@@ -242,7 +242,7 @@ def test_a_task_that_fails_is_recorded_with_its_error_and_the_sweep_goes_on(clus
     data.rename(tmp_path / "gone")
     store, events, attempts = Store(tmp_path / "store"), [], {}
     summary = SweepSummary(total=len(plan.configs))
-    ray_backend.run_on_ray(plan, store, summary, events.append, 1, False, None, attempts)
+    ray_backend.run_on_ray(plan, store, summary, events.append, 1, False, None, attempts_out=attempts)
     failed = [e for e in events if e[0] == "failed"]
     assert len(failed) == len(plan.configs) == 8 and not list(store.runs_dir.glob("*.json"))
     records = [json.loads(p.read_text()) for p in (store.root / "failures").glob("*.json")]
