@@ -40,7 +40,7 @@ from mupcheck.engine.command import check_trainer
 from mupcheck.engine.command import fingerprint as command_fingerprint
 from mupcheck.engine.data import TokenData, load_data
 from mupcheck.engine.device import pin_device, resolve_device
-from mupcheck.engine.groups import fusion_groups
+from mupcheck.engine.groups import fusion_groups, share_chains, sharing_note, trained_steps
 from mupcheck.fmt import format_duration, format_tokens
 from mupcheck.frame import CELL, x_column
 from mupcheck.spec import AXES, BUILTIN_MODELS, Cell, Grid, RunConfig, run_configs, setting_default
@@ -131,8 +131,18 @@ class Plan:
         return flops_per_token(cfg, self.data.vocab_size) * cfg.tokens
 
     def costs(self) -> dict[str, tuple[float, int]]:
-        """Each run's key -> (training FLOPs, steps): what a progress display weighs runs by."""
-        return {self.key(c): (self.cost(c), c.steps) for c in self.configs}
+        """Each run's key -> (training FLOPs, steps): what a progress display weighs runs by. Budgets that share
+        a run (`share_runs`) weigh what the shared run trains: its longest budget carries the run's steps and
+        branches, a shorter budget nothing of its own (it finishes on the way)."""
+        if not self.grid.share_runs or self.grid.trainer is not None:
+            return {self.key(c): (self.cost(c), c.steps) for c in self.configs}
+        out = {}
+        for chain in share_chains(self.configs):
+            trunk = chain[-1]
+            for c in chain:
+                out[self.key(c)] = (self.cost(trunk) * trained_steps(chain) / trunk.steps if c is trunk else 0.0,
+                                    c.steps)
+        return out
 
 
 def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
@@ -200,6 +210,19 @@ def _rate(table: tuple[tuple[float, float], ...], fpt: float) -> float:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """What shared runs save (`mupcheck.engine.shared`): the grid's runs that share a run with other budgets of
+    their rate and seed, the shared runs they train as, and the tokens, CPU and GPU time with every budget alone."""
+
+    runs: int
+    chains: int
+    tokens: int  # tokens trained with sharing (the trunks, and the decay branches)
+    cpu_s_alone: float
+    gpu_batched_s_alone: float
+    ratio: float  # training FLOPs with sharing over those with every budget alone
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     """What a grid asks for before anything trains: runs, tokens and FLOPs (and the refinement runs a
     `[refine]` table may add, at most), and the time they take on this machine's CPU cores and on one H100,
@@ -219,6 +242,8 @@ class CostEstimate:
     gpu_batched_s: float
     groups: int  # batched groups on a GPU (fuse 32)
     split_by: tuple[str, ...]  # axes whose values never share a batched group (they change shapes)
+    sharing: Sharing | None = None  # budgets that train as one run per rate and seed (None: no sharing)
+    sharing_note: str | None = None  # why budgets of this grid cannot share a run, where they cannot
 
     def lines(self) -> list[str]:
         g = self.grid
@@ -229,11 +254,20 @@ class CostEstimate:
             out.append(f"  [refine]: up to {self.refine_runs} more runs ({self.refine_flops:.3g} FLOPs) around each "
                        "cell's argmin, once the coarse runs are in")
         total = 1 + (self.refine_flops / self.flops if self.flops else 0.0)
+        sharing = self.sharing
+        if sharing is not None:
+            out.append(f"  shared runs: {sharing.runs} runs train as {sharing.chains}, one per rate and seed to its "
+                       "longest budget (shorter budgets read off it, or their decays branched off it): "
+                       f"{sharing.tokens:,} tokens trained instead of {self.tokens:,} ({sharing.ratio:.2f}x)")
+        elif self.sharing_note:
+            out.append(f"  shared runs: none; {self.sharing_note}")
+        alone = f"; {format_duration(sharing.cpu_s_alone)} with every budget alone" if sharing else ""
         out.append(f"  CPU: about {format_duration(self.cpu_s)} in {self.cpu_workers} process(es)"
                    + (f" (up to {format_duration(self.cpu_s * total)} with refinement)" if self.refine_runs else "")
-                   + f"; {self.cpu_source}")
-        out.append(f"  GPU (one H100): about {format_duration(self.gpu_batched_s)} batched ({self.groups} group(s) of "
-                   f"up to 32 runs), {format_duration(self.gpu_solo_s)} one run at a time; from the H100 "
+                   + f"{alone}; {self.cpu_source}")
+        alone = f" ({format_duration(sharing.gpu_batched_s_alone)} with every budget alone)" if sharing else ""
+        out.append(f"  GPU (one H100): about {format_duration(self.gpu_batched_s)} batched{alone} "
+                   f"({self.groups} group(s) of up to 32 runs), {format_duration(self.gpu_solo_s)} one run at a time; from the H100 "
                    "measurements of docs/gpu.md")
         if self.split_by:
             out.append(f"  batching: runs of different {', '.join(self.split_by)} change the model's or the "
@@ -274,23 +308,49 @@ def estimate_cost(plan: Plan, store: Any = None) -> CostEstimate:
         refine_runs = len(per_cell) * extra_rates * len(grid.seeds)
         refine_flops = sum(fpt[c] * c.tokens for c in per_cell.values()) * extra_rates * len(grid.seeds)
     workers = auto_workers(plan, alone=True)  # what `mupcheck run` uses
+    share = grid.share_runs and grid.trainer is None
+    chains = share_chains(configs) if share else [[c] for c in configs]
+    # A shared run's FLOPs: those of the steps it trains (trunk and branches), and every budget's evaluations.
+    shared_cost = {c: cost[c] * (trained_steps(chain) / c.steps if c is chain[-1] else 0.0) if c.steps else cost[c]
+                   for chain in chains for c in chain}
+    for chain in chains:
+        for c in chain[:-1]:  # the evaluations of a budget that rides a shared run are its own
+            shared_cost[c] = EVAL_CHECKPOINTS * c.eval_tokens * fpt[c] / 3
     measured = _store_rates(plan, store, fpt)
     if len(measured) >= 3:
         scale = sorted(measured)[len(measured) // 2]
-        cpu_s = sum(cost.values()) / scale / workers
+        rate = {c: scale for c in configs}
         source = (f"calibrated on {len(measured)} of this grid's runs in the store (median {scale / 1e9:.1f} "
                   "GFLOP/s of training)")
     else:
-        cpu_s = sum(cost[c] / _rate(CPU_MEASURED, fpt[c]) for c in configs) / workers
+        rate = {c: _rate(CPU_MEASURED, fpt[c]) for c in configs}
         source = "from the project's CPU records (19-53 GFLOP/s per thread by model size)"
-    gpu_solo = sum(max(cost[c] / _rate(GPU_SOLO, fpt[c]), c.steps * GPU_STEP_FLOOR_S) for c in configs)
-    groups_of = fusion_groups(list(configs), 32)
-    gpu_batched = sum(max(sum(cost[c] / _rate(GPU_BATCHED, fpt[c]) for c in group),
-                          max(c.steps for c in group) * GPU_STEP_FLOOR_S) for group in groups_of)
+    cpu_s = sum(shared_cost[c] / rate[c] for c in configs) / workers
+    cpu_alone = sum(cost[c] / rate[c] for c in configs) / workers
+    gpu_solo = sum(max(shared_cost[c] / _rate(GPU_SOLO, fpt[c]), c.steps * GPU_STEP_FLOOR_S) for c in configs
+                   if shared_cost[c] > 0)
+    groups_of = fusion_groups(list(configs), 32, share)
+
+    def batched_s(costs: dict[RunConfig, float]) -> float:
+        return sum(max(sum(costs[c] / _rate(GPU_BATCHED, fpt[c]) for c in group),
+                       max(c.steps for c in group) * GPU_STEP_FLOOR_S) for group in groups_of)
+
+    gpu_batched = batched_s(shared_cost)
     groups = len(groups_of)
     split_by = tuple(a.replace("_", " ") for a in ("width", "depth", "batch_size") if len(grid.values(a)) > 1)
+    shared = [chain for chain in chains if len(chain) > 1]
+    sharing = None
+    if shared:
+        tokens = sum(trained_steps(chain) * chain[-1].tokens_per_step for chain in chains)
+        train = sum(fpt[c] * c.tokens for c in configs)
+        sharing = Sharing(sum(len(chain) for chain in shared), len(shared), tokens, cpu_alone, batched_s(cost),
+                          sum(fpt[chain[-1]] * trained_steps(chain) * chain[-1].tokens_per_step for chain in chains)
+                          / train if train else 1.0)
+    note = None
+    if not shared and grid.trainer is None:
+        note = "share_runs = false: every budget trains alone" if not grid.share_runs else sharing_note(configs)
     return CostEstimate(grid, _factors(grid), len(configs), sum(c.tokens for c in configs), flops, refine_runs,
-                        refine_flops, cpu_s, workers, source, gpu_solo, gpu_batched, groups, split_by)
+                        refine_flops, cpu_s, workers, source, gpu_solo, gpu_batched, groups, split_by, sharing, note)
 
 
 def _product_text(grid: Grid, factors: tuple[tuple[str, int], ...]) -> str:

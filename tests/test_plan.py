@@ -1,3 +1,5 @@
+import pytest
+
 from mupcheck.plan import flops_per_token, plan_grid
 from mupcheck.spec import load_grid, run_configs
 
@@ -79,3 +81,54 @@ def test_a_slice_of_budgets_is_planned_and_trained_with_the_grids_own_keys(tmp_p
     assert "4 trained, 4 reused" in capsys.readouterr().out
     assert main(["run", str(grid), "--store", str(store), "--tokens", "1M"]) == 2
     assert "--tokens 1M: not in the grid's tokens (2K, 4K)" in capsys.readouterr().err
+
+
+def _duration_grid(directory, schedule: str, extra: str = ""):
+    path = directory / f"duration_{schedule}.toml"
+    path.write_text(f"""\
+name = "duration_{schedule}"
+model = "gpt"
+parametrization = ["mup"]
+widths = [16]
+depth = 1
+head_dim = 8
+tokens = [2048, 4096, 8192, 16384]
+batch_size = 4
+seq_len = 32
+lr_log2 = [-8, -6]
+seeds = [0, 1]
+data = "synthetic"
+eval_tokens = 256
+device = "cpu"
+schedule = "{schedule}"
+warmup_tokens = 256
+{extra}""")
+    return path
+
+
+def test_plan_shows_what_shared_runs_save_and_why_a_schedule_cannot_share(tmp_path, capsys):
+    from mupcheck.outputs.cli import main
+    from mupcheck.plan import estimate_cost
+
+    constant = estimate_cost(plan_grid(load_grid(_duration_grid(tmp_path, "constant"))))
+    wsd = estimate_cost(plan_grid(load_grid(_duration_grid(tmp_path, "wsd"))))
+    assert constant.sharing.runs == 16 and constant.sharing.chains == 4
+    assert constant.sharing.tokens == 4 * 16384  # the longest budget, once per rate and seed
+    assert wsd.sharing.tokens == 4 * (16384 + sum(round(0.2 * t / 128) * 128 for t in (2048, 4096, 8192)))
+    assert constant.sharing.ratio == pytest.approx(16384 / 30720) and wsd.sharing.ratio > constant.sharing.ratio
+    assert constant.cpu_s < 0.6 * constant.sharing.cpu_s_alone
+    assert main(["plan", str(_duration_grid(tmp_path, "wsd"))]) == 0
+    out = capsys.readouterr().out
+    assert "shared runs: 16 runs train as 4" in out and "with every budget alone" in out
+    assert main(["plan", str(_duration_grid(tmp_path, "cosine"))]) == 0
+    assert "shared runs: none; a cosine schedule depends on the budget" in capsys.readouterr().out
+    off = estimate_cost(plan_grid(load_grid(_duration_grid(tmp_path, "constant", "share_runs = false\n"))))
+    assert off.sharing is None and off.sharing_note == "share_runs = false: every budget trains alone"
+    assert off.cpu_s == pytest.approx(constant.sharing.cpu_s_alone)
+
+
+def test_progress_weighs_a_shared_run_once(tmp_path):
+    plan = plan_grid(load_grid(_duration_grid(tmp_path, "constant")))
+    costs = plan.costs()
+    longest = [c for c in plan.configs if c.tokens == 16384]
+    assert sum(f for f, _ in costs.values()) == pytest.approx(sum(plan.cost(c) for c in longest))

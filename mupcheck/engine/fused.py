@@ -19,6 +19,11 @@ What stays per member, so that each result is the one `train_run` would have pro
   through its schedule by `set_step_lr`, and each parameter's rate is taken from the group that
   holds it; so muP's per-parameter scaling comes from mup itself, not from a copy of its rules,
 - its checkpoints and its divergence test (`RunLog`).
+With `share`, budgets of one rate and seed that can share a run (`mupcheck.engine.groups.share_chains`)
+take one row, that of their longest budget: a shorter budget *rides* it, observing its losses and evaluated
+on it at its own checkpoints, until its last step (a constant schedule's prefix) or until its own schedule
+starts (a WSD decay), where the row is copied, optimizer state and all, and the copy follows that budget's
+schedule (`mupcheck.engine.shared` does the same for one run at a time).
 A member leaves the batch when its budget ends or it diverges (recorded at the step a solo run would
 have stopped): its rows are dropped from every stacked tensor, so it costs nothing afterwards, and it
 cannot poison the others, because members share no arithmetic. Its result is handed to `on_result`
@@ -61,12 +66,12 @@ from mupcheck.engine.fused_update import (
     schedule_tables,
     sgd_step,
 )
-from mupcheck.engine.groups import fuse_key
+from mupcheck.engine.groups import branch_step, fuse_key, share_chains
 from mupcheck.engine.models import build_model, check_logits, logits_of, takes_targets, width_dims
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
-from mupcheck.result import FusedInfo, RunResult
+from mupcheck.result import FusedInfo, RunResult, SharedInfo
 from mupcheck.spec import RunConfig
 
 __all__ = ["FusedCanaryFailed", "FusedOutOfMemory", "FusedUnsupported", "train_fused"]
@@ -87,8 +92,9 @@ OnResult = Callable[[int, RunResult], None]  # (member index in the group, its r
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                 progress: Progress | None = None, dtype: torch.dtype = torch.float32,
-                compile: bool = False, on_result: OnResult | None = None) -> list[RunResult]:
+                compile: bool = False, on_result: OnResult | None = None, share: bool = False) -> list[RunResult]:
     """Train `configs` (one fusion group) together; return one `train_run`-style result per member.
+    With `share`, budgets of one rate and seed share a row where exact (the module's docstring).
 
     `compile` runs the batched forward/backward and the update through `torch.compile` (slow to
     start, faster per step on a GPU). `on_result(i, result)` receives member i's result as soon as it
@@ -102,7 +108,7 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
         raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
     device = resolve_device(device)
     try:
-        run = _FusedRun(configs, data, device, dtype, compile, on_result)
+        run = _FusedRun(configs, data, device, dtype, compile, on_result, share)
         try:
             return run.train(progress)
         finally:
@@ -121,7 +127,7 @@ class _FusedRun:
     """
 
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
-                 compile: bool = False, on_result: OnResult | None = None):
+                 compile: bool = False, on_result: OnResult | None = None, share: bool = False):
         self.configs, self.data, self.device, self.dtype = configs, data, device, dtype
         self.device_label = device_name(device)  # in every member's result
         self.on_result = on_result
@@ -129,13 +135,28 @@ class _FusedRun:
         self.canary: dict[str, Any] | None = None
         self.cfg = configs[0]  # everything but lr, seed and tokens is shared
         self.steps = max(cfg.steps for cfg in configs)
+        # Row owners: every member, or with `share` the longest budget of each shared run; the others ride it.
+        self.riders: dict[int, list[int]] = {m: [] for m in range(len(configs))}
+        self.leaves_at: dict[int, int] = {}  # rider -> the step where it leaves its row (its end, or its decay)
+        self.trunk_of: dict[int, int] = {}
+        for chain in (share_chains(configs) if share else []):
+            owner = configs.index(chain[-1])
+            for cfg in chain[:-1]:
+                rider = configs.index(cfg)
+                self.riders.pop(rider)
+                self.riders[owner].append(rider)
+                self.leaves_at[rider] = int(branch_step(cfg, chain[-1]) or 0)
+                self.trunk_of[rider] = owner
+        owners = sorted(self.riders)
         models = _member_models(configs, data.vocab_size, device, dtype)
         self.template = _functional_template(models[0])
-        self.lr, self.wd, group_of, self.rule = schedule_tables(models, configs, self.steps, device, dtype)
-        stacked, self.buffers = stack_module_state(models)  # name -> (M, *shape)
+        lr, wd, group_of, self.rule = schedule_tables(models, configs, self.steps, device, dtype)
+        stacked, self.buffers = stack_module_state([models[m] for m in owners])  # name -> (rows, *shape)
         self.flat = FlatParams(stacked, group_of)
         del stacked, models
-        self.lr, self.wd = self.lr[:, :, self.flat.groups], self.wd[:, :, self.flat.groups]  # (steps, M, G)
+        # Every member's rates, (steps, M, G); `lr` and `wd` are the active rows' columns of them.
+        self.lr_all, self.wd_all = lr[:, :, self.flat.groups], wd[:, :, self.flat.groups]
+        self.lr, self.wd = self.lr_all[:, owners], self.wd_all[:, owners]
         # Optimizer state per group storage, zero like torch's before the first step (SGD's momentum
         # buffer then becomes exactly the first gradient, as in torch).
         n_states = 2 if self.rule.kind == "adamw" else 1
@@ -145,7 +166,8 @@ class _FusedRun:
         self.bias_correction = torch.as_tensor(np.stack([1 - b1 ** t, np.sqrt(1 - b2 ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
         self.logs = [RunLog(cfg) for cfg in configs]
-        self.active = list(range(len(configs)))  # row i of every stacked tensor is member active[i]
+        self.active = owners  # row i of every stacked tensor is member active[i] (and its riders)
+        self.done: set[int] = set()  # members whose training is over (results not made yet, or made)
         self.seeds = sorted({cfg.seed for cfg in configs})
         self._index_seeds()
         self.native = native_forward(self.template)
@@ -237,8 +259,9 @@ class _FusedRun:
             if first:  # nothing recorded yet: the sweep can still train these runs one at a time
                 raise FusedUnsupported(f"{type(e).__name__}: {e}") from e
             raise
-        keep = [i for i, m in enumerate(self.active) if self.logs[m].observe(step, values[i])]
+        keep = [i for i, m in enumerate(self.active) if self._observe(m, step, values[i])]
         if not keep:
+            self._leave(self.active)
             self.active = []
             return
         # Diverged members are left out of the sum (their gradient rows are zero, or NaN, and dropped).
@@ -280,16 +303,45 @@ class _FusedRun:
 
     def _keep(self, keep: list[int]) -> None:
         """Drop every member not in `keep` (rows of the stacked tensors) from the batch."""
+        self._leave([m for i, m in enumerate(self.active) if i not in keep])
         if not keep:
             self.active = []
             return
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._rows(keep, [self.active[i] for i in keep])
+
+    def _rows(self, rows: list[int], owners: list[int]) -> None:
+        """Make the stacked tensors the given rows of the current ones (a row twice: a copy), owned by `owners`."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
         self.flat = self.flat.select(index)
         self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
         self.state = [[s.index_select(0, index) for s in states] for states in self.state]
-        self.lr, self.wd = self.lr.index_select(1, index), self.wd.index_select(1, index)
-        self.active = [self.active[i] for i in keep]
+        self.active = owners
+        columns = torch.tensor(owners, dtype=torch.long, device=self.device)
+        self.lr, self.wd = self.lr_all.index_select(1, columns), self.wd_all.index_select(1, columns)
         self._index_seeds()
+
+    def _observe(self, owner: int, step: int, value: float) -> bool:
+        """A row's loss, observed by its owner and every budget riding it; False if they diverge (together: they
+        observe the same losses)."""
+        return all([self.logs[m].observe(step, value) for m in [owner, *self.riders.get(owner, ())]])
+
+    def _leave(self, owners: list[int]) -> None:
+        """These rows' members, and their riders, are done training (their budget ended, or they diverged)."""
+        for m in owners:
+            self.done.add(m)
+            self.done.update(self.riders.get(m, ()))
+            self.riders[m] = []
+
+    def _branch(self, step: int) -> None:
+        """Copy the row of each rider whose own schedule starts at `step` (a WSD decay) for that rider."""
+        leaving = [(i, r) for i, m in enumerate(self.active) for r in self.riders.get(m, ())
+                   if self.leaves_at[r] == step and self.leaves_at[r] < self.configs[r].steps]
+        if not leaving:
+            return
+        for _, r in leaving:
+            self.riders[self.trunk_of[r]].remove(r)
+            self.riders[r] = []
+        self._rows(list(range(self.n)) + [i for i, _ in leaving], self.active + [r for _, r in leaving])
 
     # --- evaluation and the loop -------------------------------------------------------------
 
@@ -328,6 +380,7 @@ class _FusedRun:
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
             for step in range(self.steps):
                 t_step = time.perf_counter()
+                self._branch(step)
                 self._train_step(step)
                 if step == 0:
                     self.first_step_s = time.perf_counter() - t_step
@@ -337,9 +390,16 @@ class _FusedRun:
                                    "solo_seconds": canary_time}
                 if not self.active:
                     break
-                rows = [i for i, m in enumerate(self.active) if self.logs[m].is_checkpoint(step)]
+                rows = [i for i, m in enumerate(self.active)
+                        if any(self.logs[r].is_checkpoint(step) for r in self._row_members(m))]
                 if rows:
-                    self._timed("eval_time", [self.active[i] for i in rows], self._checkpoint, step, rows, evals)
+                    due = [r for i in rows for r in self._row_members(self.active[i])
+                           if self.logs[r].is_checkpoint(step)]
+                    self._timed("eval_time", due, self._checkpoint, step, rows, evals)
+                for m in self.active:  # budgets that end here while riding a longer one (a constant schedule)
+                    ended = [r for r in self.riders.get(m, ()) if step + 1 == self.configs[r].steps]
+                    self.riders[m] = [r for r in self.riders.get(m, ()) if r not in ended]
+                    self.done.update(ended)
                 finished = [i for i, m in enumerate(self.active) if step + 1 == self.configs[m].steps]
                 if finished:
                     self._keep([i for i in range(self.n) if i not in finished])
@@ -350,9 +410,12 @@ class _FusedRun:
                     progress(step + 1, self.steps)
         return self._results()
 
+    def _row_members(self, owner: int) -> list[int]:
+        return [owner, *self.riders.get(owner, ())]
+
     def _train_step(self, step: int) -> None:
         try:
-            self._timed("train_time", self.active, self._step, step)
+            self._timed("train_time", [r for m in self.active for r in self._row_members(m)], self._step, step)
         except TorchDynamoException as e:
             # A compile can also fail after the first step: dynamo recompiles for a batch of one member,
             # or for each new batch size of a user model. The members handed over are finished runs;
@@ -364,7 +427,9 @@ class _FusedRun:
         # budgets, evaluating every active member at every member's checkpoint would nearly double
         # the evaluations (224 instead of 128 in the gpu_reference grid's groups).
         for i, value in zip(rows, self._evaluate(evals, rows)):
-            self.logs[self.active[i]].checkpoint(step, value)
+            for m in self._row_members(self.active[i]):
+                if self.logs[m].is_checkpoint(step):
+                    self.logs[m].checkpoint(step, value)
 
     def _timed(self, field: str, members: list[int], fn: Any, *args: Any) -> None:
         """Run fn; charge its time to `members` (taken before fn runs), in equal shares."""
@@ -379,12 +444,10 @@ class _FusedRun:
     def _hand_over(self) -> None:
         """Hand the result of each member that has left the batch to `on_result`, once the canary has
         passed: before that, a member's losses may come from a wrong batched step."""
-        if self.on_result is None or self.canary is None or len(self.results) + self.n == len(self.logs):
+        if self.on_result is None or self.canary is None:
             return
-        active = set(self.active)
-        for m in range(len(self.logs)):
-            if m not in active and m not in self.results:
-                self._result(m)
+        for m in sorted(self.done - set(self.results)):
+            self._result(m)
 
     def _result(self, m: int) -> RunResult:
         """Member m's result, made once, with the group's time and speed so far; handed to `on_result`."""
@@ -393,11 +456,21 @@ class _FusedRun:
             info = FusedInfo(members=len(self.logs), compiled=self.compiled, group_wall_time_s=self.group_time,
                              group_tokens_per_s=trained_tokens / self.group_time if self.group_time > 0 else None,
                              batched=self.engine_name, canary=self.canary, first_step_s=self.first_step_s)
-            result = dataclasses.replace(self.logs[m].result(self.data, self.device_label), engine="fused", fused=info)
+            result = dataclasses.replace(self.logs[m].result(self.data, self.device_label), engine="fused", fused=info,
+                                         shared=self._shared_info(m))
             self.results[m] = result
             if self.on_result is not None:
                 self.on_result(m, result)
         return self.results[m]
+
+    def _shared_info(self, m: int) -> SharedInfo | None:
+        trunk = self.trunk_of.get(m)
+        if trunk is None:
+            chain = [r for r, t in self.trunk_of.items() if t == m]
+            return SharedInfo("trunk", self.configs[m].tokens, self.configs[m].steps, len(chain) + 1) if chain else None
+        budgets = 1 + sum(t == trunk for t in self.trunk_of.values())
+        kind = "prefix" if self.leaves_at[m] == self.configs[m].steps else "branch"
+        return SharedInfo(kind, self.configs[trunk].tokens, self.leaves_at[m], budgets)
 
     def _results(self) -> list[RunResult]:
         return [self._result(m) for m in range(len(self.logs))]

@@ -28,8 +28,8 @@ from mupcheck.engine.schedules import lr_multiplier
 from mupcheck.fmt import format_tokens
 from mupcheck.spec import RunConfig
 
-__all__ = ["MIN_SHARED_FRACTION", "branch_step", "chain_key", "fuse_key", "fusion_groups", "group_label",
-           "share_chains", "sharing_note"]
+__all__ = ["MIN_SHARED_FRACTION", "agreed_steps", "branch_step", "chain_key", "fuse_key", "fusion_groups",
+           "group_label", "share_chains", "sharing_note", "trained_steps"]
 
 # A budget shares a longer one's run when they agree on at least this fraction of its steps: less (a cosine
 # schedule agrees on its warmup only) saves too little to be worth a branch.
@@ -88,6 +88,13 @@ def share_chains(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
             rest = [c for c in rest if branch_step(c, trunk) is None]
             chains.append(joined + [trunk])
     return chains
+
+
+def trained_steps(chain: Sequence[RunConfig]) -> int:
+    """The training steps a shared run takes for the budgets of `chain` (`share_chains`: longest last): the
+    trunk's, and each decay branch's own (a prefix costs none)."""
+    trunk = chain[-1]
+    return trunk.steps + sum(c.steps - (branch_step(c, trunk) or 0) for c in chain[:-1])
 
 
 def sharing_note(configs: Sequence[RunConfig]) -> str | None:

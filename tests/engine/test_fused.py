@@ -565,3 +565,78 @@ def test_canary_failure_trains_the_group_solo_and_says_so(tiny_grid, tmp_path, m
     solo_store = Store(tmp_path / "solo")
     run_grid(grid, solo_store, fuse=1, show_progress=False)
     assert [r.result.loss for r in records] == [solo_store.load(plan.key(c)).result.loss for c in plan.configs]
+
+
+# --- shared runs (issue 44): budgets of one rate and seed on one row ---------------------------------------
+
+def _shared_group(base, schedule, lrs, seeds=(0, 1), steps=(8, 12, 16, 20), **kw):
+    return [dataclasses.replace(base, schedule=schedule, warmup_tokens=2 * base.tokens_per_step, lr_log2=lr, seed=seed,
+                                tokens=n * base.tokens_per_step, **kw)
+            for lr in lrs for seed in seeds for n in steps]
+
+
+@pytest.mark.parametrize("schedule,kinds", [("constant", {"prefix", "trunk"}), ("wsd", {"branch", "trunk"})])
+def test_shared_budgets_in_a_batched_group_match_solo_runs(base, step_losses, monkeypatch, schedule, kinds):
+    """Budgets 8 to 20 steps of two rates and two seeds: 4 rows instead of 16, every budget equal to its solo run
+    within the batched engine's float64 tolerance; a rate that diverges takes every budget of its row with it."""
+    group = _shared_group(base, schedule, lrs=(-6, 3))
+    rows = []
+    real_step = fused._FusedRun._step
+    monkeypatch.setattr(fused._FusedRun, "_step", lambda run, step: rows.append(run.n) or real_step(run, step))
+    results = train_fused(group, load_data("synthetic"), dtype=torch.float64, share=True)
+    fused_losses = dict(step_losses)
+    step_losses.clear()
+    solo_results = [train_run(cfg, load_data("synthetic"), dtype=torch.float64) for cfg in group]
+    assert set(fused_losses) == set(step_losses)
+    for key, value in step_losses.items():
+        assert fused_losses[key] == pytest.approx(value, rel=TOL), key
+    for f, s in zip(results, solo_results):
+        assert (f.status, f.diverged_step, f.steps_trained) == (s.status, s.diverged_step, s.steps_trained)
+        assert [c.step for c in f.checkpoints] == [c.step for c in s.checkpoints]
+        for a, b in zip(f.checkpoints, s.checkpoints):
+            assert a.val_loss == pytest.approx(b.val_loss, rel=TOL)
+            assert a.train_loss == pytest.approx(b.train_loss, rel=TOL)
+    assert {r.status for r in results[:8]} == {"ok"} and {r.status for r in results[8:]} == {"diverged"}
+    assert len({r.diverged_step for r in results[8:12]}) == 1  # one row, one divergence
+    assert {r.shared.kind for r in results} == kinds
+    assert all(r.shared.trunk_tokens == group[3].tokens and r.shared.budgets == 4 for r in results)
+    assert rows[0] == 4  # one row per rate and seed
+    if schedule == "wsd":
+        assert any(b > a for a, b in zip(rows, rows[1:]))  # a decay branch is a row of its own while it lasts
+
+
+def test_without_sharing_every_budget_keeps_its_own_row(base, monkeypatch):
+    group = _shared_group(base, "constant", lrs=(-6,), seeds=(0,))
+    rows = []
+    real_step = fused._FusedRun._step
+    monkeypatch.setattr(fused._FusedRun, "_step", lambda run, step: rows.append(run.n) or real_step(run, step))
+    results = train_fused(group, load_data("synthetic"))
+    assert rows[0] == 4 and all(r.shared is None for r in results)
+
+
+def test_a_shared_sweep_stores_the_same_numbers_as_a_sweep_without_sharing(tmp_path):
+    """Through `mupcheck run`'s sweep, batched (fuse 8) and one at a time, WSD: the records match those of the
+    grid with `share_runs = false`, and say how they were trained."""
+    text = write_grid(tmp_path, parametrization='["mup"]').read_text()
+    text = (text.replace("tokens = [2048]", "tokens = [2048, 4096, 8192]")
+            .replace("seeds = [0]", "seeds = [0, 1]") + 'schedule = "wsd"\nwarmup_tokens = 256\n')
+    stores = {}
+    for name, extra in (("shared_fused", "fuse = 8\n"), ("shared_solo", "fuse = 1\n"),
+                        ("alone", "fuse = 1\nshare_runs = false\n")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text + extra)
+        plan = plan_grid(load_grid(path))
+        store = Store(tmp_path / name)
+        run_grid(plan.grid, store, show_progress=False)
+        stores[name] = {plan.key(c): store.load(plan.key(c)).result for c in plan.configs}
+    alone = stores["alone"]
+    assert all(r.shared is None for r in alone.values())
+    for name in ("shared_fused", "shared_solo"):
+        assert set(stores[name]) == set(alone)
+        for key, r in stores[name].items():
+            assert r.shared is not None
+            if name == "shared_solo":
+                assert r.checkpoints == alone[key].checkpoints  # bit for bit
+            else:
+                assert r.loss == pytest.approx(alone[key].loss, rel=1e-5)  # float32, batched reductions
+    assert not (tmp_path / "shared_solo" / "shared-runs").exists()  # no state left once every budget is stored
