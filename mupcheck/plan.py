@@ -267,8 +267,8 @@ class CostEstimate:
                    + f"{alone}; {self.cpu_source}")
         alone = f" ({format_duration(sharing.gpu_batched_s_alone)} with every budget alone)" if sharing else ""
         out.append(f"  GPU (one H100): about {format_duration(self.gpu_batched_s)} batched{alone} "
-                   f"({self.groups} group(s) of up to 32 runs), {format_duration(self.gpu_solo_s)} one run at a time; from the H100 "
-                   "measurements of docs/gpu.md")
+                   f"({self.groups} group(s) of up to 32 runs), {format_duration(self.gpu_solo_s)} one run at a time; "
+                   "from the H100 measurements of docs/gpu.md")
         if self.split_by:
             out.append(f"  batching: runs of different {', '.join(self.split_by)} change the model's or the "
                        "batch's shape, so they train in separate groups")
