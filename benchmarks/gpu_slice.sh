@@ -16,14 +16,18 @@
 #   1. `pytest -m gpu` (tests/engine/test_gpu.py: batched against solo runs, the changed CUDA paths);
 #   2. the speed rows of benchmarks/fused_speed.py at widths 128 and 1024, compiled (SLICE_SPEED_ARGS);
 #   3. the duration grids (SLICE_GRIDS), stage by stage (SLICE_STAGES: positions in each grid's `tokens`,
-#      "1,3" = its first and third budgets; a trailing ":coarse" trains without the [refine] stage), each
-#      grid in turn within a stage. The default answers 1M against 16M at both widths first (coarse, then
-#      refined), then adds 4M, then 64M. A stage cut short by the time limit keeps every run it finished
-#      (mupcheck run stops on SIGINT), and the next call trains only what is missing.
+#      "1,3" = its first and third budgets, "all" = every budget; a trailing ":coarse" trains without the
+#      [refine] stage), each grid in turn within a stage. A grid whose budgets share one run per rate and seed
+#      (constant and wsd with warmup_tokens: `mupcheck plan` says "shared runs") takes SLICE_SHARED_STAGES
+#      instead (default "all:coarse all"): its shorter budgets finish on the way to the longest, in order, so
+#      a slice of budgets would only train the longer ones again. The default stages of a grid that cannot
+#      share (cosine) answer 1M against 16M at both widths first (coarse, then refined), then add 4M, then
+#      64M. A stage cut short by the time limit keeps every run it finished (mupcheck run stops on SIGINT), and
+#      the next call trains only what is missing.
 # Then a report per grid into OUT/reports (a partial store: the report lists the missing runs and judges the
 # rest).
 #
-# Knobs: PYTHON (default python3), SLICE_SECONDS, SLICE_REPORT_SECONDS, SLICE_GRIDS, SLICE_STAGES,
+# Knobs: PYTHON (default python3), SLICE_SECONDS, SLICE_REPORT_SECONDS, SLICE_GRIDS, SLICE_STAGES, SLICE_SHARED_STAGES,
 # SLICE_SPEED_ARGS, SLICE_STEPS (default "pytest speed grids"). tests/test_gpu_slice.py runs it end to end on
 # CPU with CPU-sized copies of the grids (benchmarks/gpu_slice_cpu/).
 # On the device: installs mup from .whl/ when .whl/mup-1.0.0 exists (the README's GPU recipe), and runs
@@ -38,6 +42,7 @@ SLICE_SECONDS=${SLICE_SECONDS:-540}
 SLICE_REPORT_SECONDS=${SLICE_REPORT_SECONDS:-60}
 SLICE_GRIDS=${SLICE_GRIDS:-grids/gpu_duration_constant.toml grids/gpu_duration_cosine.toml}
 SLICE_STAGES=${SLICE_STAGES:-1,3:coarse 1,3 2 4}
+SLICE_SHARED_STAGES=${SLICE_SHARED_STAGES:-all:coarse all}
 SLICE_SPEED_ARGS=${SLICE_SPEED_ARGS:---widths 128 1024 --compile-widths 128 1024 --pool 0 --steps 25 --warmup-steps 5}
 SLICE_STEPS=${SLICE_STEPS:-pytest speed grids}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -88,13 +93,24 @@ step() {
   return $rc
 }
 
-# The budgets at the given positions (1-based, comma-separated) of a grid's `tokens`.
+# The budgets at the given positions (1-based, comma-separated; "all") of a grid's `tokens`.
 budgets() {
   "$PYTHON" - "$1" "$2" <<'EOF'
 import sys
 from mupcheck.spec import load_grid
 tokens = load_grid(sys.argv[1]).tokens
-print(" ".join(str(tokens[int(k) - 1]) for k in sys.argv[2].split(",") if int(k) <= len(tokens)))
+picked = tokens if sys.argv[2] == "all" else [tokens[int(k) - 1] for k in sys.argv[2].split(",") if int(k) <= len(tokens)]
+print(" ".join(str(t) for t in picked))
+EOF
+}
+
+# Whether a grid's budgets share one run per rate and seed (what `mupcheck plan` says).
+shares() {
+  "$PYTHON" - "$1" <<'EOF'
+import sys
+from mupcheck.plan import estimate_cost, plan_grid
+from mupcheck.spec import load_grid
+sys.exit(0 if estimate_cost(plan_grid(load_grid(sys.argv[1]))).sharing is not None else 1)
 EOF
 }
 
@@ -106,11 +122,21 @@ for part in $SLICE_STEPS; do
       # shellcheck disable=SC2086  # SLICE_SPEED_ARGS is a list of arguments
       step speed "$PYTHON" benchmarks/fused_speed.py --skip-grid $SLICE_SPEED_ARGS --out "$OUT/speed" ;;
     grids)
-      for stage in $SLICE_STAGES; do
-        positions=${stage%%:*}
-        refine=()
-        [ "$stage" != "$positions" ] && refine=(--no-refine)
+      declare -A stages_of=()
+      most=0
+      for grid in $SLICE_GRIDS; do
+        if shares "$grid"; then stages_of[$grid]=$SLICE_SHARED_STAGES; else stages_of[$grid]=$SLICE_STAGES; fi
+        read -ra list <<< "${stages_of[$grid]}"
+        [ ${#list[@]} -gt "$most" ] && most=${#list[@]}
+      done
+      for ((i = 0; i < most; i++)); do
         for grid in $SLICE_GRIDS; do
+          read -ra list <<< "${stages_of[$grid]}"
+          [ "$i" -ge ${#list[@]} ] && continue
+          stage=${list[$i]}
+          positions=${stage%%:*}
+          refine=()
+          [ "$stage" != "$positions" ] && refine=(--no-refine)
           name="$(basename "$grid" .toml)_tokens${positions//,/_}${refine:+_coarse}"
           # shellcheck disable=SC2046  # the budgets are a list of arguments
           step "$name" "$PYTHON" -m mupcheck run "$grid" --store "$OUT/store" --tokens $(budgets "$grid" "$positions") \

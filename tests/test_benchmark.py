@@ -104,3 +104,28 @@ def test_grid_compile_overrides_the_grid_files_setting(tmp_path, monkeypatch):
                         "--grid-compile", "on", "--out", str(tmp_path / "results"),
                         "--reports", str(tmp_path / "reports")])
     assert seen == [True] and json.loads(path.read_text())[-1]["compiled"] is True
+
+
+def test_the_shared_runs_benchmark_compares_both_sweeps_on_tiny_copies_of_the_horizon_grids(tmp_path):
+    """benchmarks/shared_runs.py end to end: each horizon grid trained with and without shared runs, the same
+    numbers and the same report either way; its times are measured, never asserted here."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("cpu_horizon_cosine", "cpu_horizon_constant"):
+        text = (root / "grids" / f"{name}.toml").read_text()
+        (tmp_path / f"{name}.toml").write_text(
+            text.replace("widths = [32]", "widths = [16]").replace("base_width = 32", "base_width = 16")
+            .replace("tokens = [131072, 262144, 524288, 1048576, 2097152]", "tokens = [16384, 32768, 65536]")
+            .replace("warmup_tokens = 16384", "warmup_tokens = 2048")
+            .replace("eval_tokens = 16384", "eval_tokens = 512")
+            .replace("lr_rule_fit_tokens = [131072, 262144, 524288]", "lr_rule_fit_tokens = [16384, 32768]"))
+    spec = importlib.util.spec_from_file_location("shared_runs", root / "benchmarks" / "shared_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.main(["--grid-dir", str(tmp_path), "--rates", "-6", "-5", "--seeds", "0", "1",
+                        "--out", str(tmp_path / "out")])
+    result = json.loads(path.read_text())
+    assert [r["grid"] for r in result["rows"]] == ["horizon_constant", "horizon_wsd", "horizon_cosine"]
+    for row in result["rows"]:
+        assert row["runs"] == 12 and row["same_numbers"] and row["same_report"]
+        assert row["shared_s"] > 0 and row["alone_s"] > 0
+    assert result["torch"] and result["mup"] and result["command"].startswith("python benchmarks/shared_runs.py")
