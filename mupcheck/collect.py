@@ -22,7 +22,7 @@ import pandas as pd
 from mupcheck.errors import StoreError
 from mupcheck.frame import records_frame
 from mupcheck.plan import Plan, plan_grid, refinement_configs
-from mupcheck.result import RunRecord
+from mupcheck.result import RunRecord, RunResult
 from mupcheck.sources.tables import read_results
 from mupcheck.spec import SETTINGS_KEYS, Cell, Grid, RunConfig
 from mupcheck.store import Store
@@ -146,6 +146,19 @@ def _gather(plan: Plan, store: Store, configs: Iterable[RunConfig]) -> list[dict
     return rows
 
 
+def device_time(result: RunResult) -> float:
+    """The device time a run took of its own. A run's `wall_time_s` is the time of every step it went through;
+    one at a time, a budget that shared a run went through steps the shared run took once: a budget read off it
+    took none of its own (its evaluations are counted with the run), a decay branch its own steps, the shared
+    run all of them. A batched run's time is already its share of its group's."""
+    shared = result.shared
+    if shared is None or result.engine == "fused" or shared.kind == "trunk":
+        return result.wall_time_s
+    if shared.kind == "prefix":
+        return 0.0
+    return result.wall_time_s * max(0, result.steps - shared.leaves_at) / max(1, result.steps)
+
+
 def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     result = record.result
     row = {k: config[k] for k in ("parametrization", "width", "tokens", "lr_log2", "seed")}
@@ -155,6 +168,8 @@ def _row(config: dict[str, Any], record: RunRecord) -> dict[str, Any]:
                                                 "wall_time_s", "tokens_per_s", "device")})
     row["status"] = result.judged_status()
     row["engine"] = result.engine_label
+    row["device_time_s"] = device_time(result)
+    row["shared"] = result.shared.kind if result.shared is not None else None
     row["key"] = record.key
     row.update({k: record.provenance.get(k) for k in ("date", "torch", "mup", "mupcheck", "mupcheck_commit")})
     return row

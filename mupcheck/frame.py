@@ -27,6 +27,7 @@ CELL = Cell._fields
 COLUMNS = ["parametrization", "width", "tokens", "depth", "batch_size", "lr_log2", "seed", "loss", "status",
            "train_loss",
            "diverged_step", "data_repeats", "wall_time_s", "tokens_per_s", "device", "engine", "key",
+           "device_time_s", "shared",  # a run's own device time, and how it shared a run (None: alone)
            "sweep_log2",  # the grid's swept key's coordinate (NaN without one)
            "date", "torch", "mup", "mupcheck", "mupcheck_commit"]  # the last five: each run's provenance
 

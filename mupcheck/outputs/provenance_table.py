@@ -100,5 +100,14 @@ def _trained_provenance(plan: Plan, df: pd.DataFrame, extra: dict[str, str]) -> 
         # A fused run's wall_time_s is its share of its group's time, so the sum is the device time.
         "compute": f"{df['wall_time_s'].sum() / 60:.1f} min summed over {len(df)} runs",
     }
+    shared = df["shared"].dropna() if "shared" in df else pd.Series(dtype=object)
+    if len(shared):
+        trunks = int((shared == "trunk").sum())
+        info["shared runs"] = (f"{len(shared)} of the {len(df)} runs trained as {trunks} shared run(s), one per rate "
+                               f"and seed to its longest budget ({int((shared == 'prefix').sum())} read off one, "
+                               f"{int((shared == 'branch').sum())} decays branched off one: mupcheck.engine.shared)")
+        if (df["engine"] == "solo").any():  # one at a time, a budget's wall time counts the steps it shared
+            info["compute"] = (f"{df['device_time_s'].sum() / 60:.1f} min of device time over {len(df)} runs "
+                               f"({df['wall_time_s'].sum() / 60:.1f} min had every budget trained alone)")
     info.update(extra)
     return info

@@ -174,3 +174,19 @@ def test_batched_groups_keep_a_shared_run_whole(base):
     groups = fusion_groups(configs, 2, share=True)
     assert [len(g) for g in groups] == [8, 4]  # two shared runs per batched model, never one cut in two
     assert fusion_groups(configs, 2) == [configs[i:i + 2] for i in range(0, 12, 2)]  # as before without sharing
+
+
+def test_a_shared_budget_counts_only_its_own_device_time():
+    from helpers import fake_result
+
+    from mupcheck.collect import device_time
+    from mupcheck.result import FusedInfo, SharedInfo
+
+    trunk = fake_result(wall_time_s=40.0, steps=400, shared=SharedInfo("trunk", 409600, 400, 3))
+    prefix = fake_result(wall_time_s=10.0, steps=100, shared=SharedInfo("prefix", 409600, 100, 3))
+    branch = fake_result(wall_time_s=20.0, steps=200, shared=SharedInfo("branch", 409600, 160, 3))
+    assert [device_time(r) for r in (trunk, prefix, branch)] == [40.0, 0.0, pytest.approx(4.0)]
+    fused = fake_result(wall_time_s=3.0, engine="fused", fused=FusedInfo(8, False, 24.0, None),
+                        shared=SharedInfo("prefix", 409600, 100, 3))
+    assert device_time(fused) == 3.0  # a batched run's time is its share of its group's already
+    assert device_time(fake_result(wall_time_s=5.0)) == 5.0
