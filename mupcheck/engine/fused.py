@@ -30,6 +30,9 @@ cannot poison the others, because members share no arithmetic. Its result is han
 then (once the group has passed its canary), not when the group ends: in a group whose budgets span
 8x, the shortest runs finish at an eighth of the group's time, and an interrupted sweep keeps them.
 
+With a `state_root`, the group's state (rows, riders, parameters, optimizer state, logs) is saved where a budget
+leaves its row, and a group trained again after a kill resumes from it (`train_fused(..., state_root=...)`).
+
 The update (`mupcheck.engine.fused_update`) is AdamW or SGD with momentum, written out with torch's
 exact formulas over one (members, N) storage tensor per optimizer group, in which every parameter is a
 view; equivalence with solo runs in float64 is tested. A model that cannot be batched (data-dependent
@@ -41,9 +44,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
+import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,7 +74,7 @@ from mupcheck.engine.fused_update import (
     schedule_tables,
     sgd_step,
 )
-from mupcheck.engine.groups import branch_step, fuse_key, share_chains
+from mupcheck.engine.groups import branch_step, fuse_key, group_label, share_chains
 from mupcheck.engine.models import build_model, check_logits, logits_of, takes_targets, width_dims
 from mupcheck.engine.runlog import RunLog
 from mupcheck.engine.solo import EVAL_BATCH, Progress
@@ -83,6 +91,8 @@ class FusedOutOfMemory(Exception):
 
 OnResult = Callable[[int, RunResult], None]  # (member index in the group, its result)
 
+_STATE_VERSION = 1
+
 
 
 
@@ -92,9 +102,12 @@ OnResult = Callable[[int, RunResult], None]  # (member index in the group, its r
 
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                 progress: Progress | None = None, dtype: torch.dtype = torch.float32,
-                compile: bool = False, on_result: OnResult | None = None, share: bool = False) -> list[RunResult]:
+                compile: bool = False, on_result: OnResult | None = None, share: bool = False,
+                state_root: Path | None = None) -> list[RunResult]:
     """Train `configs` (one fusion group) together; return one `train_run`-style result per member.
-    With `share`, budgets of one rate and seed share a row where exact (the module's docstring).
+    With `share`, budgets of one rate and seed share a row where exact (the module's docstring); with a
+    `state_root`, the group's state is saved in a folder of its own there where a budget leaves its shared row,
+    and a group trained again after a kill starts from a saved state that holds every run it still needs.
 
     `compile` runs the batched forward/backward and the update through `torch.compile` (slow to
     start, faster per step on a GPU). `on_result(i, result)` receives member i's result as soon as it
@@ -108,7 +121,7 @@ def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | tor
         raise ValueError("train_fused: the runs differ in more than learning rate, seed and token budget")
     device = resolve_device(device)
     try:
-        run = _FusedRun(configs, data, device, dtype, compile, on_result, share)
+        run = _FusedRun(configs, data, device, dtype, compile, on_result, share, state_root)
         try:
             return run.train(progress)
         finally:
@@ -127,8 +140,11 @@ class _FusedRun:
     """
 
     def __init__(self, configs: list[RunConfig], data: TokenData, device: torch.device, dtype: torch.dtype,
-                 compile: bool = False, on_result: OnResult | None = None, share: bool = False):
+                 compile: bool = False, on_result: OnResult | None = None, share: bool = False,
+                 state_root: Path | None = None):
         self.configs, self.data, self.device, self.dtype = configs, data, device, dtype
+        self.state_root = state_root
+        self.state_dir = state_root / _digest(sorted(map(_digest, configs))) if state_root is not None else None
         self.device_label = device_name(device)  # in every member's result
         self.on_result = on_result
         self.results: dict[int, RunResult] = {}  # member -> its result, made when it was handed over
@@ -152,7 +168,7 @@ class _FusedRun:
         self.template = _functional_template(models[0])
         lr, wd, group_of, self.rule = schedule_tables(models, configs, self.steps, device, dtype)
         stacked, self.buffers = stack_module_state([models[m] for m in owners])  # name -> (rows, *shape)
-        self.flat = FlatParams(stacked, group_of)
+        self.flat, self.group_of = FlatParams(stacked, group_of), group_of
         del stacked, models
         # Every member's rates, (steps, M, G); `lr` and `wd` are the active rows' columns of them.
         self.lr_all, self.wd_all = lr[:, :, self.flat.groups], wd[:, :, self.flat.groups]
@@ -166,6 +182,9 @@ class _FusedRun:
         self.bias_correction = torch.as_tensor(np.stack([1 - b1 ** t, np.sqrt(1 - b2 ** t)], 1),
                                                dtype=dtype, device=device)  # (steps, 2)
         self.logs = [RunLog(cfg) for cfg in configs]
+        self.start = 0  # the first step this attempt trains (later than 0 when it resumes a saved state)
+        # Where a budget leaves its row (it ends, or its decay starts): the state saved before such a step.
+        self.save_at = set(self.leaves_at.values()) if state_root is not None else set()
         self.active = owners  # row i of every stacked tensor is member active[i] (and its riders)
         self.done: set[int] = set()  # members whose training is over (results not made yet, or made)
         self.seeds = sorted({cfg.seed for cfg in configs})
@@ -245,7 +264,7 @@ class _FusedRun:
 
     def _step(self, step: int) -> None:
         x, y = self._batch(step)
-        first = step == 0
+        first = step == self.start
         if self.compiled and first:  # the graphs compiled now serve every later batch size and width
             _members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
             for name, dims in self.width_dims.items():
@@ -287,7 +306,7 @@ class _FusedRun:
     def _update(self, step: int, grads: list[torch.Tensor]) -> None:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
-        if self.compiled and step == 0:
+        if self.compiled and step == self.start:
             _members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
             for g, names in enumerate(self.flat.names):
                 if any(self.width_dims.get(name) for name in names):  # the group's storage (M, N) grows with width
@@ -378,11 +397,17 @@ class _FusedRun:
                 # CPU attention has no batching rule: vmap loops over members there (correct, slower:
                 # CPU is for equivalence, not speed) and would say so every step. On a GPU it is shown.
                 warnings.filterwarnings("ignore", message=".*batching rule.*")
-            for step in range(self.steps):
+            self.start = self._resume()
+            if self.start >= canary.steps:  # the resumed logs hold the steps the canary compares
+                self.canary = {**canary.check(self.logs[canary.member].losses[:canary.steps], self.engine_name),
+                               "solo_seconds": canary_time}
+            for step in range(self.start, self.steps):
                 t_step = time.perf_counter()
+                if step in self.save_at and step > self.start:
+                    self._save(step)
                 self._branch(step)
                 self._train_step(step)
-                if step == 0:
+                if step == self.start:
                     self.first_step_s = time.perf_counter() - t_step
                 if self.canary is None and (step + 1 == canary.steps or not self.active):
                     # Also when every member stopped early: a batched NaN at step 1 must not pass unseen.
@@ -408,7 +433,87 @@ class _FusedRun:
                 self._hand_over()
                 if progress is not None:
                     progress(step + 1, self.steps)
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            for folder in (self.state_dir.parent, self.state_dir.parent.parent):
+                with contextlib.suppress(OSError):  # the folders of every group's state, once none is left in them
+                    folder.rmdir()
         return self._results()
+
+    # --- the group's state, saved where a budget leaves its row ------------------------------------
+
+    def _save(self, step: int) -> None:
+        """The group's state before `step`, by config (a later attempt holds fewer members, in another order):
+        rows and what rides them, parameters, buffers, optimizer state, and the logs of every member not done."""
+        assert self.state_dir is not None
+        owners = [self.configs[m] for m in self.active]
+        state = {"version": _STATE_VERSION, "step": step, "owners": owners,
+                 "riders": {self.configs[m]: [self.configs[r] for r in self.riders.get(m, ())] for m in self.active},
+                 "params": {n: t.detach() for n, t in self.flat.params.items()}, "buffers": self.buffers,
+                 "state": self.state,
+                 "logs": {self.configs[r]: {k: v for k, v in vars(self.logs[r]).items() if k != "cfg"}
+                          for m in self.active for r in self._row_members(m)}}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"step-{step:09d}.pt"
+        partial = path.with_suffix(".part")
+        torch.save(state, partial)
+        partial.replace(path)  # atomic: a kill never leaves half a state behind
+        for old in self.state_dir.glob("step-*.pt"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        covered = sorted(_digest(self.configs[r]) for m in self.active for r in self._row_members(m))
+        (self.state_dir / "covers.json").write_text(json.dumps(covered))
+
+    def _resume(self) -> int:
+        """The step to start from: that of the saved state when every member of this group was in it (riding,
+        or owning a row); else 0, from scratch."""
+        if self.state_root is None:
+            return 0
+        mine = {_digest(cfg) for cfg in self.configs}
+        saved: list[Path] = []
+        for covers in sorted(self.state_root.glob("*/covers.json")):
+            with contextlib.suppress(OSError, ValueError):
+                if mine <= set(json.loads(covers.read_text())):
+                    saved = sorted(covers.parent.glob("step-*.pt"))
+                    if saved:
+                        self.state_dir = covers.parent  # it goes on saving where it resumed from
+                        break
+        if not saved:
+            return 0
+        try:
+            state = torch.load(saved[-1], map_location=self.device, weights_only=False)
+            index = {cfg: m for m, cfg in enumerate(self.configs)}
+            rows = [i for i, cfg in enumerate(state["owners"]) if cfg in index]
+            riders = {index[state["owners"][i]]: [index[c] for c in state["riders"][state["owners"][i]] if c in index]
+                      for i in rows}
+            covered = set(riders) | {r for rs in riders.values() for r in rs}
+            orphans = [c for i, cfg in enumerate(state["owners"]) if i not in rows
+                       for c in state["riders"][cfg] if c in index]
+            if state.get("version") != _STATE_VERSION or covered != set(range(len(self.configs))) or orphans:
+                return 0
+        except Exception as e:  # a corrupt or foreign file: start over; it costs time, never a result
+            print(f"mupcheck: {saved[-1]}: cannot resume from this saved state ({type(e).__name__}: {e}); training "
+                  "the group from its start", file=sys.stderr)
+            return 0
+        keep = torch.tensor(rows, dtype=torch.long, device=self.device)
+        stacked = {n: t.index_select(0, keep).requires_grad_(t.requires_grad or n in self.flat.trainable_names)
+                   for n, t in state["params"].items()}
+        self.flat = FlatParams(stacked, self.group_of)
+        self.buffers = {n: b.index_select(0, keep) for n, b in state["buffers"].items()}
+        self.state = [[t.index_select(0, keep) for t in states] for states in state["state"]]
+        self.active = [index[state["owners"][i]] for i in rows]
+        self.riders = riders
+        columns = torch.tensor(self.active, dtype=torch.long, device=self.device)
+        self.lr, self.wd = self.lr_all.index_select(1, columns), self.wd_all.index_select(1, columns)
+        self._index_seeds()
+        for cfg, values in state["logs"].items():
+            if cfg in index:
+                for k, v in values.items():
+                    setattr(self.logs[index[cfg]], k, v)
+        step = int(state["step"])
+        print(f"mupcheck: {group_label(self.configs)}: resuming the batched group at step {step} ({saved[-1]})",
+              file=sys.stderr)
+        return step
 
     def _row_members(self, owner: int) -> list[int]:
         return [owner, *self.riders.get(owner, ())]
@@ -474,6 +579,11 @@ class _FusedRun:
 
     def _results(self) -> list[RunResult]:
         return [self._result(m) for m in range(len(self.logs))]
+
+
+def _digest(value: object) -> str:
+    """A short stable name of a run config (its repr: a frozen dataclass's fields), or of a list of them."""
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
 
 
 # --- building ------------------------------------------------------------------------------------

@@ -148,7 +148,8 @@ class GroupRunner:
 
         try:
             train_fused(configs, self.plan.data, self.plan.device, progress=self._progress,
-                        compile=self.compile, on_result=hand_over, share=self.share)
+                        compile=self.compile, on_result=hand_over, share=self.share,
+                        state_root=self.state_root / "batched" if self.share else None)
         except (FusedOutOfMemory, FusedUnsupported, FusedCanaryFailed) as e:
             if handed:
                 print(f"mupcheck: {len(handed)} of the group's {len(configs)} runs had finished and are kept",

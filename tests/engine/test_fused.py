@@ -640,3 +640,38 @@ def test_a_shared_sweep_stores_the_same_numbers_as_a_sweep_without_sharing(tmp_p
             else:
                 assert r.loss == pytest.approx(alone[key].loss, rel=1e-5)  # float32, batched reductions
     assert not (tmp_path / "shared_solo" / "shared-runs").exists()  # no state left once every budget is stored
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("schedule", ["constant", "wsd"])
+def test_a_killed_batched_group_resumes_from_its_saved_state(base, tmp_path, schedule):
+    """A group saved where a budget left its row (WSD: where its decay starts) and killed later resumes there:
+    the runs it had handed over are not trained again, the others give what an uninterrupted group gives."""
+    group = _shared_group(base, schedule, lrs=(-6, -5), seeds=(0,), steps=(10, 20, 40))
+    data = load_data("synthetic")
+    whole = train_fused(group, data, dtype=torch.float64, share=True)
+    handed: dict[int, object] = {}
+
+    def kill(done: int, total: int) -> None:
+        if done == 30:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train_fused(group, data, dtype=torch.float64, share=True, progress=kill, state_root=tmp_path / "states",
+                    on_result=lambda i, r: handed.update({i: r}))
+    assert sorted(handed) == [0, 1, 3, 4]  # the 10- and 20-step budgets of both rates were handed over
+    missing = [cfg for i, cfg in enumerate(group) if i not in handed]
+    seen: list[int] = []
+    resumed = train_fused(missing, data, dtype=torch.float64, share=True, state_root=tmp_path / "states",
+                          progress=lambda done, total: seen.append(done))
+    # From the state saved where the 20-step budgets left their rows: their end (constant), their decay (wsd).
+    assert seen[0] == (21 if schedule == "constant" else 17)
+    for r, w in zip(resumed, [whole[2], whole[5]]):
+        assert r.status == w.status == "ok" and r.loss == pytest.approx(w.loss, rel=TOL)
+        assert [c.step for c in r.checkpoints] == [c.step for c in w.checkpoints]
+        for a, b in zip(r.checkpoints, w.checkpoints):
+            assert a.val_loss == pytest.approx(b.val_loss, rel=TOL)
+    assert not (tmp_path / "states").exists()
