@@ -46,7 +46,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import shutil
 import sys
 import time
 import warnings
@@ -56,7 +55,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.fx.experimental._config as fx_config
 import torch.nn.functional as F
 from torch import nn
 from torch._dynamo.exc import TorchDynamoException
@@ -65,6 +63,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mupcheck.engine.batched import native_forward
 from mupcheck.engine.canary import Canary, FusedCanaryFailed
+from mupcheck.engine.compiling import compiled, mark_dynamic, members_dynamic
 from mupcheck.engine.data import TokenData, eval_batches, train_batch
 from mupcheck.engine.device import autocast, device_name, resolve_device
 from mupcheck.engine.fused_update import (
@@ -77,6 +76,7 @@ from mupcheck.engine.fused_update import (
 from mupcheck.engine.groups import branch_step, fuse_key, group_label, share_chains
 from mupcheck.engine.models import build_model, check_logits, logits_of, takes_targets, width_dims
 from mupcheck.engine.runlog import RunLog
+from mupcheck.engine.saved_state import read_state, remove_state, write_state
 from mupcheck.engine.solo import EVAL_BATCH, Progress
 from mupcheck.errors import ModelError
 from mupcheck.result import FusedInfo, RunResult, SharedInfo
@@ -91,7 +91,6 @@ class FusedOutOfMemory(Exception):
 
 OnResult = Callable[[int, RunResult], None]  # (member index in the group, its result)
 
-_STATE_VERSION = 1
 
 
 
@@ -202,10 +201,10 @@ class _FusedRun:
         self.width_dims = width_dims(self.cfg, data.vocab_size) if compile and self.native is not None else {}
         if compile:
             # One graph for the batched forward (its backward compiled with it) and one for the
-            # update: the member axis and the width are dynamic from the first call (`_mark_dynamic`),
+            # update: the member axis and the width are dynamic from the first call (`mark_dynamic`),
             # so neither members leaving the batch nor the next width recompile them.
-            self.train_losses = _compiled(self._losses)
-            self.adamw, self.sgd = _compiled(adamw_step), _compiled(sgd_step)
+            self.train_losses = compiled(self._losses)
+            self.adamw, self.sgd = compiled(adamw_step), compiled(sgd_step)
 
     @property
     def n(self) -> int:
@@ -266,9 +265,9 @@ class _FusedRun:
         x, y = self._batch(step)
         first = step == self.start
         if self.compiled and first:  # the graphs compiled now serve every later batch size and width
-            _members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
+            members_dynamic(*self.flat.params.values(), *self.buffers.values(), x, y)
             for name, dims in self.width_dims.items():
-                _mark_dynamic(self.flat.params[name], [1 + d for d in dims])  # after the member axis
+                mark_dynamic(self.flat.params[name], [1 + d for d in dims])  # after the member axis
         try:
             losses = self.train_losses(self.flat.params, self.buffers, x, y)
             values = losses.tolist()
@@ -307,11 +306,11 @@ class _FusedRun:
         """One optimizer step for every active member over the group storage tensors."""
         lr_t, wd_t = self.lr[step], self.wd[step]  # (n, G)
         if self.compiled and step == self.start:
-            _members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
+            members_dynamic(*self.flat.storage, *grads, *(s for states in self.state for s in states), lr_t, wd_t)
             for g, names in enumerate(self.flat.names):
                 if any(self.width_dims.get(name) for name in names):  # the group's storage (M, N) grows with width
                     for t in (self.flat.storage[g], grads[g], *(states[g] for states in self.state)):
-                        _mark_dynamic(t, [1])
+                        mark_dynamic(t, [1])
         if self.rule.kind == "adamw":
             exp_avgs, exp_avg_sqs = self.state
             self.adamw(self.flat.storage, grads, exp_avgs, exp_avg_sqs, lr_t, wd_t, self.bias_correction[step],
@@ -434,10 +433,7 @@ class _FusedRun:
                 if progress is not None:
                     progress(step + 1, self.steps)
         if self.state_dir is not None:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
-            for folder in (self.state_dir.parent, self.state_dir.parent.parent):
-                with contextlib.suppress(OSError):  # the folders of every group's state, once none is left in them
-                    folder.rmdir()
+            remove_state(self.state_dir, parents=2)  # and the folders of every group's state, once none is left
         return self._results()
 
     # --- the group's state, saved where a budget leaves its row ------------------------------------
@@ -446,21 +442,13 @@ class _FusedRun:
         """The group's state before `step`, by config (a later attempt holds fewer members, in another order):
         rows and what rides them, parameters, buffers, optimizer state, and the logs of every member not done."""
         assert self.state_dir is not None
-        owners = [self.configs[m] for m in self.active]
-        state = {"version": _STATE_VERSION, "step": step, "owners": owners,
-                 "riders": {self.configs[m]: [self.configs[r] for r in self.riders.get(m, ())] for m in self.active},
-                 "params": {n: t.detach() for n, t in self.flat.params.items()}, "buffers": self.buffers,
-                 "state": self.state,
-                 "logs": {self.configs[r]: {k: v for k, v in vars(self.logs[r]).items() if k != "cfg"}
-                          for m in self.active for r in self._row_members(m)}}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / f"step-{step:09d}.pt"
-        partial = path.with_suffix(".part")
-        torch.save(state, partial)
-        partial.replace(path)  # atomic: a kill never leaves half a state behind
-        for old in self.state_dir.glob("step-*.pt"):
-            if old != path:
-                old.unlink(missing_ok=True)
+        write_state(self.state_dir, step, {
+            "owners": [self.configs[m] for m in self.active],
+            "riders": {self.configs[m]: [self.configs[r] for r in self.riders.get(m, ())] for m in self.active},
+            "params": {n: t.detach() for n, t in self.flat.params.items()}, "buffers": self.buffers,
+            "state": self.state,
+            "logs": {self.configs[r]: {k: v for k, v in vars(self.logs[r]).items() if k != "cfg"}
+                     for m in self.active for r in self._row_members(m)}})
         covered = sorted(_digest(self.configs[r]) for m in self.active for r in self._row_members(m))
         (self.state_dir / "covers.json").write_text(json.dumps(covered))
 
@@ -470,30 +458,23 @@ class _FusedRun:
         if self.state_root is None:
             return 0
         mine = {_digest(cfg) for cfg in self.configs}
-        saved: list[Path] = []
         for covers in sorted(self.state_root.glob("*/covers.json")):
             with contextlib.suppress(OSError, ValueError):
                 if mine <= set(json.loads(covers.read_text())):
-                    saved = sorted(covers.parent.glob("step-*.pt"))
-                    if saved:
-                        self.state_dir = covers.parent  # it goes on saving where it resumed from
-                        break
-        if not saved:
+                    self.state_dir = covers.parent  # it goes on saving where it resumed from
+                    break
+        assert self.state_dir is not None
+        found = read_state(self.state_dir, self.device, "the batched group")
+        if found is None:
             return 0
-        try:
-            state = torch.load(saved[-1], map_location=self.device, weights_only=False)
-            index = {cfg: m for m, cfg in enumerate(self.configs)}
-            rows = [i for i, cfg in enumerate(state["owners"]) if cfg in index]
-            riders = {index[state["owners"][i]]: [index[c] for c in state["riders"][state["owners"][i]] if c in index]
-                      for i in rows}
-            covered = set(riders) | {r for rs in riders.values() for r in rs}
-            orphans = [c for i, cfg in enumerate(state["owners"]) if i not in rows
-                       for c in state["riders"][cfg] if c in index]
-            if state.get("version") != _STATE_VERSION or covered != set(range(len(self.configs))) or orphans:
-                return 0
-        except Exception as e:  # a corrupt or foreign file: start over; it costs time, never a result
-            print(f"mupcheck: {saved[-1]}: cannot resume from this saved state ({type(e).__name__}: {e}); training "
-                  "the group from its start", file=sys.stderr)
+        path, state = found
+        index = {cfg: m for m, cfg in enumerate(self.configs)}
+        owners, riding = state.get("owners", []), state.get("riders", {})
+        rows = [i for i, cfg in enumerate(owners) if cfg in index]
+        riders = {index[owners[i]]: [index[c] for c in riding.get(owners[i], ()) if c in index] for i in rows}
+        covered = set(riders) | {r for rs in riders.values() for r in rs}
+        orphans = [c for i, cfg in enumerate(owners) if i not in rows for c in riding.get(cfg, ()) if c in index]
+        if covered != set(range(len(self.configs))) or orphans:
             return 0
         keep = torch.tensor(rows, dtype=torch.long, device=self.device)
         stacked = {n: t.index_select(0, keep).requires_grad_(t.requires_grad or n in self.flat.trainable_names)
@@ -511,7 +492,7 @@ class _FusedRun:
                 for k, v in values.items():
                     setattr(self.logs[index[cfg]], k, v)
         step = int(state["step"])
-        print(f"mupcheck: {group_label(self.configs)}: resuming the batched group at step {step} ({saved[-1]})",
+        print(f"mupcheck: {group_label(self.configs)}: resuming the batched group at step {step} ({path})",
               file=sys.stderr)
         return step
 
@@ -611,53 +592,3 @@ def _functional_template(model: nn.Module) -> nn.Module:
             multiplier = width_mult()
             setattr(module, "width_mult", lambda multiplier=multiplier: multiplier)  # noqa: B010
     return model
-
-
-# --- torch.compile ---------------------------------------------------------------------------------
-
-def _compiled(fn: Callable) -> Callable:
-    """`torch.compile(fn)`, whose graphs are compiled without duck sizing.
-
-    Every parameter is a view into its group's storage tensor, so with sizes dynamic (the width, from
-    the first compile) the views' storage offsets are symbols too. Duck sizing gives sizes
-    that happen to be equal one symbol, and guards that they stay equal: offsets of unrelated parameters
-    that coincide at one width (`fc_out.weight`'s offset and `pos_emb.weight`'s, at 8192) no longer do at
-    the next, and the forward recompiled at every width. On a CPU (muP GPT, widths 16-128, 3 members, 12
-    steps, inductor's caches off) the groups of widths 64 and 128 took 21 s each; a group that reuses the
-    process's graph takes 0.2-0.9 s (widths 64-256).
-    """
-    compiled = torch.compile(fn)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with _no_duck_sizing():
-            return compiled(*args, **kwargs)
-    return call
-
-
-def _no_duck_sizing() -> contextlib.AbstractContextManager:
-    # The switch is in a private config module (the guard's own message names it); a torch without
-    # it compiles with duck sizing, which is slower to start but as correct.
-    if not hasattr(fx_config, "use_duck_shape"):
-        return contextlib.nullcontext()
-    return fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]  # added at import by torch
-
-
-def _mark_dynamic(t: torch.Tensor, dims: list[int]) -> None:
-    """Compile `t`'s `dims` as dynamic sizes (where torch.compile can; else it specializes them)."""
-    for d in dims:
-        torch._dynamo.maybe_mark_dynamic(t, d)
-
-
-def _members_dynamic(*tensors: torch.Tensor) -> None:
-    """Tell torch.compile that dim 0 of these tensors, the member axis, changes size. Needed at the first
-    call only: the graphs then compiled take any later batch size of two or more members.
-
-    Without it dynamo compiles a graph for the first group size, then recompiles with a dynamic axis
-    when the first member leaves: on a CPU (inductor's C++ backend, width 32, caches off) a group of 8
-    whose batch shrank three times compiled 4 graphs instead of 2 and took 33 s instead of 22. A group
-    of one member still gets its own graph (dynamo specializes sizes 0 and 1), and so does each batch
-    size of a user model with an embedding: in torch 2.13, compiling `F.embedding` under `vmap` fixes
-    the size vmap maps over.
-    """
-    for t in tensors:
-        _mark_dynamic(t, [0])

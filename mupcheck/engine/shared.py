@@ -21,10 +21,8 @@ only the steps since the last budget left it. The folder is removed when the cha
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +37,7 @@ from mupcheck.engine.groups import branch_step
 from mupcheck.engine.models import build_model
 from mupcheck.engine.optim import build_optimizer, set_step_lr
 from mupcheck.engine.runlog import RunLog
+from mupcheck.engine.saved_state import read_state, remove_state, write_state
 from mupcheck.engine.solo import EVAL_BATCH, Progress, _loss, evaluate
 from mupcheck.result import RunResult, SharedInfo
 from mupcheck.spec import RunConfig
@@ -46,9 +45,6 @@ from mupcheck.spec import RunConfig
 __all__ = ["OnResult", "train_shared"]
 
 OnResult = Callable[[int, RunResult], None]  # (index of the budget in the chain, its result)
-
-_STATE_VERSION = 1
-
 
 def train_shared(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                  progress: Progress | None = None, dtype: torch.dtype = torch.float32,
@@ -111,7 +107,8 @@ class _SharedRun:
                 state = self._save(step, on_trunk)
                 for m in branching:
                     self._branch(m, step, progress)
-                    self._restore(state, [m for m in on_trunk if m.result is None])
+                    self._restore(torch.load(io.BytesIO(state), map_location=self.device, weights_only=False),
+                                  [m for m in on_trunk if m.result is None])
                 on_trunk = [m for m in on_trunk if m not in branching]
             if not self._step(step, self.trunk_cfg, [m.log for m in on_trunk]):
                 break  # every budget still on the trunk diverged here, as each would have alone
@@ -180,61 +177,38 @@ class _SharedRun:
     def _save(self, step: int, on_trunk: list[_Member]) -> bytes:
         """The trunk's state before `step` (model, optimizer, the logs of the budgets still on it), as bytes;
         also written to the state folder, replacing the one before."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "logs": {m.cfg.tokens: _log_state(m.log) for m in on_trunk}}
         buffer = io.BytesIO()
-        torch.save({"version": _STATE_VERSION, "step": step, "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "logs": {m.cfg.tokens: _log_state(m.log) for m in on_trunk}}, buffer)
-        blob = buffer.getvalue()
+        torch.save(state, buffer)
         if self.state_dir is not None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            path = self.state_dir / f"step-{step:09d}.pt"
-            partial = path.with_suffix(".part")
-            partial.write_bytes(blob)
-            partial.replace(path)  # atomic: a kill never leaves half a state behind
-            for old in self.state_dir.glob("step-*.pt"):
-                if old != path:
-                    old.unlink(missing_ok=True)
-        return blob
+            write_state(self.state_dir, step, state)
+        return buffer.getvalue()
 
-    def _restore(self, blob: bytes, on_trunk: list[_Member]) -> int:
-        state = torch.load(io.BytesIO(blob), map_location=self.device, weights_only=False)
+    def _restore(self, state: dict[str, Any], on_trunk: list[_Member]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for m in on_trunk:
             _set_log_state(m.log, state["logs"][m.cfg.tokens])
-        return int(state["step"])
 
     def _resume(self) -> int:
         """The trunk step to start from: that of the saved state, when one is there that every budget of this
         chain can start from (none has left the trunk before it); else 0."""
-        if self.state_dir is None:
+        found = read_state(self.state_dir, self.device, "the shared run") if self.state_dir is not None else None
+        if found is None:
             return 0
-        saved = sorted(self.state_dir.glob("step-*.pt"))
-        if not saved:
+        path, state = found
+        step = int(state["step"])
+        if not all(m.leaves_at >= step and m.cfg.tokens in state.get("logs", {}) for m in self.members):
             return 0
-        path = saved[-1]
-        try:
-            blob = path.read_bytes()
-            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-            step = int(state["step"])
-            usable = (state.get("version") == _STATE_VERSION
-                      and all(m.leaves_at >= step and m.cfg.tokens in state["logs"] for m in self.members))
-        except Exception as e:  # a corrupt or foreign file: start over, it costs time, never a result
-            print(f"mupcheck: {path}: cannot resume from this saved state ({type(e).__name__}: {e}); "
-                  "training the shared run from its start", file=sys.stderr)
-            return 0
-        if not usable:
-            return 0
-        self._restore(blob, self.members)
+        self._restore(state, self.members)
         print(f"mupcheck: {self.trunk_cfg.label()}: resuming the shared run at step {step} ({path})",
               file=sys.stderr)
         return step
 
     def _clean(self) -> None:
         if self.state_dir is not None:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
-            with contextlib.suppress(OSError):  # the folder of every chain's state, once no chain is left in it
-                self.state_dir.parent.rmdir()
+            remove_state(self.state_dir)
 
 
 def _log_state(log: RunLog) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from helpers import write_grid
 
 from mupcheck.engine.data import load_data
 from mupcheck.engine.groups import branch_step, fusion_groups, share_chains, sharing_note
+from mupcheck.engine.saved_state import STATE_VERSION, read_state, remove_state, write_state
 from mupcheck.engine.shared import train_shared
 from mupcheck.engine.solo import train_run
 from mupcheck.result import RunResult
@@ -190,3 +192,29 @@ def test_a_shared_budget_counts_only_its_own_device_time():
                         shared=SharedInfo("prefix", 409600, 100, 3))
     assert device_time(fused) == 3.0  # a batched run's time is its share of its group's already
     assert device_time(fake_result(wall_time_s=5.0)) == 5.0
+
+
+def test_a_saved_state_replaces_the_one_before_and_goes_with_its_run(tmp_path):
+    folder = tmp_path / "shared-runs" / "abc"
+    write_state(folder, 10, {"x": torch.ones(2)})
+    write_state(folder, 20, {"x": torch.zeros(2)})
+    assert [p.name for p in folder.iterdir()] == ["step-000000020.pt"]
+    path, state = read_state(folder, "cpu", "the run")
+    assert path.name == "step-000000020.pt" and state["step"] == 20 and state["x"].sum() == 0
+    (tmp_path / "shared-runs" / "other").mkdir()  # another run's state is still there
+    remove_state(folder)
+    assert not folder.exists() and (tmp_path / "shared-runs").exists()
+    remove_state(tmp_path / "shared-runs" / "other")
+    assert not (tmp_path / "shared-runs").exists()
+
+
+def test_a_state_of_another_version_or_unreadable_is_not_resumed(tmp_path, capsys):
+    folder = tmp_path / "abc"
+    write_state(folder, 5, {})
+    state = torch.load(folder / "step-000000005.pt", weights_only=False)
+    torch.save({**state, "version": STATE_VERSION + 1}, folder / "step-000000005.pt")
+    assert read_state(folder, "cpu", "the run") is None
+    (folder / "step-000000005.pt").write_bytes(b"not a state")
+    assert read_state(folder, "cpu", "the run") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step-000000005.pt" in err[0] and "training the run from its start" in err[0]
