@@ -127,5 +127,6 @@ def test_the_shared_runs_benchmark_compares_both_sweeps_on_tiny_copies_of_the_ho
     assert [r["grid"] for r in result["rows"]] == ["horizon_constant", "horizon_wsd", "horizon_cosine"]
     for row in result["rows"]:
         assert row["runs"] == 12 and row["same_numbers"] and row["same_report"]
+        assert row["shared_missing"] == row["alone_missing"] == 0  # a report of every run trained
         assert row["shared_s"] > 0 and row["alone_s"] > 0
     assert result["torch"] and result["mup"] and result["command"].startswith("python benchmarks/shared_runs.py")
