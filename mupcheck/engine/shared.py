@@ -46,6 +46,7 @@ __all__ = ["OnResult", "train_shared"]
 
 OnResult = Callable[[int, RunResult], None]  # (index of the budget in the chain, its result)
 
+
 def train_shared(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                  progress: Progress | None = None, dtype: torch.dtype = torch.float32,
                  on_result: OnResult | None = None, state_dir: Path | None = None) -> list[RunResult]:
