@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from mupcheck.outputs.report import write_report  # noqa: E402
 from mupcheck.outputs.verdicts import GridSuite  # noqa: E402
-from mupcheck.plan import plan_grid  # noqa: E402
+from mupcheck.plan import Plan, plan_grid  # noqa: E402
 from mupcheck.provenance import git_commit, package_version, torch_version, utc_now  # noqa: E402
 from mupcheck.spec import Grid, load_grid  # noqa: E402
 from mupcheck.store import Store  # noqa: E402
@@ -57,8 +57,7 @@ def _grid(path: Path) -> Grid:
     return dataclasses.replace(load_grid(path), refine=None)
 
 
-def _numbers(store: Path, grid: Grid) -> dict[str, Any]:
-    plan = plan_grid(grid)
+def _numbers(store: Path, plan: Plan) -> dict[str, Any]:
     out = {}
     for cfg in plan.configs:
         record = Store(store).load(plan.key(cfg))
@@ -90,17 +89,17 @@ def measure(name: str, base: str, extra: str, rates: list[float], seeds: list[in
             mode = "shared" if share else "alone"
             grid = _grid(_slice(folder, name, base, extra, rates, seeds, share, grids))
             store = folder / f"{name}_{mode}_{r}"
-            plan_grid(grid)  # the corpus is read now, outside the timed sweep (then cached in the process)
+            plan = plan_grid(grid)  # the corpus is read now, outside the timed sweep (then cached in the process)
             t0 = time.perf_counter()
             summary = run_grid(grid, Store(store), workers=1, show_progress=False, refine=False)
             times[mode].append(time.perf_counter() - t0)
             if r > 0:
                 continue
             row["runs"] = summary.trained
-            suite = GridSuite(plan_grid(grid), Store(store))
+            suite = GridSuite(plan, Store(store))
             report = write_report(suite, folder / f"reports_{mode}", {}, as_json=True)
             row[f"{mode}_missing"] = sum(n for _, n in suite.missing)  # runs the report waits for: none here
-            row[f"{mode}_numbers"] = _numbers(store, grid)
+            row[f"{mode}_numbers"] = _numbers(store, plan)
             row[f"{mode}_report"] = _findings(report.with_suffix(".json"))
     for mode, measured in times.items():
         row[f"{mode}_s"], row[f"{mode}_each_s"] = min(measured), measured

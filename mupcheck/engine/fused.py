@@ -97,8 +97,6 @@ OnResult = Callable[[int, RunResult], None]  # (member index in the group, its r
 
 
 
-
-
 def train_fused(configs: Sequence[RunConfig], data: TokenData, device: str | torch.device = "cpu",
                 progress: Progress | None = None, dtype: torch.dtype = torch.float32,
                 compile: bool = False, on_result: OnResult | None = None, share: bool = False,
@@ -460,7 +458,7 @@ class _FusedRun:
         mine = {_digest(cfg) for cfg in self.configs}
         for covers in sorted(self.state_root.glob("*/covers.json")):
             with contextlib.suppress(OSError, ValueError):
-                if mine <= set(json.loads(covers.read_text())):
+                if mine <= set(json.loads(covers.read_text())) and any(covers.parent.glob("step-*.pt")):
                     self.state_dir = covers.parent  # it goes on saving where it resumed from
                     break
         assert self.state_dir is not None
